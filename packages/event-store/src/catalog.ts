@@ -1,0 +1,52 @@
+import type { z } from 'zod';
+import { EventValidationError, UnknownEventTypeError, UnknownStreamError, type FieldIssue } from './errors.ts';
+
+/** Event type name → zod schema of its data. The key `*` matches any type not listed. */
+export type EventSchemas = Readonly<Record<string, z.ZodType>>;
+
+export interface StreamDefinition {
+  readonly schemas: EventSchemas;
+  /** Which entity an event concerns (the user id); used for per-subject versions on append. */
+  readonly subjectOf?: (data: unknown) => string | undefined;
+}
+
+/** Which event types each stream carries. Stream names are keys here: configuration, not constants. */
+export class EventCatalog {
+  private readonly streams: ReadonlyMap<string, StreamDefinition>;
+
+  constructor(definitions: Readonly<Record<string, StreamDefinition>>) {
+    this.streams = new Map(Object.entries(definitions));
+  }
+
+  get streamNames(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  has(stream: string): boolean {
+    return this.streams.has(stream);
+  }
+
+  definition(stream: string): StreamDefinition {
+    const found = this.streams.get(stream);
+    if (!found) throw new UnknownStreamError(stream, this.streamNames);
+    return found;
+  }
+
+  /** Validates and normalises an event's data; throws EventValidationError naming the fields at fault. */
+  parse(stream: string, type: string, data: unknown): unknown {
+    const { schemas } = this.definition(stream);
+    const schema = Object.hasOwn(schemas, type) ? schemas[type] : schemas['*'];
+    if (!schema) throw new UnknownEventTypeError(stream, type, Object.keys(schemas));
+    const result = schema.safeParse(data);
+    if (!result.success) throw new EventValidationError(stream, type, toFieldIssues(result.error));
+    return result.data;
+  }
+
+  subjectOf(stream: string, data: unknown): string | undefined {
+    return this.definition(stream).subjectOf?.(data);
+  }
+}
+
+function toFieldIssues(error: z.ZodError): FieldIssue[] {
+  return error.issues.map((issue) => ({ field: issue.path.map(String).join('.'), message: issue.message }));
+}

@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto';
+import type { EventCatalog } from './catalog.ts';
+import { EventStoreError, UndecodableEntryError } from './errors.ts';
+import type { EventInput, RecordedEvent, WireFormat } from './types.ts';
+
+/** Field names that carry the event type in the flat form. The seed uses both. */
+export const DEFAULT_TYPE_FIELDS: readonly string[] = ['command', 'action'];
+
+/** CloudEvents 1.0 attributes the envelope form uses; `specversion` tells the two forms apart. */
+const ENVELOPE_MARKER = 'specversion';
+const ENVELOPE_ATTRIBUTES = new Set(['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'data']);
+
+export interface CodecOptions {
+  readonly typeFields?: readonly string[];
+  /** CloudEvents `source` written on append. */
+  readonly source?: string;
+}
+
+/**
+ * Turns stream entries into typed events and back. Both wire forms decode to the same event:
+ * the flat form (`user_id 1 command register name Duffy`, as any client writes it) and the
+ * CloudEvents envelope with JSON `data` the framework writes (nested values survive).
+ */
+export class EventCodec {
+  private readonly typeFields: readonly string[];
+  private readonly source: string;
+
+  constructor(
+    private readonly catalog: EventCatalog,
+    options: CodecOptions = {},
+  ) {
+    this.typeFields = options.typeFields ?? DEFAULT_TYPE_FIELDS;
+    this.source = options.source ?? 'redsource';
+  }
+
+  /** Validates an event and returns the entry fields to XADD, plus its subject. */
+  encode(stream: string, event: EventInput): { fields: string[]; subject: string | undefined; eventId: string | undefined } {
+    const data = this.catalog.parse(stream, event.type, event.data);
+    const subject = event.metadata?.subject ?? this.catalog.subjectOf(stream, data);
+    const eventId = event.metadata?.id;
+    const fields = [
+      'specversion', '1.0',
+      'id', eventId ?? randomUUID(),
+      'source', event.metadata?.source ?? this.source,
+      'type', event.type,
+      ...(subject === undefined ? [] : ['subject', subject]),
+      'time', event.metadata?.time ?? new Date().toISOString(),
+      'datacontenttype', 'application/json',
+      'data', JSON.stringify(data),
+    ];
+    return { fields, subject, eventId };
+  }
+
+  /** Decodes one entry; throws UndecodableEntryError or EventValidationError (both EventStoreError). */
+  decode(stream: string, entryId: string, fields: readonly string[]): RecordedEvent {
+    const record = toRecord(stream, entryId, fields);
+    return Object.hasOwn(record, ENVELOPE_MARKER)
+      ? this.decodeEnvelope(stream, entryId, record)
+      : this.decodeFlat(stream, entryId, record);
+  }
+
+  /** Like decode, but returns the error instead of throwing it, so a batch can go on. */
+  tryDecode(stream: string, entryId: string, fields: readonly string[]): RecordedEvent | EventStoreError {
+    try {
+      return this.decode(stream, entryId, fields);
+    } catch (error) {
+      if (error instanceof EventStoreError) return error;
+      throw error;
+    }
+  }
+
+  private decodeFlat(stream: string, entryId: string, record: Record<string, string>): RecordedEvent {
+    const present = this.typeFields.filter((f) => Object.hasOwn(record, f));
+    if (present.length === 0) {
+      throw new UndecodableEntryError(stream, entryId, `no type field (one of ${this.typeFields.join(', ')})`);
+    }
+    const types = new Set(present.map((f) => record[f]));
+    if (types.size > 1) {
+      throw new UndecodableEntryError(stream, entryId, `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`);
+    }
+    const type = record[present[0] as string] as string;
+    const raw: Record<string, string> = {};
+    for (const [key, value] of Object.entries(record)) if (!present.includes(key)) raw[key] = value;
+    const data = this.catalog.parse(stream, type, raw);
+    return freezeEvent({ type, data, stream, entryId, format: 'flat', metadata: {} });
+  }
+
+  private decodeEnvelope(stream: string, entryId: string, record: Record<string, string>): RecordedEvent {
+    const type = record['type'];
+    if (!type) throw new UndecodableEntryError(stream, entryId, 'envelope without a type attribute');
+    let payload: unknown = {};
+    if (record['data'] !== undefined) {
+      try {
+        payload = JSON.parse(record['data']);
+      } catch {
+        throw new UndecodableEntryError(stream, entryId, 'envelope data is not valid JSON');
+      }
+    }
+    const data = this.catalog.parse(stream, type, payload);
+    const metadata: Record<string, string> = {};
+    for (const attribute of ['id', 'source', 'subject', 'time'] as const) {
+      const value = record[attribute];
+      if (value !== undefined) metadata[attribute] = value;
+    }
+    for (const key of Object.keys(record)) {
+      if (!ENVELOPE_ATTRIBUTES.has(key)) metadata[key] = record[key] as string;
+    }
+    return freezeEvent({ type, data, stream, entryId, format: 'envelope', metadata });
+  }
+}
+
+function toRecord(stream: string, entryId: string, fields: readonly string[]): Record<string, string> {
+  if (fields.length % 2 !== 0) throw new UndecodableEntryError(stream, entryId, 'odd number of field/value items');
+  const record: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (let i = 0; i < fields.length; i += 2) {
+    const key = fields[i] as string;
+    if (Object.hasOwn(record, key)) throw new UndecodableEntryError(stream, entryId, `field '${key}' appears twice`);
+    record[key] = fields[i + 1] as string;
+  }
+  return record;
+}
+
+function freezeEvent(event: {
+  type: string;
+  data: unknown;
+  stream: string;
+  entryId: string;
+  format: WireFormat;
+  metadata: Record<string, string>;
+}): RecordedEvent {
+  return Object.freeze({ ...event, metadata: Object.freeze(event.metadata) });
+}

@@ -1,0 +1,203 @@
+import type { Redis } from 'ioredis';
+import type { EventCatalog } from './catalog.ts';
+import { EventCodec, type CodecOptions } from './codec.ts';
+import { AppendNotConfirmedError, EventStoreError, VersionConflictError } from './errors.ts';
+import { eventStoreKeys } from './keys.ts';
+import { defineEventStoreScripts } from './scripts.ts';
+import { parseXReadReply, toStreamEntries } from './replies.ts';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventInput,
+  ExpectedVersion,
+  RecordedEvent,
+  StartPosition,
+  StreamEntry,
+} from './types.ts';
+
+export interface ReadOptions {
+  /** First entry id to read (inclusive); `-` = the beginning. */
+  readonly from?: string;
+  /** Last entry id to read (inclusive); `+` = the end. */
+  readonly to?: string;
+  /** Entries per XRANGE round trip; memory stays bounded by one page. */
+  readonly pageSize?: number;
+  /** Called for an entry that does not decode; without it such an entry throws. */
+  readonly onInvalid?: (error: EventStoreError, entry: StreamEntry) => void;
+}
+
+export interface SubscribeOptions {
+  readonly from?: StartPosition | Readonly<Record<string, StartPosition>>;
+  readonly signal?: AbortSignal;
+  /** Most entries per XREAD. */
+  readonly count?: number;
+  /** How long one XREAD waits for new entries, in ms; also bounds how late an abort is noticed. */
+  readonly blockMs?: number;
+  readonly onInvalid?: (error: EventStoreError, entry: StreamEntry) => void;
+}
+
+export interface EventStoreOptions extends CodecOptions {
+  readonly redis: Redis;
+  readonly catalog: EventCatalog;
+}
+
+/**
+ * Appends typed events to Redis Streams and reads them back. One class, a few verbs:
+ * `append`, `read`, `subscribe`.
+ */
+export class RedisEventStore {
+  readonly codec: EventCodec;
+  readonly catalog: EventCatalog;
+  private readonly redis: Redis;
+
+  constructor(options: EventStoreOptions) {
+    this.redis = options.redis;
+    this.catalog = options.catalog;
+    this.codec = new EventCodec(options.catalog, options);
+    defineEventStoreScripts(this.redis);
+  }
+
+  /**
+   * Appends events to one stream in a single script call: all are validated first, then all
+   * are written, or none (on a validation error or a version conflict).
+   */
+  async append(stream: string, events: EventInput | readonly EventInput[], options: AppendOptions = {}): Promise<AppendResult> {
+    const list = Array.isArray(events) ? (events as readonly EventInput[]) : [events as EventInput];
+    if (list.length === 0) return { entryIds: [], duplicates: [], versions: {} };
+    const args: (string | number)[] = [list.length];
+    const expected = encodeExpectedVersion(options.expectedVersion ?? 'any');
+    const checked = new Set<string>();
+    const subjects: (string | undefined)[] = [];
+    for (const event of list) {
+      const { fields, subject, eventId } = this.codec.encode(stream, event);
+      subjects.push(subject);
+      // The expectation concerns the subject's version before this append: check it on its first event only.
+      const expectation = subject !== undefined && !checked.has(subject) ? expected : '';
+      if (subject !== undefined) checked.add(subject);
+      args.push(eventId ?? '', subject ?? '', expectation, fields.length, ...fields);
+    }
+    let reply: unknown[];
+    try {
+      reply = await this.redis.redsourceAppend(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), ...args);
+    } catch (error) {
+      throw new AppendNotConfirmedError(stream, error);
+    }
+    if (reply[0] === 'CONFLICT') {
+      throw new VersionConflictError(stream, String(reply[1]), Number(reply[2]), Number(reply[3]));
+    }
+    const entryIds: string[] = [];
+    const duplicates: number[] = [];
+    const versions: Record<string, number> = {};
+    for (let i = 0; i < list.length; i++) {
+      entryIds.push(String(reply[1 + i * 3]));
+      if (Number(reply[2 + i * 3]) === 1) duplicates.push(i);
+      const version = Number(reply[3 + i * 3]);
+      const subject = subjects[i];
+      if (subject !== undefined && version >= 0) versions[subject] = version;
+    }
+    return { entryIds, duplicates, versions };
+  }
+
+  /** The number of events appended through redsource for a subject: the version `expectedVersion` compares with. */
+  async version(stream: string, subject: string): Promise<number> {
+    return Number((await this.redis.hget(eventStoreKeys.versions(stream), subject)) ?? 0);
+  }
+
+  /** Raw entries of a stream, one XRANGE page at a time. */
+  async *readPages(stream: string, options: Omit<ReadOptions, 'onInvalid'> = {}): AsyncGenerator<StreamEntry[]> {
+    const pageSize = options.pageSize ?? 500;
+    const to = options.to ?? '+';
+    let from = options.from ?? '-';
+    for (;;) {
+      const page = toStreamEntries(await this.redis.xrange(stream, from, to, 'COUNT', pageSize));
+      if (page.length > 0) yield page;
+      if (page.length < pageSize) return;
+      from = `(${(page[page.length - 1] as StreamEntry).id}`;
+    }
+  }
+
+  /** Typed events of a stream in order, paged. */
+  async *read(stream: string, options: ReadOptions = {}): AsyncGenerator<RecordedEvent> {
+    for await (const page of this.readPages(stream, options)) {
+      for (const entry of page) {
+        const decoded = this.decodeOrReport(stream, entry, options.onInvalid);
+        if (decoded) yield decoded;
+      }
+    }
+  }
+
+  /**
+   * Follows several streams at once with XREAD BLOCK (no consumer group), on a connection of its
+   * own so blocking never delays other commands. Ends when the signal aborts.
+   */
+  async *subscribe(streams: readonly string[], options: SubscribeOptions = {}): AsyncGenerator<RecordedEvent> {
+    const reader = this.redis.duplicate();
+    const positions = new Map(streams.map((s) => [s, startId(pickStart(options.from, s))]));
+    const onAbort = () => reader.disconnect();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await resolveLatest(this.redis, positions);
+      while (!options.signal?.aborted) {
+        let reply: unknown;
+        try {
+          reply = await reader.xread('COUNT', options.count ?? 500, 'BLOCK', options.blockMs ?? 5000, 'STREAMS', ...positions.keys(), ...positions.values());
+        } catch (error) {
+          if (options.signal?.aborted) return;
+          throw error;
+        }
+        for (const { stream, entries } of parseXReadReply(reply)) {
+          for (const entry of entries) {
+            positions.set(stream, entry.id);
+            const decoded = this.decodeOrReport(stream, entry, options.onInvalid);
+            if (decoded) yield decoded;
+          }
+        }
+      }
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      reader.disconnect();
+    }
+  }
+
+  private decodeOrReport(
+    stream: string,
+    entry: StreamEntry,
+    onInvalid: ((error: EventStoreError, entry: StreamEntry) => void) | undefined,
+  ): RecordedEvent | undefined {
+    const decoded = this.codec.tryDecode(stream, entry.id, entry.fields);
+    if (!(decoded instanceof EventStoreError)) return decoded;
+    if (!onInvalid) throw decoded;
+    onInvalid(decoded, entry);
+    return undefined;
+  }
+}
+
+function encodeExpectedVersion(expected: ExpectedVersion): string {
+  if (expected === 'any') return '';
+  if (expected === 'no_subject') return '0';
+  if (!Number.isInteger(expected) || expected < 0) {
+    throw new RangeError(`expectedVersion must be 'any', 'no_subject' or a non-negative integer, got ${String(expected)}`);
+  }
+  return String(expected);
+}
+
+function pickStart(from: SubscribeOptions['from'], stream: string): StartPosition {
+  if (from === undefined) return 'latest';
+  if (typeof from === 'string' || 'after' in from) return from as StartPosition;
+  return (from as Readonly<Record<string, StartPosition>>)[stream] ?? 'latest';
+}
+
+function startId(position: StartPosition): string {
+  if (position === 'beginning') return '0-0';
+  if (position === 'latest') return '$';
+  return position.after;
+}
+
+/** `$` must become a concrete id once, or entries added between two XREADs would be missed. */
+async function resolveLatest(redis: Redis, positions: Map<string, string>): Promise<void> {
+  for (const [stream, id] of positions) {
+    if (id !== '$') continue;
+    const last = toStreamEntries(await redis.xrevrange(stream, '+', '-', 'COUNT', 1));
+    positions.set(stream, last[0]?.id ?? '0-0');
+  }
+}

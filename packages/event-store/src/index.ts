@@ -1,0 +1,26 @@
+export { RedisEventStore, type EventStoreOptions, type ReadOptions, type SubscribeOptions } from './event-store.ts';
+export { EventCatalog, type EventSchemas, type StreamDefinition } from './catalog.ts';
+export { EventCodec, DEFAULT_TYPE_FIELDS, type CodecOptions } from './codec.ts';
+export { eventStoreKeys } from './keys.ts';
+export { parseXReadReply, toStreamEntries } from './replies.ts';
+export {
+  EventStoreError,
+  EventValidationError,
+  UndecodableEntryError,
+  UnknownEventTypeError,
+  UnknownStreamError,
+  VersionConflictError,
+  AppendNotConfirmedError,
+  isVersionConflictError,
+  type FieldIssue,
+} from './errors.ts';
+export type {
+  AppendOptions,
+  AppendResult,
+  EventInput,
+  ExpectedVersion,
+  RecordedEvent,
+  StartPosition,
+  StreamEntry,
+  WireFormat,
+} from './types.ts';

@@ -1,0 +1,12 @@
+export {
+  SnapshotStore,
+  type ApplyBatchInput,
+  type ApplyBatchResult,
+  type BatchEntry,
+  type SnapshotStoreOptions,
+} from './snapshot-store.ts';
+export type { Snapshot } from './layout.ts';
+export { encodeMutations, type Mutation, type SnapshotChange } from './mutations.ts';
+export { compareEntryIds } from './entry-ids.ts';
+export { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
+export { SnapshotStoreError, InvalidMutationError, CorruptSnapshotError, InvalidSnapshotIdError } from './errors.ts';

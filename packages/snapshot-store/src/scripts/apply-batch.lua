@@ -1,0 +1,143 @@
+--[[
+Applies a batch of stream entries to snapshot hashes exactly once and in stream order, records
+how far the stream has been applied, dead-letters the entries that cannot be applied, and acks
+them in the consumer group: all in one atomic step, so a crash can never separate the effect
+from its record.
+
+An entry is applied only when every earlier entry of the stream has been applied: the cursor
+(last applied id) must be the entry's predecessor in the stream. An entry at or below the cursor
+was applied before (redelivery) and is skipped. An entry with an unapplied predecessor stops the
+batch (another consumer holds the predecessor); the caller retries the rest later.
+
+KEYS[1]   the stream
+KEYS[2]   the cursor: last applied entry id of the stream for this projection
+KEYS[3]   the dead-letter stream
+KEYS[4..] the snapshot hashes the batch touches
+ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
+ARGV[2]   entry count; then for each entry, in ascending id order:
+          entry id, kind
+          kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[4]), op count, ops
+          kind 'D' (dead-letter): reason, original fields as JSON
+Ops       'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
+          | 'A' set member | 'M' set member | 'I' counter by
+Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor}
+]]
+
+local function compareNumbers(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
+local function compareIds(a, b)
+  local aMs, aSeq = string.match(a, '^(%d+)-(%d+)$')
+  local bMs, bSeq = string.match(b, '^(%d+)-(%d+)$')
+  local byMs = compareNumbers(aMs, bMs)
+  if byMs ~= 0 then return byMs end
+  return compareNumbers(aSeq, bSeq)
+end
+
+local function clearFields(key)
+  local names = redis.call('HKEYS', key)
+  local doomed = {}
+  for _, name in ipairs(names) do
+    if string.sub(name, 1, 2) == 'f:' then doomed[#doomed + 1] = name end
+  end
+  for i = 1, #doomed, 500 do
+    redis.call('HDEL', key, unpack(doomed, i, math.min(i + 499, #doomed)))
+  end
+end
+
+-- Applies the ops of one change starting at ARGV[pos]; returns the position after them.
+local function applyChange(key, opCount, pos, entryId)
+  for _ = 1, opCount do
+    local op = ARGV[pos]
+    if op == 'X' then
+      redis.call('HSET', key, '_exists', '1')
+      pos = pos + 1
+    elseif op == 'R' then
+      clearFields(key)
+      redis.call('HDEL', key, '_exists')
+      pos = pos + 1
+    elseif op == 'C' then
+      clearFields(key)
+      pos = pos + 1
+    elseif op == 'F' then
+      redis.call('HSET', key, 'f:' .. ARGV[pos + 1], ARGV[pos + 2])
+      pos = pos + 3
+    elseif op == 'U' then
+      redis.call('HDEL', key, 'f:' .. ARGV[pos + 1])
+      pos = pos + 2
+    elseif op == 'A' then
+      -- The value orders the set: members come back in the order they were added.
+      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId)
+      pos = pos + 3
+    elseif op == 'M' then
+      redis.call('HDEL', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2])
+      pos = pos + 3
+    elseif op == 'I' then
+      redis.call('HINCRBY', key, 'c:' .. ARGV[pos + 1], ARGV[pos + 2])
+      pos = pos + 3
+    else
+      error('redsource apply-batch: unknown op ' .. tostring(op))
+    end
+  end
+  redis.call('HINCRBY', key, '_rev', 1)
+  return pos
+end
+
+local group = ARGV[1]
+local count = tonumber(ARGV[2])
+local cursor = redis.call('GET', KEYS[2]) or '0-0'
+local applied, skipped, deadLettered = 0, 0, 0
+local blockedAt = ''
+local acked = {}
+local pos = 3
+
+for _ = 1, count do
+  local entryId, kind = ARGV[pos], ARGV[pos + 1]
+  pos = pos + 2
+  local isNew = compareIds(entryId, cursor) > 0
+  if isNew and #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
+    blockedAt = entryId
+    break
+  end
+  if kind == 'A' then
+    local changeCount = tonumber(ARGV[pos])
+    pos = pos + 1
+    for _ = 1, changeCount do
+      local key, opCount = KEYS[3 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
+      pos = pos + 2
+      if isNew then
+        pos = applyChange(key, opCount, pos, entryId)
+      else
+        -- Skip over the ops without applying them.
+        for _ = 1, opCount do
+          local op = ARGV[pos]
+          if op == 'X' or op == 'R' or op == 'C' then pos = pos + 1
+          elseif op == 'U' then pos = pos + 2
+          else pos = pos + 3 end
+        end
+      end
+    end
+    if isNew then applied = applied + 1 end
+  else
+    if isNew then
+      local now = redis.call('TIME')
+      redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', ARGV[pos],
+        'fields', ARGV[pos + 1], 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
+      deadLettered = deadLettered + 1
+    end
+    pos = pos + 2
+  end
+  if isNew then cursor = entryId else skipped = skipped + 1 end
+  acked[#acked + 1] = entryId
+end
+
+if applied + deadLettered > 0 then redis.call('SET', KEYS[2], cursor) end
+if group ~= '' and #acked > 0 then
+  for i = 1, #acked, 1000 do
+    redis.call('XACK', KEYS[1], group, unpack(acked, i, math.min(i + 999, #acked)))
+  end
+end
+return { applied, skipped, deadLettered, blockedAt, cursor }

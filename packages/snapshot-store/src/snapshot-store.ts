@@ -1,0 +1,152 @@
+import { readFileSync } from 'node:fs';
+import type { Redis, Result } from 'ioredis';
+import type { z } from 'zod';
+import { compareEntryIds } from './entry-ids.ts';
+import { CorruptSnapshotError, InvalidSnapshotIdError } from './errors.ts';
+import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
+import { decodeHash, type Snapshot } from './layout.ts';
+import { encodeMutations, type SnapshotChange } from './mutations.ts';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string], Context>;
+  }
+}
+
+const applyBatchSource = readFileSync(new URL('./scripts/apply-batch.lua', import.meta.url), 'utf8');
+
+/** One stream entry in a batch: its changes to snapshots, or why it goes to the dead-letter stream. */
+export type BatchEntry =
+  | { readonly entryId: string; readonly changes: readonly SnapshotChange[] }
+  | { readonly entryId: string; readonly deadLetter: { readonly reason: string; readonly fields: readonly string[] } };
+
+export interface ApplyBatchInput {
+  readonly stream: string;
+  readonly entries: readonly BatchEntry[];
+  readonly deadLetterStream: string;
+  /** XACK the handled entries in this group, in the same atomic step. Omit for a replay. */
+  readonly ackGroup?: string;
+}
+
+export interface ApplyBatchResult {
+  /** Entries whose changes were applied now. */
+  readonly applied: number;
+  /** Entries applied before (redelivered): recognised by the cursor and not applied again. */
+  readonly skipped: number;
+  readonly deadLettered: number;
+  /** First entry not handled because an earlier entry of the stream is not applied yet; retry from it. */
+  readonly blockedAt: string | undefined;
+  /** Entries handled (applied, skipped or dead-lettered), a prefix of the input in id order. */
+  readonly handled: number;
+  /** Last applied entry id of the stream after this batch. */
+  readonly cursor: string;
+}
+
+export interface SnapshotStoreOptions<Fields> {
+  readonly redis: Redis;
+  /** Snapshot key = prefix + id, e.g. `user_snapshot_` for `user_snapshot_1`. */
+  readonly keyPrefix: string;
+  /** Names the applied-position cursors; a rebuild uses a second projection beside the live one. */
+  readonly projection?: string;
+  /** Validates the fields of every snapshot read. */
+  readonly fieldsSchema?: z.ZodType<Fields>;
+}
+
+/** Snapshot hashes: read them, and apply batches of entries to them exactly once. */
+export class SnapshotStore<Fields = Record<string, unknown>> {
+  readonly keyPrefix: string;
+  readonly projection: string;
+  private readonly redis: Redis;
+  private readonly fieldsSchema: z.ZodType<Fields> | undefined;
+
+  constructor(options: SnapshotStoreOptions<Fields>) {
+    this.redis = options.redis;
+    this.keyPrefix = options.keyPrefix;
+    this.projection = options.projection ?? 'snapshots';
+    this.fieldsSchema = options.fieldsSchema;
+    if (typeof (this.redis as Partial<Redis>).redsourceApplyBatch !== 'function') {
+      this.redis.defineCommand('redsourceApplyBatch', { lua: applyBatchSource });
+    }
+  }
+
+  key(id: string): string {
+    if (!SNAPSHOT_ID.test(id)) throw new InvalidSnapshotIdError(id);
+    return snapshotKeys.snapshot(this.keyPrefix, id);
+  }
+
+  cursorKey(stream: string): string {
+    return snapshotKeys.cursor(stream, this.projection);
+  }
+
+  /** The last entry id of the stream applied to the snapshots (`0-0` = none). */
+  async cursor(stream: string): Promise<string> {
+    return (await this.redis.get(this.cursorKey(stream))) ?? '0-0';
+  }
+
+  /** Sets the cursor only if none exists: a projection that starts at `latest` must not wait for older entries. */
+  async initCursor(stream: string, entryId: string): Promise<void> {
+    await this.redis.set(this.cursorKey(stream), entryId, 'NX');
+  }
+
+  async read(id: string): Promise<Snapshot<Fields> | undefined> {
+    const key = this.key(id);
+    return this.decode(id, key, await this.redis.hgetall(key));
+  }
+
+  /** Several snapshots in one round trip; `undefined` where none exists. */
+  async readMany(ids: readonly string[]): Promise<(Snapshot<Fields> | undefined)[]> {
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key(id));
+    const replies = (await pipeline.exec()) ?? [];
+    return ids.map((id, i) => {
+      const [error, hash] = replies[i] ?? [new Error('no reply'), null];
+      if (error) throw error;
+      return this.decode(id, this.key(id), hash as Record<string, string>);
+    });
+  }
+
+  /**
+   * Applies entries of one stream in one script call: each entry exactly once, in stream order,
+   * atomically with the cursor, dead-lettering and (optionally) the XACK.
+   */
+  async applyBatch(input: ApplyBatchInput): Promise<ApplyBatchResult> {
+    const entries = [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
+    if (entries.length === 0) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream) };
+    const keyIndex = new Map<string, number>();
+    const args: (string | number)[] = [input.ackGroup ?? '', entries.length];
+    for (const entry of entries) {
+      if ('deadLetter' in entry) {
+        args.push(entry.entryId, 'D', entry.deadLetter.reason, JSON.stringify(entry.deadLetter.fields));
+        continue;
+      }
+      args.push(entry.entryId, 'A', entry.changes.length);
+      for (const change of entry.changes) {
+        const key = this.key(change.snapshotId);
+        let index = keyIndex.get(key);
+        if (index === undefined) keyIndex.set(key, (index = keyIndex.size + 1));
+        const countAt = args.length + 1;
+        args.push(index, 0);
+        args[countAt] = encodeMutations(change.mutations, args);
+      }
+    }
+    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, ...keyIndex.keys()];
+    const [applied, skipped, deadLettered, blockedAt, cursor] = await this.redis.redsourceApplyBatch(keys.length, ...keys, ...args);
+    const handled = applied + skipped + deadLettered;
+    return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor };
+  }
+
+  private decode(id: string, key: string, hash: Record<string, string>): Snapshot<Fields> | undefined {
+    if (Object.keys(hash).length === 0) return undefined;
+    let snapshot: Snapshot;
+    try {
+      snapshot = decodeHash(id, hash);
+    } catch (error) {
+      throw new CorruptSnapshotError(key, error instanceof Error ? error.message : String(error));
+    }
+    if (!this.fieldsSchema) return snapshot as Snapshot<Fields>;
+    const parsed = this.fieldsSchema.safeParse(snapshot.fields);
+    if (!parsed.success) throw new CorruptSnapshotError(key, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    return { ...snapshot, fields: parsed.data };
+  }
+}
