@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { pino, type Logger as Pino } from 'pino';
+import { replay } from '@redsource/processor';
+import { ConfigError, loadConfig, type AppConfig } from '../config.ts';
+import { buildApp } from '../http/app.ts';
+import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
+import { connectRedis, RedisUnavailableError, resolveRedis } from '../runtime/redis.ts';
+import { progressReporter } from './progress.ts';
+
+const USAGE = `Usage: redsource <command> [options]
+
+Commands:
+  serve [--demo]   API and processor in one process (what \`pnpm start\` runs; --demo appends the seed events first)
+  api              the HTTP API only
+  process          a processor only (run several: each gets its own consumer name)
+  replay           rebuild every snapshot from the streams, with progress
+  seed             append the seed document's five example events (idempotent)
+
+Environment: REDIS_URL, PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info) and more: see the README.`;
+
+type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed';
+const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed'];
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { demo: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const command = positionals[0];
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  if (!COMMANDS.includes(command as Command)) {
+    process.stderr.write(`Unknown command '${command}'.\n\n${USAGE}\n`);
+    return 2;
+  }
+  const config = loadConfig();
+  const logger = pino({ level: config.LOG_LEVEL, redact: ['redisUrl', 'url'] }, pino.destination(2));
+  const target = await resolveRedis(config, logger);
+  logger.info({ source: target.source }, `using Redis (${target.source})`);
+  const redis = connectRedis(target.url, `redsource:${command}`);
+  redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
+  const components = profileComponents(config, redis);
+  const closers: (() => Promise<unknown>)[] = [() => redis.quit().catch(() => redis.disconnect()), target.stop];
+
+  try {
+    switch (command as Command) {
+      case 'seed': {
+        const added = await appendSeedEvents(components);
+        process.stdout.write(`appended ${added} seed event(s) (${5 - added} already there)\n`);
+        return 0;
+      }
+      case 'replay': {
+        const progress = progressReporter();
+        const { eventStore, snapshots, handlers } = components;
+        const result = await replay({ redis, eventStore, snapshots, handlers, logger, onProgress: (p) => progress.update(p) });
+        progress.finish(result);
+        process.stdout.write(`replayed ${result.done} entries (${result.applied} applied, ${result.stepped} stepped over) in ${result.elapsedMs} ms\n`);
+        return 0;
+      }
+      case 'serve':
+      case 'api':
+      case 'process':
+        return await runService(command as 'serve' | 'api' | 'process', config, components, logger, redis, values.demo === true, closers);
+    }
+  } finally {
+    for (const close of closers.reverse()) await close();
+  }
+  return 0;
+}
+
+async function runService(
+  command: 'serve' | 'api' | 'process',
+  config: AppConfig,
+  components: ReturnType<typeof profileComponents>,
+  logger: Pino,
+  redis: ReturnType<typeof connectRedis>,
+  demo: boolean,
+  closers: (() => Promise<unknown>)[],
+): Promise<number> {
+  if (demo) logger.info({ appended: await appendSeedEvents(components) }, 'demo data: seed events appended');
+  const processor = command === 'api' ? undefined : components.createProcessor(logger.child({ component: 'processor' }));
+  if (processor) {
+    await processor.start();
+    closers.push(() => processor.stop());
+  }
+  if (command !== 'process') {
+    const app = await buildApp({
+      snapshots: components.snapshots,
+      logger: logger.child({ component: 'http' }),
+      readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running }),
+    });
+    await app.listen({ port: config.PORT, host: config.HOST });
+    logger.info(`profile API listening on http://${config.HOST}:${config.PORT} (try: curl http://${config.HOST}:${config.PORT}/users/1/profile)`);
+    closers.push(() => app.close());
+  }
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  logger.info({ signal }, 'shutting down: finishing the batch in hand');
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof ConfigError || error instanceof RedisUnavailableError) {
+      process.stderr.write(`redsource: ${error.message}\n`);
+    } else {
+      process.stderr.write(`redsource: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    }
+    process.exit(1);
+  },
+);

@@ -1,0 +1,49 @@
+import type { Redis } from 'ioredis';
+import { RedisEventStore } from '@redsource/event-store';
+import { StreamProcessor, type Logger } from '@redsource/processor';
+import { SnapshotStore } from '@redsource/snapshot-store';
+import type { AppConfig } from '../config.ts';
+import { profileCatalog, type ProfileStreams } from '../domain/events.ts';
+import { profileHandlers } from '../domain/handlers.ts';
+
+/** The framework pieces of the profile app, wired from configuration. */
+export function profileComponents(config: AppConfig, redis: Redis) {
+  const streams: ProfileStreams = { updates: config.STREAM_UPDATES, activity: config.STREAM_ACTIVITY, friends: config.STREAM_FRIENDS };
+  const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams), source: 'redsource/profile-api' });
+  const snapshots = new SnapshotStore({ redis, keyPrefix: config.SNAPSHOT_PREFIX, projection: 'profiles' });
+  const handlers = profileHandlers(streams);
+  const createProcessor = (logger: Logger) =>
+    new StreamProcessor({
+      redis,
+      eventStore,
+      snapshots,
+      handlers,
+      logger,
+      group: config.REDSOURCE_GROUP,
+      ...(config.REDSOURCE_CONSUMER ? { consumer: config.REDSOURCE_CONSUMER } : {}),
+      start: 'beginning',
+      batchSize: config.REDSOURCE_BATCH_SIZE,
+      blockMs: config.REDSOURCE_BLOCK_MS,
+      claimTimeoutMs: config.REDSOURCE_CLAIM_TIMEOUT_MS,
+      maxDeliveries: config.REDSOURCE_MAX_DELIVERIES,
+    });
+  return { streams, eventStore, snapshots, handlers, createProcessor };
+}
+
+export type ProfileComponents = ReturnType<typeof profileComponents>;
+
+/** The seed document's five example events, with fixed ids so seeding twice appends nothing. */
+export async function appendSeedEvents({ eventStore, streams }: ProfileComponents): Promise<number> {
+  const results = await Promise.all([
+    eventStore.append(streams.updates, [
+      { type: 'register', data: { userId: '1', name: 'Duffy', surname: 'Duck' }, metadata: { id: 'seed-1' } },
+      { type: 'register', data: { userId: '2', name: 'Bugs', surname: 'Bunny' }, metadata: { id: 'seed-2' } },
+    ]),
+    eventStore.append(streams.activity, [
+      { type: 'kick', data: { userId: '1', object: 'Bugs' }, metadata: { id: 'seed-3' } },
+      { type: 'dislike', data: { userId: '1', object: 'Bugs face' }, metadata: { id: 'seed-4' } },
+    ]),
+    eventStore.append(streams.friends, [{ type: 'remove', data: { userId: '1', friendId: '2' }, metadata: { id: 'seed-5' } }]),
+  ]);
+  return results.reduce((n, r) => n + r.entryIds.length - r.duplicates.length, 0);
+}

@@ -1,0 +1,51 @@
+import type { RecordedEvent } from '@redsource/event-store';
+import type { SnapshotChange } from '@redsource/snapshot-store';
+import { DuplicateHandlerError } from './errors.ts';
+
+/** Folds one event into snapshot changes. Runs again on redelivery, so it must not have other effects. */
+export type Handler<Data = unknown> = (
+  event: RecordedEvent<string, Data>,
+) => SnapshotChange | readonly SnapshotChange[] | undefined | Promise<SnapshotChange | readonly SnapshotChange[] | undefined>;
+
+/** Handlers per stream and event type; type `*` catches the types with no handler of their own. */
+export class HandlerRegistry {
+  private readonly handlers = new Map<string, Map<string, Handler>>();
+
+  on<Data = unknown>(stream: string, type: string, handler: Handler<Data>): this {
+    let byType = this.handlers.get(stream);
+    if (!byType) this.handlers.set(stream, (byType = new Map()));
+    if (byType.has(type)) throw new DuplicateHandlerError(stream, type);
+    byType.set(type, handler as Handler);
+    return this;
+  }
+
+  /** Registers every handler of a map `{ stream: { type: handler } }`. */
+  register(handlers: Readonly<Record<string, Readonly<Record<string, Handler>>>>): this {
+    for (const [stream, byType] of Object.entries(handlers)) {
+      for (const [type, handler] of Object.entries(byType)) this.on(stream, type, handler);
+    }
+    return this;
+  }
+
+  get streams(): string[] {
+    return [...this.handlers.keys()];
+  }
+
+  find(stream: string, type: string): Handler | undefined {
+    const byType = this.handlers.get(stream);
+    return byType?.get(type) ?? byType?.get('*');
+  }
+
+  /** Runs the handler of an event; an event with no handler has no effect. */
+  async run(event: RecordedEvent): Promise<readonly SnapshotChange[]> {
+    const handler = this.find(event.stream, event.type);
+    if (!handler) return [];
+    const result = await handler(event);
+    if (result === undefined) return [];
+    return isChangeList(result) ? result : [result];
+  }
+}
+
+function isChangeList(value: SnapshotChange | readonly SnapshotChange[]): value is readonly SnapshotChange[] {
+  return Array.isArray(value);
+}

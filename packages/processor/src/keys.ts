@@ -1,0 +1,7 @@
+/** Every key the processor writes besides snapshots and cursors. */
+export const processorKeys = {
+  /** Entries that could not be applied, with the reason. Shares the stream's cluster slot. */
+  deadLetters: (stream: string) => `redsource:{${stream}}:dead`,
+  /** consumer name → last heartbeat (ms since epoch). */
+  heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
+} as const;

@@ -1,0 +1,27 @@
+/** What one processor has done on one stream since it started. */
+export interface StreamStats {
+  applied: number;
+  skipped: number;
+  deadLettered: number;
+  batches: number;
+  /** Entries that arrived already deleted from the stream (XAUTOCLAIM); acked and dropped. */
+  deleted: number;
+  claimed: number;
+  totalBatchMs: number;
+  lastBatchMs: number;
+  lastError: string | undefined;
+  lastErrorAt: number | undefined;
+}
+
+export const emptyStreamStats = (): StreamStats => ({
+  applied: 0,
+  skipped: 0,
+  deadLettered: 0,
+  batches: 0,
+  deleted: 0,
+  claimed: 0,
+  totalBatchMs: 0,
+  lastBatchMs: 0,
+  lastError: undefined,
+  lastErrorAt: undefined,
+});

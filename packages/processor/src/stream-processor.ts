@@ -1,0 +1,237 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
+import type { SnapshotStore } from '@redsource/snapshot-store';
+import { Applier } from './applier.ts';
+import { BatchBuilder } from './batch-builder.ts';
+import { ConsumerGroup } from './consumer-group.ts';
+import { ProcessorStateError } from './errors.ts';
+import { HandlerRegistry } from './handlers.ts';
+import { processorKeys } from './keys.ts';
+import { silentLogger, type Logger } from './logger.ts';
+import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
+import { emptyStreamStats, type StreamStats } from './stats.ts';
+
+export interface StreamProcessorOptions extends ProcessorSettingsInput {
+  /** Commands connection; the processor opens its own blocking connection beside it. */
+  readonly redis: Redis;
+  readonly eventStore: RedisEventStore;
+  readonly snapshots: SnapshotStore<unknown>;
+  readonly handlers: HandlerRegistry;
+  /** Streams to consume; default: every stream with a handler. */
+  readonly streams?: readonly string[];
+  readonly logger?: Logger;
+}
+
+const MAX_ERROR_BACKOFF_MS = 5_000;
+
+/**
+ * Consumer-group loop: XREADGROUP on a blocking connection of its own, every batch folded by the
+ * registered handlers and applied exactly once through the apply script (which also acks), own
+ * pending entries re-read first after a restart, dead consumers' entries claimed by the living.
+ */
+export class StreamProcessor {
+  readonly settings: ProcessorSettings;
+  readonly streams: readonly string[];
+  private readonly redis: Redis;
+  private readonly group: ConsumerGroup;
+  private readonly builder: BatchBuilder;
+  private readonly applier: Applier;
+  private readonly logger: Logger;
+  private readonly statsByStream = new Map<string, StreamStats>();
+  private reader: Redis | undefined;
+  private readerClientId: number | undefined;
+  private loops: Promise<void>[] = [];
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopRequestedAt: number | undefined;
+  private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly stopping = new AbortController();
+
+  constructor(options: StreamProcessorOptions) {
+    this.settings = parseProcessorSettings(options);
+    this.redis = options.redis;
+    this.logger = options.logger ?? silentLogger;
+    this.streams = options.streams ?? options.handlers.streams;
+    if (this.streams.length === 0) throw new ProcessorStateError('No streams to process: register a handler or pass `streams`.');
+    for (const stream of this.streams) this.statsByStream.set(stream, emptyStreamStats());
+    this.group = new ConsumerGroup(this.redis, this.settings);
+    this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger);
+    this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger);
+    this.snapshots = options.snapshots;
+  }
+
+  private readonly snapshots: SnapshotStore<unknown>;
+
+  get consumer(): string {
+    return this.settings.consumer;
+  }
+
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Counters per stream since start. */
+  stats(): Record<string, Readonly<StreamStats>> {
+    return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st }]));
+  }
+
+  /** Creates missing groups, then runs until stop(). Resolves once the loops have started. */
+  async start(): Promise<void> {
+    if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
+    await this.ensureGroups();
+    this.reader = this.redis.duplicate({ connectionName: `redsource:${this.settings.consumer}:reader` });
+    this.reader.on('error', (error: Error) => this.logger.debug({ err: error.message }, 'reader connection error'));
+    this.reader.on('ready', () => void this.refreshReaderId());
+    await this.refreshReaderId();
+    this.state = 'running';
+    await this.heartbeat();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
+    this.loops = [this.readLoop(), this.claimLoop()];
+    this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams }, 'processor started');
+  }
+
+  /** Finishes the batch in hand (bounded by shutdownTimeoutMs), acks it and closes its connection. */
+  async stop(): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'stopping';
+    this.stopRequestedAt = Date.now();
+    this.stopping.abort();
+    clearInterval(this.heartbeatTimer);
+    if (this.readerClientId !== undefined) {
+      // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
+      await this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
+    }
+    await Promise.allSettled(this.loops);
+    await Promise.allSettled([...this.inFlight]);
+    this.reader?.disconnect();
+    this.state = 'stopped';
+    this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
+  }
+
+  private async ensureGroups(): Promise<void> {
+    for (const stream of this.streams) {
+      const created = await this.group.ensure(stream);
+      // A group that starts later than the first entry must not wait for entries it will never see.
+      if (created && this.settings.start !== 'beginning') {
+        await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
+      }
+    }
+  }
+
+  private async refreshReaderId(): Promise<void> {
+    try {
+      this.readerClientId = Number(await this.reader?.client('ID'));
+    } catch {
+      this.readerClientId = undefined;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    await this.group.heartbeat().catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
+  }
+
+  private async readLoop(): Promise<void> {
+    let backoff = 100;
+    let recovered = false;
+    while (this.state === 'running') {
+      try {
+        if (!recovered) {
+          await this.recoverOwnPending();
+          recovered = true;
+        }
+        const reader = this.reader;
+        if (!reader) return;
+        const batches = await this.group.readNew(reader, this.streams);
+        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined))));
+        backoff = 100;
+      } catch (error) {
+        if (this.state !== 'running') return;
+        await this.onLoopError(error);
+        await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        backoff = Math.min(backoff * 2, MAX_ERROR_BACKOFF_MS);
+      }
+    }
+  }
+
+  /** Like streamz's replay_pending: what this consumer was given before a restart comes first. */
+  private async recoverOwnPending(): Promise<void> {
+    for (const stream of this.streams) {
+      let after = '0';
+      while (this.state === 'running') {
+        const entries = await this.group.readOwnPending(stream, after);
+        if (entries.length === 0) break;
+        const deleted = entries.filter((e) => e.fields.length === 0);
+        const live = entries.filter((e) => e.fields.length > 0);
+        await this.group.ack(stream, deleted.map((e) => e.id));
+        this.statsFor(stream).deleted += deleted.length;
+        if (live.length > 0) await this.process(stream, live, await this.group.deliveryCounts(stream, live));
+        after = (entries[entries.length - 1] as StreamEntry).id;
+        if (entries.length < this.settings.batchSize) break;
+      }
+    }
+  }
+
+  private async claimLoop(): Promise<void> {
+    const cursors = new Map(this.streams.map((s) => [s, '0-0']));
+    while (this.state === 'running') {
+      await sleep(this.settings.claimIntervalMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+      if (this.state !== 'running') return;
+      try {
+        const removedEverywhere = new Set<string>();
+        for (const stream of this.streams) {
+          const claimed = await this.group.claim(stream, cursors.get(stream) ?? '0-0');
+          cursors.set(stream, claimed.next);
+          const stats = this.statsFor(stream);
+          stats.deleted += claimed.deletedIds.length;
+          stats.claimed += claimed.entries.length;
+          if (claimed.entries.length > 0) {
+            this.logger.info({ stream, count: claimed.entries.length }, 'claimed entries of a silent consumer');
+            await this.track(this.process(stream, claimed.entries, await this.group.deliveryCounts(stream, claimed.entries)));
+          }
+          for (const name of await this.group.removeDeadConsumers(stream)) removedEverywhere.add(name);
+        }
+        await this.group.forgetDeadHeartbeats([...removedEverywhere]);
+      } catch (error) {
+        if (this.state !== 'running') return;
+        await this.onLoopError(error);
+      }
+    }
+  }
+
+  private async process(stream: string, entries: readonly StreamEntry[], deliveries: ReadonlyMap<string, number> | undefined): Promise<void> {
+    if (entries.length === 0) return;
+    const stats = this.statsFor(stream);
+    const batch = await this.builder.build(stream, entries, { onBadEntry: 'dead-letter', ...(deliveries ? { deliveries } : {}) });
+    const outcome = await this.applier.apply(stream, batch, {
+      ackGroup: this.settings.group,
+      stats,
+      stopRequestedAt: () => this.stopRequestedAt,
+    });
+    this.logger.debug(
+      { stream, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
+      'batch applied',
+    );
+  }
+
+  private async onLoopError(error: unknown): Promise<void> {
+    const message = error instanceof Error ? error.message : String(error);
+    for (const stats of this.statsByStream.values()) {
+      stats.lastError = message;
+      stats.lastErrorAt = Date.now();
+    }
+    this.logger.warn({ err: message }, 'processor loop error; retrying');
+    if (message.includes('NOGROUP')) await this.ensureGroups().catch(() => undefined);
+  }
+
+  private statsFor(stream: string): StreamStats {
+    let stats = this.statsByStream.get(stream);
+    if (!stats) this.statsByStream.set(stream, (stats = emptyStreamStats()));
+    return stats;
+  }
+
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.inFlight.add(promise);
+    return promise.finally(() => this.inFlight.delete(promise));
+  }
+}
