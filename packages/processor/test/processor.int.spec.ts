@@ -1,0 +1,196 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { EventCatalog, RedisEventStore } from '@redsource/event-store';
+import { HandlerRegistry, processorKeys, replay, StreamProcessor } from '@redsource/processor';
+import { SnapshotStore } from '@redsource/snapshot-store';
+import { z } from 'zod';
+import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
+import { randomCommands, referenceFold, snapshotDifferences, xaddAll } from '../../../test/support/model.ts';
+
+let server: TestRedis;
+let redis: Redis;
+const running: StreamProcessor[] = [];
+
+beforeAll(async () => {
+  server = await startTestRedis();
+  redis = server.client();
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((p) => p.stop()));
+});
+afterAll(async () => server.close());
+
+const started = async (processor: StreamProcessor) => {
+  running.push(processor);
+  await processor.start();
+  return processor;
+};
+
+const pendingCount = async (stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
+
+describe('StreamProcessor with the profile handlers', () => {
+  it('folds entries published before its first start into snapshots and acks them', async () => {
+    const setup = isolatedProfileSetup(redis);
+    const commands = randomCommands(setup.streams, 400, 20, 1);
+    await xaddAll(redis, commands);
+    const processor = await started(setup.processor(server.client()));
+    const expected = await referenceFold(setup.eventStore, setup.streams);
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    const stats = Object.values(processor.stats());
+    expect(stats.reduce((n, s) => n + s.applied, 0)).toBe(commands.length);
+    for (const stream of Object.values(setup.streams)) {
+      expect(await eventually(async () => (await pendingCount(stream, setup.group)) === 0)).toBe(true);
+    }
+  });
+
+  it('resumes a restarted consumer from its own pending entries first, with nothing lost or doubled', async () => {
+    const setup = isolatedProfileSetup(redis);
+    await started(setup.processor(server.client(), { consumer: 'c1' })).then((p) => p.stop());
+    const commands = randomCommands(setup.streams, 300, 10, 2);
+    await xaddAll(redis, commands);
+    // 'c1' was handed entries and died before applying them: they sit in its pending list.
+    for (const stream of Object.values(setup.streams)) {
+      await redis.xreadgroup('GROUP', setup.group, 'c1', 'COUNT', 50, 'STREAMS', stream, '>');
+    }
+    const pendingBefore = await pendingCount(setup.streams.updates, setup.group);
+    expect(pendingBefore).toBeGreaterThan(0);
+    const restarted = await started(setup.processor(server.client(), { consumer: 'c1' }));
+    const expected = await referenceFold(setup.eventStore, setup.streams);
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    expect(Object.values(restarted.stats()).reduce((n, s) => n + s.applied, 0)).toBe(commands.length);
+  });
+
+  it('never applies an entry twice when it is redelivered after being applied', async () => {
+    const setup = isolatedProfileSetup(redis);
+    await xaddAll(redis, [[setup.streams.activity, 'user_id', '1', 'command', 'kick', 'object', 'x']]);
+    const first = await started(setup.processor(server.client(), { consumer: 'a' }));
+    await eventually(async () => (await setup.snapshots.read('1'))?.counters['kick'] === 1);
+    await first.stop();
+    // Simulate a crash between apply and ack: make the entry pending again for consumer 'a'.
+    await redis.xgroup('SETID', setup.streams.activity, setup.group, '0');
+    await redis.xreadgroup('GROUP', setup.group, 'a', 'STREAMS', setup.streams.activity, '>');
+    const second = await started(setup.processor(server.client(), { consumer: 'a' }));
+    await eventually(async () => (await pendingCount(setup.streams.activity, setup.group)) === 0);
+    expect(second.stats()[setup.streams.activity]?.skipped).toBe(1);
+    expect((await setup.snapshots.read('1'))?.counters['kick']).toBe(1);
+  });
+
+  it('shares a group between processors with the snapshots equal to the fold of the log', async () => {
+    const setup = isolatedProfileSetup(redis);
+    const processors = await Promise.all([1, 2, 3].map(() => started(setup.processor(server.client(), { batchSize: 20 }))));
+    const commands = randomCommands(setup.streams, 3000, 25, 3);
+    await xaddAll(redis, commands, 100);
+    const expected = await referenceFold(setup.eventStore, setup.streams);
+    const settled = await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 20_000);
+    expect(settled ? [] : await snapshotDifferences(setup.snapshots, expected)).toEqual([]);
+    const applied = processors.flatMap((p) => Object.values(p.stats())).reduce((n, s) => n + s.applied, 0);
+    expect(applied).toBe(commands.length);
+  });
+
+  it('claims the pending entries of a consumer that died for good and removes it from the group', async () => {
+    const setup = isolatedProfileSetup(redis);
+    await started(setup.processor(server.client(), { consumer: 'ghost' })).then((p) => p.stop());
+    await xaddAll(redis, randomCommands(setup.streams, 100, 5, 4));
+    for (const stream of Object.values(setup.streams)) {
+      await redis.xreadgroup('GROUP', setup.group, 'ghost', 'STREAMS', stream, '>');
+    }
+    await redis.hset(processorKeys.heartbeats(setup.group), 'ghost', Date.now() - 60_000);
+    const living = await started(setup.processor(server.client(), { claimTimeoutMs: 300, claimIntervalMs: 100, gapFillAfterMs: 60_000 }));
+    const expected = await referenceFold(setup.eventStore, setup.streams);
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    expect(Object.values(living.stats()).reduce((n, s) => n + s.claimed, 0)).toBeGreaterThan(0);
+    const consumers = async () => ((await redis.xinfo('CONSUMERS', setup.streams.updates, setup.group)) as unknown[][]).map((c) => String(c[1]));
+    expect(await eventually(async () => !(await consumers()).includes('ghost'))).toBe(true);
+  });
+
+  it('dead-letters undecodable and invalid entries with the reason and keeps going', async () => {
+    const setup = isolatedProfileSetup(redis);
+    await xaddAll(redis, [
+      [setup.streams.updates, 'user_id', '1', 'command', 'register', 'name', 'A'],
+      [setup.streams.updates, 'user_id', '1', 'no_type_here', 'x'],
+      [setup.streams.updates, 'user_id', '1', 'command', 'register'],
+      [setup.streams.updates, 'user_id', '1', 'command', 'update', 'surname', 'B'],
+    ]);
+    const processor = await started(setup.processor(server.client()));
+    await eventually(async () => (await setup.snapshots.read('1'))?.fields['surname'] === 'B');
+    expect((await setup.snapshots.read('1'))?.fields).toEqual({ name: 'A', surname: 'B' });
+    const dead = (await redis.xrange(processorKeys.deadLetters(setup.streams.updates), '-', '+')).map(([, f]) => f);
+    expect(dead).toHaveLength(2);
+    expect(dead[0]?.join(' ')).toContain('RS_ENTRY_UNDECODABLE');
+    expect(dead[1]?.join(' ')).toMatch(/RS_EVENT_INVALID.*name/);
+    expect(processor.stats()[setup.streams.updates]?.deadLettered).toBe(2);
+  });
+});
+
+describe('StreamProcessor with handlers of your own', () => {
+  const catalog = (stream: string) => new EventCatalog({ [stream]: { schemas: { '*': z.object({ id: z.string() }) } } });
+
+  it('retries a throwing handler with backoff, then dead-letters it after maxDeliveries while later entries still apply', async () => {
+    const stream = unique('jobs');
+    const keyPrefix = `${unique('job')}_`;
+    const attempts = new Map<string, number>();
+    const handlers = new HandlerRegistry().on<{ id: string }>(stream, '*', (event) => {
+      const n = (attempts.get(event.data.id) ?? 0) + 1;
+      attempts.set(event.data.id, n);
+      if (event.data.id === 'poison') throw new Error('always fails');
+      if (event.data.id === 'flaky' && n < 3) throw new Error('fails twice');
+      return { snapshotId: event.data.id, mutations: [{ op: 'increment', counter: 'done' }] };
+    });
+    const eventStore = new RedisEventStore({ redis, catalog: catalog(stream) });
+    const snapshots = new SnapshotStore({ redis, keyPrefix });
+    const processor = new StreamProcessor({ redis, eventStore, snapshots, handlers, group: unique('g'), maxDeliveries: 4, retryBackoffMs: 5, blockMs: 100 });
+    for (const id of ['flaky', 'poison', 'after']) await redis.xadd(stream, '*', 'command', 'job', 'id', id);
+    await started(processor);
+    expect(await eventually(async () => (await snapshots.read('after'))?.counters['done'] === 1)).toBe(true);
+    expect((await snapshots.read('flaky'))?.counters['done']).toBe(1);
+    expect(attempts.get('flaky')).toBe(3);
+    expect(attempts.get('poison')).toBe(4);
+    const dead = await redis.xrange(processorKeys.deadLetters(stream), '-', '+');
+    expect(dead).toHaveLength(1);
+    expect(dead[0]?.[1].join(' ')).toContain('RS_HANDLER_FAILED');
+  });
+
+  it('rejects bad options with the field named', () => {
+    const stream = unique('jobs');
+    expect(
+      () =>
+        new StreamProcessor({
+          redis,
+          eventStore: new RedisEventStore({ redis, catalog: catalog(stream) }),
+          snapshots: new SnapshotStore({ redis, keyPrefix: 'x_' }),
+          handlers: new HandlerRegistry().on(stream, '*', () => undefined),
+          batchSize: 0,
+        }),
+    ).toThrow(/batchSize/);
+  });
+});
+
+describe('replay', () => {
+  it('rebuilds snapshots identical to the live ones, and the live processor goes on after it', async () => {
+    const setup = isolatedProfileSetup(redis);
+    await xaddAll(redis, randomCommands(setup.streams, 500, 15, 5));
+    await started(setup.processor(server.client()));
+    const expected = await referenceFold(setup.eventStore, setup.streams);
+    await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0);
+    const live = await dumpSnapshots(setup.keyPrefix);
+    const progress: number[] = [];
+    const result = await replay({ redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100, onProgress: (p) => progress.push(p.done) });
+    expect(result.done).toBe(500);
+    expect(progress.length).toBeGreaterThanOrEqual(5);
+    expect(await dumpSnapshots(setup.keyPrefix, ['_rev'])).toEqual(stripFields(live, ['_rev']));
+    await xaddAll(redis, [[setup.streams.activity, 'user_id', '1', 'command', 'wave']]);
+    expect(await eventually(async () => (await setup.snapshots.read('1'))?.counters['wave'] === 1)).toBe(true);
+  });
+});
+
+async function dumpSnapshots(prefix: string, without: string[] = []): Promise<Record<string, Record<string, string>>> {
+  const keys = (await redis.keys(`${prefix}*`)).sort();
+  const out: Record<string, Record<string, string>> = {};
+  for (const key of keys) out[key] = await redis.hgetall(key);
+  return stripFields(out, without);
+}
+
+function stripFields(dump: Record<string, Record<string, string>>, without: string[]) {
+  return Object.fromEntries(Object.entries(dump).map(([k, h]) => [k, Object.fromEntries(Object.entries(h).filter(([f]) => !without.includes(f)))]));
+}
