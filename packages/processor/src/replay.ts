@@ -47,8 +47,10 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
 
   const lengths = await Promise.all(streams.map((s) => redis.xlen(s)));
   const total = lengths.reduce((a, b) => a + b, 0);
-  for (const stream of streams) await redis.set(snapshots.cursorKey(stream), '0-0');
+  // Hold every apply first, then clear, then let the rebuild (and any live processor) start from the top.
+  for (const stream of streams) await snapshots.holdForRebuild(stream);
   await deleteSnapshots(redis, snapshots.keyPrefix);
+  for (const stream of streams) await snapshots.resetProgress(stream);
 
   const started = Date.now();
   let progress: ReplayProgress = { stream: streams[0] ?? '', done: 0, total, applied: 0, stepped: 0, elapsedMs: 0 };

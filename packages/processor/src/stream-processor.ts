@@ -148,6 +148,8 @@ export class StreamProcessor {
       } catch (error) {
         if (this.state !== 'running') return;
         await this.onLoopError(error);
+        // Entries delivered before the failure may still be ours and unapplied: take them up first.
+        recovered = false;
         await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
         backoff = Math.min(backoff * 2, MAX_ERROR_BACKOFF_MS);
       }

@@ -1,5 +1,6 @@
 export {
   SnapshotStore,
+  REBUILDING,
   type ApplyBatchInput,
   type ApplyBatchResult,
   type BatchEntry,

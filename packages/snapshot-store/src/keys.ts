@@ -5,4 +5,5 @@ export const SNAPSHOT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 export const snapshotKeys = {
   snapshot: (prefix: string, id: string) => `${prefix}${id}`,
   cursor: (stream: string, projection: string) => `redsource:{${stream}}:applied:${projection}`,
+  totals: (stream: string, projection: string) => `redsource:{${stream}}:totals:${projection}`,
 } as const;

@@ -13,6 +13,9 @@ declare module 'ioredis' {
   }
 }
 
+/** Cursor value that holds every apply of a stream while a rebuild clears its snapshots. */
+export const REBUILDING = 'rebuilding';
+
 const applyBatchSource = readFileSync(new URL('./scripts/apply-batch.lua', import.meta.url), 'utf8');
 
 /** One stream entry in a batch: its changes to snapshots, or why it goes to the dead-letter stream. */
@@ -78,6 +81,29 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     return snapshotKeys.cursor(stream, this.projection);
   }
 
+  totalsKey(stream: string): string {
+    return snapshotKeys.totals(stream, this.projection);
+  }
+
+  /** Entries of the stream applied, skipped as already applied, and dead-lettered, by every process together. */
+  async totals(stream: string): Promise<{ applied: number; skipped: number; deadLettered: number }> {
+    const hash = await this.redis.hgetall(this.totalsKey(stream));
+    return { applied: Number(hash['applied'] ?? 0), skipped: Number(hash['skipped'] ?? 0), deadLettered: Number(hash['deadLettered'] ?? 0) };
+  }
+
+  /**
+   * Starts a rebuild of the stream's effects: until resetProgress(), every apply of the stream waits,
+   * so nothing is applied to snapshots that are being deleted.
+   */
+  async holdForRebuild(stream: string): Promise<void> {
+    await this.redis.set(this.cursorKey(stream), REBUILDING);
+  }
+
+  /** Forgets what was applied (cursor and totals): the stream is applied again from its first entry. */
+  async resetProgress(stream: string): Promise<void> {
+    await this.redis.multi().set(this.cursorKey(stream), '0-0').del(this.totalsKey(stream)).exec();
+  }
+
   /** The last entry id of the stream applied to the snapshots (`0-0` = none). */
   async cursor(stream: string): Promise<string> {
     return (await this.redis.get(this.cursorKey(stream))) ?? '0-0';
@@ -130,7 +156,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         args[countAt] = encodeMutations(change.mutations, args);
       }
     }
-    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, ...keyIndex.keys()];
+    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), ...keyIndex.keys()];
     const [applied, skipped, deadLettered, blockedAt, cursor] = await this.redis.redsourceApplyBatch(keys.length, ...keys, ...args);
     const handled = applied + skipped + deadLettered;
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor };

@@ -12,15 +12,17 @@ batch (another consumer holds the predecessor); the caller retries the rest late
 KEYS[1]   the stream
 KEYS[2]   the cursor: last applied entry id of the stream for this projection
 KEYS[3]   the dead-letter stream
-KEYS[4..] the snapshot hashes the batch touches
+KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes
+KEYS[5..] the snapshot hashes the batch touches
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count; then for each entry, in ascending id order:
           entry id, kind
-          kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[4]), op count, ops
+          kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[5]), op count, ops
           kind 'D' (dead-letter): reason, original fields as JSON
 Ops       'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor}
+          (cursor 'rebuilding': a replay is clearing the snapshots; everything waits)
 ]]
 
 local function compareNumbers(a, b)
@@ -89,6 +91,8 @@ end
 local group = ARGV[1]
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
+-- A rebuild is clearing the snapshots: nothing may be applied until it resets the cursor.
+if cursor == 'rebuilding' then return { 0, 0, 0, ARGV[3], cursor } end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}
@@ -106,7 +110,7 @@ for _ = 1, count do
     local changeCount = tonumber(ARGV[pos])
     pos = pos + 1
     for _ = 1, changeCount do
-      local key, opCount = KEYS[3 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
+      local key, opCount = KEYS[4 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
       pos = pos + 2
       if isNew then
         pos = applyChange(key, opCount, pos, entryId)
@@ -135,6 +139,9 @@ for _ = 1, count do
 end
 
 if applied + deadLettered > 0 then redis.call('SET', KEYS[2], cursor) end
+if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
+if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
+if deadLettered > 0 then redis.call('HINCRBY', KEYS[4], 'deadLettered', deadLettered) end
 if group ~= '' and #acked > 0 then
   for i = 1, #acked, 1000 do
     redis.call('XACK', KEYS[1], group, unpack(acked, i, math.min(i + 999, #acked)))
