@@ -27,10 +27,14 @@ export const envSchema = z.object({
   SNAPSHOT_PREFIX: z.string().regex(/^[A-Za-z0-9_:.-]{1,100}$/, 'letters, digits and _ : . -').default('user_snapshot_'),
   REDSOURCE_GROUP: z.string().min(1).default('profile-api'),
   REDSOURCE_CONSUMER: z.string().min(1).optional(),
-  REDSOURCE_BATCH_SIZE: int(1, 10_000).default(500),
-  REDSOURCE_BLOCK_MS: int(1, 60_000).default(2_000),
-  REDSOURCE_CLAIM_TIMEOUT_MS: int(100, 86_400_000).default(30_000),
-  REDSOURCE_MAX_DELIVERIES: int(1, 1_000).default(5),
+  // Processor tunables: unset means the processor's own default (packages/processor/src/options.ts).
+  REDSOURCE_BATCH_SIZE: int(1, 10_000).optional(),
+  REDSOURCE_BLOCK_MS: int(1, 60_000).optional(),
+  REDSOURCE_CLAIM_TIMEOUT_MS: int(100, 86_400_000).optional(),
+  REDSOURCE_CLAIM_INTERVAL_MS: int(50, 3_600_000).optional(),
+  REDSOURCE_HEARTBEAT_MS: int(50, 3_600_000).optional(),
+  REDSOURCE_GAP_FILL_AFTER_MS: int(0, 3_600_000).optional(),
+  REDSOURCE_MAX_DELIVERIES: int(1, 1_000).optional(),
   /** Where an embedded redis-server keeps its AOF when neither REDIS_URL nor a local Redis is there. */
   REDSOURCE_DATA_DIR: z.string().min(1).default('.data'),
 });

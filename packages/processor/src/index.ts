@@ -6,3 +6,4 @@ export { processorKeys } from './keys.ts';
 export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
 export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError } from './errors.ts';
+export { DeadLetters, type DeadLetter } from './dead-letters.ts';

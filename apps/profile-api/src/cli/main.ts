@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { pino, type Logger as Pino } from 'pino';
-import { replay } from '@redsource/processor';
+import { DeadLetters, replay } from '@redsource/processor';
 import { ConfigError, loadConfig, type AppConfig } from '../config.ts';
 import { buildApp } from '../http/app.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
 import { connectRedis, RedisUnavailableError, resolveRedis } from '../runtime/redis.ts';
+import { DLQ_USAGE, runDlq } from './dlq.ts';
 import { progressReporter } from './progress.ts';
 
 const USAGE = `Usage: redsource <command> [options]
@@ -16,14 +17,22 @@ Commands:
   process          a processor only (run several: each gets its own consumer name)
   replay           rebuild every snapshot from the streams, with progress
   seed             append the seed document's five example events (idempotent)
+  dlq              dead-lettered entries:
+${DLQ_USAGE.replace(/^/gm, '                   ')}
 
 Environment: REDIS_URL, PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info) and more: see the README.`;
 
-type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed';
-const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed'];
+type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed' | 'dlq';
+const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed', 'dlq'];
 
 async function main(argv: string[]): Promise<number> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { demo: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: {
+      demo: { type: 'boolean' },
+      json: { type: 'boolean' },
+      all: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const command = positionals[0];
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
@@ -48,6 +57,13 @@ async function main(argv: string[]): Promise<number> {
         const added = await appendSeedEvents(components);
         process.stdout.write(`appended ${added} seed event(s) (${5 - added} already there)\n`);
         return 0;
+      }
+      case 'dlq': {
+        const { streams } = components;
+        return await runDlq(new DeadLetters(redis), [streams.updates, streams.activity, streams.friends], positionals.slice(1), {
+          json: values.json === true,
+          all: values.all === true,
+        });
       }
       case 'replay': {
         const progress = progressReporter();

@@ -22,15 +22,24 @@ export function profileComponents(config: AppConfig, redis: Redis) {
       group: config.REDSOURCE_GROUP,
       ...(config.REDSOURCE_CONSUMER ? { consumer: config.REDSOURCE_CONSUMER } : {}),
       start: 'beginning',
-      batchSize: config.REDSOURCE_BATCH_SIZE,
-      blockMs: config.REDSOURCE_BLOCK_MS,
-      claimTimeoutMs: config.REDSOURCE_CLAIM_TIMEOUT_MS,
-      maxDeliveries: config.REDSOURCE_MAX_DELIVERIES,
+      ...definedOnly({
+        batchSize: config.REDSOURCE_BATCH_SIZE,
+        blockMs: config.REDSOURCE_BLOCK_MS,
+        claimTimeoutMs: config.REDSOURCE_CLAIM_TIMEOUT_MS,
+        claimIntervalMs: config.REDSOURCE_CLAIM_INTERVAL_MS,
+        heartbeatMs: config.REDSOURCE_HEARTBEAT_MS,
+        gapFillAfterMs: config.REDSOURCE_GAP_FILL_AFTER_MS,
+        maxDeliveries: config.REDSOURCE_MAX_DELIVERIES,
+      }),
     });
   return { streams, eventStore, snapshots, handlers, createProcessor };
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;
+
+function definedOnly<T extends Record<string, unknown>>(values: T): Partial<T> {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 /** The seed document's five example events, with fixed ids so seeding twice appends nothing. */
 export async function appendSeedEvents({ eventStore, streams }: ProfileComponents): Promise<number> {

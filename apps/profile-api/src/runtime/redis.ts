@@ -105,6 +105,9 @@ export function connectRedis(url: string, name: string): Redis {
     connectionName: name,
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
     maxRetriesPerRequest: 3,
+    // A command whose reply was lost with the connection is reported as failed, never sent twice
+    // behind the caller's back: a resent XADD would append the event a second time.
+    autoResendUnfulfilledCommands: false,
   });
   return client;
 }

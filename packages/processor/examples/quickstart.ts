@@ -1,0 +1,98 @@
+// Fold a stream into snapshots with a consumer group, watch a failing handler end in the
+// dead-letter stream, stop gracefully, then rebuild the snapshots with replay().
+// Run from the repo root: REDIS_URL=redis://127.0.0.1:6379 npx tsx packages/processor/examples/quickstart.ts
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { EventCatalog, RedisEventStore, eventStoreKeys } from '@redsource/event-store';
+import { SnapshotStore } from '@redsource/snapshot-store';
+import { HandlerRegistry, StreamProcessor, processorKeys, replay, type Logger } from '@redsource/processor';
+
+const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+const run = randomBytes(4).toString('hex'); // unique per run: the Redis may be shared
+const stream = `quickstart_orders_${run}`;
+const group = `quickstart_${run}`;
+
+const order = z.object({ orderId: z.string(), item: z.string().optional() });
+const catalog = new EventCatalog({ [stream]: { schemas: { placed: order, cancelled: order, audited: order } } });
+const eventStore = new RedisEventStore({ redis, catalog });
+const snapshots = new SnapshotStore({ redis, keyPrefix: `quickstart_order_${run}_`, projection: 'orders' });
+
+type Order = z.output<typeof order>;
+const handlers = new HandlerRegistry()
+  .on<Order>(stream, 'placed', ({ data }) => ({
+    snapshotId: data.orderId,
+    mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item } }, { op: 'increment', counter: 'placed' }],
+  }))
+  .on<Order>(stream, 'cancelled', ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'remove' }] }))
+  .on<Order>(stream, 'audited', () => {
+    throw new Error('audit service is down'); // retried with backoff, then dead-lettered
+  });
+
+const logger: Logger = {
+  debug: () => undefined,
+  info: (obj, msg) => console.log('info:', msg, JSON.stringify(obj)),
+  warn: (obj, msg) => console.log('warn:', msg, JSON.stringify(obj)),
+  error: (obj, msg) => console.log('error:', msg, JSON.stringify(obj)),
+};
+
+const processor = new StreamProcessor({
+  redis, eventStore, snapshots, handlers, logger,
+  group, consumer: 'worker-1', blockMs: 200, maxDeliveries: 3, retryBackoffMs: 20,
+});
+
+async function until(condition: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await condition()); await sleep(20)) {
+    if (Date.now() > deadline) throw new Error('timed out');
+  }
+}
+
+try {
+  await eventStore.append(stream, [
+    { type: 'placed', data: { orderId: 'o1', item: 'book' } },
+    { type: 'placed', data: { orderId: 'o2', item: 'lamp' } },
+  ]);
+  await processor.start(); // creates the group (start: 'beginning'), so the two entries above are processed too
+
+  await eventStore.append(stream, [
+    { type: 'cancelled', data: { orderId: 'o2' } },
+    { type: 'audited', data: { orderId: 'o1' } },
+  ]);
+  await redis.xadd(stream, '*', 'orderId', 'o1'); // no type field: undecodable, dead-lettered at once
+
+  const total = await redis.xlen(stream);
+  const handled = () => {
+    const stats = processor.stats()[stream];
+    return (stats?.applied ?? 0) + (stats?.deadLettered ?? 0);
+  };
+  await until(() => handled() === total);
+
+  console.log('stats', processor.stats()[stream]);
+  console.log('o1', await snapshots.read('o1'));
+  console.log('o2', await snapshots.read('o2')); // exists: false after 'cancelled'
+  for (const [, fields] of await redis.xrange(processorKeys.deadLetters(stream), '-', '+')) {
+    console.log('dead letter:', fields[fields.indexOf('reason') + 1]);
+  }
+
+  await processor.stop(); // wakes its blocked XREADGROUP with CLIENT UNBLOCK, closes its reader connection
+
+  // Rebuild every snapshot from the first entry; bad entries are stepped over, not dead-lettered again.
+  const result = await replay({ redis, eventStore, snapshots, handlers, onProgress: (p) => console.log('replay', p) });
+  console.log('replayed', result.done, 'of', result.total, '- o1 after replay:', (await snapshots.read('o1'))?.fields);
+} finally {
+  await processor.stop();
+  // Delete what this run created. DEL of the stream also drops its consumer group.
+  await redis.del(
+    stream,
+    eventStoreKeys.versions(stream),
+    eventStoreKeys.eventIds(stream),
+    snapshots.cursorKey(stream),
+    snapshots.totalsKey(stream),
+    processorKeys.deadLetters(stream),
+    processorKeys.heartbeats(group),
+    snapshots.key('o1'),
+    snapshots.key('o2'),
+  );
+  await redis.quit();
+}

@@ -1,0 +1,22 @@
+--[[
+Moves a dead-lettered entry back into its stream, as a new entry at the end, and removes it from
+the dead-letter stream: one atomic step, so it is never in both or in neither.
+
+KEYS[1]  the dead-letter stream
+KEYS[2]  the original stream
+ARGV[1]  the dead letter's id
+Reply    the new entry id, or false when no such dead letter exists
+]]
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local record = found[1][2]
+local fieldsJson
+for i = 1, #record, 2 do
+  if record[i] == 'fields' then fieldsJson = record[i + 1] end
+end
+if not fieldsJson then return redis.error_reply('redsource redrive: dead letter ' .. ARGV[1] .. ' has no fields') end
+local fields = cjson.decode(fieldsJson)
+if #fields == 0 then return redis.error_reply('redsource redrive: dead letter ' .. ARGV[1] .. ' has an empty entry') end
+local newId = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return newId

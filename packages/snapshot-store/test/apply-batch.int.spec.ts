@@ -1,0 +1,387 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import {
+  CorruptSnapshotError,
+  InvalidMutationError,
+  InvalidSnapshotIdError,
+  SnapshotStore,
+  type BatchEntry,
+  type Mutation,
+  type SnapshotChange,
+} from '@redsource/snapshot-store';
+import { startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+
+let server: TestRedis;
+let redis: Redis;
+
+beforeAll(async () => {
+  server = await startTestRedis();
+  redis = server.client();
+});
+afterAll(async () => server.close());
+
+/** A stream, a dead-letter stream and a snapshot store on names no other test uses. */
+function isolated() {
+  const stream = unique('stream');
+  const deadLetterStream = unique('dead');
+  const store = new SnapshotStore({ redis, keyPrefix: `${unique('snap')}_` });
+  /** XADDs `n` real entries (the script looks for gaps in the stream) and returns their ids. */
+  const xadd = async (n: number): Promise<string[]> => {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) ids.push(String(await redis.xadd(stream, '*', 'n', String(i))));
+    return ids;
+  };
+  const apply = (entries: readonly BatchEntry[], ackGroup?: string) =>
+    store.applyBatch({ stream, deadLetterStream, entries, ...(ackGroup === undefined ? {} : { ackGroup }) });
+  return { stream, deadLetterStream, store, xadd, apply };
+}
+
+const change = (snapshotId: string, ...mutations: Mutation[]): SnapshotChange => ({ snapshotId, mutations });
+const entry = (entryId: string | undefined, ...changes: SnapshotChange[]): BatchEntry => ({ entryId: entryId ?? 'missing', changes });
+const deadLetter = (entryId: string | undefined, reason: string, fields: string[]): BatchEntry => ({
+  entryId: entryId ?? 'missing',
+  deadLetter: { reason, fields },
+});
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the promise to reject');
+}
+
+const pendingCount = async (stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
+
+describe('applying a batch changes the snapshots', () => {
+  it('sets fields, sets and counters readable through read() and readMany()', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const result = await apply([
+      entry(e1, change('1', { op: 'replaceFields', fields: { name: 'Duffy', address: { city: 'Burbank', zip: [9, 1] } } }, { op: 'create' })),
+      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like' }, { op: 'setFields', fields: { age: 30 } })),
+      entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick', by: 5 }), change('1', { op: 'increment', counter: 'like', by: 2 })),
+    ]);
+    expect(result).toEqual({ applied: 3, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3 });
+
+    expect(await store.read('1')).toEqual({
+      id: '1',
+      exists: true,
+      revision: 3,
+      fields: { name: 'Duffy', address: { city: 'Burbank', zip: [9, 1] }, age: 30 },
+      sets: { friends: ['2'] },
+      counters: { like: 3 },
+    });
+    const [one, two, none] = await store.readMany(['1', '2', 'nobody']);
+    expect(one?.fields).toEqual({ name: 'Duffy', address: { city: 'Burbank', zip: [9, 1] }, age: 30 });
+    expect(two).toEqual({ id: '2', exists: true, revision: 1, fields: {}, sets: {}, counters: { kick: 5 } });
+    expect(none).toBeUndefined();
+    expect(await store.readMany([])).toEqual([]);
+  });
+
+  it('applies entries in stream order whatever order they are given in', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    const result = await apply([
+      entry(e2, change('1', { op: 'setFields', fields: { name: 'second' } })),
+      entry(e1, change('1', { op: 'setFields', fields: { name: 'first' } }, { op: 'create' })),
+    ]);
+    expect(result.applied).toBe(2);
+    expect(result.cursor).toBe(e2);
+    expect((await store.read('1'))?.fields).toEqual({ name: 'second' });
+  });
+
+  it('removes fields with unsetFields', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    await apply([
+      entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { a: 1, b: 2, c: 3 } })),
+      entry(e2, change('1', { op: 'unsetFields', names: ['a', 'c'] })),
+    ]);
+    expect((await store.read('1'))?.fields).toEqual({ b: 2 });
+  });
+
+  it('returns the current cursor and applies nothing for an empty batch', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1] = await xadd(1);
+    await apply([entry(e1, change('1', { op: 'create' }))]);
+    expect(await apply([])).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: e1 });
+    expect(await store.cursor(stream)).toBe(e1);
+  });
+});
+
+describe('each entry is applied at most once', () => {
+  it('skips a batch applied before and leaves the snapshots byte-for-byte unchanged', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const batch = [
+      entry(e1, change('1', { op: 'create' }, { op: 'replaceFields', fields: { name: 'A' } })),
+      entry(e2, change('1', { op: 'addMember', set: 'likedPages', member: 'p1' }, { op: 'increment', counter: 'like' })),
+      entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick' }), change('1', { op: 'unsetFields', names: ['name'] })),
+    ];
+    await apply(batch);
+    const before = [await redis.hgetall(store.key('1')), await redis.hgetall(store.key('2'))];
+
+    const again = await apply(batch);
+    expect(again.skipped).toBe(batch.length);
+    expect(again.applied).toBe(0);
+    expect(again.deadLettered).toBe(0);
+    expect(again.handled).toBe(batch.length);
+    expect(again.blockedAt).toBeUndefined();
+    expect(again.cursor).toBe(e3);
+    expect([await redis.hgetall(store.key('1')), await redis.hgetall(store.key('2'))]).toEqual(before);
+    expect(await store.cursor(stream)).toBe(e3);
+  });
+
+  it('skips the applied prefix of a redelivered batch and applies the rest', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const inc = (id: string | undefined) => entry(id, change('1', { op: 'increment', counter: 'n' }));
+    await apply([inc(e1), inc(e2)]);
+    const result = await apply([inc(e1), inc(e2), inc(e3)]);
+    expect(result).toMatchObject({ applied: 1, skipped: 2, handled: 3, cursor: e3 });
+    expect((await store.read('1'))?.counters).toEqual({ n: 3 });
+  });
+});
+
+describe('an entry waits for its unapplied predecessor', () => {
+  it('reports blockedAt, applies nothing, and applies the batch once the predecessor is applied', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const later = [entry(e2, change('1', { op: 'create' }, { op: 'setFields', fields: { step: 2 } })), entry(e3, change('1', { op: 'increment', counter: 'n' }))];
+
+    const blocked = await apply(later);
+    expect(blocked).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e2, handled: 0, cursor: '0-0' });
+    expect(await store.read('1')).toBeUndefined();
+    expect(await store.cursor(stream)).toBe('0-0');
+
+    expect((await apply([entry(e1, change('0', { op: 'create' }))])).applied).toBe(1);
+    const unblocked = await apply(later);
+    expect(unblocked).toEqual({ applied: 2, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 2, cursor: e3 });
+    expect(await store.read('1')).toMatchObject({ exists: true, fields: { step: 2 }, counters: { n: 1 } });
+  });
+
+  it('applies the prefix before a gap inside the batch and stops at the gap', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, , e3] = await xadd(3);
+    const result = await apply([entry(e1, change('1', { op: 'increment', counter: 'n' })), entry(e3, change('1', { op: 'increment', counter: 'n', by: 10 }))]);
+    expect(result).toMatchObject({ applied: 1, handled: 1, blockedAt: e3, cursor: e1 });
+    expect((await store.read('1'))?.counters).toEqual({ n: 1 });
+  });
+});
+
+describe('dead-lettered entries', () => {
+  it('land in the dead-letter stream with where they came from and why, and advance the cursor', async () => {
+    const { store, xadd, apply, stream, deadLetterStream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const before = Date.now();
+    const result = await apply([
+      entry(e1, change('1', { op: 'create' })),
+      deadLetter(e2, 'no type field (one of command, action)', ['user_id', '1', 'name', 'x']),
+    ]);
+    expect(result).toEqual({ applied: 1, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 2, cursor: e2 });
+    expect(await store.cursor(stream)).toBe(e2);
+
+    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    expect(dead).toHaveLength(1);
+    const record = Object.fromEntries(
+      (dead[0]?.[1] ?? []).reduce<[string, string][]>((pairs, value, i, all) => (i % 2 === 0 ? [...pairs, [value, all[i + 1] ?? '']] : pairs), []),
+    );
+    expect(record).toMatchObject({ stream, entry_id: e2, reason: 'no type field (one of command, action)', group: '' });
+    expect(JSON.parse(record['fields'] ?? 'null')).toEqual(['user_id', '1', 'name', 'x']);
+    const deadAt = Number(record['dead_at']);
+    expect(deadAt).toBeGreaterThanOrEqual(before - 5_000);
+    expect(deadAt).toBeLessThanOrEqual(Date.now() + 5_000);
+
+    // The entry after the dead letter is not blocked by it.
+    expect((await apply([entry(e3, change('1', { op: 'increment', counter: 'n' }))])).applied).toBe(1);
+    // A redelivered dead letter is skipped, not dead-lettered again.
+    const again = await apply([deadLetter(e2, 'again', [])]);
+    expect(again).toMatchObject({ skipped: 1, deadLettered: 0 });
+    expect(await redis.xlen(deadLetterStream)).toBe(1);
+  });
+
+  it('a batch of only dead letters moves the cursor', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2] = await xadd(2);
+    const result = await apply([deadLetter(e1, 'bad', ['a', 'b']), deadLetter(e2, 'bad', ['c', 'd'])]);
+    expect(result.deadLettered).toBe(2);
+    expect(await store.cursor(stream)).toBe(e2);
+  });
+});
+
+describe('acknowledging in the consumer group', () => {
+  it('XACKs the handled entries (applied, dead-lettered, skipped) but not a blocked one', async () => {
+    const { xadd, apply, stream, deadLetterStream } = isolated();
+    const group = unique('group');
+    const [e1, e2, e3, e4] = await xadd(4);
+    await redis.xgroup('CREATE', stream, group, '0');
+    await redis.xreadgroup('GROUP', group, 'c1', 'COUNT', 10, 'STREAMS', stream, '>');
+    expect(await pendingCount(stream, group)).toBe(4);
+
+    const first = await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', []), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
+    expect(first).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, blockedAt: e4 });
+    expect(await pendingCount(stream, group)).toBe(2);
+    const pendingIds = ((await redis.xpending(stream, group, '-', '+', 10)) as [string, ...unknown[]][]).map((p) => p[0]);
+    expect(pendingIds).toEqual([e3, e4]);
+
+    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    expect(dead[0]?.[1]).toContain(group);
+
+    const second = await apply([entry(e1, change('1', { op: 'create' })), entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
+    expect(second).toMatchObject({ applied: 2, skipped: 1, handled: 3 });
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+
+  it('acks nothing without ackGroup', async () => {
+    const { xadd, apply, stream } = isolated();
+    const group = unique('group');
+    const [e1] = await xadd(1);
+    await redis.xgroup('CREATE', stream, group, '0');
+    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    expect((await apply([entry(e1, change('1', { op: 'create' }))])).applied).toBe(1);
+    expect(await pendingCount(stream, group)).toBe(1);
+  });
+});
+
+describe('ordered sets keep the order members were added in', () => {
+  it('lists members in insertion order; a removed and re-added member moves to the end', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2, e3, e4, e5, e6] = await xadd(6);
+    const add = (id: string | undefined, member: string) => entry(id, change('1', { op: 'addMember', set: 'tags', member }));
+    await apply([add(e1, 'c'), add(e2, 'a'), add(e3, 'b')]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'a', 'b']);
+
+    await apply([entry(e4, change('1', { op: 'removeMember', set: 'tags', member: 'a' })), add(e5, 'a')]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'b', 'a']);
+
+    // Adding a member already present keeps its place.
+    await apply([add(e6, 'c')]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'b', 'a']);
+  });
+
+  it('keeps members with colons and several sets apart', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    await apply([
+      entry(e1, change('1', { op: 'addMember', set: 'pages', member: 'https://x.example/a' })),
+      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '7' }, { op: 'addMember', set: 'pages', member: 'b:c' })),
+    ]);
+    expect((await store.read('1'))?.sets).toEqual({ pages: ['https://x.example/a', 'b:c'], friends: ['7'] });
+  });
+});
+
+describe('remove and replaceFields', () => {
+  it('remove hides the snapshot and clears its fields but keeps its sets and counters', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    await apply([
+      entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A', city: 'B' } })),
+      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like', by: 4 })),
+    ]);
+    await apply([entry(e3, change('1', { op: 'remove' }))]);
+    const removed = await store.read('1');
+    expect(removed).toEqual({ id: '1', exists: false, revision: 3, fields: {}, sets: { friends: ['2'] }, counters: { like: 4 } });
+    const hash = await redis.hgetall(store.key('1'));
+    expect(Object.keys(hash).filter((k) => k.startsWith('f:') || k === '_exists')).toEqual([]);
+  });
+
+  it('create after remove makes the snapshot visible again', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    await apply([
+      entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } })),
+      entry(e2, change('1', { op: 'remove' })),
+      entry(e3, change('1', { op: 'replaceFields', fields: { name: 'B' } }, { op: 'create' })),
+    ]);
+    expect(await store.read('1')).toMatchObject({ exists: true, fields: { name: 'B' } });
+  });
+
+  it('replaceFields drops the fields it does not name', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    await apply([entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A', surname: 'B', age: 3 } }))]);
+    await apply([entry(e2, change('1', { op: 'replaceFields', fields: { name: 'C', nick: { x: [1] } } }))]);
+    const snapshot = await store.read('1');
+    expect(snapshot?.fields).toEqual({ name: 'C', nick: { x: [1] } });
+    expect(snapshot?.exists).toBe(true);
+    expect(Object.keys(await redis.hgetall(store.key('1'))).filter((k) => k.startsWith('f:')).sort()).toEqual(['f:name', 'f:nick']);
+  });
+});
+
+describe('invalid input is refused before anything is written', () => {
+  it('throws InvalidSnapshotIdError for an id that cannot name a key', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2] = await xadd(2);
+    for (const id of ['', 'a:b', 'with space', 'x'.repeat(65), '../1']) {
+      const error = await rejection(apply([entry(e1, change('ok', { op: 'create' })), entry(e2, change(id, { op: 'create' }))]));
+      expect(error).toBeInstanceOf(InvalidSnapshotIdError);
+      expect((error as InvalidSnapshotIdError).code).toBe('RS_SNAPSHOT_ID_INVALID');
+    }
+    expect(await store.cursor(stream)).toBe('0-0');
+    expect(await store.read('ok')).toBeUndefined();
+    expect(() => store.key('a:b')).toThrow(InvalidSnapshotIdError);
+    expect(await rejection(store.read('a b'))).toBeInstanceOf(InvalidSnapshotIdError);
+  });
+
+  it('throws InvalidMutationError for a bad field, set or counter name, a bad op or a non-integer increment', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2] = await xadd(2);
+    const bad: Mutation[] = [
+      { op: 'setFields', fields: { 'bad-name': 1 } },
+      { op: 'replaceFields', fields: { '1st': 1 } },
+      { op: 'unsetFields', names: ['f:x'] },
+      { op: 'addMember', set: 'a:b', member: 'x' },
+      { op: 'removeMember', set: '', member: 'x' },
+      { op: 'increment', counter: 'has space' },
+      { op: 'increment', counter: 'n', by: 1.5 },
+      { op: 'explode' } as unknown as Mutation,
+    ];
+    for (const mutation of bad) {
+      const error = await rejection(apply([entry(e1, change('1', { op: 'create' })), entry(e2, change('1', mutation))]));
+      expect(error, JSON.stringify(mutation)).toBeInstanceOf(InvalidMutationError);
+      expect((error as InvalidMutationError).code).toBe('RS_MUTATION_INVALID');
+    }
+    expect(await store.cursor(stream)).toBe('0-0');
+    expect(await store.read('1')).toBeUndefined();
+  });
+});
+
+describe('cursor()', () => {
+  it("is '0-0' before anything is applied and then the last applied entry id", async () => {
+    const { store, xadd, apply, stream } = isolated();
+    expect(await store.cursor(stream)).toBe('0-0');
+    const [e1, e2, e3] = await xadd(3);
+    await apply([entry(e1, change('1', { op: 'create' })), entry(e2, change('1', { op: 'increment', counter: 'n' }))]);
+    expect(await store.cursor(stream)).toBe(e2);
+    expect(await redis.get(store.cursorKey(stream))).toBe(e2);
+    // A skipped or blocked batch does not move it.
+    await apply([entry(e1, change('1', { op: 'create' }))]);
+    expect(await store.cursor(stream)).toBe(e2);
+    await apply([entry(e3, change('1', { op: 'increment', counter: 'n' }))]);
+    expect(await store.cursor(stream)).toBe(e3);
+  });
+
+  it('is kept per projection', async () => {
+    const { store, xadd, stream, deadLetterStream } = isolated();
+    const rebuild = new SnapshotStore({ redis, keyPrefix: `${unique('rebuild')}_`, projection: 'rebuild' });
+    const [e1] = await xadd(1);
+    await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] });
+    expect(await store.cursor(stream)).toBe(e1);
+    expect(await rebuild.cursor(stream)).toBe('0-0');
+    expect((await rebuild.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] })).applied).toBe(1);
+  });
+});
+
+describe('reading with a fields schema', () => {
+  it('throws CorruptSnapshotError for fields the schema rejects', async () => {
+    const { xadd, stream, deadLetterStream } = isolated();
+    const typed = new SnapshotStore({ redis, keyPrefix: `${unique('typed')}_`, fieldsSchema: z.object({ name: z.string() }) });
+    const [e1, e2] = await xadd(2);
+    await typed.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('good', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } })), entry(e2, change('bad', { op: 'setFields', fields: { name: 5 } }))] });
+    expect((await typed.read('good'))?.fields).toEqual({ name: 'A' });
+    expect(await rejection(typed.read('bad'))).toBeInstanceOf(CorruptSnapshotError);
+  });
+});
