@@ -1,7 +1,7 @@
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import type { EventCatalog } from './catalog.ts';
 import { EventCodec, type CodecOptions } from './codec.ts';
-import { AppendNotConfirmedError, EventStoreError, VersionConflictError } from './errors.ts';
+import { AppendNotConfirmedError, AppendRejectedError, EventStoreError, VersionConflictError } from './errors.ts';
 import { eventStoreKeys } from './keys.ts';
 import { defineEventStoreScripts } from './scripts.ts';
 import { parseXReadReply, toStreamEntries } from './replies.ts';
@@ -66,20 +66,18 @@ export class RedisEventStore {
     if (list.length === 0) return { entryIds: [], duplicates: [], versions: {} };
     const args: (string | number)[] = [list.length];
     const expected = encodeExpectedVersion(options.expectedVersion ?? 'any');
-    const checked = new Set<string>();
     const subjects: (string | undefined)[] = [];
     for (const event of list) {
       const { fields, subject, eventId } = this.codec.encode(stream, event);
       subjects.push(subject);
-      // The expectation concerns the subject's version before this append: check it on its first event only.
-      const expectation = subject !== undefined && !checked.has(subject) ? expected : '';
-      if (subject !== undefined) checked.add(subject);
-      args.push(eventId ?? '', subject ?? '', expectation, fields.length, ...fields);
+      args.push(eventId ?? '', subject ?? '', subject === undefined ? '' : expected, fields.length, ...fields);
     }
     let reply: unknown[];
     try {
       reply = await this.redis.redsourceAppend(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), ...args);
     } catch (error) {
+      // Redis answered with an error: the script checks before it writes, so nothing was appended.
+      if (error instanceof ReplyError) throw new AppendRejectedError(stream, error as Error);
       throw new AppendNotConfirmedError(stream, error);
     }
     if (reply[0] === 'CONFLICT') {
@@ -130,13 +128,20 @@ export class RedisEventStore {
    * Follows several streams at once with XREAD BLOCK (no consumer group), on a connection of its
    * own so blocking never delays other commands. Ends when the signal aborts.
    */
-  async *subscribe(streams: readonly string[], options: SubscribeOptions = {}): AsyncGenerator<RecordedEvent> {
-    const reader = this.redis.duplicate();
+  subscribe(streams: readonly string[], options: SubscribeOptions = {}): AsyncGenerator<RecordedEvent> {
     const positions = new Map(streams.map((s) => [s, startId(pickStart(options.from, s))]));
+    // `latest` means latest when subscribe() is called, not when iteration begins: resolve it now.
+    const resolved = resolveLatest(this.redis, positions);
+    resolved.catch(() => undefined);
+    return this.follow(positions, resolved, options);
+  }
+
+  private async *follow(positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
+    const reader = this.redis.duplicate();
     const onAbort = () => reader.disconnect();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await resolveLatest(this.redis, positions);
+      await resolved;
       while (!options.signal?.aborted) {
         let reply: unknown;
         try {

@@ -11,6 +11,7 @@ export {
   UnknownStreamError,
   VersionConflictError,
   AppendNotConfirmedError,
+  AppendRejectedError,
   isVersionConflictError,
   type FieldIssue,
 } from './errors.ts';

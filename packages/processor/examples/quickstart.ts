@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore, eventStoreKeys } from '@redsource/event-store';
 import { SnapshotStore } from '@redsource/snapshot-store';
-import { HandlerRegistry, StreamProcessor, processorKeys, replay, type Logger } from '@redsource/processor';
+import { DeadLetters, HandlerRegistry, StreamProcessor, processorKeys, replay, type Logger } from '@redsource/processor';
 
 const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
 const run = randomBytes(4).toString('hex'); // unique per run: the Redis may be shared
@@ -71,8 +71,8 @@ try {
   console.log('stats', processor.stats()[stream]);
   console.log('o1', await snapshots.read('o1'));
   console.log('o2', await snapshots.read('o2')); // exists: false after 'cancelled'
-  for (const [, fields] of await redis.xrange(processorKeys.deadLetters(stream), '-', '+')) {
-    console.log('dead letter:', fields[fields.indexOf('reason') + 1]);
+  for (const dead of await new DeadLetters(redis).list(stream)) {
+    console.log('dead letter:', dead.entryId, dead.reason);
   }
 
   await processor.stop(); // wakes its blocked XREADGROUP with CLIENT UNBLOCK, closes its reader connection

@@ -9,6 +9,10 @@ export interface BuildOptions {
   readonly deliveries?: ReadonlyMap<string, number>;
   /** A replay must not dead-letter again what the live processor dead-lettered: it only steps over it. */
   readonly onBadEntry: 'dead-letter' | 'skip';
+  /** Called once per entry that cannot be applied. */
+  readonly onBad?: () => void;
+  /** Cuts handler retries short: the entry is left unapplied (and pending) for a later delivery. */
+  readonly signal?: AbortSignal;
 }
 
 export interface BuilderSettings {
@@ -39,6 +43,7 @@ export class BatchBuilder {
 
   private async buildOne(stream: string, entry: StreamEntry, options: BuildOptions): Promise<BatchEntry> {
     const deadLetter = (reason: string): BatchEntry => {
+      options.onBad?.();
       this.logger.warn({ stream, entryId: entry.id, reason }, options.onBadEntry === 'skip' ? 'bad entry stepped over' : 'entry dead-lettered');
       return options.onBadEntry === 'skip'
         ? { entryId: entry.id, changes: [] }
@@ -68,7 +73,7 @@ export class BatchBuilder {
         }
         const delay = Math.min(this.settings.retryBackoffMs * 2 ** (attempt - 1), MAX_BACKOFF_MS);
         this.logger.warn({ stream, entryId: entry.id, attempt, delay, err: message }, 'handler failed; retrying');
-        await sleep(delay);
+        await sleep(delay, undefined, options.signal ? { signal: options.signal } : {});
         attempt++;
       }
     }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { RedisEventStore } from '@redsource/event-store';
-import type { SnapshotStore } from '@redsource/snapshot-store';
+import { SNAPSHOT_ID, type SnapshotStore } from '@redsource/snapshot-store';
 import { Applier } from './applier.ts';
 import { BatchBuilder } from './batch-builder.ts';
 import type { HandlerRegistry } from './handlers.ts';
@@ -57,14 +57,14 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const stats = emptyStreamStats();
   for (const stream of streams) {
     for await (const page of options.eventStore.readPages(stream, { pageSize })) {
-      const batch = await builder.build(stream, page, { onBadEntry: 'skip' });
-      const stepped = batch.filter((e) => 'changes' in e && e.changes.length === 0).length;
+      let stepped = 0;
+      const batch = await builder.build(stream, page, { onBadEntry: 'skip', onBad: () => stepped++ });
       const outcome = await applier.apply(stream, batch, { stats, stopRequestedAt: () => undefined });
       progress = {
         stream,
         done: progress.done + page.length,
         total,
-        applied: progress.applied + outcome.applied,
+        applied: progress.applied + outcome.applied - stepped,
         stepped: progress.stepped + stepped,
         elapsedMs: Date.now() - started,
       };
@@ -74,13 +74,19 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   return progress;
 }
 
-/** Deletes every key under the prefix, SCAN page by page (never KEYS), UNLINK so Redis frees memory lazily. */
+/**
+ * Deletes the snapshot hashes: keys that are the prefix plus a valid snapshot id and hold a hash
+ * (never a stream or anything else that happens to share the prefix). SCAN page by page, never
+ * KEYS; UNLINK so Redis frees memory lazily.
+ */
 async function deleteSnapshots(redis: Redis, prefix: string): Promise<void> {
   const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+  const isSnapshotKey = (key: string) => key.startsWith(prefix) && SNAPSHOT_ID.test(key.slice(prefix.length));
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
-    if (keys.length > 0) await redis.unlink(...keys);
+    const [next, keys] = (await redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1_000, 'TYPE', 'hash')) as [string, string[]];
+    const doomed = keys.filter(isSnapshotKey);
+    if (doomed.length > 0) await redis.unlink(...doomed);
     cursor = next;
   } while (cursor !== '0');
 }

@@ -204,7 +204,11 @@ export class StreamProcessor {
   private async process(stream: string, entries: readonly StreamEntry[], deliveries: ReadonlyMap<string, number> | undefined): Promise<void> {
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
-    const batch = await this.builder.build(stream, entries, { onBadEntry: 'dead-letter', ...(deliveries ? { deliveries } : {}) });
+    const batch = await this.builder.build(stream, entries, {
+      onBadEntry: 'dead-letter',
+      signal: this.stopping.signal,
+      ...(deliveries ? { deliveries } : {}),
+    });
     const outcome = await this.applier.apply(stream, batch, {
       ackGroup: this.settings.group,
       stats,

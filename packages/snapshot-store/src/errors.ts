@@ -20,7 +20,7 @@ export class InvalidMutationError extends SnapshotStoreError {
 /** A snapshot hash holds data its schema rejects (written by something other than redsource?). */
 export class CorruptSnapshotError extends SnapshotStoreError {
   constructor(key: string, detail: string) {
-    super('RS_SNAPSHOT_CORRUPT', `Snapshot '${key}' does not match its schema: ${detail}. Rebuild it with \`redsource replay\`.`);
+    super('RS_SNAPSHOT_CORRUPT', `Snapshot '${key}' does not match its schema: ${detail}. Rebuild the snapshots by replaying the streams (the profile app: \`redsource replay\`).`);
   }
 }
 
@@ -28,5 +28,11 @@ export class CorruptSnapshotError extends SnapshotStoreError {
 export class InvalidSnapshotIdError extends SnapshotStoreError {
   constructor(id: string) {
     super('RS_SNAPSHOT_ID_INVALID', `Snapshot id '${id.slice(0, 80)}' is invalid: use 1-64 characters from A-Z, a-z, 0-9, '_' and '-'.`);
+  }
+}
+
+export class InvalidSnapshotStoreOptionsError extends SnapshotStoreError {
+  constructor(detail: string) {
+    super('RS_SNAPSHOT_OPTIONS_INVALID', `Invalid snapshot store options: ${detail}.`);
   }
 }

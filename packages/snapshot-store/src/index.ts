@@ -10,4 +10,4 @@ export type { Snapshot } from './layout.ts';
 export { encodeMutations, type Mutation, type SnapshotChange } from './mutations.ts';
 export { compareEntryIds } from './entry-ids.ts';
 export { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
-export { SnapshotStoreError, InvalidMutationError, CorruptSnapshotError, InvalidSnapshotIdError } from './errors.ts';
+export { SnapshotStoreError, InvalidMutationError, CorruptSnapshotError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError } from './errors.ts';

@@ -14,8 +14,8 @@ export interface Snapshot<Fields = Record<string, unknown>> {
 }
 
 /**
- * Hash layout: `_exists`, `_rev`, `f:<field>` = JSON value, `s:<set>:<member>` = id of the entry
- * that added it (orders the set), `c:<counter>` = integer. One hash per snapshot, so every write of
+ * Hash layout: `_exists`, `_rev`, `f:<field>` = JSON value, `s:<set>:<member>` = `<entry id>/<op
+ * index>` of the op that added it (orders the set), `c:<counter>` = integer. One hash per snapshot, so every write of
  * one snapshot touches one key (one cluster slot).
  */
 export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
@@ -37,7 +37,14 @@ export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
   }
   const sets: Record<string, string[]> = {};
   for (const [set, list] of Object.entries(members)) {
-    sets[set] = list.sort((a, b) => compareEntryIds(a.addedBy, b.addedBy) || (a.member < b.member ? -1 : 1)).map((m) => m.member);
+    sets[set] = list.sort((a, b) => compareAddedBy(a.addedBy, b.addedBy) || (a.member < b.member ? -1 : 1)).map((m) => m.member);
   }
   return { id, exists, revision, fields, sets, counters };
+}
+
+/** Orders `<entry id>/<op index>` values: by entry, then by the op's place in it. */
+function compareAddedBy(a: string, b: string): number {
+  const [aEntry = '', aIndex = '0'] = a.split('/');
+  const [bEntry = '', bIndex = '0'] = b.split('/');
+  return compareEntryIds(aEntry, bEntry) || Number(aIndex) - Number(bIndex);
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
 import type { z } from 'zod';
 import { compareEntryIds } from './entry-ids.ts';
-import { CorruptSnapshotError, InvalidSnapshotIdError } from './errors.ts';
+import { CorruptSnapshotError, InvalidMutationError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError } from './errors.ts';
 import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 import { decodeHash, type Snapshot } from './layout.ts';
 import { encodeMutations, type SnapshotChange } from './mutations.ts';
@@ -12,6 +12,8 @@ declare module 'ioredis' {
     redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string], Context>;
   }
 }
+
+const ENTRY_ID = /^\d+-\d+$/;
 
 /** Cursor value that holds every apply of a stream while a rebuild clears its snapshots. */
 export const REBUILDING = 'rebuilding';
@@ -64,6 +66,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
 
   constructor(options: SnapshotStoreOptions<Fields>) {
     this.redis = options.redis;
+    if (!/^[A-Za-z0-9_:.{}-]{1,100}$/.test(options.keyPrefix)) {
+      throw new InvalidSnapshotStoreOptionsError(`keyPrefix '${options.keyPrefix}' must be 1-100 characters from A-Z a-z 0-9 _ : . - { }`);
+    }
     this.keyPrefix = options.keyPrefix;
     this.projection = options.projection ?? 'snapshots';
     this.fieldsSchema = options.fieldsSchema;
@@ -137,6 +142,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
    * atomically with the cursor, dead-lettering and (optionally) the XACK.
    */
   async applyBatch(input: ApplyBatchInput): Promise<ApplyBatchResult> {
+    for (const entry of input.entries) {
+      if (!ENTRY_ID.test(entry.entryId)) throw new InvalidMutationError(`entry id '${entry.entryId}' is not a stream id like 1700000000000-0`);
+    }
     const entries = [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
     if (entries.length === 0) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream) };
     const keyIndex = new Map<string, number>();

@@ -105,9 +105,12 @@ export function connectRedis(url: string, name: string): Redis {
     connectionName: name,
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
     maxRetriesPerRequest: 3,
-    // A command whose reply was lost with the connection is reported as failed, never sent twice
-    // behind the caller's back: a resent XADD would append the event a second time.
-    autoResendUnfulfilledCommands: false,
+    // Commands whose reply was lost with a dropped connection are sent again on reconnect (the
+    // default). Everything the processor sends is safe to repeat (the apply script skips what it
+    // applied), and the app appends only events with ids, which the append script dedupes. Turning
+    // this off makes ioredis drop such commands without ever settling their promises (seen under
+    // CLIENT KILL in test/faults): the loop would hang.
+    autoResendUnfulfilledCommands: true,
   });
   return client;
 }

@@ -6,11 +6,21 @@ KEYS[2]  versions hash: subject -> number of events appended for it through reds
 KEYS[3]  event ids hash: caller-given event id -> entry id (makes retries idempotent)
 ARGV[1]  event count; then for each event:
          event id ('' = none), subject ('' = none),
-         expected version ('' = any, else the subject's exact event count; 0 = no events yet),
+         expected version ('' = any, else the subject's exact event count before this append;
+         0 = no events yet; checked on the subject's first event that is not a duplicate),
          field count, then the fields
 Reply:   {'OK', entryId, duplicate (0|1), version (-1 = no subject), ...per event}
          or {'CONFLICT', subject, expected, actual}: nothing was written
 ]]
+-- Every write below must succeed once started (a script error keeps what it wrote): check types first.
+local wanted = { 'stream', 'hash', 'hash' }
+for i = 1, 3 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= wanted[i] then
+    return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
+  end
+end
+
 local count = tonumber(ARGV[1])
 local events = {}
 local pos = 2
@@ -30,8 +40,10 @@ for i = 1, count do
   end
   if not event.duplicateOf and not event.sameBatchAs and event.subject ~= '' then
     local current = versions[event.subject]
-    if current == nil then current = tonumber(redis.call('HGET', KEYS[2], event.subject) or '0') end
-    if event.expected ~= '' and tonumber(event.expected) ~= current then
+    local firstNew = current == nil
+    if firstNew then current = tonumber(redis.call('HGET', KEYS[2], event.subject) or '0') end
+    -- The expectation is about the subject before this append: its first event not already appended checks it.
+    if firstNew and event.expected ~= '' and tonumber(event.expected) ~= current then
       return { 'CONFLICT', event.subject, event.expected, tostring(current) }
     end
     versions[event.subject] = current + 1

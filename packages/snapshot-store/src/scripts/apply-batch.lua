@@ -19,7 +19,8 @@ ARGV[2]   entry count; then for each entry, in ascending id order:
           entry id, kind
           kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[5]), op count, ops
           kind 'D' (dead-letter): reason, original fields as JSON
-Ops       'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
+Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
+          'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor}
           (cursor 'rebuilding': a replay is clearing the snapshots; everything waits)
@@ -52,7 +53,7 @@ end
 
 -- Applies the ops of one change starting at ARGV[pos]; returns the position after them.
 local function applyChange(key, opCount, pos, entryId)
-  for _ = 1, opCount do
+  for opIndex = 1, opCount do
     local op = ARGV[pos]
     if op == 'X' then
       redis.call('HSET', key, '_exists', '1')
@@ -71,8 +72,8 @@ local function applyChange(key, opCount, pos, entryId)
       redis.call('HDEL', key, 'f:' .. ARGV[pos + 1])
       pos = pos + 2
     elseif op == 'A' then
-      -- The value orders the set: members come back in the order they were added.
-      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId)
+      -- The value orders the set: the adding entry's id, then the op's place within the entry.
+      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId .. '/' .. opIndex)
       pos = pos + 3
     elseif op == 'M' then
       redis.call('HDEL', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2])
@@ -84,11 +85,47 @@ local function applyChange(key, opCount, pos, entryId)
       error('redsource apply-batch: unknown op ' .. tostring(op))
     end
   end
-  redis.call('HINCRBY', key, '_rev', 1)
+  if opCount > 0 then redis.call('HINCRBY', key, '_rev', 1) end
+  return pos
+end
+
+local typeOf = {}
+local function keyType(key)
+  if typeOf[key] == nil then typeOf[key] = redis.call('TYPE', key).ok end
+  return typeOf[key]
+end
+local function isHashOrNone(key)
+  local t = keyType(key)
+  if t == 'none' then typeOf[key] = 'hash' end
+  return t == 'hash' or t == 'none'
+end
+
+local function skipOps(pos, opCount)
+  for _ = 1, opCount do
+    local op = ARGV[pos]
+    if op == 'X' or op == 'R' or op == 'C' then pos = pos + 1
+    elseif op == 'U' then pos = pos + 2
+    else pos = pos + 3 end
+  end
   return pos
 end
 
 local group = ARGV[1]
+
+local function deadLetter(entryId, reason, fieldsJson)
+  local now = redis.call('TIME')
+  redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
+    'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
+end
+
+-- Every write below must succeed once started: check the bookkeeping keys' types first.
+for _, i in ipairs({ 1, 3, 4 }) do
+  local t = keyType(KEYS[i])
+  local want = i == 4 and 'hash' or 'stream'
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('redsource apply-batch: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
+  end
+end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is clearing the snapshots: nothing may be applied until it resets the cursor.
@@ -109,27 +146,25 @@ for _ = 1, count do
   if kind == 'A' then
     local changeCount = tonumber(ARGV[pos])
     pos = pos + 1
-    for _ = 1, changeCount do
+    local changes = {}
+    local wrongKey
+    for i = 1, changeCount do
       local key, opCount = KEYS[4 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
-      pos = pos + 2
-      if isNew then
-        pos = applyChange(key, opCount, pos, entryId)
-      else
-        -- Skip over the ops without applying them.
-        for _ = 1, opCount do
-          local op = ARGV[pos]
-          if op == 'X' or op == 'R' or op == 'C' then pos = pos + 1
-          elseif op == 'U' then pos = pos + 2
-          else pos = pos + 3 end
-        end
-      end
+      changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
+      pos = skipOps(pos + 2, opCount)
+      if isNew and not isHashOrNone(key) then wrongKey = key end
     end
-    if isNew then applied = applied + 1 end
+    if isNew and wrongKey then
+      -- Checked before any write: a script error would leave half an entry applied.
+      deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. wrongKey .. ' is a ' .. keyType(wrongKey) .. ', not a hash', '[]')
+      deadLettered = deadLettered + 1
+    elseif isNew then
+      for _, change in ipairs(changes) do applyChange(change.key, change.opCount, change.pos, entryId) end
+      applied = applied + 1
+    end
   else
     if isNew then
-      local now = redis.call('TIME')
-      redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', ARGV[pos],
-        'fields', ARGV[pos + 1], 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
+      deadLetter(entryId, ARGV[pos], ARGV[pos + 1])
       deadLettered = deadLettered + 1
     end
     pos = pos + 2

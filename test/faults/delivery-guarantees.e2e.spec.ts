@@ -1,0 +1,149 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { startTestRedis, type TestRedis } from '../support/redis.ts';
+import { describeOutcome, FaultScenario, type Outcome } from '../support/fault-driver.ts';
+import { prng } from '../support/model.ts';
+
+/**
+ * The guarantee under faults: every appended entry is reflected in its snapshot exactly once, in
+ * stream order per user (or dead-lettered if it cannot be applied), whatever fails. Each case runs
+ * three `redsource process` children in one group while events are appended, injects its fault,
+ * lets the system settle, and compares every snapshot with the pure fold of the streams.
+ */
+let server: TestRedis;
+let redis: Redis;
+let scenario: FaultScenario | undefined;
+
+beforeAll(async () => {
+  server = await startTestRedis({ aof: true });
+  redis = server.client();
+});
+afterEach(async () => {
+  await scenario?.stopAll();
+  scenario = undefined;
+});
+afterAll(async () => server.close());
+
+const CONSUMERS = ['p1', 'p2', 'p3'];
+const EVENTS = 4_000;
+
+function begin(): FaultScenario {
+  scenario = new FaultScenario(server, redis);
+  for (const consumer of CONSUMERS) scenario.start(consumer);
+  return scenario;
+}
+
+function check(name: string, s: FaultScenario, outcome: Outcome): void {
+  const line = describeOutcome(name, outcome, s.appendFailures);
+  console.log(line);
+  const context = `${line}\n${outcome.differences.slice(0, 5).join('\n')}\n${s.logs()}`;
+  expect(outcome.inStreams, context).toBeGreaterThan(EVENTS * 0.5);
+  expect(outcome.applied + outcome.deadLettered, context).toBe(outcome.inStreams);
+  expect(outcome.deadLettered, context).toBe(outcome.undecodable);
+  expect(outcome.deadLetterEntries, context).toBe(outcome.undecodable);
+  expect(outcome.pending, context).toBe(0);
+  expect(outcome.differences, context).toEqual([]);
+}
+
+describe('exactly-once effects in per-user stream order under faults', () => {
+  it('three processors, one SIGKILLed at random points and restarted under the same name', async () => {
+    const s = begin();
+    const r = prng(11);
+    let appending = true;
+    let kills = 0;
+    const chaos = (async () => {
+      while (appending) {
+        await sleep(250 + r.int(500));
+        const victim = CONSUMERS[r.int(CONSUMERS.length)] as string;
+        await s.kill(victim, 'SIGKILL');
+        kills++;
+        await sleep(r.int(300));
+        s.start(victim);
+      }
+    })();
+    await s.append(EVENTS, { seed: 11, poisonRate: 0.01, spreadMs: 6_000 });
+    appending = false;
+    await chaos;
+    const outcome = await s.settle(60_000);
+    console.log(`[kill-restart] ${kills} SIGKILLs`);
+    expect(kills).toBeGreaterThan(3);
+    check('kill-restart', s, outcome);
+  }, 120_000);
+
+  it('one processor killed for good: the living claim its pending entries and drop it from the group', async () => {
+    const s = begin();
+    const appending = s.append(EVENTS, { seed: 12, poisonRate: 0.01, spreadMs: 4_000 });
+    await sleep(1_500);
+    await s.kill('p2', 'SIGKILL');
+    await appending;
+    const outcome = await s.settle(60_000);
+    check('killed-forever', s, outcome);
+    const consumers = async () => ((await redis.xinfo('CONSUMERS', s.streams.activity, s.group)) as unknown[][]).map((c) => String(c[1]));
+    const end = Date.now() + 15_000;
+    while ((await consumers()).includes('p2') && Date.now() < end) await sleep(200);
+    expect(await consumers()).not.toContain('p2');
+  }, 120_000);
+
+  it('Redis killed and restarted mid-stream (AOF, appendfsync always)', async () => {
+    const s = begin();
+    const appending = s.append(EVENTS, { seed: 13, poisonRate: 0.01, spreadMs: 5_000 });
+    await sleep(2_000);
+    await server.stop('SIGKILL');
+    await sleep(1_000);
+    await server.restart();
+    await appending;
+    const outcome = await s.settle(60_000);
+    check('redis-restart', s, outcome);
+  }, 120_000);
+
+  it('every client connection dropped repeatedly (CLIENT KILL)', async () => {
+    const s = begin();
+    const killer = server.client();
+    let appending = true;
+    let drops = 0;
+    const chaos = (async () => {
+      while (appending) {
+        await sleep(300);
+        drops += Number(await killer.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes').catch(() => 0));
+      }
+    })();
+    await s.append(EVENTS, { seed: 14, poisonRate: 0.01, spreadMs: 5_000 });
+    appending = false;
+    await chaos;
+    const outcome = await s.settle(60_000);
+    console.log(`[client-kill] ${drops} connections dropped`);
+    expect(drops).toBeGreaterThan(5);
+    check('client-kill', s, outcome);
+  }, 120_000);
+
+  it('poison entries mixed in end in the dead-letter stream, counted, and everything else flows', async () => {
+    const s = begin();
+    await s.append(EVENTS, { seed: 15, poisonRate: 0.1, spreadMs: 2_000 });
+    const outcome = await s.settle(60_000);
+    expect(outcome.undecodable).toBeGreaterThan(EVENTS * 0.05);
+    check('poison', s, outcome);
+  }, 120_000);
+
+  it('SIGTERM while batches are in flight loses nothing and applies nothing twice', async () => {
+    const s = begin();
+    const r = prng(16);
+    let appending = true;
+    let stops = 0;
+    const chaos = (async () => {
+      while (appending) {
+        await sleep(300 + r.int(400));
+        const victim = CONSUMERS[r.int(CONSUMERS.length)] as string;
+        await s.kill(victim, 'SIGTERM');
+        stops++;
+        s.start(victim);
+      }
+    })();
+    await s.append(EVENTS, { seed: 16, poisonRate: 0.01, spreadMs: 5_000 });
+    appending = false;
+    await chaos;
+    const outcome = await s.settle(60_000);
+    check('sigterm', s, outcome);
+    expect(stops).toBeGreaterThan(3);
+  }, 120_000);
+});

@@ -1,0 +1,157 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { EventStoreError, RedisEventStore } from '@redsource/event-store';
+import { processorKeys } from '@redsource/processor';
+import { SnapshotStore } from '@redsource/snapshot-store';
+import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
+import { runCli, type CliProcess } from './cli.ts';
+import { prng, randomCommands, referenceFold, snapshotDifferences, type RawCommand } from './model.ts';
+import { unique, type TestRedis } from './redis.ts';
+
+/** A group of `redsource process` children on one test Redis, with the model to check them against. */
+export class FaultScenario {
+  readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  readonly keyPrefix = `${unique('user_snapshot')}_`;
+  readonly group = unique('group');
+  readonly processes = new Map<string, CliProcess>();
+  /** Output of processes that have exited, kept for the failure message. */
+  private readonly pastLogs: string[] = [];
+  appendFailures = 0;
+  appended = 0;
+
+  constructor(
+    readonly server: TestRedis,
+    readonly redis: Redis,
+  ) {}
+
+  env(consumer: string): Record<string, string> {
+    return {
+      REDIS_URL: this.server.url,
+      STREAM_UPDATES: this.streams.updates,
+      STREAM_ACTIVITY: this.streams.activity,
+      STREAM_FRIENDS: this.streams.friends,
+      SNAPSHOT_PREFIX: this.keyPrefix,
+      REDSOURCE_GROUP: this.group,
+      REDSOURCE_CONSUMER: consumer,
+      REDSOURCE_BLOCK_MS: '100',
+      REDSOURCE_BATCH_SIZE: '200',
+      REDSOURCE_CLAIM_TIMEOUT_MS: '1000',
+      REDSOURCE_CLAIM_INTERVAL_MS: '200',
+      REDSOURCE_HEARTBEAT_MS: '200',
+      REDSOURCE_GAP_FILL_AFTER_MS: '500',
+      // Chaos redelivers good entries many times; only entries that cannot be applied may be dead-lettered.
+      REDSOURCE_MAX_DELIVERIES: '1000',
+      LOG_LEVEL: 'warn',
+    };
+  }
+
+  start(consumer: string): CliProcess {
+    const cli = runCli(['process'], this.env(consumer));
+    this.processes.set(consumer, cli);
+    return cli;
+  }
+
+  async kill(consumer: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const cli = this.processes.get(consumer);
+    if (!cli) return;
+    cli.child.kill(signal);
+    await cli.exited;
+    this.pastLogs.push(`--- ${consumer} (${signal}) ---\n${cli.output().slice(-2_000)}`);
+    this.processes.delete(consumer);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.processes.keys()].map((c) => this.kill(c)));
+  }
+
+  logs(): string {
+    return [...this.pastLogs, ...[...this.processes].map(([c, p]) => `--- ${c} ---\n${p.output().slice(-2_000)}`)].join('\n');
+  }
+
+  /** Random valid events with `poisonRate` of entries that cannot be applied, XADDed in pipelined chunks over `spreadMs`. */
+  async append(count: number, options: { seed: number; poisonRate: number; spreadMs: number; chunk?: number }): Promise<void> {
+    const r = prng(options.seed);
+    const commands: RawCommand[] = randomCommands(this.streams, count, 40, options.seed).map((c, i) =>
+      r.next() < options.poisonRate ? poison(this.streams, i, r.int(3)) : c,
+    );
+    const chunk = options.chunk ?? 100;
+    const pause = options.spreadMs / Math.ceil(commands.length / chunk);
+    for (let i = 0; i < commands.length; i += chunk) {
+      const pipeline = this.redis.pipeline();
+      for (const [stream, ...fields] of commands.slice(i, i + chunk)) pipeline.xadd(stream, '*', ...fields);
+      try {
+        for (const [error] of (await pipeline.exec()) ?? []) {
+          if (error) this.appendFailures++;
+          else this.appended++;
+        }
+      } catch {
+        // Not confirmed (connection lost): the entries may or may not be in the stream; the check reads the stream.
+        this.appendFailures += Math.min(chunk, commands.length - i);
+      }
+      await sleep(pause);
+    }
+  }
+
+  /** Waits until every entry in the streams is applied or dead-lettered and nothing is pending; then compares with the model. */
+  async settle(timeoutMs: number): Promise<Outcome> {
+    const snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
+    const eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
+    const end = Date.now() + timeoutMs;
+    let outcome = await this.measure(snapshots, eventStore);
+    while (Date.now() < end && !(outcome.inStreams === outcome.applied + outcome.deadLettered && outcome.pending === 0)) {
+      await sleep(200);
+      outcome = await this.measure(snapshots, eventStore);
+    }
+    const expected = await referenceFold(eventStore, this.streams);
+    return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
+  }
+
+  private async measure(snapshots: SnapshotStore, eventStore: RedisEventStore): Promise<Outcome> {
+    let inStreams = 0;
+    let undecodable = 0;
+    let applied = 0;
+    let skipped = 0;
+    let deadLettered = 0;
+    let deadLetterEntries = 0;
+    let pending = 0;
+    for (const stream of Object.values(this.streams)) {
+      for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
+        inStreams += page.length;
+        undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
+      }
+      const totals = await snapshots.totals(stream);
+      applied += totals.applied;
+      skipped += totals.skipped;
+      deadLettered += totals.deadLettered;
+      deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
+      pending += Number(((await this.redis.xpending(stream, this.group)) as unknown[])[0] ?? 0);
+    }
+    return { inStreams, undecodable, applied, skipped, deadLettered, deadLetterEntries, pending, differences: [], users: 0 };
+  }
+}
+
+export interface Outcome {
+  /** Entries in the three streams at the end: what was appended, as Redis has it. */
+  inStreams: number;
+  /** Entries among them that cannot be decoded or fail their schema. */
+  undecodable: number;
+  applied: number;
+  /** Redeliveries recognised by the cursor and not applied again. */
+  skipped: number;
+  deadLettered: number;
+  deadLetterEntries: number;
+  pending: number;
+  differences: string[];
+  users: number;
+}
+
+export function describeOutcome(name: string, o: Outcome, appendFailures: number): string {
+  return `[${name}] appended ${o.inStreams} (unconfirmed ${appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
+    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, users ${o.users}, snapshot differences ${o.differences.length}`;
+}
+
+function poison(streams: ProfileStreams, i: number, kind: number): RawCommand {
+  if (kind === 0) return [streams.updates, 'user_id', String(i % 40), 'no_command_here', 'x'];
+  if (kind === 1) return [streams.friends, 'user_id', '1', 'command', 'add', 'friend_id', 'not a valid id!'];
+  return [streams.activity, 'specversion', '1.0', 'type', 'like', 'data', '{"userId": broken json'];
+}
