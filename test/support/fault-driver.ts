@@ -124,7 +124,11 @@ export class FaultScenario {
       skipped += totals.skipped;
       deadLettered += totals.deadLettered;
       deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
-      pending += Number(((await this.redis.xpending(stream, this.group)) as unknown[])[0] ?? 0);
+      // NOGROUP until a processor has created the group: count as not settled.
+      pending += await this.redis.xpending(stream, this.group).then(
+        (summary) => Number((summary as unknown[])[0] ?? 0),
+        () => Number.NaN,
+      );
     }
     return { inStreams, undecodable, applied, skipped, deadLettered, deadLetterEntries, pending, differences: [], users: 0 };
   }

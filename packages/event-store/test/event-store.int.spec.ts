@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import {
+  AppendNotConfirmedError,
+  AppendRejectedError,
   EventValidationError,
   RedisEventStore,
   UndecodableEntryError,
@@ -468,5 +470,122 @@ describe('subscribe() follows several streams', () => {
     }
     const strict = store.subscribe([streams.friends], { from: 'beginning', blockMs: 1000 });
     expect(await rejection(strict.next())).toBeInstanceOf(EventValidationError);
+  });
+});
+
+describe('regressions: expectedVersion with duplicates in the batch', () => {
+  const update = (userId: string, city: string, id?: string): EventInput => ({
+    type: 'update',
+    data: { userId, city },
+    ...(id === undefined ? {} : { metadata: { id } }),
+  });
+
+  it('checks the version on the first event that is not a duplicate: a stale batch that starts with a duplicate conflicts', async () => {
+    const { streams, store } = isolated();
+    await store.append(streams.updates, register('1', 'A', 'a1'));
+    const second = await store.append(streams.updates, update('1', 'X'));
+    expect(second.versions).toEqual({ '1': 2 });
+    const before = await xrange(streams.updates);
+
+    const error = await rejection(store.append(streams.updates, [register('1', 'A', 'a1'), update('1', 'Y')], { expectedVersion: 'no_subject' }));
+    expect(error).toBeInstanceOf(VersionConflictError);
+    expect((error as VersionConflictError).subject).toBe('1');
+    expect((error as VersionConflictError).expected).toBe(0);
+    expect((error as VersionConflictError).actual).toBe(2);
+    expect(await xrange(streams.updates)).toEqual(before);
+    expect(await store.version(streams.updates, '1')).toBe(2);
+  });
+
+  it('lets a pure retry (every event a duplicate) through with the original expectedVersion and returns the original entry ids', async () => {
+    const { streams, store } = isolated();
+    const batch = [register('1', 'A', 'r1'), update('1', 'X', 'u1')];
+    const first = await store.append(streams.updates, batch, { expectedVersion: 'no_subject' });
+    expect(first.versions).toEqual({ '1': 2 });
+
+    const retry = await store.append(streams.updates, batch, { expectedVersion: 'no_subject' });
+    expect(retry.entryIds).toEqual(first.entryIds);
+    expect(retry.duplicates).toEqual([0, 1]);
+    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await store.version(streams.updates, '1')).toBe(2);
+  });
+
+  it('compares the version before the first new event with the expectation when the batch starts with a duplicate', async () => {
+    const { streams, store } = isolated();
+    const first = await store.append(streams.updates, register('1', 'A', 'r1'), { expectedVersion: 'no_subject' });
+    const next = await store.append(streams.updates, [register('1', 'A', 'r1'), update('1', 'X', 'u2')], { expectedVersion: 1 });
+    expect(next.duplicates).toEqual([0]);
+    expect(next.entryIds[0]).toBe(first.entryIds[0]);
+    expect(next.versions).toEqual({ '1': 2 });
+    expect(await redis.xlen(streams.updates)).toBe(2);
+  });
+});
+
+describe("regressions: subscribe() from 'latest' starts when subscribe() is called", () => {
+  /** The first event of an iterator, or an error if none comes in time. */
+  async function firstWithin(iterator: AsyncIterator<RecordedEvent>, ms: number): Promise<RecordedEvent> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no event within ${ms} ms`)), ms);
+    });
+    try {
+      const next = await Promise.race([iterator.next(), timeout]);
+      if (next.done) throw new Error('iterator ended without an event');
+      return next.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  it('yields an event appended after subscribe() but before iterating, on an empty stream', async () => {
+    const { streams, store } = isolated();
+    const controller = new AbortController();
+    const sub = store.subscribe([streams.updates], { from: 'latest', signal: controller.signal, blockMs: 200 });
+    try {
+      const { entryIds } = await store.append(streams.updates, register('1', 'after-subscribe'));
+      const event = await firstWithin(sub, 5_000);
+      expect(event.entryId).toBe(entryIds[0]);
+      expect(event.data).toEqual({ userId: '1', name: 'after-subscribe' });
+    } finally {
+      controller.abort();
+      await sub.return(undefined);
+    }
+  });
+
+  it('yields an event appended after subscribe() before iterating, and not the one appended before subscribe()', async () => {
+    const { streams, store } = isolated();
+    await store.append(streams.updates, register('1', 'before'));
+    const controller = new AbortController();
+    const sub = store.subscribe([streams.updates, streams.activity], { from: 'latest', signal: controller.signal, blockMs: 200 });
+    try {
+      const { entryIds } = await store.append(streams.updates, register('2', 'after'));
+      const event = await firstWithin(sub, 5_000);
+      expect(event.entryId).toBe(entryIds[0]);
+      expect(event.data).toEqual({ userId: '2', name: 'after' });
+    } finally {
+      controller.abort();
+      await sub.return(undefined);
+    }
+  });
+});
+
+describe('regressions: Redis refuses an append', () => {
+  it('throws AppendRejectedError, not AppendNotConfirmedError, when the stream key holds a string', async () => {
+    const { streams, store } = isolated();
+    await redis.set(streams.updates, 'x');
+    const error = await rejection(store.append(streams.updates, register('1', 'A', 'e1')));
+    expect(error).toBeInstanceOf(AppendRejectedError);
+    expect(error).not.toBeInstanceOf(AppendNotConfirmedError);
+    expect((error as AppendRejectedError).code).toBe('RS_APPEND_REJECTED');
+    expect((error as AppendRejectedError).message).toContain(streams.updates);
+    expect(await redis.get(streams.updates)).toBe('x');
+    expect(await redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates))).toBe(0);
+  });
+
+  it('writes nothing when a bookkeeping key has the wrong type', async () => {
+    const { streams, store } = isolated();
+    await redis.set(eventStoreKeys.versions(streams.updates), 'x');
+    const error = await rejection(store.append(streams.updates, register('1', 'A', 'e1')));
+    expect(error).toBeInstanceOf(AppendRejectedError);
+    expect(await redis.exists(streams.updates, eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
 });

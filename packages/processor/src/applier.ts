@@ -87,7 +87,7 @@ export class Applier {
     let applied = 0;
     let deadLettered = 0;
     for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
-      const batch = await this.builder.build(stream, page, { onBadEntry: 'dead-letter' });
+      const batch = await this.builder.build(stream, page, {});
       const result = await this.snapshots.applyBatch({ stream, entries: batch, deadLetterStream: this.deadLetterStream(stream) });
       record(stats, result, 0);
       applied += result.applied;

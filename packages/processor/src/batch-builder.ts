@@ -7,10 +7,6 @@ import type { Logger } from './logger.ts';
 export interface BuildOptions {
   /** Delivery count per entry id (from XPENDING) for redelivered entries; fresh entries count 1. */
   readonly deliveries?: ReadonlyMap<string, number>;
-  /** A replay must not dead-letter again what the live processor dead-lettered: it only steps over it. */
-  readonly onBadEntry: 'dead-letter' | 'skip';
-  /** Called once per entry that cannot be applied. */
-  readonly onBad?: () => void;
   /** Cuts handler retries short: the entry is left unapplied (and pending) for a later delivery. */
   readonly signal?: AbortSignal;
 }
@@ -35,7 +31,7 @@ export class BatchBuilder {
     private readonly logger: Logger,
   ) {}
 
-  async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions): Promise<BatchEntry[]> {
+  async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions = {}): Promise<BatchEntry[]> {
     const batch: BatchEntry[] = [];
     for (const entry of entries) batch.push(await this.buildOne(stream, entry, options));
     return batch;
@@ -43,11 +39,8 @@ export class BatchBuilder {
 
   private async buildOne(stream: string, entry: StreamEntry, options: BuildOptions): Promise<BatchEntry> {
     const deadLetter = (reason: string): BatchEntry => {
-      options.onBad?.();
-      this.logger.warn({ stream, entryId: entry.id, reason }, options.onBadEntry === 'skip' ? 'bad entry stepped over' : 'entry dead-lettered');
-      return options.onBadEntry === 'skip'
-        ? { entryId: entry.id, changes: [] }
-        : { entryId: entry.id, deadLetter: { reason, fields: entry.fields } };
+      this.logger.warn({ stream, entryId: entry.id, reason }, 'entry cannot be applied: dead-lettering it');
+      return { entryId: entry.id, deadLetter: { reason, fields: entry.fields } };
     };
     const event = this.codec.tryDecode(stream, entry.id, entry.fields);
     if (event instanceof EventStoreError) return deadLetter(`${event.code}: ${event.message}`);

@@ -9,6 +9,8 @@ declare module 'ioredis' {
   }
 }
 
+const ENTRY_ID = /^\d+-\d+$/;
+
 const redriveSource = readFileSync(new URL('./scripts/redrive-2.lua', import.meta.url), 'utf8');
 
 /** An entry that could not be applied, with why. */
@@ -46,6 +48,7 @@ export class DeadLetters {
   }
 
   async show(stream: string, id: string): Promise<DeadLetter | undefined> {
+    if (!ENTRY_ID.test(id)) return undefined;
     const [entry] = toStreamEntries(await this.redis.xrange(processorKeys.deadLetters(stream), id, id));
     return entry && toDeadLetter(entry);
   }
@@ -56,10 +59,12 @@ export class DeadLetters {
    * Returns the new entry id, or undefined if there is no such dead letter.
    */
   async retry(stream: string, id: string): Promise<string | undefined> {
+    if (!ENTRY_ID.test(id)) return undefined;
     return (await this.redis.redsourceRedrive(processorKeys.deadLetters(stream), stream, id)) ?? undefined;
   }
 
   async drop(stream: string, id: string): Promise<boolean> {
+    if (!ENTRY_ID.test(id)) return false;
     return (await this.redis.xdel(processorKeys.deadLetters(stream), id)) === 1;
   }
 }

@@ -15,7 +15,7 @@ export interface ReplayProgress {
   /** Entries in all streams when the replay started. */
   readonly total: number;
   readonly applied: number;
-  /** Entries that do not decode or whose handler failed: stepped over (the live processor dead-letters them). */
+  /** Entries that cannot be applied (undecodable, invalid, handler failing): dead-lettered, once per entry even over several replays. */
   readonly stepped: number;
   readonly elapsedMs: number;
 }
@@ -57,15 +57,14 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const stats = emptyStreamStats();
   for (const stream of streams) {
     for await (const page of options.eventStore.readPages(stream, { pageSize })) {
-      let stepped = 0;
-      const batch = await builder.build(stream, page, { onBadEntry: 'skip', onBad: () => stepped++ });
+      const batch = await builder.build(stream, page, {});
       const outcome = await applier.apply(stream, batch, { stats, stopRequestedAt: () => undefined });
       progress = {
         stream,
         done: progress.done + page.length,
         total,
-        applied: progress.applied + outcome.applied - stepped,
-        stepped: progress.stepped + stepped,
+        applied: progress.applied + outcome.applied,
+        stepped: progress.stepped + outcome.deadLettered,
         elapsedMs: Date.now() - started,
       };
       options.onProgress?.(progress);

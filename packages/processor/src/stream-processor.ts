@@ -47,6 +47,7 @@ export class StreamProcessor {
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
+  private groupsReady = false;
 
   constructor(options: StreamProcessorOptions) {
     this.settings = parseProcessorSettings(options);
@@ -76,16 +77,17 @@ export class StreamProcessor {
     return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st }]));
   }
 
-  /** Creates missing groups, then runs until stop(). Resolves once the loops have started. */
+  /**
+   * Starts the loops and resolves; runs until stop(). Redis being away is not an error: groups are
+   * created (and work taken up) as soon as it answers, retrying with backoff meanwhile.
+   */
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
-    await this.ensureGroups();
     this.reader = this.redis.duplicate({ connectionName: `redsource:${this.settings.consumer}:reader` });
     this.reader.on('error', (error: Error) => this.logger.debug({ err: error.message }, 'reader connection error'));
     this.reader.on('ready', () => void this.refreshReaderId());
-    await this.refreshReaderId();
     this.state = 'running';
-    await this.heartbeat();
+    void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
     this.loops = [this.readLoop(), this.claimLoop()];
     this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams }, 'processor started');
@@ -136,6 +138,10 @@ export class StreamProcessor {
     let recovered = false;
     while (this.state === 'running') {
       try {
+        if (!this.groupsReady) {
+          await this.ensureGroups();
+          this.groupsReady = true;
+        }
         if (!recovered) {
           await this.recoverOwnPending();
           recovered = true;
@@ -179,6 +185,7 @@ export class StreamProcessor {
     while (this.state === 'running') {
       await sleep(this.settings.claimIntervalMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
       if (this.state !== 'running') return;
+      if (!this.groupsReady) continue;
       try {
         const removedEverywhere = new Set<string>();
         for (const stream of this.streams) {
@@ -205,7 +212,6 @@ export class StreamProcessor {
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
     const batch = await this.builder.build(stream, entries, {
-      onBadEntry: 'dead-letter',
       signal: this.stopping.signal,
       ...(deliveries ? { deliveries } : {}),
     });
@@ -227,7 +233,8 @@ export class StreamProcessor {
       stats.lastErrorAt = Date.now();
     }
     this.logger.warn({ err: message }, 'processor loop error; retrying');
-    if (message.includes('NOGROUP')) await this.ensureGroups().catch(() => undefined);
+    // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
+    if (message.includes('NOGROUP')) this.groupsReady = false;
   }
 
   private statsFor(stream: string): StreamStats {

@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { HandlerRegistry, processorKeys, replay, StreamProcessor } from '@redsource/processor';
-import { SnapshotStore } from '@redsource/snapshot-store';
+import { DeadLetters, HandlerRegistry, processorKeys, replay, StreamProcessor, type ReplayProgress } from '@redsource/processor';
+import { compareEntryIds, SnapshotStore } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
@@ -197,4 +197,151 @@ async function dumpSnapshots(prefix: string, without: string[] = []): Promise<Re
 
 function stripFields(dump: Record<string, Record<string, string>>, without: string[]) {
   return Object.fromEntries(Object.entries(dump).map(([k, h]) => [k, Object.fromEntries(Object.entries(h).filter(([f]) => !without.includes(f)))]));
+}
+
+describe('regressions: replay deletes only snapshot hashes and counts what it steps over', () => {
+  /** A stream with 'place' (changes a snapshot) and 'note' (valid, changes nothing), and a snapshot store on a `p_<unique>_` prefix. */
+  async function ordersSetup() {
+    const stream = unique('orders_log');
+    const keyPrefix = `p_${unique('r')}_`;
+    const catalog = new EventCatalog({ [stream]: { schemas: { place: z.object({ id: z.string() }), note: z.object({ id: z.string() }) } } });
+    const handlers = new HandlerRegistry()
+      .on<{ id: string }>(stream, 'place', (event) => ({ snapshotId: event.data.id, mutations: [{ op: 'create' }, { op: 'increment', counter: 'orders' }] }))
+      .on(stream, 'note', () => undefined);
+    const eventStore = new RedisEventStore({ redis, catalog });
+    const snapshots = new SnapshotStore({ redis, keyPrefix });
+    const ids = await xaddAll(redis, [
+      [stream, 'command', 'place', 'id', 'a'],
+      [stream, 'command', 'note', 'id', 'a'],
+      [stream, 'no_type_here', 'x'],
+      [stream, 'command', 'place', 'id', 'b'],
+      [stream, 'command', 'place', 'id', 'a'],
+    ]);
+    return { stream, keyPrefix, handlers, eventStore, snapshots, ids };
+  }
+
+  it('leaves streams, strings and hashes that are not snapshot ids under the prefix alone, and rebuilds the snapshot hashes', async () => {
+    const { stream, keyPrefix, handlers, eventStore, snapshots, ids } = await ordersSetup();
+    // Keys that share the prefix but are not snapshot hashes (':' cannot be in a snapshot id).
+    await redis.xadd(`${keyPrefix}orders`, '*', 'k', 'v');
+    await redis.set(`${keyPrefix}str`, 'keep me');
+    await redis.hset(`${keyPrefix}not:an:id`, 'f', '1');
+    // Snapshot hashes: one out of date, one that no entry makes.
+    await redis.hset(`${keyPrefix}a`, '_exists', '1', 'c:orders', '99', 'f:junk', '"x"');
+    await redis.hset(`${keyPrefix}stale`, '_exists', '1', 'f:name', '"old"');
+
+    await replay({ redis, eventStore, snapshots, handlers, pageSize: 2 });
+
+    expect(await redis.type(`${keyPrefix}orders`)).toBe('stream');
+    expect(await redis.xlen(`${keyPrefix}orders`)).toBe(1);
+    expect(await redis.get(`${keyPrefix}str`)).toBe('keep me');
+    expect(await redis.hgetall(`${keyPrefix}not:an:id`)).toEqual({ f: '1' });
+
+    expect(await snapshots.read('a')).toMatchObject({ exists: true, fields: {}, counters: { orders: 2 } });
+    expect(await snapshots.read('b')).toMatchObject({ exists: true, counters: { orders: 1 } });
+    expect(await snapshots.read('stale')).toBeUndefined();
+    expect(await snapshots.cursor(stream)).toBe(ids[4]);
+    // The bad entry is dead-lettered once, however many passes go over it.
+    expect(await redis.xlen(processorKeys.deadLetters(stream))).toBe(1);
+    await replay({ redis, eventStore, snapshots, handlers, pageSize: 2 });
+    expect(await redis.xlen(processorKeys.deadLetters(stream))).toBe(1);
+  });
+
+  it('counts as stepped only the entries it cannot apply, not valid events without changes; applied excludes them', async () => {
+    const { stream, handlers, eventStore, snapshots } = await ordersSetup();
+    const progress: ReplayProgress[] = [];
+    const result = await replay({ redis, eventStore, snapshots, handlers, pageSize: 2, onProgress: (p) => progress.push(p) });
+
+    expect(result).toMatchObject({ stream, done: 5, total: 5, applied: 4, stepped: 1 });
+    expect(progress.at(-1)).toEqual(result);
+    expect(progress.map((p) => [p.done, p.applied, p.stepped])).toEqual([
+      [2, 2, 0],
+      [4, 3, 1],
+      [5, 4, 1],
+    ]);
+  });
+});
+
+describe('DeadLetters', () => {
+  it('lists and shows what a processor dead-lettered, retries it into the stream and drops it', async () => {
+    const setup = isolatedProfileSetup(redis);
+    const stream = setup.streams.updates;
+    const badFields = [['user_id', '1', 'no_type_here', 'x'], ['user_id', '2', 'still_no_type', 'y']];
+    const before = Date.now();
+    const [, bad1, bad2] = await xaddAll(redis, [
+      [stream, 'user_id', '1', 'command', 'register', 'name', 'A'],
+      [stream, ...(badFields[0] ?? [])],
+      [stream, ...(badFields[1] ?? [])],
+    ]);
+    const deadLetters = new DeadLetters(redis);
+    const processor = await started(setup.processor(server.client()));
+    expect(await eventually(async () => (await deadLetters.count(stream)) === 2)).toBe(true);
+    await processor.stop();
+
+    const listed = await deadLetters.list(stream);
+    expect(listed.map((d) => d.entryId)).toEqual([bad1, bad2]);
+    expect(listed.map((d) => d.fields)).toEqual(badFields);
+    const [first, second] = listed;
+    if (!first || !second) throw new Error('expected two dead letters');
+    expect(first).toMatchObject({ stream, entryId: bad1, group: setup.group });
+    expect(first.reason).toContain('RS_ENTRY_UNDECODABLE');
+    expect(first.deadAt).toBeGreaterThanOrEqual(before - 5_000);
+    expect(first.deadAt).toBeLessThanOrEqual(Date.now() + 5_000);
+    expect(await deadLetters.show(stream, first.id)).toEqual(first);
+    expect(await deadLetters.list(stream, { count: 1 })).toEqual([first]);
+    expect(await deadLetters.list(stream, { after: first.id })).toEqual([second]);
+
+    const lengthBefore = await redis.xlen(stream);
+    const newId = await deadLetters.retry(stream, first.id);
+    if (newId === undefined) throw new Error('retry found no dead letter');
+    expect(compareEntryIds(newId, bad1 ?? '')).toBeGreaterThan(0);
+    expect(compareEntryIds(newId, bad2 ?? '')).toBeGreaterThan(0);
+    const [last] = await redis.xrevrange(stream, '+', '-', 'COUNT', 1);
+    expect(last).toEqual([newId, badFields[0]]);
+    expect(await redis.xlen(stream)).toBe(lengthBefore + 1);
+    expect(await deadLetters.show(stream, first.id)).toBeUndefined();
+    expect(await deadLetters.list(stream)).toEqual([second]);
+    // A second retry of the same dead letter appends nothing.
+    expect(await deadLetters.retry(stream, first.id)).toBeUndefined();
+    expect(await redis.xlen(stream)).toBe(lengthBefore + 1);
+
+    expect(await deadLetters.drop(stream, second.id)).toBe(true);
+    expect(await deadLetters.count(stream)).toBe(0);
+    expect(await deadLetters.drop(stream, second.id)).toBe(false);
+    expect(await redis.xlen(stream)).toBe(lengthBefore + 1);
+
+    expect(await deadLetters.retry(stream, '1-1')).toBeUndefined();
+    expect(await deadLetters.drop(stream, '1-1')).toBe(false);
+    expect(await deadLetters.show(stream, '1-1')).toBeUndefined();
+    expect(await deadLetters.list(unique('nothing_dead'))).toEqual([]);
+  });
+
+  it('keeps the dead letter when the entry cannot be appended again', async () => {
+    const setup = isolatedProfileSetup(redis);
+    const stream = setup.streams.friends;
+    await xaddAll(redis, [[stream, 'user_id', '1', 'command', 'add']]);
+    const deadLetters = new DeadLetters(redis);
+    const processor = await started(setup.processor(server.client()));
+    expect(await eventually(async () => (await deadLetters.count(stream)) === 1)).toBe(true);
+    await processor.stop();
+    const [dead] = await deadLetters.list(stream);
+    if (!dead) throw new Error('expected a dead letter');
+    expect(dead.reason).toContain('RS_EVENT_INVALID');
+
+    // The stream key now holds something else: the XADD fails, and the dead letter must stay.
+    await redis.unlink(stream);
+    await redis.set(stream, 'not a stream');
+    expect(await rejection(deadLetters.retry(stream, dead.id))).toBeInstanceOf(Error);
+    expect(await deadLetters.show(stream, dead.id)).toEqual(dead);
+    expect(await redis.get(stream)).toBe('not a stream');
+  });
+});
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the promise to reject');
 }

@@ -106,7 +106,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
 
   /** Forgets what was applied (cursor and totals): the stream is applied again from its first entry. */
   async resetProgress(stream: string): Promise<void> {
-    await this.redis.multi().set(this.cursorKey(stream), '0-0').del(this.totalsKey(stream)).exec();
+    // deadLetteredUpTo stays: what was dead-lettered once is not dead-lettered again by the new pass.
+    await this.redis.multi().set(this.cursorKey(stream), '0-0').hdel(this.totalsKey(stream), 'applied', 'skipped', 'deadLettered').exec();
   }
 
   /** The last entry id of the stream applied to the snapshots (`0-0` = none). */

@@ -1,10 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
   CorruptSnapshotError,
   InvalidMutationError,
   InvalidSnapshotIdError,
+  InvalidSnapshotStoreOptionsError,
   SnapshotStore,
   type BatchEntry,
   type Mutation,
@@ -385,3 +386,236 @@ describe('reading with a fields schema', () => {
     expect(await rejection(typed.read('bad'))).toBeInstanceOf(CorruptSnapshotError);
   });
 });
+
+describe('regressions: order of set members added within one entry', () => {
+  it('keeps the op order of several addMember ops on one set in one entry, and orders across entries by entry', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    const add = (member: string): Mutation => ({ op: 'addMember', set: 'tags', member });
+    await apply([entry(e1, change('1', add('c'), add('a'), add('b')))]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'a', 'b']);
+
+    // A later entry's members come after, whatever their names or op places.
+    await apply([entry(e2, change('1', { op: 'increment', counter: 'n' }, add('z'), add('0'), add('a')))]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'a', 'b', 'z', '0']);
+  });
+
+  it('orders by the op place as a number, also past nine ops in one entry', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1] = await xadd(1);
+    // Reverse alphabetical, and twelve ops: a text comparison of '10' and '2' would misplace them.
+    const members = ['l', 'k', 'j', 'i', 'h', 'g', 'f', 'e', 'd', 'c', 'b', 'a'];
+    await apply([entry(e1, change('1', ...members.map((member): Mutation => ({ op: 'addMember', set: 'tags', member }))))]);
+    expect((await store.read('1'))?.sets['tags']).toEqual(members);
+  });
+
+  it('keeps the order when the same batch is applied again', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    const batch = [
+      entry(e1, change('1', { op: 'addMember', set: 'tags', member: 'y' }, { op: 'addMember', set: 'tags', member: 'x' })),
+      entry(e2, change('1', { op: 'addMember', set: 'tags', member: 'b' }, { op: 'addMember', set: 'tags', member: 'a' })),
+    ];
+    await apply(batch);
+    await apply(batch);
+    expect((await store.read('1'))?.sets['tags']).toEqual(['y', 'x', 'b', 'a']);
+  });
+});
+
+describe('regressions: a snapshot key that is not a hash', () => {
+  it('dead-letters only the entry that touches it, applies the others once, and a re-apply changes nothing', async () => {
+    const { store, xadd, apply, stream, deadLetterStream } = isolated();
+    const badKey = store.key('bad');
+    await redis.set(badKey, 'x');
+    const [e1, e2, e3] = await xadd(3);
+    const batch = [
+      entry(e1, change('good1', { op: 'create' }, { op: 'increment', counter: 'n' })),
+      // The good change comes first in the entry: it must not be applied when the entry is dead-lettered.
+      entry(e2, change('good2', { op: 'create' }, { op: 'increment', counter: 'n' }), change('bad', { op: 'increment', counter: 'n' })),
+      entry(e3, change('good1', { op: 'increment', counter: 'n', by: 10 })),
+    ];
+
+    const first = await apply(batch);
+    expect(first).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect(await store.cursor(stream)).toBe(e3);
+    expect(await store.read('good1')).toMatchObject({ exists: true, counters: { n: 11 } });
+    expect(await store.read('good2')).toBeUndefined();
+    expect(await redis.exists(store.key('good2'))).toBe(0);
+    expect(await redis.type(badKey)).toBe('string');
+    expect(await redis.get(badKey)).toBe('x');
+
+    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    expect(dead).toHaveLength(1);
+    const record = fieldsOf(dead[0]?.[1] ?? []);
+    expect(record['entry_id']).toBe(e2);
+    expect(record['stream']).toBe(stream);
+    expect(record['reason']).toContain('RS_SNAPSHOT_KEY_WRONGTYPE');
+    expect(record['reason']).toContain(badKey);
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 1 });
+
+    const before = [await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))];
+    const again = await apply(batch);
+    expect(again).toEqual({ applied: 0, skipped: 3, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect([await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))]).toEqual(before);
+    expect(await redis.xlen(deadLetterStream)).toBe(1);
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 3, deadLettered: 1 });
+    expect(await redis.get(badKey)).toBe('x');
+  });
+
+  it('acks the dead-lettered entry with the others', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const group = unique('group');
+    await redis.lpush(store.key('list'), 'x');
+    const [e1, e2] = await xadd(2);
+    await redis.xgroup('CREATE', stream, group, '0');
+    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    const result = await apply([entry(e1, change('list', { op: 'create' })), entry(e2, change('ok', { op: 'create' }))], group);
+    expect(result).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, cursor: e2 });
+    expect(await pendingCount(stream, group)).toBe(0);
+    expect(await store.read('ok')).toMatchObject({ exists: true });
+  });
+});
+
+describe('regressions: a change with no mutations', () => {
+  it('creates no hash, alone or beside a change that does something', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const result = await apply([
+      entry(e1, change('empty')),
+      entry(e2, change('alsoEmpty', { op: 'setFields', fields: {} }), change('real', { op: 'create' })),
+      entry(e3, change('undefinedOnly', { op: 'setFields', fields: { a: undefined } }), change('noNames', { op: 'unsetFields', names: [] })),
+    ]);
+    expect(result).toMatchObject({ applied: 3, handled: 3, cursor: e3 });
+    expect(await store.cursor(stream)).toBe(e3);
+    for (const id of ['empty', 'alsoEmpty', 'undefinedOnly', 'noNames']) {
+      expect(await store.read(id), id).toBeUndefined();
+      expect(await redis.exists(store.key(id)), id).toBe(0);
+    }
+    expect(await store.read('real')).toMatchObject({ exists: true, revision: 1 });
+  });
+
+  it('leaves the revision of an existing snapshot alone', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    await apply([entry(e1, change('1', { op: 'create' }))]);
+    await apply([entry(e2, change('1'))]);
+    expect((await store.read('1'))?.revision).toBe(1);
+  });
+});
+
+describe('totals, resetProgress and holdForRebuild', () => {
+  it('totals() counts applied, skipped and dead-lettered entries across calls', async () => {
+    const { store, xadd, apply, stream } = isolated();
+    expect(await store.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
+    const [e1, e2, e3, e4] = await xadd(4);
+    await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', ['a', 'b'])]);
+    expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 1 });
+    await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', ['a', 'b']), entry(e3, change('1', { op: 'increment', counter: 'n' }))]);
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 2, deadLettered: 1 });
+    // A blocked batch counts nothing.
+    const [, e6] = await xadd(2);
+    expect((await apply([entry(e6, change('1', { op: 'increment', counter: 'n' }))])).blockedAt).toBe(e6);
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 2, deadLettered: 1 });
+    await apply([entry(e4, change('1', { op: 'increment', counter: 'n' }))]);
+    expect(await store.totals(stream)).toEqual({ applied: 3, skipped: 2, deadLettered: 1 });
+    // Totals are kept per projection.
+    const other = new SnapshotStore({ redis, keyPrefix: store.keyPrefix, projection: 'other' });
+    expect(await other.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
+  });
+
+  it("resetProgress() sets the cursor to '0-0' and clears the totals, so the stream is applied again from the top", async () => {
+    const { store, xadd, apply, stream } = isolated();
+    const [e1, e2] = await xadd(2);
+    const batch = [entry(e1, change('1', { op: 'increment', counter: 'n' })), entry(e2, change('1', { op: 'increment', counter: 'n' }))];
+    await apply(batch);
+    expect(await store.cursor(stream)).toBe(e2);
+    await store.resetProgress(stream);
+    expect(await store.cursor(stream)).toBe('0-0');
+    expect(await redis.get(store.cursorKey(stream))).toBe('0-0');
+    expect(await redis.exists(store.totalsKey(stream))).toBe(0);
+    expect(await store.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
+    expect(await apply(batch)).toMatchObject({ applied: 2, skipped: 0, cursor: e2 });
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 0 });
+  });
+
+  it("holdForRebuild() makes every apply return its first entry as blockedAt with nothing applied, until resetProgress()", async () => {
+    const { store, xadd, apply, stream, deadLetterStream } = isolated();
+    const group = unique('group');
+    const [e1, e2, e3] = await xadd(3);
+    await redis.xgroup('CREATE', stream, group, '0');
+    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    await apply([entry(e1, change('1', { op: 'create' }, { op: 'increment', counter: 'n' }))], group);
+    const before = await redis.hgetall(store.key('1'));
+
+    await store.holdForRebuild(stream);
+    expect(await store.cursor(stream)).toBe('rebuilding');
+    // Given out of order, already applied, new and dead-lettered: nothing goes through.
+    const held = await apply(
+      [entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e1, change('1', { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y'])],
+      group,
+    );
+    expect(held).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e1, handled: 0, cursor: 'rebuilding' });
+    expect(await redis.hgetall(store.key('1'))).toEqual(before);
+    expect(await redis.exists(deadLetterStream)).toBe(0);
+    expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 0 });
+    expect(await pendingCount(stream, group)).toBe(2);
+    expect(await store.cursor(stream)).toBe('rebuilding');
+
+    await store.resetProgress(stream);
+    await redis.unlink(store.key('1'));
+    const rebuilt = await apply([entry(e1, change('1', { op: 'create' }, { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y']), entry(e3, change('1', { op: 'increment', counter: 'n' }))], group);
+    expect(rebuilt).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect(await store.read('1')).toMatchObject({ exists: true, counters: { n: 2 } });
+    expect(await pendingCount(stream, group)).toBe(0);
+  });
+});
+
+describe('options and entry ids are checked before anything is sent', () => {
+  it("throws InvalidSnapshotStoreOptionsError for an empty keyPrefix (or one with other characters)", () => {
+    for (const keyPrefix of ['', 'has space_', 'star*', 'x'.repeat(101)]) {
+      let error: unknown;
+      try {
+        new SnapshotStore({ redis, keyPrefix });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, JSON.stringify(keyPrefix)).toBeInstanceOf(InvalidSnapshotStoreOptionsError);
+      expect((error as InvalidSnapshotStoreOptionsError).code).toBe('RS_SNAPSHOT_OPTIONS_INVALID');
+    }
+    expect(new SnapshotStore({ redis, keyPrefix: 'user:{snap}.v1-x_' }).keyPrefix).toBe('user:{snap}.v1-x_');
+  });
+
+  it("throws InvalidMutationError for an entry id like 'abc', without sending a command", async () => {
+    const client = server.client();
+    const stream = unique('stream');
+    const deadLetterStream = unique('dead');
+    const store = new SnapshotStore({ redis: client, keyPrefix: `${unique('snap')}_` });
+    const e1 = String(await redis.xadd(stream, '*', 'n', '1'));
+    await client.ping();
+    const sent = vi.spyOn(client, 'sendCommand');
+    try {
+      for (const bad of ['abc', '', '1', '1-', '-1', '1-x', '1-2-3', ' 1-1']) {
+        const error = await rejection(store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' })), entry(bad, change('2', { op: 'create' }))] }));
+        expect(error, JSON.stringify(bad)).toBeInstanceOf(InvalidMutationError);
+        expect((error as InvalidMutationError).code).toBe('RS_MUTATION_INVALID');
+        expect((error as InvalidMutationError).message).toContain(`'${bad}'`);
+      }
+      expect(sent).not.toHaveBeenCalled();
+      // The spy does see what a valid batch sends.
+      expect((await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] })).applied).toBe(1);
+      expect(sent).toHaveBeenCalled();
+    } finally {
+      sent.mockRestore();
+    }
+    expect(await store.cursor(stream)).toBe(e1);
+    expect(await store.read('2')).toBeUndefined();
+    expect(await redis.exists(deadLetterStream)).toBe(0);
+  });
+});
+
+/** A stream entry's field list as a record. */
+function fieldsOf(fields: readonly string[]): Record<string, string> {
+  const record: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
+  return record;
+}

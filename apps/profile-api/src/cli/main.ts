@@ -93,7 +93,13 @@ async function runService(
   demo: boolean,
   closers: (() => Promise<unknown>)[],
 ): Promise<number> {
-  if (demo) logger.info({ appended: await appendSeedEvents(components) }, 'demo data: seed events appended');
+  if (demo) {
+    // The service still comes up without Redis (not ready until it answers); only the demo data waits for a restart.
+    await appendSeedEvents(components).then(
+      (appended) => logger.info({ appended }, 'demo data: seed events appended'),
+      (error: unknown) => logger.warn({ err: String(error) }, 'demo data not appended: Redis did not answer'),
+    );
+  }
   const processor = command === 'api' ? undefined : components.createProcessor(logger.child({ component: 'processor' }));
   if (processor) {
     await processor.start();

@@ -12,7 +12,8 @@ batch (another consumer holds the predecessor); the caller retries the rest late
 KEYS[1]   the stream
 KEYS[2]   the cursor: last applied entry id of the stream for this projection
 KEYS[3]   the dead-letter stream
-KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes
+KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes,
+          and deadLetteredUpTo (a rebuild does not dead-letter the same entry twice)
 KEYS[5..] the snapshot hashes the batch touches
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count; then for each entry, in ascending id order:
@@ -52,8 +53,12 @@ local function clearFields(key)
 end
 
 -- Applies the ops of one change starting at ARGV[pos]; returns the position after them.
+-- Counts the ops of the entry being applied, across its changes: orders members added by one entry.
+local opSeq = 0
+
 local function applyChange(key, opCount, pos, entryId)
-  for opIndex = 1, opCount do
+  for _ = 1, opCount do
+    opSeq = opSeq + 1
     local op = ARGV[pos]
     if op == 'X' then
       redis.call('HSET', key, '_exists', '1')
@@ -73,7 +78,7 @@ local function applyChange(key, opCount, pos, entryId)
       pos = pos + 2
     elseif op == 'A' then
       -- The value orders the set: the adding entry's id, then the op's place within the entry.
-      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId .. '/' .. opIndex)
+      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId .. '/' .. opSeq)
       pos = pos + 3
     elseif op == 'M' then
       redis.call('HDEL', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2])
@@ -85,7 +90,8 @@ local function applyChange(key, opCount, pos, entryId)
       error('redsource apply-batch: unknown op ' .. tostring(op))
     end
   end
-  if opCount > 0 then redis.call('HINCRBY', key, '_rev', 1) end
+  -- Count a change only on a snapshot that exists after it: removing from nothing leaves nothing.
+  if opCount > 0 and redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', 1) end
   return pos
 end
 
@@ -112,7 +118,13 @@ end
 
 local group = ARGV[1]
 
+-- Entries up to this id were dead-lettered in an earlier pass (before a rebuild): not again.
+local deadLetteredUpTo = redis.call('HGET', KEYS[4], 'deadLetteredUpTo') or '0-0'
+
 local function deadLetter(entryId, reason, fieldsJson)
+  if compareIds(entryId, deadLetteredUpTo) <= 0 then return end
+  deadLetteredUpTo = entryId
+  redis.call('HSET', KEYS[4], 'deadLetteredUpTo', entryId)
   local now = redis.call('TIME')
   redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
     'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
@@ -138,6 +150,7 @@ local pos = 3
 for _ = 1, count do
   local entryId, kind = ARGV[pos], ARGV[pos + 1]
   pos = pos + 2
+  opSeq = 0
   local isNew = compareIds(entryId, cursor) > 0
   if isNew and #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
     blockedAt = entryId
