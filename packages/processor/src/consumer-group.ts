@@ -90,8 +90,13 @@ export class ConsumerGroup {
     if (ids.length > 0) await this.redis.xack(stream, this.settings.group, ...ids);
   }
 
-  async heartbeat(): Promise<void> {
-    await this.redis.hset(processorKeys.heartbeats(this.settings.group), this.settings.consumer, Date.now());
+  /** Says this consumer is alive, and publishes its counters for `status` in the same round trip. */
+  async heartbeat(stats: Readonly<Record<string, unknown>>): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(processorKeys.heartbeats(this.settings.group), this.settings.consumer, Date.now())
+      .hset(processorKeys.consumerStats(this.settings.group), this.settings.consumer, JSON.stringify(stats))
+      .exec();
   }
 
   /** Removes consumers that are silent past claimTimeoutMs and have nothing pending; returns their names. */
@@ -116,7 +121,12 @@ export class ConsumerGroup {
   }
 
   async forgetDeadHeartbeats(names: readonly string[]): Promise<void> {
-    if (names.length > 0) await this.redis.hdel(processorKeys.heartbeats(this.settings.group), ...names);
+    if (names.length === 0) return;
+    await this.redis
+      .multi()
+      .hdel(processorKeys.heartbeats(this.settings.group), ...names)
+      .hdel(processorKeys.consumerStats(this.settings.group), ...names)
+      .exec();
   }
 }
 

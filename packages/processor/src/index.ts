@@ -7,3 +7,4 @@ export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
 export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError } from './errors.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
+export { streamStatus, type StreamStatus, type ConsumerStatus, type StatusOptions } from './status.ts';

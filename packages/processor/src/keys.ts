@@ -4,4 +4,6 @@ export const processorKeys = {
   deadLetters: (stream: string) => `redsource:{${stream}}:dead`,
   /** consumer name → last heartbeat (ms since epoch). */
   heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
+  /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */
+  consumerStats: (group: string) => `redsource:group:${group}:stats`,
 } as const;

@@ -130,7 +130,7 @@ export class StreamProcessor {
   }
 
   private async heartbeat(): Promise<void> {
-    await this.group.heartbeat().catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
+    await this.group.heartbeat(this.stats()).catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
   }
 
   private async readLoop(): Promise<void> {

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { pino, type Logger as Pino } from 'pino';
-import { DeadLetters, replay } from '@redsource/processor';
+import { DeadLetters, replay, streamStatus } from '@redsource/processor';
 import { ConfigError, loadConfig, type AppConfig } from '../config.ts';
 import { buildApp } from '../http/app.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
 import { connectRedis, RedisUnavailableError, resolveRedis } from '../runtime/redis.ts';
 import { DLQ_USAGE, runDlq } from './dlq.ts';
 import { progressReporter } from './progress.ts';
+import { renderStatus } from './status.ts';
 
 const USAGE = `Usage: redsource <command> [options]
 
@@ -17,13 +18,14 @@ Commands:
   process          a processor only (run several: each gets its own consumer name)
   replay           rebuild every snapshot from the streams, with progress
   seed             append the seed document's five example events (idempotent)
+  status [--json]  per stream: length, lag, pending, applied, dead-lettered, consumers, timings
   dlq              dead-lettered entries:
 ${DLQ_USAGE.replace(/^/gm, '                   ')}
 
 Environment: REDIS_URL, PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info) and more: see the README.`;
 
-type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed' | 'dlq';
-const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed', 'dlq'];
+type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed' | 'dlq' | 'status';
+const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed', 'dlq', 'status'];
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: {
@@ -56,6 +58,12 @@ async function main(argv: string[]): Promise<number> {
       case 'seed': {
         const added = await appendSeedEvents(components);
         process.stdout.write(`appended ${added} seed event(s) (${5 - added} already there)\n`);
+        return 0;
+      }
+      case 'status': {
+        const { streams, snapshots } = components;
+        const rows = await streamStatus({ redis, snapshots, group: config.REDSOURCE_GROUP, streams: [streams.updates, streams.activity, streams.friends] });
+        process.stdout.write(`${values.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`);
         return 0;
       }
       case 'dlq': {
@@ -110,6 +118,13 @@ async function runService(
       snapshots: components.snapshots,
       logger: logger.child({ component: 'http' }),
       readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running }),
+      status: () =>
+        streamStatus({
+          redis,
+          snapshots: components.snapshots,
+          group: config.REDSOURCE_GROUP,
+          streams: [components.streams.updates, components.streams.activity, components.streams.friends],
+        }),
     });
     await app.listen({ port: config.PORT, host: config.HOST });
     logger.info(`profile API listening on http://${config.HOST}:${config.PORT} (try: curl http://${config.HOST}:${config.PORT}/users/1/profile)`);

@@ -5,6 +5,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
+import type { StreamStatus } from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
@@ -13,6 +14,8 @@ import { profileRoutes } from './routes/profiles.ts';
 export interface AppOptions {
   readonly snapshots: SnapshotStore;
   readonly readiness: () => Promise<Readiness>;
+  /** Per-stream processing figures (for /metrics and /dashboard); read from Redis, so any process can serve them. */
+  readonly status?: () => Promise<readonly StreamStatus[]>;
   /** Pino logger for request logs; none = silent. */
   readonly logger?: FastifyBaseLogger;
 }

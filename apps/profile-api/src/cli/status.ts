@@ -1,0 +1,38 @@
+import type { StreamStatus } from '@redsource/processor';
+
+const ms = (value: number | undefined) => (value === undefined ? '-' : value < 10_000 ? `${Math.round(value)}ms` : `${(value / 1000).toFixed(1)}s`);
+
+/** A plain-text table of `streamStatus()`; `--json` prints the objects instead. */
+export function renderStatus(rows: readonly StreamStatus[], group: string): string {
+  const header = ['stream', 'length', 'lag', 'pending', 'oldest pending', 'unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'avg batch', 'last batch', 'cursor'];
+  const body = rows.map((r) => [
+    r.stream,
+    String(r.length),
+    r.lag === undefined ? '-' : String(r.lag),
+    String(r.pending),
+    ms(r.oldestPendingMs),
+    String(r.unapplied),
+    String(r.applied),
+    String(r.skipped),
+    String(r.deadLettered),
+    String(r.deadLetters),
+    r.avgBatchMs === undefined ? '-' : `${r.avgBatchMs.toFixed(2)}ms`,
+    r.lastBatchMs === undefined ? '-' : `${r.lastBatchMs.toFixed(2)}ms`,
+    r.cursor,
+  ]);
+  const lines = [`group ${group}`, ...table([header, ...body])];
+  for (const r of rows) {
+    if (r.lastError) lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
+  }
+  const consumers = rows.flatMap((r) =>
+    r.consumers.map((c) => [r.stream, c.name, String(c.pending), ms(c.idleMs), ms(c.heartbeatAgeMs), String(c.stats?.applied ?? '-')]),
+  );
+  if (consumers.length > 0) lines.push('', ...table([['stream', 'consumer', 'pending', 'idle', 'heartbeat age', 'applied (its report)'], ...consumers]));
+  else lines.push('', 'no consumers in the group yet');
+  return lines.join('\n');
+}
+
+function table(rows: readonly (readonly string[])[]): string[] {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
+}
