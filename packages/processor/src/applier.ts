@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisEventStore } from '@redsource/event-store';
 import type { BatchEntry, SnapshotStore } from '@redsource/snapshot-store';
-import { compareEntryIds, REBUILDING } from '@redsource/snapshot-store';
+import { compareEntryIds } from '@redsource/snapshot-store';
 import type { BatchBuilder } from './batch-builder.ts';
 import type { Logger } from './logger.ts';
 import type { StreamStats } from './stats.ts';
@@ -68,7 +68,7 @@ export class Applier {
       if (stopAt !== undefined && now - stopAt >= this.settings.shutdownTimeoutMs) {
         return { applied, skipped, deadLettered, complete: false };
       }
-      if (result.cursor !== REBUILDING && now - blockedSince >= this.settings.gapFillAfterMs) {
+      if (!result.held && now - blockedSince >= this.settings.gapFillAfterMs) {
         this.logger.info({ stream, from: result.cursor, to: result.blockedAt }, 'filling a gap from the stream');
         const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options.stats);
         applied += filled.applied;

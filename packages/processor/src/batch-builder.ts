@@ -9,6 +9,8 @@ export interface BuildOptions {
   readonly deliveries?: ReadonlyMap<string, number>;
   /** Cuts handler retries short: the entry is left unapplied (and pending) for a later delivery. */
   readonly signal?: AbortSignal;
+  /** Called for each entry that cannot be applied. */
+  readonly onBad?: (entryId: string, reason: string) => void;
 }
 
 export interface BuilderSettings {
@@ -39,6 +41,7 @@ export class BatchBuilder {
 
   private async buildOne(stream: string, entry: StreamEntry, options: BuildOptions): Promise<BatchEntry> {
     const deadLetter = (reason: string): BatchEntry => {
+      options.onBad?.(entry.id, reason);
       this.logger.warn({ stream, entryId: entry.id, reason }, 'entry cannot be applied: dead-lettering it');
       return { entryId: entry.id, deadLetter: { reason, fields: entry.fields } };
     };

@@ -6,4 +6,6 @@ export const processorKeys = {
   heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
   /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */
   consumerStats: (group: string) => `redsource:group:${group}:stats`,
+  /** State of a running rebuild of a projection: phase, progress, its id. */
+  rebuild: (projection: string) => `redsource:rebuild-state:${projection}`,
 } as const;

@@ -1,91 +1,203 @@
 import type { Redis } from 'ioredis';
-import type { RedisEventStore } from '@redsource/event-store';
-import { SNAPSHOT_ID, type SnapshotStore } from '@redsource/snapshot-store';
-import { Applier } from './applier.ts';
+import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
+import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
-import { emptyStreamStats } from './stats.ts';
 
 export interface ReplayProgress {
+  readonly phase: 'building' | 'catching-up' | 'switching' | 'done';
   readonly stream: string;
-  /** Entries read so far, over all streams. */
+  /** Entries folded into the shadow snapshots so far, over all streams (including an earlier, interrupted run). */
   readonly done: number;
-  /** Entries in all streams when the replay started. */
+  /** Entries in the streams up to where the live snapshots were when the rebuild started. */
   readonly total: number;
+  /** Entries applied by this run. */
   readonly applied: number;
-  /** Entries that cannot be applied (undecodable, invalid, handler failing): dead-lettered, once per entry even over several replays. */
+  /** Entries that cannot be applied (undecodable, invalid, handler failing): dead-lettered, once per entry whoever meets it first. */
   readonly stepped: number;
+  /** Snapshots switched over to the rebuilt version. */
+  readonly switched: number;
   readonly elapsedMs: number;
 }
 
 export interface ReplayOptions {
   readonly redis: Redis;
   readonly eventStore: RedisEventStore;
+  /** The live snapshots: they keep being served (and updated) until the switch. */
   readonly snapshots: SnapshotStore<unknown>;
   readonly handlers: HandlerRegistry;
   readonly streams?: readonly string[];
+  /**
+   * Rebuild only these snapshot ids (the others are left as they are). Such a rebuild stops at the
+   * live cursor; a full one folds to the end of the streams and moves the live cursor there.
+   */
+  readonly only?: readonly string[];
   readonly pageSize?: number;
   readonly maxDeliveries?: number;
   readonly onProgress?: (progress: ReplayProgress) => void;
   readonly logger?: Logger;
 }
 
+const SWITCH_BATCH = 500;
+
 /**
- * Rebuilds every snapshot from the first entry of each stream. The cursors are reset first, so a
- * live processor cannot apply anything until the rebuild has passed its entries: it waits, then
- * carries on exactly where the rebuild ended. Memory is bounded by one page.
+ * Rebuilds snapshots from the streams with no downtime. The fold runs into shadow hashes (another
+ * key prefix and cursor) while the live snapshots keep being served and updated. Then the live
+ * streams are held for a moment, the shadow catches up with the live cursor if it is behind, every
+ * shadow hash is RENAMEd over its live key (atomic per key: a reader sees the old or the new
+ * snapshot, never none and never half), live snapshots the fold does not produce are deleted, the
+ * live cursor moves to the shadow's if that is ahead, and the hold is released: the live processors
+ * go on from exactly where the snapshots are, so nothing is missed or applied twice. Memory is bounded by one page; an interrupted rebuild resumes from its
+ * shadow cursors when run again.
  */
 export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
-  const { redis, snapshots } = options;
+  const { redis, snapshots: live } = options;
   const streams = options.streams ?? options.handlers.streams;
-  const pageSize = options.pageSize ?? 1_000;
+  const only = options.only ? new Set(options.only) : undefined;
   const logger = options.logger ?? silentLogger;
-  const builder = new BatchBuilder(options.eventStore.codec, options.handlers, snapshots, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
-  const applier = new Applier(options.eventStore, snapshots, builder, { gapFillAfterMs: 0, shutdownTimeoutMs: 0 }, processorKeys.deadLetters, logger);
-
-  const lengths = await Promise.all(streams.map((s) => redis.xlen(s)));
-  const total = lengths.reduce((a, b) => a + b, 0);
-  // Hold every apply first, then clear, then let the rebuild (and any live processor) start from the top.
-  for (const stream of streams) await snapshots.holdForRebuild(stream);
-  await deleteSnapshots(redis, snapshots.keyPrefix);
-  for (const stream of streams) await snapshots.resetProgress(stream);
-
+  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: `redsource:rebuild:${live.keyPrefix}`, projection: `${live.projection}:rebuild` });
+  const stateKey = processorKeys.rebuild(live.projection);
+  const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   const started = Date.now();
-  let progress: ReplayProgress = { stream: streams[0] ?? '', done: 0, total, applied: 0, stepped: 0, elapsedMs: 0 };
-  const stats = emptyStreamStats();
-  for (const stream of streams) {
-    for await (const page of options.eventStore.readPages(stream, { pageSize })) {
-      const batch = await builder.build(stream, page, {});
-      const outcome = await applier.apply(stream, batch, { stats, stopRequestedAt: () => undefined });
-      progress = {
-        stream,
-        done: progress.done + page.length,
-        total,
-        applied: progress.applied + outcome.applied,
-        stepped: progress.stepped + outcome.deadLettered,
-        elapsedMs: Date.now() - started,
-      };
-      options.onProgress?.(progress);
-    }
+  const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
+
+  if ((await redis.hget(stateKey, 'phase')) === null) {
+    // A fresh start: clear what an abandoned shadow may hold.
+    await deleteSnapshotHashes(redis, shadow.keyPrefix);
+    for (const stream of streams) await shadow.resetProgress(stream);
+    await redis.hset(stateKey, 'id', rebuildId, 'phase', 'building', 'startedAt', started, 'only', only ? [...only].join(',') : '');
   }
+
+  const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+  const maxId = (a: string, b: string) => (compareEntryIds(a, b) >= 0 ? a : b);
+  let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, switched: 0, elapsedMs: 0 };
+  const report = (update: Partial<ReplayProgress>) => {
+    progress = { ...progress, ...update, elapsedMs: Date.now() - started };
+    if (progress.phase !== 'done') {
+      void redis.hset(stateKey, 'phase', progress.phase, 'done', progress.done, 'total', progress.total, 'updatedAt', Date.now()).catch(() => undefined);
+    }
+    options.onProgress?.(progress);
+  };
+  const target = async (stream: string) => (only ? live.cursor(stream) : maxId(await live.cursor(stream), await lastId(stream)));
+  const totals = await Promise.all(streams.map(async (s) => [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const));
+  report({ total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) });
+
+  const fold = async (stream: string, upTo: () => Promise<string>) => {
+    for (;;) {
+      const from = await shadow.cursor(stream);
+      const limit = await upTo();
+      if (compareEntryIds(from, limit) >= 0) return;
+      const page = (await options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 }).next()).value as StreamEntry[] | undefined;
+      if (!page || page.length === 0) return;
+      const built = await builder.build(stream, page);
+      const result = await shadow.applyBatch({ stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream) });
+      const stepped = built.filter((e) => 'deadLetter' in e).length;
+      report({ stream, done: progress.done + page.length, applied: progress.applied + result.applied, stepped: progress.stepped + stepped });
+    }
+  };
+
+  if ((await redis.hget(stateKey, 'phase')) !== 'switching') {
+    // 1. Fold into the shadow while the live processors carry on.
+    for (const stream of streams) {
+      const end = await target(stream);
+      await fold(stream, async () => end);
+    }
+    // 2. Hold the live streams and catch up with the live cursor where it is ahead; then switch.
+    report({ phase: 'catching-up' });
+    for (const stream of streams) await live.hold(stream);
+    for (const stream of streams) await fold(stream, () => live.cursor(stream));
+    await redis.hset(stateKey, 'phase', 'switching');
+  } else {
+    for (const stream of streams) await live.hold(stream);
+  }
+
+  // 3. Switch: every shadow hash over its live key, then the live snapshots the fold did not produce.
+  report({ phase: 'switching' });
+  try {
+    const switched = await switchOver(redis, shadow.keyPrefix, live.keyPrefix, rebuildId);
+    report({ switched });
+    await deleteUnswitched(redis, live.keyPrefix, rebuildId, only);
+    // The snapshots now include what the shadow applied past the live cursor: live goes on from there.
+    for (const stream of streams) await live.setCursor(stream, maxId(await live.cursor(stream), await shadow.cursor(stream)));
+  } finally {
+    for (const stream of streams) await live.release(stream);
+  }
+  for (const stream of streams) await redis.del(shadow.cursorKey(stream), shadow.totalsKey(stream));
+  report({ phase: 'done' });
+  await redis.del(stateKey);
+  logger.info({ ...progress }, 'rebuild switched over');
   return progress;
 }
 
+/** The rebuild running now, if any: what the dashboard and status show. */
+export async function rebuildState(redis: Redis, projection: string): Promise<{ phase: string; done: number; total: number; startedAt: number; updatedAt: number } | undefined> {
+  const state = await redis.hgetall(processorKeys.rebuild(projection));
+  if (!state['phase']) return undefined;
+  return { phase: state['phase'], done: Number(state['done'] ?? 0), total: Number(state['total'] ?? 0), startedAt: Number(state['startedAt'] ?? 0), updatedAt: Number(state['updatedAt'] ?? 0) };
+}
+
+function keepOnly(entry: BatchEntry, only: ReadonlySet<string>): BatchEntry {
+  return 'changes' in entry ? { entryId: entry.entryId, changes: entry.changes.filter((c) => only.has(c.snapshotId)) } : entry;
+}
+
+/** Entries of a stream up to an id, inclusive; counted page by page (Redis 7.0 has no XCOUNT). */
+async function countUpTo(redis: Redis, stream: string, id: string): Promise<number> {
+  if (!/^\d+-\d+$/.test(id) || id === '0-0') return 0;
+  let count = 0;
+  let from = '-';
+  for (;;) {
+    const page = await redis.xrange(stream, from, id, 'COUNT', 10_000);
+    count += page.length;
+    if (page.length < 10_000) return count;
+    from = `(${page[page.length - 1]?.[0] ?? ''}`;
+  }
+}
+
+/** RENAMEs each shadow hash over its live key (marking it with the rebuild id first); returns how many. */
+async function switchOver(redis: Redis, shadowPrefix: string, livePrefix: string, rebuildId: string): Promise<number> {
+  let switched = 0;
+  for await (const keys of scanSnapshotHashes(redis, shadowPrefix)) {
+    const pipeline = redis.pipeline();
+    for (const key of keys) {
+      pipeline.hset(key, '_rebuild', rebuildId);
+      pipeline.rename(key, `${livePrefix}${key.slice(shadowPrefix.length)}`);
+    }
+    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
+    switched += keys.length;
+  }
+  return switched;
+}
+
+/** Deletes live snapshots that this rebuild did not write (the fold of the streams has no such snapshot). */
+async function deleteUnswitched(redis: Redis, livePrefix: string, rebuildId: string, only: ReadonlySet<string> | undefined): Promise<void> {
+  for await (const keys of scanSnapshotHashes(redis, livePrefix)) {
+    const candidates = only ? keys.filter((k) => only.has(k.slice(livePrefix.length))) : keys;
+    if (candidates.length === 0) continue;
+    const marks = await Promise.all(candidates.map((k) => redis.hget(k, '_rebuild')));
+    const stale = candidates.filter((_, i) => marks[i] !== rebuildId);
+    if (stale.length > 0) await redis.unlink(...stale);
+  }
+}
+
+/** Deletes every snapshot hash under a prefix. */
+export async function deleteSnapshotHashes(redis: Redis, prefix: string): Promise<void> {
+  for await (const keys of scanSnapshotHashes(redis, prefix)) await redis.unlink(...keys);
+}
+
 /**
- * Deletes the snapshot hashes: keys that are the prefix plus a valid snapshot id and hold a hash
- * (never a stream or anything else that happens to share the prefix). SCAN page by page, never
- * KEYS; UNLINK so Redis frees memory lazily.
+ * Snapshot hashes under a prefix: keys that are the prefix plus a valid snapshot id and hold a hash
+ * (never a stream or anything else that happens to share the prefix). SCAN, never KEYS.
  */
-async function deleteSnapshots(redis: Redis, prefix: string): Promise<void> {
+async function* scanSnapshotHashes(redis: Redis, prefix: string): AsyncGenerator<string[]> {
   const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
   const isSnapshotKey = (key: string) => key.startsWith(prefix) && SNAPSHOT_ID.test(key.slice(prefix.length));
   let cursor = '0';
   do {
-    const [next, keys] = (await redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1_000, 'TYPE', 'hash')) as [string, string[]];
-    const doomed = keys.filter(isSnapshotKey);
-    if (doomed.length > 0) await redis.unlink(...doomed);
+    const [next, keys] = (await redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', SWITCH_BATCH, 'TYPE', 'hash')) as [string, string[]];
+    const found = keys.filter(isSnapshotKey);
+    if (found.length > 0) yield found;
     cursor = next;
   } while (cursor !== '0');
 }

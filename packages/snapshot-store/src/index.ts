@@ -1,6 +1,5 @@
 export {
   SnapshotStore,
-  REBUILDING,
   type ApplyBatchInput,
   type ApplyBatchResult,
   type BatchEntry,

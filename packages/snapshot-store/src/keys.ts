@@ -6,4 +6,6 @@ export const snapshotKeys = {
   snapshot: (prefix: string, id: string) => `${prefix}${id}`,
   cursor: (stream: string, projection: string) => `redsource:{${stream}}:applied:${projection}`,
   totals: (stream: string, projection: string) => `redsource:{${stream}}:totals:${projection}`,
+  hold: (stream: string, projection: string) => `redsource:{${stream}}:hold:${projection}`,
+  deadLetteredUpTo: (stream: string) => `redsource:{${stream}}:dead-lettered-up-to`,
 } as const;

@@ -9,14 +9,11 @@ import { encodeMutations, type SnapshotChange } from './mutations.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string], Context>;
+    redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string, number], Context>;
   }
 }
 
 const ENTRY_ID = /^\d+-\d+$/;
-
-/** Cursor value that holds every apply of a stream while a rebuild clears its snapshots. */
-export const REBUILDING = 'rebuilding';
 
 const applyBatchSource = readFileSync(new URL('./scripts/apply-batch.lua', import.meta.url), 'utf8');
 
@@ -45,6 +42,8 @@ export interface ApplyBatchResult {
   readonly handled: number;
   /** Last applied entry id of the stream after this batch. */
   readonly cursor: string;
+  /** True when nothing was applied because a rebuild holds the stream (see hold()). */
+  readonly held: boolean;
 }
 
 export interface SnapshotStoreOptions<Fields> {
@@ -96,23 +95,40 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     return { applied: Number(hash['applied'] ?? 0), skipped: Number(hash['skipped'] ?? 0), deadLettered: Number(hash['deadLettered'] ?? 0) };
   }
 
+  holdKey(stream: string): string {
+    return snapshotKeys.hold(stream, this.projection);
+  }
+
   /**
-   * Starts a rebuild of the stream's effects: until resetProgress(), every apply of the stream waits,
-   * so nothing is applied to snapshots that are being deleted.
+   * Stops every apply of the stream (they report `held` and wait) until release(): a rebuild
+   * switches snapshots over while nothing moves. The flag is atomic with the apply script.
    */
-  async holdForRebuild(stream: string): Promise<void> {
-    await this.redis.set(this.cursorKey(stream), REBUILDING);
+  async hold(stream: string): Promise<void> {
+    await this.redis.set(this.holdKey(stream), String(Date.now()));
+  }
+
+  async release(stream: string): Promise<void> {
+    await this.redis.del(this.holdKey(stream));
+  }
+
+  async isHeld(stream: string): Promise<boolean> {
+    return (await this.redis.exists(this.holdKey(stream))) === 1;
   }
 
   /** Forgets what was applied (cursor and totals): the stream is applied again from its first entry. */
   async resetProgress(stream: string): Promise<void> {
-    // deadLetteredUpTo stays: what was dead-lettered once is not dead-lettered again by the new pass.
-    await this.redis.multi().set(this.cursorKey(stream), '0-0').hdel(this.totalsKey(stream), 'applied', 'skipped', 'deadLettered').exec();
+    // The dead-lettered-up-to mark stays: what was dead-lettered once is not dead-lettered again by the new pass.
+    await this.redis.multi().set(this.cursorKey(stream), '0-0').del(this.totalsKey(stream)).exec();
   }
 
   /** The last entry id of the stream applied to the snapshots (`0-0` = none). */
   async cursor(stream: string): Promise<string> {
     return (await this.redis.get(this.cursorKey(stream))) ?? '0-0';
+  }
+
+  /** Moves the cursor (used by a rebuild's switch-over, while the stream is held). */
+  async setCursor(stream: string, entryId: string): Promise<void> {
+    await this.redis.set(this.cursorKey(stream), entryId);
   }
 
   /** Sets the cursor only if none exists: a projection that starts at `latest` must not wait for older entries. */
@@ -147,7 +163,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       if (!ENTRY_ID.test(entry.entryId)) throw new InvalidMutationError(`entry id '${entry.entryId}' is not a stream id like 1700000000000-0`);
     }
     const entries = [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
-    if (entries.length === 0) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream) };
+    if (entries.length === 0) {
+      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream), held: false };
+    }
     const keyIndex = new Map<string, number>();
     const args: (string | number)[] = [input.ackGroup ?? '', entries.length];
     for (const entry of entries) {
@@ -165,10 +183,10 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         args[countAt] = encodeMutations(change.mutations, args);
       }
     }
-    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), ...keyIndex.keys()];
-    const [applied, skipped, deadLettered, blockedAt, cursor] = await this.redis.redsourceApplyBatch(keys.length, ...keys, ...args);
+    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLetteredUpTo(input.stream), ...keyIndex.keys()];
+    const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(keys.length, ...keys, ...args);
     const handled = applied + skipped + deadLettered;
-    return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor };
+    return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };
   }
 
   private decode(id: string, key: string, hash: Record<string, string>): Snapshot<Fields> | undefined {

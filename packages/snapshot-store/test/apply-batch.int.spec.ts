@@ -65,7 +65,7 @@ describe('applying a batch changes the snapshots', () => {
       entry(e2, change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like' }, { op: 'setFields', fields: { age: 30 } })),
       entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick', by: 5 }), change('1', { op: 'increment', counter: 'like', by: 2 })),
     ]);
-    expect(result).toEqual({ applied: 3, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect(result).toEqual({ applied: 3, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3, held: false });
 
     expect(await store.read('1')).toEqual({
       id: '1',
@@ -108,7 +108,7 @@ describe('applying a batch changes the snapshots', () => {
     const { store, xadd, apply, stream } = isolated();
     const [e1] = await xadd(1);
     await apply([entry(e1, change('1', { op: 'create' }))]);
-    expect(await apply([])).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: e1 });
+    expect(await apply([])).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: e1, held: false });
     expect(await store.cursor(stream)).toBe(e1);
   });
 });
@@ -142,7 +142,7 @@ describe('each entry is applied at most once', () => {
     const inc = (id: string | undefined) => entry(id, change('1', { op: 'increment', counter: 'n' }));
     await apply([inc(e1), inc(e2)]);
     const result = await apply([inc(e1), inc(e2), inc(e3)]);
-    expect(result).toMatchObject({ applied: 1, skipped: 2, handled: 3, cursor: e3 });
+    expect(result).toMatchObject({ applied: 1, skipped: 2, handled: 3, cursor: e3, held: false });
     expect((await store.read('1'))?.counters).toEqual({ n: 3 });
   });
 });
@@ -154,13 +154,13 @@ describe('an entry waits for its unapplied predecessor', () => {
     const later = [entry(e2, change('1', { op: 'create' }, { op: 'setFields', fields: { step: 2 } })), entry(e3, change('1', { op: 'increment', counter: 'n' }))];
 
     const blocked = await apply(later);
-    expect(blocked).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e2, handled: 0, cursor: '0-0' });
+    expect(blocked).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e2, handled: 0, cursor: '0-0', held: false });
     expect(await store.read('1')).toBeUndefined();
     expect(await store.cursor(stream)).toBe('0-0');
 
     expect((await apply([entry(e1, change('0', { op: 'create' }))])).applied).toBe(1);
     const unblocked = await apply(later);
-    expect(unblocked).toEqual({ applied: 2, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 2, cursor: e3 });
+    expect(unblocked).toEqual({ applied: 2, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 2, cursor: e3, held: false });
     expect(await store.read('1')).toMatchObject({ exists: true, fields: { step: 2 }, counters: { n: 1 } });
   });
 
@@ -182,7 +182,7 @@ describe('dead-lettered entries', () => {
       entry(e1, change('1', { op: 'create' })),
       deadLetter(e2, 'no type field (one of command, action)', ['user_id', '1', 'name', 'x']),
     ]);
-    expect(result).toEqual({ applied: 1, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 2, cursor: e2 });
+    expect(result).toEqual({ applied: 1, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 2, cursor: e2, held: false });
     expect(await store.cursor(stream)).toBe(e2);
 
     const dead = await redis.xrange(deadLetterStream, '-', '+');
@@ -436,7 +436,7 @@ describe('regressions: a snapshot key that is not a hash', () => {
     ];
 
     const first = await apply(batch);
-    expect(first).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect(first).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
     expect(await store.cursor(stream)).toBe(e3);
     expect(await store.read('good1')).toMatchObject({ exists: true, counters: { n: 11 } });
     expect(await store.read('good2')).toBeUndefined();
@@ -455,7 +455,7 @@ describe('regressions: a snapshot key that is not a hash', () => {
 
     const before = [await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))];
     const again = await apply(batch);
-    expect(again).toEqual({ applied: 0, skipped: 3, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3 });
+    expect(again).toEqual({ applied: 0, skipped: 3, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3, held: false });
     expect([await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))]).toEqual(before);
     expect(await redis.xlen(deadLetterStream)).toBe(1);
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 3, deadLettered: 1 });
@@ -470,7 +470,7 @@ describe('regressions: a snapshot key that is not a hash', () => {
     await redis.xgroup('CREATE', stream, group, '0');
     await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
     const result = await apply([entry(e1, change('list', { op: 'create' })), entry(e2, change('ok', { op: 'create' }))], group);
-    expect(result).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, cursor: e2 });
+    expect(result).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, cursor: e2, held: false });
     expect(await pendingCount(stream, group)).toBe(0);
     expect(await store.read('ok')).toMatchObject({ exists: true });
   });
@@ -485,7 +485,7 @@ describe('regressions: a change with no mutations', () => {
       entry(e2, change('alsoEmpty', { op: 'setFields', fields: {} }), change('real', { op: 'create' })),
       entry(e3, change('undefinedOnly', { op: 'setFields', fields: { a: undefined } }), change('noNames', { op: 'unsetFields', names: [] })),
     ]);
-    expect(result).toMatchObject({ applied: 3, handled: 3, cursor: e3 });
+    expect(result).toMatchObject({ applied: 3, handled: 3, cursor: e3, held: false });
     expect(await store.cursor(stream)).toBe(e3);
     for (const id of ['empty', 'alsoEmpty', 'undefinedOnly', 'noNames']) {
       expect(await store.read(id), id).toBeUndefined();
@@ -503,7 +503,7 @@ describe('regressions: a change with no mutations', () => {
   });
 });
 
-describe('totals, resetProgress and holdForRebuild', () => {
+describe('totals, resetProgress and hold', () => {
   it('totals() counts applied, skipped and dead-lettered entries across calls', async () => {
     const { store, xadd, apply, stream } = isolated();
     expect(await store.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
@@ -538,7 +538,7 @@ describe('totals, resetProgress and holdForRebuild', () => {
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 0 });
   });
 
-  it("holdForRebuild() makes every apply return its first entry as blockedAt with nothing applied, until resetProgress()", async () => {
+  it('hold() makes every apply return its first entry as blockedAt with nothing applied, until release()', async () => {
     const { store, xadd, apply, stream, deadLetterStream } = isolated();
     const group = unique('group');
     const [e1, e2, e3] = await xadd(3);
@@ -547,24 +547,20 @@ describe('totals, resetProgress and holdForRebuild', () => {
     await apply([entry(e1, change('1', { op: 'create' }, { op: 'increment', counter: 'n' }))], group);
     const before = await redis.hgetall(store.key('1'));
 
-    await store.holdForRebuild(stream);
-    expect(await store.cursor(stream)).toBe('rebuilding');
+    await store.hold(stream);
+    expect(await store.isHeld(stream)).toBe(true);
     // Given out of order, already applied, new and dead-lettered: nothing goes through.
-    const held = await apply(
-      [entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e1, change('1', { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y'])],
-      group,
-    );
-    expect(held).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e1, handled: 0, cursor: 'rebuilding' });
+    const batch = [entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e1, change('1', { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y'])];
+    const held = await apply(batch, group);
+    expect(held).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e1, handled: 0, cursor: e1, held: true });
     expect(await redis.hgetall(store.key('1'))).toEqual(before);
     expect(await redis.exists(deadLetterStream)).toBe(0);
     expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 0 });
     expect(await pendingCount(stream, group)).toBe(2);
-    expect(await store.cursor(stream)).toBe('rebuilding');
 
-    await store.resetProgress(stream);
-    await redis.unlink(store.key('1'));
-    const rebuilt = await apply([entry(e1, change('1', { op: 'create' }, { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y']), entry(e3, change('1', { op: 'increment', counter: 'n' }))], group);
-    expect(rebuilt).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3 });
+    await store.release(stream);
+    expect(await store.isHeld(stream)).toBe(false);
+    expect(await apply(batch, group)).toEqual({ applied: 1, skipped: 1, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
     expect(await store.read('1')).toMatchObject({ exists: true, counters: { n: 2 } });
     expect(await pendingCount(stream, group)).toBe(0);
   });

@@ -8,10 +8,10 @@ export function progressReporter(out: NodeJS.WriteStream = process.stderr, every
     const left = Math.max(p.total - p.done, 0);
     const eta = rate > 0 ? `${Math.ceil(left / rate)}s` : '?';
     const pct = p.total > 0 ? Math.min(100, Math.floor((p.done / p.total) * 100)) : 100;
-    if (!out.isTTY) return `replay: ${p.done}/${p.total} entries (${pct}%), ${rate}/s, eta ${eta}, stream ${p.stream}\n`;
+    if (!out.isTTY) return `replay ${p.phase}: ${p.done}/${p.total} entries (${pct}%), ${rate}/s, eta ${eta}, stream ${p.stream}\n`;
     const width = 30;
     const filled = Math.round((pct / 100) * width);
-    return `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct}% ${p.done}/${p.total} ${rate}/s eta ${eta}   `;
+    return `\r${p.phase} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct}% ${p.done}/${p.total} ${rate}/s eta ${eta}   `;
   };
   return {
     update(p: ReplayProgress) {

@@ -12,19 +12,21 @@ batch (another consumer holds the predecessor); the caller retries the rest late
 KEYS[1]   the stream
 KEYS[2]   the cursor: last applied entry id of the stream for this projection
 KEYS[3]   the dead-letter stream
-KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes,
-          and deadLetteredUpTo (a rebuild does not dead-letter the same entry twice)
-KEYS[5..] the snapshot hashes the batch touches
+KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes
+KEYS[5]   the hold flag: while it exists (a rebuild is switching snapshots over), nothing is applied
+KEYS[6]   dead-lettered-up-to mark of the stream, shared by every projection of it (a rebuild's
+          shadow included): every applier goes in stream order, so an entry at or below the mark
+          was dead-lettered already and is not dead-lettered twice
+KEYS[7..] the snapshot hashes the batch touches
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count; then for each entry, in ascending id order:
           entry id, kind
-          kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[5]), op count, ops
+          kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[7]), op count, ops
           kind 'D' (dead-letter): reason, original fields as JSON
 Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
           'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
-Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor}
-          (cursor 'rebuilding': a replay is clearing the snapshots; everything waits)
+Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
 
 local function compareNumbers(a, b)
@@ -118,30 +120,29 @@ end
 
 local group = ARGV[1]
 
--- Entries up to this id were dead-lettered in an earlier pass (before a rebuild): not again.
-local deadLetteredUpTo = redis.call('HGET', KEYS[4], 'deadLetteredUpTo') or '0-0'
+local deadLetteredUpTo = redis.call('GET', KEYS[6]) or '0-0'
 
 local function deadLetter(entryId, reason, fieldsJson)
   if compareIds(entryId, deadLetteredUpTo) <= 0 then return end
   deadLetteredUpTo = entryId
-  redis.call('HSET', KEYS[4], 'deadLetteredUpTo', entryId)
+  redis.call('SET', KEYS[6], entryId)
   local now = redis.call('TIME')
   redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
     'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
 end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
-for _, i in ipairs({ 1, 3, 4 }) do
+local wantedTypes = { [1] = 'stream', [2] = 'string', [3] = 'stream', [4] = 'hash', [6] = 'string' }
+for i, want in pairs(wantedTypes) do
   local t = keyType(KEYS[i])
-  local want = i == 4 and 'hash' or 'stream'
   if t ~= 'none' and t ~= want then
     return redis.error_reply('redsource apply-batch: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
   end
 end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
--- A rebuild is clearing the snapshots: nothing may be applied until it resets the cursor.
-if cursor == 'rebuilding' then return { 0, 0, 0, ARGV[3], cursor } end
+-- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
+if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, ARGV[3], cursor, 1 } end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}
@@ -162,7 +163,7 @@ for _ = 1, count do
     local changes = {}
     local wrongKey
     for i = 1, changeCount do
-      local key, opCount = KEYS[4 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
+      local key, opCount = KEYS[6 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
       changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
       pos = skipOps(pos + 2, opCount)
       if isNew and not isHashOrNone(key) then wrongKey = key end
@@ -195,4 +196,4 @@ if group ~= '' and #acked > 0 then
     redis.call('XACK', KEYS[1], group, unpack(acked, i, math.min(i + 999, #acked)))
   end
 end
-return { applied, skipped, deadLettered, blockedAt, cursor }
+return { applied, skipped, deadLettered, blockedAt, cursor, 0 }
