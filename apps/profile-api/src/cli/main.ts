@@ -16,7 +16,7 @@ Commands:
   serve [--demo]   API and processor in one process (what \`pnpm start\` runs; --demo appends the seed events first)
   api              the HTTP API only
   process          a processor only (run several: each gets its own consumer name)
-  replay           rebuild every snapshot from the streams, with progress
+  replay [--users 1,2]  rebuild snapshots from the streams while the API keeps serving (resumes if interrupted)
   seed             append the seed document's five example events (idempotent)
   status [--json]  per stream: length, lag, pending, applied, dead-lettered, consumers, timings
   dlq              dead-lettered entries:
@@ -32,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
       demo: { type: 'boolean' },
       json: { type: 'boolean' },
       all: { type: 'boolean' },
+      users: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -76,9 +77,12 @@ async function main(argv: string[]): Promise<number> {
       case 'replay': {
         const progress = progressReporter();
         const { eventStore, snapshots, handlers } = components;
-        const result = await replay({ redis, eventStore, snapshots, handlers, logger, onProgress: (p) => progress.update(p) });
+        const only = values.users?.split(',').map((id) => id.trim()).filter((id) => id.length > 0);
+        const result = await replay({ redis, eventStore, snapshots, handlers, logger, ...(only ? { only } : {}), onProgress: (p) => progress.update(p) });
         progress.finish(result);
-        process.stdout.write(`replayed ${result.done} entries (${result.applied} applied, ${result.stepped} stepped over) in ${result.elapsedMs} ms\n`);
+        process.stdout.write(
+          `replayed ${result.done} entries (${result.applied} applied, ${result.stepped} dead-lettered) and switched ${result.switched} snapshots over in ${result.elapsedMs} ms\n`,
+        );
         return 0;
       }
       case 'serve':
