@@ -23,13 +23,22 @@ export class EventCatalog {
   }
 
   has(stream: string): boolean {
-    return this.streams.has(stream);
+    return this.streams.has(stream) || this.matchPrefix(stream) !== undefined;
   }
 
   definition(stream: string): StreamDefinition {
-    const found = this.streams.get(stream);
+    const found = this.streams.get(stream) ?? this.matchPrefix(stream);
     if (!found) throw new UnknownStreamError(stream, this.streamNames);
     return found;
+  }
+
+  /** A key `<prefix>*` declares every stream whose name starts with the prefix; the longest prefix wins. */
+  private matchPrefix(stream: string): StreamDefinition | undefined {
+    let best: string | undefined;
+    for (const name of this.streams.keys()) {
+      if (name.endsWith('*') && stream.startsWith(name.slice(0, -1)) && (!best || name.length > best.length)) best = name;
+    }
+    return best === undefined ? undefined : this.streams.get(best);
   }
 
   /** Validates and normalises an event's data; throws EventValidationError naming the fields at fault. */

@@ -27,3 +27,14 @@ export class ProcessorStateError extends ProcessorError {
     super('RS_PROCESSOR_STATE', detail);
   }
 }
+
+/** Retention trimmed the stream: its first events are gone, so snapshots cannot be rebuilt from it. */
+export class ReplayImpossibleError extends ProcessorError {
+  constructor(stream: string, trimmedBelow: string) {
+    super(
+      'RS_REPLAY_TRIMMED',
+      `Cannot rebuild from '${stream}': retention trimmed it below ${trimmedBelow}, so its first events are gone. ` +
+        'Rebuilding needs the whole log; keep retention off for streams you may need to replay.',
+    );
+  }
+}

@@ -7,7 +7,10 @@ export type Handler<Data = unknown> = (
   event: RecordedEvent<string, Data>,
 ) => SnapshotChange | readonly SnapshotChange[] | undefined | Promise<SnapshotChange | readonly SnapshotChange[] | undefined>;
 
-/** Handlers per stream and event type; type `*` catches the types with no handler of their own. */
+/**
+ * Handlers per stream and event type; type `*` catches the types with no handler of their own, and a
+ * stream name ending in `*` matches every stream that starts with what precedes it (`orders:*`).
+ */
 export class HandlerRegistry {
   private readonly handlers = new Map<string, Map<string, Handler>>();
 
@@ -27,12 +30,18 @@ export class HandlerRegistry {
     return this;
   }
 
+  /** Streams registered by exact name. */
   get streams(): string[] {
-    return [...this.handlers.keys()];
+    return [...this.handlers.keys()].filter((s) => !s.endsWith('*'));
+  }
+
+  /** Prefixes registered as `<prefix>*`: they match every stream whose name starts with the prefix. */
+  get streamPrefixes(): string[] {
+    return [...this.handlers.keys()].filter((s) => s.endsWith('*')).map((s) => s.slice(0, -1));
   }
 
   find(stream: string, type: string): Handler | undefined {
-    const byType = this.handlers.get(stream);
+    const byType = this.handlers.get(stream) ?? this.handlers.get(`${longestPrefix(this.streamPrefixes, stream) ?? '\u0000'}*`);
     return byType?.get(type) ?? byType?.get('*');
   }
 
@@ -48,4 +57,8 @@ export class HandlerRegistry {
 
 function isChangeList(value: SnapshotChange | readonly SnapshotChange[]): value is readonly SnapshotChange[] {
   return Array.isArray(value);
+}
+
+export function longestPrefix(prefixes: readonly string[], name: string): string | undefined {
+  return prefixes.filter((p) => name.startsWith(p)).sort((a, b) => b.length - a.length)[0];
 }

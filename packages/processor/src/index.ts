@@ -5,6 +5,8 @@ export { processorSettingsSchema, parseProcessorSettings, type ProcessorSettings
 export { processorKeys } from './keys.ts';
 export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
-export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError } from './errors.ts';
+export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError } from './errors.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
 export { streamStatus, type StreamStatus, type ConsumerStatus, type StatusOptions } from './status.ts';
+export { trimApplied } from './retention.ts';
+export { discoverStreams } from './discovery.ts';

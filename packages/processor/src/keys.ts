@@ -7,5 +7,7 @@ export const processorKeys = {
   /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */
   consumerStats: (group: string) => `redsource:group:${group}:stats`,
   /** State of a running rebuild of a projection: phase, progress, its id. */
+  /** Set by retention: entries below this id were trimmed, so the stream no longer starts at its first event. */
+  trimmedBelow: (stream: string) => `redsource:{${stream}}:trimmed-below`,
   rebuild: (projection: string) => `redsource:rebuild-state:${projection}`,
 } as const;

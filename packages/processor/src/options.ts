@@ -29,6 +29,14 @@ export const processorSettingsSchema = z.object({
   retryBackoffMs: z.number().int().min(0).default(100),
   /** A batch waiting this long for an earlier entry held elsewhere applies that entry itself from the stream (ms). */
   gapFillAfterMs: z.number().int().min(0).default(1_000),
+  /** How often streams matching a registered prefix (`orders:*`) are looked for (ms). */
+  discoverIntervalMs: z.number().int().min(50).default(5_000),
+  /**
+   * Trim each stream below the point every consumer group has acknowledged and the snapshots have
+   * applied (never during a rebuild). Off by default: a trimmed stream can no longer be replayed from
+   * its first event.
+   */
+  retention: z.boolean().default(false),
   /** How long stop() waits for the batch in hand before leaving it pending (ms). */
   shutdownTimeoutMs: z.number().int().min(0).default(10_000),
 });

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
+import { ReplayImpossibleError } from './errors.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
@@ -60,6 +61,10 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: `redsource:rebuild:${live.keyPrefix}`, projection: `${live.projection}:rebuild` });
   const stateKey = processorKeys.rebuild(live.projection);
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
+  for (const stream of streams) {
+    const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
+    if (trimmed) throw new ReplayImpossibleError(stream, trimmed);
+  }
   const started = Date.now();
   const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
 

@@ -10,6 +10,8 @@ import { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
+import { discoverStreams } from './discovery.ts';
+import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
 
 export interface StreamProcessorOptions extends ProcessorSettingsInput {
@@ -18,8 +20,10 @@ export interface StreamProcessorOptions extends ProcessorSettingsInput {
   readonly eventStore: RedisEventStore;
   readonly snapshots: SnapshotStore<unknown>;
   readonly handlers: HandlerRegistry;
-  /** Streams to consume; default: every stream with a handler. */
+  /** Streams to consume; default: every stream registered by name. */
   readonly streams?: readonly string[];
+  /** Also consume every stream whose name starts with one of these, as it appears; default: the prefixes registered as `<prefix>*`. */
+  readonly streamPrefixes?: readonly string[];
   readonly logger?: Logger;
 }
 
@@ -32,7 +36,8 @@ const MAX_ERROR_BACKOFF_MS = 5_000;
  */
 export class StreamProcessor {
   readonly settings: ProcessorSettings;
-  readonly streams: readonly string[];
+  private readonly streamList: string[];
+  private readonly streamPrefixes: readonly string[];
   private readonly redis: Redis;
   private readonly group: ConsumerGroup;
   private readonly builder: BatchBuilder;
@@ -48,14 +53,18 @@ export class StreamProcessor {
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
   private groupsReady = false;
+  private discoveredAt = 0;
 
   constructor(options: StreamProcessorOptions) {
     this.settings = parseProcessorSettings(options);
     this.redis = options.redis;
     this.logger = options.logger ?? silentLogger;
-    this.streams = options.streams ?? options.handlers.streams;
-    if (this.streams.length === 0) throw new ProcessorStateError('No streams to process: register a handler or pass `streams`.');
-    for (const stream of this.streams) this.statsByStream.set(stream, emptyStreamStats());
+    this.streamList = [...(options.streams ?? options.handlers.streams)];
+    this.streamPrefixes = options.streamPrefixes ?? options.handlers.streamPrefixes;
+    if (this.streamList.length === 0 && this.streamPrefixes.length === 0) {
+      throw new ProcessorStateError('No streams to process: register a handler (for a stream or a `<prefix>*`) or pass `streams`.');
+    }
+    for (const stream of this.streamList) this.statsByStream.set(stream, emptyStreamStats());
     this.group = new ConsumerGroup(this.redis, this.settings);
     this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger);
     this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger);
@@ -63,6 +72,11 @@ export class StreamProcessor {
   }
 
   private readonly snapshots: SnapshotStore<unknown>;
+
+  /** The streams consumed now (grows as streams matching a prefix appear). */
+  get streams(): readonly string[] {
+    return this.streamList;
+  }
 
   get consumer(): string {
     return this.settings.consumer;
@@ -111,14 +125,28 @@ export class StreamProcessor {
     this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
   }
 
+  /** Adds the streams that match a prefix and are not consumed yet, creating their groups. */
+  private async discover(): Promise<void> {
+    if (this.streamPrefixes.length === 0) return;
+    this.discoveredAt = Date.now();
+    const found = (await discoverStreams(this.redis, this.streamPrefixes)).filter((s) => !this.streamList.includes(s));
+    if (found.length === 0) return;
+    for (const stream of found) await this.ensureGroup(stream);
+    this.streamList.push(...found);
+    this.logger.info({ streams: found }, 'new streams matching a prefix');
+  }
+
   private async ensureGroups(): Promise<void> {
-    for (const stream of this.streams) {
-      const created = await this.group.ensure(stream);
-      // A group that starts later than the first entry must not wait for entries it will never see.
-      if (created && this.settings.start !== 'beginning') {
-        await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
-      }
+    for (const stream of this.streams) await this.ensureGroup(stream);
+  }
+
+  private async ensureGroup(stream: string): Promise<void> {
+    const created = await this.group.ensure(stream);
+    // A group that starts later than the first entry must not wait for entries it will never see.
+    if (created && this.settings.start !== 'beginning') {
+      await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
     }
+    this.statsFor(stream);
   }
 
   private async refreshReaderId(): Promise<void> {
@@ -139,8 +167,14 @@ export class StreamProcessor {
     while (this.state === 'running') {
       try {
         if (!this.groupsReady) {
+          await this.discover();
           await this.ensureGroups();
           this.groupsReady = true;
+        }
+        if (this.streamList.length === 0) {
+          // Only prefixes so far, and nothing matches them yet.
+          await sleep(this.settings.blockMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+          continue;
         }
         if (!recovered) {
           await this.recoverOwnPending();
@@ -201,6 +235,10 @@ export class StreamProcessor {
           for (const name of await this.group.removeDeadConsumers(stream)) removedEverywhere.add(name);
         }
         await this.group.forgetDeadHeartbeats([...removedEverywhere]);
+        if (this.settings.retention) {
+          for (const stream of this.streams) await trimApplied(this.redis, stream, this.snapshots);
+        }
+        if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
       } catch (error) {
         if (this.state !== 'running') return;
         await this.onLoopError(error);

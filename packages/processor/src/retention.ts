@@ -1,0 +1,38 @@
+import type { Redis } from 'ioredis';
+import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
+import { processorKeys } from './keys.ts';
+
+/**
+ * Trims a stream below the oldest point still needed: the snapshots' cursor and, for every consumer
+ * group on the stream, its oldest pending entry (or, with nothing pending, what it was last given).
+ * Skipped while a rebuild runs, since that reads the stream from its first entry. Every input only
+ * moves forward, so a point computed a moment ago is still safe when XTRIM runs. Returns the MINID
+ * used, or undefined when nothing could be trimmed.
+ */
+export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>): Promise<string | undefined> {
+  if ((await redis.exists(processorKeys.rebuild(snapshots.projection))) === 1) return undefined;
+  const cursor = await snapshots.cursor(stream);
+  if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
+  let safe = cursor;
+  const groups = ((await redis.xinfo('GROUPS', stream)) as unknown[][]).map(toObject);
+  for (const group of groups) {
+    const name = String(group['name']);
+    const pending = Number(group['pending'] ?? 0);
+    let needed = String(group['last-delivered-id'] ?? '0-0');
+    if (pending > 0) {
+      const oldest = (await redis.xpending(stream, name, '-', '+', 1)) as [string, string, number, number][];
+      needed = oldest[0]?.[0] ?? needed;
+    }
+    if (compareEntryIds(needed, safe) < 0) safe = needed;
+  }
+  if (safe === '0-0') return undefined;
+  const removed = await redis.xtrim(stream, 'MINID', safe);
+  if (removed > 0) await redis.set(processorKeys.trimmedBelow(stream), safe);
+  return safe;
+}
+
+function toObject(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
