@@ -98,6 +98,11 @@ export class AppendNotConfirmedError extends EventStoreError {
 /** Redis refused the append (for example the stream key holds another type); nothing was written. */
 export class AppendRejectedError extends EventStoreError {
   constructor(stream: string, cause: Error) {
-    super('RS_APPEND_REJECTED', `Redis rejected the append to '${stream}': ${cause.message}. Nothing was written; retrying will fail the same way.`, { cause });
+    super(
+      'RS_APPEND_REJECTED',
+      `Redis rejected the append to '${stream}': ${cause.message}. Nothing was written. ` +
+        'A wrong key type fails again on retry; a transient state (LOADING, BUSY, OOM) may pass later.',
+      { cause },
+    );
   }
 }

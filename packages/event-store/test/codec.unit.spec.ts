@@ -72,11 +72,6 @@ describe('both wire forms decode to the same event', () => {
     expect(event.data).toEqual({ userId: '7', city: 'Paris' });
   });
 
-  it('returns frozen events', () => {
-    const event = codec.decode(UPDATES, '1-0', SEED_REGISTER);
-    expect(Object.isFrozen(event)).toBe(true);
-    expect(Object.isFrozen(event.metadata)).toBe(true);
-  });
 });
 
 describe('flat form type fields', () => {

@@ -1,12 +1,12 @@
 // Fold a stream into snapshots with a consumer group, watch a failing handler end in the
-// dead-letter stream, stop gracefully, then rebuild the snapshots with replay().
+// dead-letter stream, rebuild the snapshots with replay() while the processor keeps running, stop.
 // Run from the repo root: REDIS_URL=redis://127.0.0.1:6379 npx tsx packages/processor/examples/quickstart.ts
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore, eventStoreKeys } from '@redsource/event-store';
-import { SnapshotStore } from '@redsource/snapshot-store';
+import { SnapshotStore, snapshotKeys } from '@redsource/snapshot-store';
 import { DeadLetters, HandlerRegistry, StreamProcessor, processorKeys, replay, type Logger } from '@redsource/processor';
 
 const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
@@ -17,7 +17,8 @@ const group = `quickstart_${run}`;
 const order = z.object({ orderId: z.string(), item: z.string().optional() });
 const catalog = new EventCatalog({ [stream]: { schemas: { placed: order, cancelled: order, audited: order } } });
 const eventStore = new RedisEventStore({ redis, catalog });
-const snapshots = new SnapshotStore({ redis, keyPrefix: `quickstart_order_${run}_`, projection: 'orders' });
+// The projection names the cursors and the rebuild state: unique per run too.
+const snapshots = new SnapshotStore({ redis, keyPrefix: `quickstart_order_${run}_`, projection: `orders_${run}` });
 
 type Order = z.output<typeof order>;
 const handlers = new HandlerRegistry()
@@ -41,6 +42,7 @@ const processor = new StreamProcessor({
   redis, eventStore, snapshots, handlers, logger,
   group, consumer: 'worker-1', blockMs: 200, maxDeliveries: 3, retryBackoffMs: 20,
 });
+const deadLetters = new DeadLetters(redis);
 
 async function until(condition: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
   for (const deadline = Date.now() + timeoutMs; !(await condition()); await sleep(20)) {
@@ -53,7 +55,9 @@ try {
     { type: 'placed', data: { orderId: 'o1', item: 'book' } },
     { type: 'placed', data: { orderId: 'o2', item: 'lamp' } },
   ]);
-  await processor.start(); // creates the group (start: 'beginning'), so the two entries above are processed too
+  // start() returns at once; the read loop creates the group (start: 'beginning') as soon as Redis
+  // answers, so the two entries above are processed too.
+  await processor.start();
 
   await eventStore.append(stream, [
     { type: 'cancelled', data: { orderId: 'o2' } },
@@ -71,15 +75,25 @@ try {
   console.log('stats', processor.stats()[stream]);
   console.log('o1', await snapshots.read('o1'));
   console.log('o2', await snapshots.read('o2')); // exists: false after 'cancelled'
-  for (const dead of await new DeadLetters(redis).list(stream)) {
+  for (const dead of await deadLetters.list(stream)) {
     console.log('dead letter:', dead.entryId, dead.reason);
   }
 
-  await processor.stop(); // wakes its blocked XREADGROUP with CLIENT UNBLOCK, closes its reader connection
+  // Rebuild every snapshot from the first entry while the processor keeps running: the fold goes into
+  // shadow hashes, then the live ones are switched over during a short hold. The bad entries are
+  // stepped over, not dead-lettered again.
+  const result = await replay({
+    redis, eventStore, snapshots, handlers,
+    onProgress: (p) => console.log('replay', p.phase, `${p.done}/${p.total}`, 'applied', p.applied, 'stepped', p.stepped, 'switched', p.switched),
+  });
+  console.log('replayed', result.done, 'of', result.total, '- o1:', (await snapshots.read('o1'))?.fields, '- dead letters:', await deadLetters.count(stream));
 
-  // Rebuild every snapshot from the first entry; bad entries are stepped over, not dead-lettered again.
-  const result = await replay({ redis, eventStore, snapshots, handlers, onProgress: (p) => console.log('replay', p) });
-  console.log('replayed', result.done, 'of', result.total, '- o1 after replay:', (await snapshots.read('o1'))?.fields);
+  // The processor goes on from where the rebuilt snapshots are.
+  await eventStore.append(stream, { type: 'placed', data: { orderId: 'o3', item: 'pen' } });
+  await until(async () => (await snapshots.read('o3')) !== undefined);
+  console.log('o3', (await snapshots.read('o3'))?.fields);
+
+  await processor.stop(); // wakes its blocked XREADGROUP with CLIENT UNBLOCK, closes its reader connection
 } finally {
   await processor.stop();
   // Delete what this run created. DEL of the stream also drops its consumer group.
@@ -89,10 +103,15 @@ try {
     eventStoreKeys.eventIds(stream),
     snapshots.cursorKey(stream),
     snapshots.totalsKey(stream),
+    snapshots.holdKey(stream), // left only by a replay that failed while holding
+    snapshotKeys.deadLettered(stream),
     processorKeys.deadLetters(stream),
     processorKeys.heartbeats(group),
+    processorKeys.consumerStats(group),
+    processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), // left only by a replay that failed half-way
     snapshots.key('o1'),
     snapshots.key('o2'),
+    snapshots.key('o3'),
   );
   await redis.quit();
 }

@@ -38,7 +38,7 @@ export class Applier {
   async apply(
     stream: string,
     batch: readonly BatchEntry[],
-    options: { ackGroup?: string; stats: StreamStats; stopRequestedAt: () => number | undefined },
+    options: { ackGroup?: string; contiguous?: boolean; stats: StreamStats; stopRequestedAt: () => number | undefined },
   ): Promise<ApplyOutcome> {
     let remaining = [...batch].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
     let applied = 0;
@@ -52,6 +52,7 @@ export class Applier {
         stream,
         entries: remaining,
         deadLetterStream: this.deadLetterStream(stream),
+        contiguous: options.contiguous === true,
         ...(options.ackGroup === undefined ? {} : { ackGroup: options.ackGroup }),
       });
       const elapsed = performance.now() - started;
@@ -88,7 +89,7 @@ export class Applier {
     let deadLettered = 0;
     for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
       const batch = await this.builder.build(stream, page, {});
-      const result = await this.snapshots.applyBatch({ stream, entries: batch, deadLetterStream: this.deadLetterStream(stream) });
+      const result = await this.snapshots.applyBatch({ stream, entries: batch, deadLetterStream: this.deadLetterStream(stream), contiguous: true });
       record(stats, result, 0);
       applied += result.applied;
       deadLettered += result.deadLettered;

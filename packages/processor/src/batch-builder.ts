@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventStoreError, type EventCodec, type StreamEntry } from '@redsource/event-store';
-import { encodeMutations, SnapshotStoreError, type BatchEntry, type SnapshotStore } from '@redsource/snapshot-store';
+import { EventStoreError, type EventCodec, type RecordedEvent, type StreamEntry } from '@redsource/event-store';
+import { checkMutations, SnapshotStoreError, type BatchEntry, type SnapshotChange, type SnapshotStore } from '@redsource/snapshot-store';
 import type { HandlerRegistry } from './handlers.ts';
 import type { Logger } from './logger.ts';
 
@@ -20,6 +20,11 @@ export interface BuilderSettings {
 
 const MAX_BACKOFF_MS = 5_000;
 
+/** What a failed handler attempt threw. */
+interface Failure {
+  readonly failure: unknown;
+}
+
 /**
  * Turns raw entries into what the apply script takes: decoded, folded by their handler into
  * snapshot changes, or marked for the dead-letter stream with the reason.
@@ -35,33 +40,69 @@ export class BatchBuilder {
 
   async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions = {}): Promise<BatchEntry[]> {
     const batch: BatchEntry[] = [];
-    for (const entry of entries) batch.push(await this.buildOne(stream, entry, options));
+    for (const entry of entries) {
+      const event = this.codec.tryDecode(stream, entry.id, entry.fields);
+      if (event instanceof EventStoreError || (options.deliveries?.get(entry.id) ?? 1) > 1) {
+        batch.push(await this.buildOne(stream, entry, event, options, undefined));
+        continue;
+      }
+      // The common case (a synchronous handler that does not throw) costs no promise.
+      let first = this.firstAttempt(entry, event);
+      if (first instanceof Promise) first = await first;
+      batch.push('failure' in first ? await this.buildOne(stream, entry, event, options, first) : first);
+    }
     return batch;
   }
 
-  private async buildOne(stream: string, entry: StreamEntry, options: BuildOptions): Promise<BatchEntry> {
+  private firstAttempt(entry: StreamEntry, event: RecordedEvent): BatchEntry | Failure | Promise<BatchEntry | Failure> {
+    const accept = (changes: readonly SnapshotChange[]): BatchEntry => {
+      this.check(changes);
+      return { entryId: entry.id, changes };
+    };
+    try {
+      const result = this.handlers.run(event);
+      return result instanceof Promise ? result.then(accept).catch((failure: unknown) => ({ failure })) : accept(result);
+    } catch (failure) {
+      return { failure };
+    }
+  }
+
+  /** One bad change dead-letters its entry instead of failing the whole batch: checked here. */
+  private check(changes: readonly SnapshotChange[]): void {
+    for (const change of changes) {
+      this.snapshots.key(change.snapshotId);
+      checkMutations(change.mutations);
+    }
+  }
+
+  /** The slow way: dead-lettering, and retries with backoff after a failed attempt. */
+  private async buildOne(
+    stream: string,
+    entry: StreamEntry,
+    event: RecordedEvent | EventStoreError,
+    options: BuildOptions,
+    firstAttempt: Failure | undefined,
+  ): Promise<BatchEntry> {
     const deadLetter = (reason: string): BatchEntry => {
       options.onBad?.(entry.id, reason);
       this.logger.warn({ stream, entryId: entry.id, reason }, 'entry cannot be applied: dead-lettering it');
       return { entryId: entry.id, deadLetter: { reason, fields: entry.fields } };
     };
-    const event = this.codec.tryDecode(stream, entry.id, entry.fields);
     if (event instanceof EventStoreError) return deadLetter(`${event.code}: ${event.message}`);
 
     let attempt = options.deliveries?.get(entry.id) ?? 1;
     if (attempt > this.settings.maxDeliveries) {
       return deadLetter(`RS_DELIVERIES_EXHAUSTED: delivered ${attempt} times without being applied (max ${this.settings.maxDeliveries})`);
     }
+    let failed = firstAttempt;
     for (;;) {
       try {
+        if (failed) throw failed.failure;
         const changes = await this.handlers.run(event);
-        // Check the changes here, so one bad change dead-letters its entry instead of failing the whole batch.
-        for (const change of changes) {
-          this.snapshots.key(change.snapshotId);
-          encodeMutations(change.mutations, []);
-        }
+        this.check(changes);
         return { entryId: entry.id, changes };
       } catch (error) {
+        failed = undefined;
         const message = error instanceof Error ? error.message : String(error);
         if (error instanceof SnapshotStoreError) return deadLetter(`${error.code}: ${message}`);
         if (attempt >= this.settings.maxDeliveries) {

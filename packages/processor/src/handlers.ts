@@ -45,14 +45,18 @@ export class HandlerRegistry {
     return byType?.get(type) ?? byType?.get('*');
   }
 
-  /** Runs the handler of an event; an event with no handler has no effect. */
-  async run(event: RecordedEvent): Promise<readonly SnapshotChange[]> {
+  /** Runs the handler of an event; an event with no handler has no effect. Synchronous handlers stay synchronous. */
+  run(event: RecordedEvent): readonly SnapshotChange[] | Promise<readonly SnapshotChange[]> {
     const handler = this.find(event.stream, event.type);
     if (!handler) return [];
-    const result = await handler(event);
-    if (result === undefined) return [];
-    return isChangeList(result) ? result : [result];
+    const result = handler(event);
+    return result instanceof Promise ? result.then(toChangeList) : toChangeList(result);
   }
+}
+
+function toChangeList(result: SnapshotChange | readonly SnapshotChange[] | undefined): readonly SnapshotChange[] {
+  if (result === undefined) return [];
+  return isChangeList(result) ? result : [result];
 }
 
 function isChangeList(value: SnapshotChange | readonly SnapshotChange[]): value is readonly SnapshotChange[] {

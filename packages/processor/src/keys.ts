@@ -6,8 +6,8 @@ export const processorKeys = {
   heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
   /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */
   consumerStats: (group: string) => `redsource:group:${group}:stats`,
-  /** State of a running rebuild of a projection: phase, progress, its id. */
   /** Set by retention: entries below this id were trimmed, so the stream no longer starts at its first event. */
   trimmedBelow: (stream: string) => `redsource:{${stream}}:trimmed-below`,
-  rebuild: (projection: string) => `redsource:rebuild-state:${projection}`,
+  /** State of a running rebuild of the snapshots under a prefix: phase, progress, its id, which users. */
+  rebuild: (projection: string, keyPrefix: string) => `redsource:rebuild-state:${projection}:${keyPrefix}`,
 } as const;

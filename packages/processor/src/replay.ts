@@ -2,7 +2,8 @@ import type { Redis } from 'ioredis';
 import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
-import { ReplayImpossibleError } from './errors.ts';
+import { ProcessorStateError, ReplayImpossibleError } from './errors.ts';
+import { discoverStreams } from './discovery.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
@@ -55,11 +56,13 @@ const SWITCH_BATCH = 500;
  */
 export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const { redis, snapshots: live } = options;
-  const streams = options.streams ?? options.handlers.streams;
+  // Every stream that feeds the projection: a stream left out would have its snapshots' part lost at the switch.
+  const streams = options.streams ?? [...new Set([...options.handlers.streams, ...(await discoverStreams(redis, options.handlers.streamPrefixes))])];
+  if (streams.length === 0) throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
   const only = options.only ? new Set(options.only) : undefined;
   const logger = options.logger ?? silentLogger;
   const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: `redsource:rebuild:${live.keyPrefix}`, projection: `${live.projection}:rebuild` });
-  const stateKey = processorKeys.rebuild(live.projection);
+  const stateKey = processorKeys.rebuild(live.projection, live.keyPrefix);
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   for (const stream of streams) {
     const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
@@ -68,11 +71,18 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const started = Date.now();
   const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
 
+  const asked = only ? [...only].sort().join(',') : '';
+  const resumed = await redis.hget(stateKey, 'only');
+  if (resumed !== null && resumed !== asked) {
+    throw new ProcessorStateError(
+      `A rebuild of ${resumed ? `users ${resumed}` : 'every snapshot'} was interrupted; resume it with the same users (or none) before starting another.`,
+    );
+  }
   if ((await redis.hget(stateKey, 'phase')) === null) {
     // A fresh start: clear what an abandoned shadow may hold.
     await deleteSnapshotHashes(redis, shadow.keyPrefix);
     for (const stream of streams) await shadow.resetProgress(stream);
-    await redis.hset(stateKey, 'id', rebuildId, 'phase', 'building', 'startedAt', started, 'only', only ? [...only].join(',') : '');
+    await redis.hset(stateKey, 'id', rebuildId, 'phase', 'building', 'startedAt', started, 'only', asked);
   }
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
@@ -97,7 +107,7 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
       const page = (await options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 }).next()).value as StreamEntry[] | undefined;
       if (!page || page.length === 0) return;
       const built = await builder.build(stream, page);
-      const result = await shadow.applyBatch({ stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream) });
+      const result = await shadow.applyBatch({ stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
       const stepped = built.filter((e) => 'deadLetter' in e).length;
       report({ stream, done: progress.done + page.length, applied: progress.applied + result.applied, stepped: progress.stepped + stepped });
     }
@@ -137,8 +147,8 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
 }
 
 /** The rebuild running now, if any: what the dashboard and status show. */
-export async function rebuildState(redis: Redis, projection: string): Promise<{ phase: string; done: number; total: number; startedAt: number; updatedAt: number } | undefined> {
-  const state = await redis.hgetall(processorKeys.rebuild(projection));
+export async function rebuildState(redis: Redis, snapshots: Pick<SnapshotStore<unknown>, 'projection' | 'keyPrefix'>): Promise<{ phase: string; done: number; total: number; startedAt: number; updatedAt: number } | undefined> {
+  const state = await redis.hgetall(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
   if (!state['phase']) return undefined;
   return { phase: state['phase'], done: Number(state['done'] ?? 0), total: Number(state['total'] ?? 0), startedAt: Number(state['startedAt'] ?? 0), updatedAt: Number(state['updatedAt'] ?? 0) };
 }

@@ -10,7 +10,7 @@ import { processorKeys } from './keys.ts';
  * used, or undefined when nothing could be trimmed.
  */
 export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>): Promise<string | undefined> {
-  if ((await redis.exists(processorKeys.rebuild(snapshots.projection))) === 1) return undefined;
+  if ((await redis.exists(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix))) === 1) return undefined;
   const cursor = await snapshots.cursor(stream);
   if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
   let safe = cursor;

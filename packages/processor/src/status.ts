@@ -24,7 +24,7 @@ export interface StreamStatus {
   /** How long the oldest pending entry has waited since its last delivery (ms). */
   readonly oldestPendingMs: number | undefined;
   readonly consumers: readonly ConsumerStatus[];
-  /** Applied position of the snapshots; `rebuilding` while a replay holds them. */
+  /** Applied position of the snapshots (last applied entry id). */
   readonly cursor: string;
   /** Entries between the cursor and the end of the stream. */
   readonly unapplied: number;

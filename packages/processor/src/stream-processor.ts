@@ -29,6 +29,8 @@ export interface StreamProcessorOptions extends ProcessorSettingsInput {
 
 const MAX_ERROR_BACKOFF_MS = 5_000;
 
+type Delivered = Awaited<ReturnType<ConsumerGroup['readNew']>>;
+
 /**
  * Consumer-group loop: XREADGROUP on a blocking connection of its own, every batch folded by the
  * registered handlers and applied exactly once through the apply script (which also acks), own
@@ -118,8 +120,10 @@ export class StreamProcessor {
       // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
       await this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
     }
-    await Promise.allSettled(this.loops);
-    await Promise.allSettled([...this.inFlight]);
+    // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
+    const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
+    const gaveUp = await Promise.race([settled.then(() => false), sleep(this.settings.shutdownTimeoutMs).then(() => true)]);
+    if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it stays pending for a later delivery');
     this.reader?.disconnect();
     this.state = 'stopped';
     this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
@@ -141,9 +145,10 @@ export class StreamProcessor {
   }
 
   private async ensureGroup(stream: string): Promise<void> {
-    const created = await this.group.ensure(stream);
+    await this.group.ensure(stream);
     // A group that starts later than the first entry must not wait for entries it will never see.
-    if (created && this.settings.start !== 'beginning') {
+    // (Every time, not only on creation: a crash between the two must not leave the cursor unset.)
+    if (this.settings.start !== 'beginning') {
       await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
     }
     this.statsFor(stream);
@@ -164,6 +169,8 @@ export class StreamProcessor {
   private async readLoop(): Promise<void> {
     let backoff = 100;
     let recovered = false;
+    // The next batch is read while the current one is applied, so Redis and Node work at the same time.
+    let next: Promise<Delivered> | undefined;
     while (this.state === 'running') {
       try {
         if (!this.groupsReady) {
@@ -182,10 +189,13 @@ export class StreamProcessor {
         }
         const reader = this.reader;
         if (!reader) return;
-        const batches = await this.group.readNew(reader, this.streams);
-        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined))));
+        const batches = await (next ?? this.group.readNew(reader, this.streams));
+        next = batches.length > 0 && this.state === 'running' ? this.group.readNew(reader, this.streams) : undefined;
+        next?.catch(() => undefined);
+        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined, true))));
         backoff = 100;
       } catch (error) {
+        next = undefined;
         if (this.state !== 'running') return;
         await this.onLoopError(error);
         // Entries delivered before the failure may still be ours and unapplied: take them up first.
@@ -194,6 +204,9 @@ export class StreamProcessor {
         backoff = Math.min(backoff * 2, MAX_ERROR_BACKOFF_MS);
       }
     }
+    // Stopping: what the read ahead already took is in hand too; apply it before closing.
+    const last = await next?.catch(() => [] as Delivered);
+    if (last?.length) await Promise.all(last.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined, true))));
   }
 
   /** Like streamz's replay_pending: what this consumer was given before a restart comes first. */
@@ -246,7 +259,8 @@ export class StreamProcessor {
     }
   }
 
-  private async process(stream: string, entries: readonly StreamEntry[], deliveries: ReadonlyMap<string, number> | undefined): Promise<void> {
+  /** `contiguous`: the entries are consecutive in the stream (a fresh XREADGROUP `>` batch). */
+  private async process(stream: string, entries: readonly StreamEntry[], deliveries: ReadonlyMap<string, number> | undefined, contiguous = false): Promise<void> {
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
     const batch = await this.builder.build(stream, entries, {
@@ -255,6 +269,7 @@ export class StreamProcessor {
     });
     const outcome = await this.applier.apply(stream, batch, {
       ackGroup: this.settings.group,
+      contiguous,
       stats,
       stopRequestedAt: () => this.stopRequestedAt,
     });

@@ -77,7 +77,7 @@ describe('replay: a rebuild with no downtime', () => {
     expect(reads).toBeGreaterThan(10);
     expect([...phases]).toEqual(['building', 'catching-up', 'switching', 'done']);
     expect(result.switched).toBeGreaterThanOrEqual(visible.size);
-    expect(await rebuildState(redis, setup.snapshots.projection)).toBeUndefined();
+    expect(await rebuildState(redis, setup.snapshots)).toBeUndefined();
     expect(await setup.snapshots.isHeld(setup.streams.updates)).toBe(false);
   });
 
@@ -91,7 +91,7 @@ describe('replay: a rebuild with no downtime', () => {
       },
     });
     await expect(interrupted).rejects.toThrow('crash');
-    const state = await rebuildState(redis, setup.snapshots.projection);
+    const state = await rebuildState(redis, setup.snapshots);
     expect(state?.phase).toBe('building');
     expect(state?.done).toBeGreaterThan(0);
 

@@ -56,6 +56,20 @@ describe('stream discovery by prefix', () => {
   });
 });
 
+describe('replay with prefix handlers', () => {
+  it('rebuilds from every stream matching the prefix (never switching over an empty rebuild)', async () => {
+    const prefix = `${unique('orders')}:`;
+    const { eventStore, snapshots, handlers, processor } = ordersSetup(prefix);
+    await redis.xadd(`${prefix}eu`, '*', 'command', 'placed', 'customer', 'c1');
+    await redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
+    await processor().start();
+    expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 2)).toBe(true);
+    const result = await replay({ redis, eventStore, snapshots, handlers });
+    expect(result.done).toBe(2);
+    expect((await snapshots.read('c1'))?.counters['orders']).toBe(2);
+  });
+});
+
 describe('retention', () => {
   it('trims only what every group acknowledged and the snapshots applied, and then refuses to replay', async () => {
     const prefix = `${unique('orders')}:`;
@@ -85,10 +99,10 @@ describe('retention', () => {
     for (let i = 0; i < 10; i++) ids.push(await redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1') ?? '');
     await redis.xgroup('CREATE', stream, 'done', '$');
     await snapshots.setCursor(stream, ids[4] ?? '');
-    await redis.hset(processorKeys.rebuild(snapshots.projection), 'phase', 'building');
+    await redis.hset(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), 'phase', 'building');
     expect(await trimApplied(redis, stream, snapshots)).toBeUndefined();
     expect(await redis.xlen(stream)).toBe(10);
-    await redis.del(processorKeys.rebuild(snapshots.projection));
+    await redis.del(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
     expect(await trimApplied(redis, stream, snapshots)).toBe(ids[4]);
     expect(await redis.xlen(stream)).toBe(6);
   });

@@ -6,7 +6,7 @@ export {
   type SnapshotStoreOptions,
 } from './snapshot-store.ts';
 export type { Snapshot } from './layout.ts';
-export { encodeMutations, type Mutation, type SnapshotChange } from './mutations.ts';
+export { checkMutations, encodeMutations, type Mutation, type SnapshotChange } from './mutations.ts';
 export { compareEntryIds } from './entry-ids.ts';
 export { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 export { SnapshotStoreError, InvalidMutationError, CorruptSnapshotError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError } from './errors.ts';

@@ -7,5 +7,5 @@ export const snapshotKeys = {
   cursor: (stream: string, projection: string) => `redsource:{${stream}}:applied:${projection}`,
   totals: (stream: string, projection: string) => `redsource:{${stream}}:totals:${projection}`,
   hold: (stream: string, projection: string) => `redsource:{${stream}}:hold:${projection}`,
-  deadLetteredUpTo: (stream: string) => `redsource:{${stream}}:dead-lettered-up-to`,
+  deadLettered: (stream: string) => `redsource:{${stream}}:dead-lettered-ids`,
 } as const;

@@ -88,3 +88,31 @@ function encodeFields(fields: Readonly<Record<string, unknown>>, out: (string | 
   }
   return ops;
 }
+
+/** Checks mutations the way encodeMutations would (names, integers) without encoding them; throws InvalidMutationError. */
+export function checkMutations(mutations: readonly Mutation[]): void {
+  for (const m of mutations) {
+    switch (m.op) {
+      case 'create':
+      case 'remove':
+        break;
+      case 'replaceFields':
+      case 'setFields':
+        for (const name of Object.keys(m.fields)) checkName('field', name);
+        break;
+      case 'unsetFields':
+        for (const name of m.names) checkName('field', name);
+        break;
+      case 'addMember':
+      case 'removeMember':
+        checkName('set', m.set);
+        break;
+      case 'increment':
+        checkName('counter', m.counter);
+        if (m.by !== undefined && !Number.isSafeInteger(m.by)) throw new InvalidMutationError(`increment of '${m.counter}' by ${m.by}: must be an integer`);
+        break;
+      default:
+        throw new InvalidMutationError(`unknown mutation ${JSON.stringify(m satisfies never)}`);
+    }
+  }
+}

@@ -14,12 +14,14 @@ KEYS[2]   the cursor: last applied entry id of the stream for this projection
 KEYS[3]   the dead-letter stream
 KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes
 KEYS[5]   the hold flag: while it exists (a rebuild is switching snapshots over), nothing is applied
-KEYS[6]   dead-lettered-up-to mark of the stream, shared by every projection of it (a rebuild's
-          shadow included): every applier goes in stream order, so an entry at or below the mark
-          was dead-lettered already and is not dead-lettered twice
+KEYS[6]   set of the stream's dead-lettered entry ids, shared by every projection of it (a
+          rebuild's shadow included): an entry is dead-lettered once, whoever meets it again
 KEYS[7..] the snapshot hashes the batch touches
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
-ARGV[2]   entry count; then for each entry, in ascending id order:
+ARGV[2]   entry count
+ARGV[3]   '1' if the entries are consecutive entries of the stream (as XREADGROUP > hands them out):
+          then only the first new entry needs the predecessor check; '0' checks every new entry
+then, for each entry, in ascending id order:
           entry id, kind
           kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[7]), op count, ops
           kind 'D' (dead-letter): reason, original fields as JSON
@@ -57,6 +59,8 @@ end
 -- Applies the ops of one change starting at ARGV[pos]; returns the position after them.
 -- Counts the ops of the entry being applied, across its changes: orders members added by one entry.
 local opSeq = 0
+-- Changes per snapshot in this batch: `_rev` grows by that much once per key, at the end.
+local revisions = {}
 
 local function applyChange(key, opCount, pos, entryId)
   for _ = 1, opCount do
@@ -93,7 +97,7 @@ local function applyChange(key, opCount, pos, entryId)
     end
   end
   -- Count a change only on a snapshot that exists after it: removing from nothing leaves nothing.
-  if opCount > 0 and redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', 1) end
+  if opCount > 0 then revisions[key] = (revisions[key] or 0) + 1 end
   return pos
 end
 
@@ -120,19 +124,15 @@ end
 
 local group = ARGV[1]
 
-local deadLetteredUpTo = redis.call('GET', KEYS[6]) or '0-0'
-
 local function deadLetter(entryId, reason, fieldsJson)
-  if compareIds(entryId, deadLetteredUpTo) <= 0 then return end
-  deadLetteredUpTo = entryId
-  redis.call('SET', KEYS[6], entryId)
+  if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
   redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
     'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
 end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
-local wantedTypes = { [1] = 'stream', [2] = 'string', [3] = 'stream', [4] = 'hash', [6] = 'string' }
+local wantedTypes = { [1] = 'stream', [2] = 'string', [3] = 'stream', [4] = 'hash', [6] = 'set' }
 for i, want in pairs(wantedTypes) do
   local t = keyType(KEYS[i])
   if t ~= 'none' and t ~= want then
@@ -142,20 +142,25 @@ end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
-if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, ARGV[3], cursor, 1 } end
+if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, ARGV[4], cursor, 1 } end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}
-local pos = 3
+local contiguous = ARGV[3] == '1'
+local predecessorChecked = false
+local pos = 4
 
 for _ = 1, count do
   local entryId, kind = ARGV[pos], ARGV[pos + 1]
   pos = pos + 2
   opSeq = 0
   local isNew = compareIds(entryId, cursor) > 0
-  if isNew and #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
-    blockedAt = entryId
-    break
+  if isNew and not (contiguous and predecessorChecked) then
+    if #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
+      blockedAt = entryId
+      break
+    end
+    predecessorChecked = true
   end
   if kind == 'A' then
     local changeCount = tonumber(ARGV[pos])
@@ -187,6 +192,10 @@ for _ = 1, count do
   acked[#acked + 1] = entryId
 end
 
+for key, changes in pairs(revisions) do
+  -- A change that only removed from a snapshot that does not exist leaves nothing to count on.
+  if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', changes) end
+end
 if applied + deadLettered > 0 then redis.call('SET', KEYS[2], cursor) end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
