@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 
 /** Thrown at start-up for a bad setting; the message names the variable. */
@@ -11,16 +12,62 @@ export class ConfigError extends Error {
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const streamName = z.string().regex(/^[^\s{}]{1,200}$/, 'a stream name without spaces or braces');
+const flag = z.enum(['0', '1', 'false', 'true'], "'1' (or 'true') to turn on, '0' (or 'false') to leave off").transform((v) => v === '1' || v === 'true');
+/** A browser origin: scheme, host and port only (no path, not even a trailing slash). */
+const ORIGIN = /^https?:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/;
+
+function parsesAsUrl(value: string): boolean {
+  try {
+    new URL(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The URL with its password (and a user-only userinfo, which some clients read as a password)
+ * replaced by `***`: what may appear in a log line or an error message. Works on strings that do
+ * not parse as URLs too, erring on the side of hiding more.
+ */
+export function redactUrl(url: string): string {
+  const schemeEnd = url.indexOf('://');
+  const authorityStart = schemeEnd === -1 ? 0 : schemeEnd + 3;
+  const at = url.lastIndexOf('@');
+  if (at < authorityStart) return url;
+  const userinfo = url.slice(authorityStart, at);
+  const colon = userinfo.indexOf(':');
+  const shown = colon === -1 ? '***' : `${userinfo.slice(0, colon)}:***`;
+  return `${url.slice(0, authorityStart)}${shown}${url.slice(at)}`;
+}
 
 /** Every environment variable the app reads, with its default: the one place defaults live. */
 export const envSchema = z.object({
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (e.g. redis://127.0.0.1:6379)')
+    .refine(parsesAsUrl, 'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)')
     .optional(),
+  /** With rediss://: a PEM file of the CA that signed the server's certificate (else the system's CAs). */
+  REDIS_TLS_CA: z.string().min(1).refine(existsSync, 'no such file (a PEM CA certificate is expected)').optional(),
+  /** With rediss://: skip certificate verification (self-signed development setups only). */
+  REDIS_TLS_INSECURE: flag.default(false),
   PORT: int(0, 65_535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Requests per client IP per window; 0 = no limit. */
+  RATE_LIMIT_MAX: int(0, 1_000_000_000).default(1000),
+  RATE_LIMIT_WINDOW_MS: int(1, 86_400_000).default(1000),
+  /** Unset = no CORS headers; `*` = any origin; else a comma-separated list of origins. */
+  CORS_ORIGIN: z
+    .string()
+    .trim()
+    .refine(
+      (v) => v === '*' || v.split(',').every((o) => ORIGIN.test(o.trim())),
+      "'*' or a comma-separated list of origins like https://app.example.com,http://localhost:5173 (scheme://host[:port], no path or trailing slash)",
+    )
+    .transform((v): '*' | string[] => (v === '*' ? '*' : v.split(',').map((o) => o.trim())))
+    .optional(),
   STREAM_UPDATES: streamName.default('user_updates'),
   STREAM_ACTIVITY: streamName.default('user_activity'),
   STREAM_FRIENDS: streamName.default('user_friends'),
@@ -45,7 +92,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const relevant = Object.fromEntries(Object.keys(envSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = envSchema.safeParse(relevant);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${JSON.stringify(relevant[String(i.path[0])])})`);
+    // Values are shown as given, except REDIS_URL, whose password never is.
+    const shown = (key: string) => {
+      const value = relevant[key];
+      return JSON.stringify(key === 'REDIS_URL' && value !== undefined ? redactUrl(value) : value);
+    };
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${shown(String(i.path[0]))})`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   return parsed.data;

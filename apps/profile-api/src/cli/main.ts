@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { pino, type Logger as Pino } from 'pino';
-import { DeadLetters, replay, streamStatus } from '@redsource/processor';
+import { DeadLetters, rebuildState, replay, streamStatus } from '@redsource/processor';
 import { ConfigError, loadConfig, type AppConfig } from '../config.ts';
 import { buildApp } from '../http/app.ts';
+import { edgeOptions } from '../http/edge.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
-import { connectRedis, RedisUnavailableError, resolveRedis } from '../runtime/redis.ts';
+import { connectRedis, RedisUnavailableError, redisTls, resolveRedis } from '../runtime/redis.ts';
 import { DLQ_USAGE, runDlq } from './dlq.ts';
 import { progressReporter } from './progress.ts';
 import { renderStatus } from './status.ts';
@@ -49,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
   const logger = pino({ level: config.LOG_LEVEL, redact: ['redisUrl', 'url'] }, pino.destination(2));
   const target = await resolveRedis(config, logger);
   logger.info({ source: target.source }, `using Redis (${target.source})`);
-  const redis = connectRedis(target.url, `redsource:${command}`);
+  const redis = connectRedis(target.url, `redsource:${command}`, redisTls(config));
   redis.on('error', (error: Error) => logger.warn({ err: error.message }, 'redis connection error'));
   const components = profileComponents(config, redis);
   const closers: (() => Promise<unknown>)[] = [() => redis.quit().catch(() => redis.disconnect()), target.stop];
@@ -120,8 +121,11 @@ async function runService(
   if (command !== 'process') {
     const app = await buildApp({
       snapshots: components.snapshots,
+      streams: Object.values(components.streams),
+      ...edgeOptions(config),
       logger: logger.child({ component: 'http' }),
       readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running }),
+      rebuild: () => rebuildState(redis, components.snapshots),
       status: () =>
         streamStatus({
           redis,

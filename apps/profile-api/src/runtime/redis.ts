@@ -1,11 +1,14 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectionOptions } from 'node:tls';
 import { Redis } from 'ioredis';
-import type { AppConfig } from '../config.ts';
+import { ConfigError, redactUrl, type AppConfig } from '../config.ts';
 import type { Logger } from '@redsource/processor';
+
+export { redactUrl };
 
 /** No Redis could be found or started. */
 export class RedisUnavailableError extends Error {
@@ -51,7 +54,7 @@ async function startEmbedded(dir: string, logger: Logger): Promise<RedisTarget> 
   const url = `redis://127.0.0.1:${port}`;
   for (let i = 0; i < 100 && child.exitCode === null; i++) {
     if (await answersPing(url)) {
-      logger.info({ url, dir }, 'started an embedded redis-server (AOF on)');
+      logger.info({ url: redactUrl(url), dir }, 'started an embedded redis-server (AOF on)');
       const stop = async () => {
         if (child.exitCode !== null) return;
         const exited = new Promise((r) => child.once('exit', r));
@@ -99,9 +102,37 @@ function freePort(): Promise<number> {
   });
 }
 
+/** TLS settings for a `rediss://` URL, from REDIS_TLS_CA and REDIS_TLS_INSECURE. */
+export interface RedisTls {
+  /** PEM of the CA that signed the server's certificate; absent = the system's CAs. */
+  readonly ca?: string;
+  /** Skip certificate verification (self-signed development setups). */
+  readonly insecure: boolean;
+}
+
+export function redisTls(config: Pick<AppConfig, 'REDIS_TLS_CA' | 'REDIS_TLS_INSECURE'>): RedisTls {
+  if (!config.REDIS_TLS_CA) return { insecure: config.REDIS_TLS_INSECURE };
+  try {
+    return { ca: readFileSync(config.REDIS_TLS_CA, 'utf8'), insecure: config.REDIS_TLS_INSECURE };
+  } catch (error) {
+    throw new ConfigError(`REDIS_TLS_CA: cannot read ${config.REDIS_TLS_CA} (${(error as Error).message})`);
+  }
+}
+
+/**
+ * ioredis options for the URL: for `rediss://`, TLS with the CA and verification settings (ioredis
+ * turns TLS on for rediss:// by itself; this adds what it cannot know); for `redis://`, none. User
+ * and password come from the URL (ACL: redis://user:password@host:port).
+ */
+export function tlsOptions(url: string, tls: RedisTls | undefined): { tls?: ConnectionOptions } {
+  if (!/^rediss:\/\//i.test(url)) return {};
+  return { tls: { ...(tls?.ca ? { ca: tls.ca } : {}), ...(tls?.insecure ? { rejectUnauthorized: false } : {}) } };
+}
+
 /** A client that keeps reconnecting with capped backoff while Redis is away. */
-export function connectRedis(url: string, name: string): Redis {
+export function connectRedis(url: string, name: string, tls?: RedisTls): Redis {
   const client = new Redis(url, {
+    ...tlsOptions(url, tls),
     connectionName: name,
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
     maxRetriesPerRequest: 3,

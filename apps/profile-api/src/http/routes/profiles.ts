@@ -2,22 +2,77 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { SNAPSHOT_ID, type SnapshotStore } from '@redsource/snapshot-store';
 import { profileSchema, toProfile } from '../../domain/profile.ts';
-import { errorBody } from '../errors.ts';
-
-const errorSchema = z.object({ statusCode: z.number(), code: z.string(), error: z.string(), message: z.string() });
+import { commonErrorResponses, errorBody, errorResponse } from '../errors.ts';
+import { ifNoneMatchHits, profileEtag } from '../etag.ts';
+import { MAX_WAIT_MS, parseAfter, readYourWritesQuery, waitForCatchUp } from '../read-your-writes.ts';
 
 /** The pattern admits nothing but a snapshot id, so a request can only ever read `<prefix><id>`. */
 const params = z.object({
-  id: z.string().regex(SNAPSHOT_ID, 'id must be 1-64 characters from A-Z, a-z, 0-9, _ and - (e.g. /users/42/profile)'),
+  id: z
+    .string()
+    .regex(SNAPSHOT_ID, 'id must be 1-64 characters from A-Z, a-z, 0-9, _ and - (e.g. /users/42/profile)')
+    .describe('The user id: 1-64 characters from A-Z, a-z, 0-9, _ and -'),
 });
 
-export const profileRoutes: FastifyPluginAsyncZod<{ snapshots: SnapshotStore }> = async (app, { snapshots }) => {
+/** Loose: the validated value replaces `request.headers`, which must keep every other header. */
+const headers = z.looseObject({
+  'if-none-match': z.string().optional().describe('An ETag from an earlier answer: 304 with no body while the profile is unchanged.'),
+});
+
+export interface ProfileRoutesOptions {
+  readonly snapshots: SnapshotStore;
+  /** The streams `after=<stream>:<entry id>` may name. */
+  readonly streams?: readonly string[];
+}
+
+export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (app, { snapshots, streams = [] }) => {
   app.get(
     '/users/:id/profile',
-    { schema: { params, response: { 200: profileSchema, 404: errorSchema } } },
+    {
+      schema: {
+        tags: ['profiles'],
+        summary: 'A user profile, as folded from the streams',
+        params,
+        querystring: readYourWritesQuery(streams),
+        headers,
+        response: {
+          200: profileSchema.describe('The profile. Headers: ETag (weak), Cache-Control: no-cache.'),
+          304: z.null().optional().describe('Not Modified: the If-None-Match tag is still current. No body.'),
+          400: errorResponse('Malformed id, after or wait (RS_BAD_REQUEST); the message says what is allowed.'),
+          404: errorResponse('No such user, or the user is deleted (RS_NOT_FOUND).'),
+          504: errorResponse(
+            `With after: the snapshots did not catch up with that entry within wait ms (RS_NOT_CAUGHT_UP); retry, or wait longer (at most ${MAX_WAIT_MS}).`,
+          ),
+          ...commonErrorResponses,
+        },
+      },
+    },
     async (request, reply) => {
-      const profile = toProfile(await snapshots.read(request.params.id));
-      if (!profile) return reply.code(404).send(errorBody('notFound', `No profile for user '${request.params.id}'.`));
+      const { id } = request.params;
+      const after = request.query.after === undefined ? undefined : parseAfter(request.query.after);
+      if (after) {
+        const gone = new AbortController();
+        reply.raw.once('close', () => gone.abort());
+        const outcome = await waitForCatchUp(snapshots, after, request.query.wait, gone.signal);
+        if (!outcome.caughtUp) {
+          return reply
+            .code(504)
+            .header('retry-after', '1')
+            .send(
+              errorBody(
+                'notCaughtUp',
+                `The snapshots have not applied ${after.stream} up to ${after.entryId} within ${request.query.wait} ms ` +
+                  `(applied up to ${outcome.cursor}); retry, or ask with a longer wait (at most ${MAX_WAIT_MS}).`,
+              ),
+            );
+        }
+      }
+      const snapshot = await snapshots.read(id);
+      const profile = toProfile(snapshot);
+      if (!snapshot || !profile) return reply.code(404).send(errorBody('notFound', `No profile for user '${id}'.`));
+      const etag = profileEtag(snapshot.revision, profile);
+      void reply.header('etag', etag).header('cache-control', 'no-cache');
+      if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send(undefined);
       return profile;
     },
   );

@@ -1,0 +1,283 @@
+// The redsource dashboard: polls dashboard/status.json every second and draws it.
+// Every text taken from the server goes into the page through textContent (never innerHTML),
+// and numbers into SVG through setAttribute, so stream or consumer names cannot inject markup.
+'use strict';
+
+const POLL_MS = 1000;
+/** How far back the rate sparkline reaches, its shortest span, and how many bars it has at most. */
+const WINDOW_MS = 5 * 60 * 1000;
+const MIN_SPAN_MS = 10 * 1000;
+const MAX_BUCKETS = 60;
+/** A consumer silent this long is shown as stale. */
+const STALE_HEARTBEAT_MS = 15 * 1000;
+
+const numberFormat = new Intl.NumberFormat('en-US');
+const rateFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
+
+/** stream name → { root, fields, spark, progress, consumers } */
+const cards = new Map();
+/** stream name → [{ at, applied }] over the window, oldest first */
+const history = new Map();
+
+const $ = (id) => document.getElementById(id);
+
+function formatNumber(value) {
+  return typeof value === 'number' && Number.isFinite(value) ? numberFormat.format(value) : '–';
+}
+
+function formatMs(ms) {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+function formatBatch(ms) {
+  return typeof ms === 'number' && Number.isFinite(ms) ? (ms < 10 ? ms.toFixed(2) : String(Math.round(ms))) : '–';
+}
+
+/** Sets a figure's text, and its raw number in data-value for anyone reading the page. */
+function setField(el, text, raw) {
+  if (el.textContent !== text) el.textContent = text;
+  if (raw === undefined) delete el.dataset.value;
+  else el.dataset.value = String(raw);
+}
+
+function setConnection(state, text) {
+  const el = $('connection');
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function createCard(name) {
+  const template = /** @type {HTMLTemplateElement} */ ($('stream-template'));
+  const root = /** @type {HTMLElement} */ (template.content.firstElementChild.cloneNode(true));
+  root.dataset.stream = name;
+  const fields = {};
+  for (const el of root.querySelectorAll('[data-field]')) fields[el.dataset.field] = el;
+  fields.stream.textContent = name;
+  const card = {
+    root,
+    fields,
+    line: root.querySelector('.spark .line'),
+    area: root.querySelector('.spark .area'),
+    progressFill: root.querySelector('.progress .fill'),
+    progressBar: root.querySelector('.progress .bar'),
+    progressText: root.querySelector('.progress .progress-text'),
+    consumers: root.querySelector('.consumers tbody'),
+  };
+  cards.set(name, card);
+  return card;
+}
+
+/** Keeps the applied totals of the window; a total that went down (a rebuild reset it) starts the series again. */
+function record(name, at, applied) {
+  let samples = history.get(name);
+  if (!samples) history.set(name, (samples = []));
+  const last = samples[samples.length - 1];
+  if (last && applied < last.applied) samples.length = 0;
+  if (!last || at > last.at) samples.push({ at, applied });
+  while (samples.length > 0 && samples[0].at < at - WINDOW_MS) samples.shift();
+  return samples;
+}
+
+/**
+ * Applied per second in buckets, from successive totals; null where no interval ends. The chart spans
+ * the samples kept (at least 10 s, at most the window), so a page opened a moment ago shows a chart too.
+ */
+function rates(samples, now) {
+  const span = samples.length > 0 ? now - samples[0].at : 0;
+  const windowMs = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, span));
+  const count = Math.min(MAX_BUCKETS, Math.max(1, Math.round(windowMs / POLL_MS)));
+  const bucketMs = windowMs / count;
+  const start = now - windowMs;
+  const buckets = Array.from({ length: count }, () => ({ entries: 0, ms: 0 }));
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1];
+    const b = samples[i];
+    const index = Math.min(count - 1, Math.floor((b.at - start) / bucketMs));
+    if (index < 0) continue;
+    buckets[index].entries += b.applied - a.applied;
+    buckets[index].ms += b.at - a.at;
+  }
+  return buckets.map((bucket) => (bucket.ms > 0 ? (bucket.entries * 1000) / bucket.ms : null));
+}
+
+/** The rate over the last few seconds. */
+function currentRate(samples) {
+  const last = samples[samples.length - 1];
+  if (!last) return undefined;
+  let first = last;
+  for (let i = samples.length - 2; i >= 0 && last.at - samples[i].at <= 5_000; i--) first = samples[i];
+  if (first === last) return undefined;
+  return ((last.applied - first.applied) * 1000) / (last.at - first.at);
+}
+
+function drawSpark(card, series) {
+  const width = 300;
+  const height = 48;
+  const peak = Math.max(0, ...series.filter((v) => v !== null));
+  const top = Math.max(1, peak);
+  const step = width / series.length;
+  let line = '';
+  let area = '';
+  let runStart;
+  let previousX;
+  const close = () => {
+    if (runStart !== undefined) area += `L${previousX.toFixed(1)},${height}L${runStart.toFixed(1)},${height}Z`;
+    runStart = undefined;
+  };
+  series.forEach((value, i) => {
+    if (value === null) return close();
+    const x = i * step + step / 2;
+    const y = height - 2 - (value / top) * (height - 4);
+    const point = `${x.toFixed(1)},${y.toFixed(1)}`;
+    if (runStart === undefined) {
+      runStart = x;
+      line += `M${point}`;
+      area += `M${point}`;
+    } else {
+      line += `L${point}`;
+      area += `L${point}`;
+    }
+    previousX = x;
+  });
+  close();
+  card.line.setAttribute('d', line);
+  card.area.setAttribute('d', area);
+  return peak;
+}
+
+function consumerRow(consumer) {
+  const row = document.createElement('tr');
+  row.dataset.consumer = consumer.name;
+  const stale = typeof consumer.heartbeatAgeMs === 'number' && consumer.heartbeatAgeMs > STALE_HEARTBEAT_MS;
+  row.dataset.stale = String(stale);
+  const cells = [
+    consumer.name,
+    formatNumber(consumer.pending),
+    formatMs(consumer.idleMs),
+    consumer.heartbeatAgeMs === undefined ? 'never' : `${formatMs(consumer.heartbeatAgeMs)} ago`,
+    formatNumber(consumer.stats ? consumer.stats.applied : undefined),
+  ];
+  for (const text of cells) {
+    const cell = document.createElement('td');
+    cell.textContent = text;
+    row.append(cell);
+  }
+  return row;
+}
+
+function renderStream(status, at) {
+  const card = cards.get(status.stream) || createCard(status.stream);
+  const f = card.fields;
+  const rebuilding = status.cursor === 'rebuilding';
+  const recentError = typeof status.lastErrorAt === 'number' && at - status.lastErrorAt < 60_000;
+  const state = rebuilding ? 'rebuilding' : recentError ? 'error' : status.unapplied > 0 ? 'behind' : 'ok';
+  f.state.dataset.state = state;
+  setField(f.state, { rebuilding: 'held by a rebuild', error: 'errors', behind: 'catching up', ok: 'up to date' }[state]);
+
+  setField(f.length, formatNumber(status.length), status.length);
+  setField(f.lag, formatNumber(status.lag), status.lag);
+  setField(f.pending, formatNumber(status.pending), status.pending);
+  setField(f.oldestPending, status.oldestPendingMs === undefined ? '–' : formatMs(status.oldestPendingMs), status.oldestPendingMs);
+  setField(f.unapplied, formatNumber(status.unapplied), status.unapplied);
+  setField(f.applied, formatNumber(status.applied), status.applied);
+  setField(f.skipped, formatNumber(status.skipped), status.skipped);
+  setField(f.deadLettered, formatNumber(status.deadLettered), status.deadLettered);
+  setField(f.deadLetters, formatNumber(status.deadLetters), status.deadLetters);
+  f.deadLetters.dataset.alert = String(status.deadLetters > 0);
+  setField(f.consumerCount, formatNumber(status.consumers.length), status.consumers.length);
+  setField(f.batch, status.avgBatchMs === undefined && status.lastBatchMs === undefined ? '–' : `${formatBatch(status.avgBatchMs)} / ${formatBatch(status.lastBatchMs)} ms`);
+
+  const samples = record(status.stream, at, status.applied);
+  const rate = currentRate(samples);
+  setField(f.rate, rate === undefined ? '–' : rateFormat.format(rate), rate);
+  const peak = drawSpark(card, rates(samples, at));
+  const span = samples.length > 1 ? samples[samples.length - 1].at - samples[0].at : 0;
+  setField(f.rateNote, span > 0 ? `last ${formatMs(span)} (up to 5 min) · peak ${rateFormat.format(peak)}/s` : 'collecting…');
+
+  // Catch-up or rebuild progress: the share of the stream the snapshots have applied.
+  const progress = f.progress;
+  if (rebuilding || status.unapplied > 0) {
+    progress.hidden = false;
+    card.progressBar.dataset.indeterminate = String(rebuilding);
+    const share = status.length > 0 ? (status.length - status.unapplied) / status.length : 0;
+    card.progressFill.style.width = rebuilding ? '' : `${(share * 100).toFixed(1)}%`;
+    card.progressText.textContent = rebuilding
+      ? 'snapshots held while a rebuild swaps them in'
+      : `${formatNumber(status.unapplied)} to apply · ${(share * 100).toFixed(1)}% applied`;
+  } else {
+    progress.hidden = true;
+  }
+
+  f.lastError.hidden = !status.lastError;
+  f.lastError.textContent = status.lastError ? `last error ${new Date(status.lastErrorAt || 0).toLocaleTimeString()}: ${status.lastError}` : '';
+
+  const rows = status.consumers.map(consumerRow);
+  if (rows.length === 0) {
+    const row = document.createElement('tr');
+    row.className = 'none';
+    const cell = document.createElement('td');
+    cell.colSpan = 5;
+    cell.textContent = 'no consumers in the group';
+    row.append(cell);
+    rows.push(row);
+  }
+  card.consumers.replaceChildren(...rows);
+  return card.root;
+}
+
+function renderRebuild(rebuild, at) {
+  const section = $('rebuild');
+  if (!rebuild || rebuild.phase === 'done') {
+    section.hidden = true;
+    return;
+  }
+  section.hidden = false;
+  $('rebuild-phase').textContent = rebuild.phase;
+  const share = rebuild.total > 0 ? Math.min(1, rebuild.done / rebuild.total) : 0;
+  $('rebuild-fill').style.width = `${(share * 100).toFixed(1)}%`;
+  const elapsed = typeof rebuild.startedAt === 'number' && rebuild.startedAt > 0 ? ` · running ${formatMs(at - rebuild.startedAt)}` : '';
+  $('rebuild-text').textContent = `${formatNumber(rebuild.done)} of ${formatNumber(rebuild.total)} entries (${(share * 100).toFixed(1)}%)${elapsed}`;
+}
+
+function render(data) {
+  const main = $('streams');
+  const present = new Set();
+  const roots = data.streams.map((status) => {
+    present.add(status.stream);
+    return renderStream(status, data.at);
+  });
+  for (const name of [...cards.keys()]) {
+    if (!present.has(name)) {
+      cards.delete(name);
+      history.delete(name);
+    }
+  }
+  // Re-append only when the set or order of cards changed, so the page does not flicker.
+  const same = main.children.length === roots.length && roots.every((root, i) => main.children[i] === root);
+  if (!same) main.replaceChildren(...roots);
+  $('empty').hidden = roots.length > 0;
+  renderRebuild(data.rebuild, data.at);
+  $('updated').textContent = `updated ${new Date(data.at).toLocaleTimeString()}`;
+}
+
+async function poll() {
+  try {
+    if (document.visibilityState !== 'hidden') {
+      const response = await fetch('dashboard/status.json', { cache: 'no-store', headers: { accept: 'application/json' } });
+      const body = await response.json().catch(() => undefined);
+      if (!response.ok) throw new Error(body && typeof body.message === 'string' ? body.message : `HTTP ${response.status}`);
+      render(body);
+      setConnection('live', 'live');
+    }
+  } catch (error) {
+    setConnection('error', `not updating: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+poll();

@@ -1,0 +1,76 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
+import { z } from 'zod';
+
+/** How long a request may wait for the snapshots to catch up, by default and at most. */
+export const DEFAULT_WAIT_MS = 2_000;
+export const MAX_WAIT_MS = 10_000;
+/** Polling starts at this pause and doubles up to the cap: fast for the usual few-ms lag, cheap for a long wait. */
+const FIRST_POLL_MS = 2;
+const MAX_POLL_MS = 25;
+const WAIT_RULE = `wait must be a whole number of milliseconds from 0 to ${MAX_WAIT_MS}`;
+
+/** `<stream>:<entry id>`; a stream name may itself contain `:`, the entry id never does. */
+const AFTER = /^(.+):(\d{1,20}-\d{1,20})$/;
+const ENTRY_ID = /^\d+-\d+$/;
+
+export interface After {
+  readonly stream: string;
+  readonly entryId: string;
+}
+
+export function parseAfter(value: string): After | undefined {
+  const match = AFTER.exec(value);
+  return match?.[1] && match[2] ? { stream: match[1], entryId: match[2] } : undefined;
+}
+
+/** The query of a read that may wait for its writer's entry: validates `after` against the configured streams. */
+export function readYourWritesQuery(streams: readonly string[]) {
+  const allowed = streams.length > 0 ? streams.join(', ') : '(none configured)';
+  return z.object({
+    after: z
+      .string()
+      .refine((v) => {
+        const after = parseAfter(v);
+        return after !== undefined && streams.includes(after.stream);
+      }, `after must be <stream>:<entry id>, the stream one of ${allowed} and the entry id like 1700000000000-0 (the id XADD returned)`)
+      .optional()
+      .describe(
+        'Read your writes: `<stream>:<entry id>` of an entry this client appended. The answer waits until the ' +
+          'snapshots have applied that stream up to that entry (or past it), at most `wait` ms; then 504 RS_NOT_CAUGHT_UP.',
+      ),
+    wait: z.coerce
+      .number({ error: WAIT_RULE })
+      .int(WAIT_RULE)
+      .min(0, WAIT_RULE)
+      .max(MAX_WAIT_MS, WAIT_RULE)
+      .default(DEFAULT_WAIT_MS)
+      .describe(`With \`after\`: how long to wait for the snapshots to catch up, in ms (0-${MAX_WAIT_MS}).`),
+  });
+}
+
+export type CatchUp = { readonly caughtUp: true } | { readonly caughtUp: false; readonly cursor: string };
+
+/**
+ * Waits until the snapshots have applied `stream` up to `entryId` (its cursor at or past it), polling
+ * Redis with a short, growing pause, for at most `waitMs`.
+ * `signal` (the client went away) ends the wait early.
+ */
+export async function waitForCatchUp(
+  snapshots: SnapshotStore,
+  { stream, entryId }: After,
+  waitMs: number,
+  signal?: AbortSignal,
+): Promise<CatchUp> {
+  const deadline = Date.now() + waitMs;
+  let pause = FIRST_POLL_MS;
+  for (;;) {
+    const cursor = await snapshots.cursor(stream);
+    // Anything but an entry id (a marker a rebuild may leave) has not caught up.
+    if (ENTRY_ID.test(cursor) && compareEntryIds(cursor, entryId) >= 0) return { caughtUp: true };
+    const left = deadline - Date.now();
+    if (left <= 0 || signal?.aborted) return { caughtUp: false, cursor };
+    await sleep(Math.min(pause, left));
+    pause = Math.min(pause * 2, MAX_POLL_MS);
+  }
+}

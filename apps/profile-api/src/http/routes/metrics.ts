@@ -1,0 +1,188 @@
+import type { FastifyPluginAsync } from 'fastify';
+import fp from 'fastify-plugin';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ConsumerStatus, StreamStatus } from '@redsource/processor';
+
+export interface MetricsOptions {
+  /** Per-stream figures, read from Redis at scrape time; without it only process and HTTP metrics are served. */
+  readonly status?: (() => Promise<readonly StreamStatus[]>) | undefined;
+}
+
+/** Where a request matched no route: one label value, so stray URLs cannot blow up the series count. */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+const seconds = (ms: number | undefined) => (ms === undefined ? undefined : ms / 1000);
+
+interface StreamFigure {
+  readonly name: string;
+  readonly help: string;
+  /** Counters for the totals Redis keeps (they only grow, except when a replay resets them). */
+  readonly type: 'gauge' | 'counter';
+  /** Undefined: no sample for that stream (Redis cannot tell, or nothing was measured yet). */
+  readonly value: (s: StreamStatus) => number | undefined;
+}
+
+const STREAM_FIGURES: readonly StreamFigure[] = [
+  { name: 'redsource_stream_length', help: 'Entries in the stream (XLEN).', type: 'gauge', value: (s) => s.length },
+  { name: 'redsource_stream_lag', help: 'Entries not yet delivered to the consumer group (XINFO GROUPS lag).', type: 'gauge', value: (s) => s.lag },
+  { name: 'redsource_stream_pending', help: 'Entries delivered to the group and not yet acknowledged.', type: 'gauge', value: (s) => s.pending },
+  {
+    name: 'redsource_stream_oldest_pending_seconds',
+    help: 'How long the oldest pending entry has waited since its last delivery; 0 when nothing is pending.',
+    type: 'gauge',
+    value: (s) => seconds(s.oldestPendingMs) ?? 0,
+  },
+  { name: 'redsource_stream_unapplied', help: 'Entries after the snapshots\' applied position (the cursor).', type: 'gauge', value: (s) => s.unapplied },
+  { name: 'redsource_stream_applied_total', help: 'Entries applied to the snapshots, group-wide (kept in Redis; reset by a replay).', type: 'counter', value: (s) => s.applied },
+  { name: 'redsource_stream_skipped_total', help: 'Redelivered entries recognised by the cursor and not applied again, group-wide.', type: 'counter', value: (s) => s.skipped },
+  { name: 'redsource_stream_dead_lettered_total', help: 'Entries sent to the dead-letter stream, group-wide.', type: 'counter', value: (s) => s.deadLettered },
+  { name: 'redsource_stream_dead_letters', help: 'Entries in the dead-letter stream now (after retries and drops).', type: 'gauge', value: (s) => s.deadLetters },
+  { name: 'redsource_stream_consumers', help: 'Consumers in the group on this stream.', type: 'gauge', value: (s) => s.consumers.length },
+  { name: 'redsource_stream_batch_avg_seconds', help: 'Average batch duration over the consumers\' reports.', type: 'gauge', value: (s) => seconds(s.avgBatchMs) },
+  { name: 'redsource_stream_batch_last_seconds', help: 'Duration of the last batch a consumer reported.', type: 'gauge', value: (s) => seconds(s.lastBatchMs) },
+  {
+    name: 'redsource_stream_last_error_timestamp_seconds',
+    help: 'When a consumer last reported a processing error (Unix time).',
+    type: 'gauge',
+    value: (s) => seconds(s.lastErrorAt),
+  },
+];
+
+interface ConsumerFigure {
+  readonly name: string;
+  readonly help: string;
+  readonly value: (c: ConsumerStatus) => number | undefined;
+}
+
+const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
+  { name: 'redsource_consumer_pending', help: 'Entries pending for this consumer.', value: (c) => c.pending },
+  { name: 'redsource_consumer_idle_seconds', help: 'Since the consumer\'s last read or claim.', value: (c) => seconds(c.idleMs) },
+  { name: 'redsource_consumer_heartbeat_age_seconds', help: 'Since the consumer\'s last heartbeat.', value: (c) => seconds(c.heartbeatAgeMs) },
+];
+
+type Scrape = { readonly ok: true; readonly rows: readonly StreamStatus[]; readonly seconds: number } | { readonly ok: false; readonly seconds: number };
+
+/**
+ * Every metric's `collect()` asks for the same scrape: the first call reads `status()` once, the
+ * others (and any scrape arriving meanwhile) share that read, so one /metrics costs one status().
+ */
+function sharedScrape(status: () => Promise<readonly StreamStatus[]>): () => Promise<Scrape> {
+  let inFlight: Promise<Scrape> | undefined;
+  const read = async (): Promise<Scrape> => {
+    const started = process.hrtime.bigint();
+    const elapsed = () => Number(process.hrtime.bigint() - started) / 1e9;
+    try {
+      const rows = await status();
+      return { ok: true, rows, seconds: elapsed() };
+    } catch {
+      return { ok: false, seconds: elapsed() };
+    }
+  };
+  return () => {
+    inFlight ??= read().finally(() => {
+      inFlight = undefined;
+    });
+    return inFlight;
+  };
+}
+
+/** The registry of one app: default process metrics, HTTP request durations and the processor's figures per stream. */
+export function createMetricsRegistry(status: MetricsOptions['status']): { registry: Registry; httpDuration: Histogram<'method' | 'route' | 'status_code'> } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const httpDuration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request duration by method, route pattern and status code.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  if (!status) return { registry, httpDuration };
+
+  const scrape = sharedScrape(status);
+  new Gauge({
+    name: 'redsource_status_up',
+    help: '1 if the processing figures could be read from Redis at this scrape, else 0 (and no redsource_stream_* samples).',
+    registers: [registry],
+    async collect() {
+      this.set((await scrape()).ok ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'redsource_status_duration_seconds',
+    help: 'How long reading the processing figures from Redis took at this scrape.',
+    registers: [registry],
+    async collect() {
+      this.set((await scrape()).seconds);
+    },
+  });
+  for (const figure of STREAM_FIGURES) {
+    const Metric = figure.type === 'counter' ? Counter : Gauge;
+    const metric: Counter<'stream'> | Gauge<'stream'> = new Metric({
+      name: figure.name,
+      help: figure.help,
+      labelNames: ['stream'] as const,
+      registers: [registry],
+      async collect() {
+        const result = await scrape();
+        metric.reset();
+        if (!result.ok) return;
+        for (const row of result.rows) {
+          const value = figure.value(row);
+          if (value === undefined) continue;
+          // A counter has no set(): after reset() one inc() by the total is the same sample.
+          if (metric instanceof Counter) metric.inc({ stream: row.stream }, value);
+          else metric.set({ stream: row.stream }, value);
+        }
+      },
+    });
+  }
+  for (const figure of CONSUMER_FIGURES) {
+    const gauge: Gauge<'stream' | 'consumer'> = new Gauge({
+      name: figure.name,
+      help: figure.help,
+      labelNames: ['stream', 'consumer'] as const,
+      registers: [registry],
+      async collect() {
+        const result = await scrape();
+        gauge.reset();
+        if (!result.ok) return;
+        for (const row of result.rows) {
+          for (const consumer of row.consumers) {
+            const value = figure.value(consumer);
+            if (value !== undefined) gauge.set({ stream: row.stream, consumer: consumer.name }, value);
+          }
+        }
+      },
+    });
+  }
+  return { registry, httpDuration };
+}
+
+/**
+ * `GET /metrics` (Prometheus text format) and the request-duration hook. Wrapped in fastify-plugin
+ * so the hook sees every route of the app; each app has its own registry, never prom-client's global one.
+ */
+const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async (app, { status }) => {
+  const { registry, httpDuration } = createMetricsRegistry(status);
+
+  app.addHook('onResponse', async (request, reply) => {
+    httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  // Not rate limited: a scraper (often several behind one address) must never be turned away.
+  const docs = { summary: 'Prometheus metrics', description: 'Process, HTTP and per-stream processing metrics in the Prometheus text format.', tags: ['operations'] };
+  app.get('/metrics', { schema: docs, config: { rateLimit: false } }, async (_request, reply) => {
+    const body = await registry.metrics();
+    return reply.header('content-type', registry.contentType).header('cache-control', 'no-store').send(body);
+  });
+
+  app.addHook('onClose', async () => {
+    registry.clear();
+  });
+};
+
+export const metricsRoutes = fp(metricsPlugin, { name: 'redsource-metrics', fastify: '5.x' });

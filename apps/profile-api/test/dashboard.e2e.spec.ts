@@ -1,0 +1,183 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { streamStatus, type StreamProcessor } from '@redsource/processor';
+import { buildApp } from '../src/http/app.ts';
+import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
+import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
+import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
+
+/** Debian's chromium (`apt-get install -y chromium`; .ci/run installs it). Without it this file is skipped. */
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) console.warn(`dashboard.e2e: skipped: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+
+/** UPDATE_SCREENSHOTS=1 refreshes the README's picture; otherwise the screenshot goes to the temp dir. */
+const SCREENSHOT = process.env['UPDATE_SCREENSHOTS']
+  ? fileURLToPath(new URL('../../../docs/dashboard.png', import.meta.url))
+  : join(tmpdir(), 'redsource-dashboard.png');
+
+let server: TestRedis;
+let redis: Redis;
+let setup: ReturnType<typeof isolatedProfileSetup>;
+let processor: StreamProcessor | undefined;
+let app: FastifyInstance | undefined;
+let browser: Browser | undefined;
+let page: Page;
+let base: string;
+const consumer = unique('dashboard-consumer');
+/** A stream whose name is markup: it must show as text. Added to the status only for the escaping test. */
+const hostile = unique('<img src=x onerror="window.__xss=1">');
+const extraStreams: string[] = [];
+
+const updateCommands = (from: number, count: number): RawCommand[] =>
+  Array.from({ length: count }, (_, i) => [setup.streams.updates, 'user_id', `u${from + i}`, 'command', 'register', 'name', `User ${from + i}`]);
+
+/** A figure as the page shows it to a reader ("1,234" → 1234). */
+async function shown(stream: string, field: string): Promise<number> {
+  const text = await page.locator(`[data-stream="${stream}"] [data-field="${field}"]`).textContent();
+  return Number((text ?? '').replace(/,/g, ''));
+}
+
+describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? '' : ` (skipped: ${CHROMIUM} is missing)`}`, () => {
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = server.client();
+    setup = isolatedProfileSetup(redis);
+    const { updates, activity, friends } = setup.streams;
+    await xaddAll(redis, [
+      ...updateCommands(1, 5),
+      [updates, 'user_id', 'u9', 'no_command_here', 'x'],
+      [activity, 'user_id', 'u1', 'command', 'like', 'page', 'Looney'],
+      [activity, 'user_id', 'u2', 'command', 'kick'],
+      [friends, 'user_id', 'u1', 'command', 'add', 'friend_id', 'u2'],
+    ]);
+    processor = setup.processor(server.client(), { consumer, heartbeatMs: 200 });
+    await processor.start();
+    const status = () => streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, activity, friends, ...extraStreams] });
+    const settled = await eventually(async () => (await status()).find((s) => s.stream === updates)?.applied === 5, 15_000);
+    expect(settled, 'the processor did not apply the first entries').toBe(true);
+
+    app = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), status });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const address = app.server.address();
+    base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1120, height: 720 } });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+    await processor?.stop();
+    await server?.close();
+  });
+
+  it('shows every stream, then updates its numbers live, without a reload', async () => {
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') errors.push(message.text());
+    });
+    page.on('response', (response) => {
+      if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
+    });
+    let navigations = 0;
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) navigations += 1;
+    });
+
+    await page.goto(`${base}/dashboard`);
+    const { updates, activity, friends } = setup.streams;
+    for (const stream of [updates, activity, friends]) await page.locator(`[data-stream="${stream}"]`).waitFor();
+    await expect.poll(() => shown(updates, 'applied')).toBe(5);
+    expect(await shown(updates, 'length')).toBe(6);
+    expect(await shown(updates, 'deadLettered')).toBe(1);
+    expect(await shown(updates, 'deadLetters')).toBe(1);
+    expect(await shown(activity, 'length')).toBe(2);
+    expect(await shown(friends, 'length')).toBe(1);
+    // The consumer, with its idle time.
+    const row = page.locator(`[data-stream="${updates}"] tr[data-consumer="${consumer}"]`);
+    await row.waitFor();
+    expect(await row.locator('td').nth(2).textContent()).toMatch(/\d+(\.\d)? (ms|s)/);
+    await expect.poll(() => page.locator('#connection').getAttribute('data-state')).toBe('live');
+
+    // Live: entries appended now show up on the page that is already open.
+    await page.evaluate(() => Object.assign(globalThis, { sameDocument: true }));
+    const [length, applied] = [await shown(updates, 'length'), await shown(updates, 'applied')];
+    // A few seconds of uneven traffic, so the rate chart has a shape.
+    const bursts = [10, 25, 5, 30, 15, 20, 8, 12];
+    let next = 100;
+    for (const [round, size] of bursts.entries()) {
+      await xaddAll(redis, [...updateCommands(next, size), [activity, 'user_id', 'u1', 'command', 'comment', 'object', `post ${round}`]]);
+      next += size;
+      await sleep(900);
+    }
+    const added = bursts.reduce((a, b) => a + b, 0);
+    await expect.poll(() => shown(updates, 'length'), { timeout: 10_000 }).toBe(length + added);
+    await expect.poll(() => shown(updates, 'applied'), { timeout: 10_000 }).toBe(applied + added);
+    await expect.poll(() => shown(activity, 'applied'), { timeout: 10_000 }).toBe(2 + bursts.length);
+    expect(await page.evaluate(() => (globalThis as { sameDocument?: boolean }).sameDocument)).toBe(true);
+    expect(navigations).toBe(1);
+
+    // The rate sparkline has been drawn from successive applied totals.
+    expect(await page.locator(`[data-stream="${updates}"] .spark .line`).getAttribute('d')).toMatch(/^M[\d.]+,[\d.]+/);
+    await expect.poll(async () => Number(await page.locator(`[data-stream="${updates}"] [data-field="rate"]`).getAttribute('data-value'))).toBeGreaterThanOrEqual(0);
+
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    expect(existsSync(SCREENSHOT)).toBe(true);
+    expect(errors).toEqual([]);
+  }, 60_000);
+
+  it('puts names into the page as text, and shows catch-up and rebuild state', async () => {
+    await xaddAll(redis, [[hostile, 'user_id', 'u1', 'command', 'register', 'name', '<b>x</b>'], [hostile, 'user_id', 'u2', 'command', 'delete']]);
+    extraStreams.push(hostile);
+    const card = page.locator('article.stream').filter({ has: page.locator('h2', { hasText: hostile }) });
+    await card.waitFor({ timeout: 10_000 });
+    expect(await card.locator('h2').textContent()).toBe(hostile);
+    expect(await card.getAttribute('data-stream')).toBe(hostile);
+    expect(await page.locator('img').count()).toBe(0);
+    expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
+
+    // No processor reads it: two entries to apply, none applied.
+    expect(await card.locator('[data-field="state"]').textContent()).toBe('catching up');
+    expect(await card.locator('.progress').isVisible()).toBe(true);
+    expect(await card.locator('.progress-text').textContent()).toBe('2 to apply · 0.0% applied');
+    expect(await card.locator('tbody').textContent()).toBe('no consumers in the group');
+
+    // A replay holding the stream: its cursor reads "rebuilding".
+    await redis.set(setup.snapshots.cursorKey(hostile), 'rebuilding');
+    await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('held by a rebuild');
+    expect(await card.locator('.progress .bar').getAttribute('data-indeterminate')).toBe('true');
+    // The panel for a running rebuild stays hidden while status.json names none.
+    expect(await page.locator('#rebuild').isHidden()).toBe(true);
+  }, 30_000);
+
+  it('shows a running rebuild in its panel, where the app is given one', async () => {
+    const bare = Fastify();
+    await bare.register(dashboardRoutes, { status: async () => [], rebuild: async () => ({ phase: 'building', done: 250, total: 1000, startedAt: Date.now() - 65_000 }) });
+    try {
+      await bare.listen({ port: 0, host: '127.0.0.1' });
+      const address = bare.server.address();
+      await page.goto(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/dashboard`);
+      await page.locator('#rebuild').waitFor();
+      expect(await page.locator('#rebuild-phase').textContent()).toBe('building');
+      expect(await page.locator('#rebuild-text').textContent()).toMatch(/^250 of 1,000 entries \(25\.0%\) · running 1 min \d+ s$/);
+      expect(await page.locator('#empty').isVisible()).toBe(true);
+    } finally {
+      await bare.close();
+    }
+  }, 30_000);
+});

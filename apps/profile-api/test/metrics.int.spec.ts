@@ -1,0 +1,204 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { streamStatus, type StreamStatus } from '@redsource/processor';
+import { buildApp } from '../src/http/app.ts';
+import { eventually, startTestRedis, type TestRedis } from '../../../test/support/redis.ts';
+import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
+import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
+
+let server: TestRedis;
+let redis: Redis;
+let setup: ReturnType<typeof isolatedProfileSetup>;
+let app: FastifyInstance;
+let statusCalls = 0;
+const apps: FastifyInstance[] = [];
+
+const readStatus = (): Promise<StreamStatus[]> =>
+  streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates, setup.streams.activity, setup.streams.friends] });
+
+async function newApp(status?: () => Promise<readonly StreamStatus[]>): Promise<FastifyInstance> {
+  const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: undefined }), ...(status ? { status } : {}) });
+  apps.push(built);
+  return built;
+}
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Record<string, string>;
+  readonly value: number;
+}
+
+/** The samples of a Prometheus text exposition (enough of the format for prom-client's output). */
+function parse(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) throw new Error(`not a sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const [, key, value] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[key ?? ''] = value ?? '';
+    samples.push({ name: match[1] ?? '', labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+/** The one sample of `name` whose labels include `labels`; undefined if none. */
+function value(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const found = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  if (found.length > 1) throw new Error(`${found.length} samples of ${name} ${JSON.stringify(labels)}`);
+  return found[0]?.value;
+}
+
+async function scrape(target: FastifyInstance): Promise<{ text: string; samples: Sample[]; contentType: string }> {
+  const res = await target.inject({ method: 'GET', url: '/metrics' });
+  expect(res.statusCode).toBe(200);
+  return { text: res.body, samples: parse(res.body), contentType: String(res.headers['content-type']) };
+}
+
+beforeAll(async () => {
+  server = await startTestRedis();
+  redis = server.client();
+  setup = isolatedProfileSetup(redis);
+  const { updates, friends } = setup.streams;
+  // 30 valid registrations and 2 entries no decoder accepts on one stream; 5 friendships on another.
+  const commands: RawCommand[] = [];
+  for (let i = 1; i <= 30; i++) {
+    commands.push([updates, 'user_id', `u${i}`, 'command', 'register', 'name', `Name ${i}`]);
+    if (i === 10) commands.push([updates, 'user_id', 'u10', 'no_command_here', 'x']);
+    if (i === 20) commands.push([updates, 'specversion', '1.0', 'type', 'register', 'data', '{"userId": broken json']);
+  }
+  for (let i = 1; i <= 5; i++) commands.push([friends, 'user_id', 'u1', 'command', 'add', 'friend_id', `f${i}`]);
+  await xaddAll(redis, commands);
+
+  const processor = setup.processor(server.client(), { heartbeatMs: 50 });
+  await processor.start();
+  try {
+    // Done: every entry applied or dead-lettered, nothing pending, and the consumer's report (batch timings) written.
+    const settled = await eventually(async () => {
+      const rows = await readStatus();
+      const u = rows.find((r) => r.stream === updates);
+      const f = rows.find((r) => r.stream === friends);
+      return u?.applied === 30 && u.deadLettered === 2 && u.pending === 0 && u.avgBatchMs !== undefined && f?.applied === 5 && f.pending === 0;
+    }, 20_000);
+    expect(settled, 'processor did not finish the scenario').toBe(true);
+  } finally {
+    await processor.stop();
+  }
+
+  app = await newApp(async () => {
+    statusCalls += 1;
+    return readStatus();
+  });
+});
+
+afterAll(async () => {
+  for (const a of apps) await a.close();
+  await server.close();
+});
+
+describe('GET /metrics', () => {
+  it("shows the scenario's numbers per stream, read from Redis at scrape time", async () => {
+    const { samples, text, contentType } = await scrape(app);
+    expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    const updates = { stream: setup.streams.updates };
+    const friends = { stream: setup.streams.friends };
+    const activity = { stream: setup.streams.activity };
+
+    expect(value(samples, 'redsource_status_up')).toBe(1);
+    expect(value(samples, 'redsource_stream_length', updates)).toBe(32);
+    expect(value(samples, 'redsource_stream_applied_total', updates)).toBe(30);
+    expect(value(samples, 'redsource_stream_dead_lettered_total', updates)).toBe(2);
+    expect(value(samples, 'redsource_stream_dead_letters', updates)).toBe(2);
+    expect(value(samples, 'redsource_stream_skipped_total', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_unapplied', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_pending', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_lag', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_oldest_pending_seconds', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_consumers', updates)).toBe(1);
+    expect(value(samples, 'redsource_stream_batch_avg_seconds', updates)).toBeGreaterThan(0);
+    expect(value(samples, 'redsource_stream_batch_last_seconds', updates)).toBeGreaterThan(0);
+
+    expect(value(samples, 'redsource_stream_length', friends)).toBe(5);
+    expect(value(samples, 'redsource_stream_applied_total', friends)).toBe(5);
+    expect(value(samples, 'redsource_stream_dead_lettered_total', friends)).toBe(0);
+    expect(value(samples, 'redsource_stream_length', activity)).toBe(0);
+
+    const consumer = samples.find((s) => s.name === 'redsource_consumer_idle_seconds' && s.labels['stream'] === setup.streams.updates);
+    expect(consumer?.labels['consumer']).toMatch(/.+/);
+    expect(consumer?.value).toBeGreaterThanOrEqual(0);
+
+    // The totals Redis keeps are counters (rate() and increase() apply); the levels are gauges.
+    expect(text).toContain('# TYPE redsource_stream_applied_total counter');
+    expect(text).toContain('# TYPE redsource_stream_dead_lettered_total counter');
+    expect(text).toContain('# TYPE redsource_stream_length gauge');
+    // Default process metrics.
+    expect(value(samples, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(value(samples, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+  });
+
+  it('follows the streams: entries appended later show at the next scrape', async () => {
+    const before = value((await scrape(app)).samples, 'redsource_stream_length', { stream: setup.streams.activity });
+    await xaddAll(redis, [[setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'], [setup.streams.activity, 'user_id', 'u2', 'command', 'kick']]);
+    const { samples } = await scrape(app);
+    expect(value(samples, 'redsource_stream_length', { stream: setup.streams.activity })).toBe((before ?? 0) + 2);
+    // No processor runs now: both wait to be applied.
+    expect(value(samples, 'redsource_stream_unapplied', { stream: setup.streams.activity })).toBe(2);
+  });
+
+  it('reads the status once per scrape, whatever the number of metrics', async () => {
+    const calls = statusCalls;
+    await scrape(app);
+    expect(statusCalls - calls).toBe(1);
+    await Promise.all([scrape(app), scrape(app)]);
+    expect(statusCalls - calls).toBeLessThanOrEqual(3);
+  });
+
+  it('times requests by method, route pattern and status code', async () => {
+    const fresh = await newApp(readStatus);
+    expect((await fresh.inject('/users/u1/profile')).statusCode).toBe(200);
+    expect((await fresh.inject('/users/u2/profile')).statusCode).toBe(200);
+    expect((await fresh.inject('/users/a:b/profile')).statusCode).toBe(400);
+    expect((await fresh.inject('/no/such/route')).statusCode).toBe(404);
+    const { samples, text } = await scrape(fresh);
+    const profile200 = { method: 'GET', route: '/users/:id/profile', status_code: '200' };
+    expect(value(samples, 'http_request_duration_seconds_count', profile200)).toBe(2);
+    expect(value(samples, 'http_request_duration_seconds_bucket', { ...profile200, le: '+Inf' })).toBe(2);
+    expect(value(samples, 'http_request_duration_seconds_sum', profile200)).toBeGreaterThan(0);
+    expect(value(samples, 'http_request_duration_seconds_count', { ...profile200, status_code: '400' })).toBe(1);
+    // An unknown URL is one label value, never the URL itself.
+    expect(value(samples, 'http_request_duration_seconds_count', { method: 'GET', route: 'unmatched', status_code: '404' })).toBe(1);
+    expect(text).not.toContain('/no/such/route');
+    expect(text).toContain('# TYPE http_request_duration_seconds histogram');
+  });
+
+  it('keeps one registry per app: several apps in one process count their own requests', async () => {
+    const first = await newApp(readStatus);
+    const second = await newApp(readStatus);
+    await first.inject('/users/u1/profile');
+    await first.inject('/users/u1/profile');
+    await second.inject('/users/u1/profile');
+    const profile = { method: 'GET', route: '/users/:id/profile', status_code: '200' };
+    expect(value((await scrape(first)).samples, 'http_request_duration_seconds_count', profile)).toBe(2);
+    expect(value((await scrape(second)).samples, 'http_request_duration_seconds_count', profile)).toBe(1);
+    // ...while both show the same group-wide figures, kept in Redis.
+    expect(value((await scrape(second)).samples, 'redsource_stream_applied_total', { stream: setup.streams.updates })).toBe(30);
+  });
+
+  it('still answers when the status cannot be read: redsource_status_up 0 and no stale stream figures', async () => {
+    const broken = await newApp(async () => {
+      throw new Error('Connection is closed.');
+    });
+    const { samples } = await scrape(broken);
+    expect(value(samples, 'redsource_status_up')).toBe(0);
+    expect(samples.filter((s) => s.name.startsWith('redsource_stream_'))).toEqual([]);
+    expect(value(samples, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+  });
+
+  it('serves process and HTTP metrics only where the app has no status source', async () => {
+    const plain = await newApp();
+    const { samples } = await scrape(plain);
+    expect(samples.some((s) => s.name.startsWith('redsource_'))).toBe(false);
+    expect(value(samples, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+  });
+});
