@@ -1,5 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { Redis } from 'ioredis';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import {
   CorruptSnapshotError,
@@ -11,26 +10,20 @@ import {
   type Mutation,
   type SnapshotChange,
 } from '@redsource/snapshot-store';
-import { startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { pendingCount, unique, useTestRedis } from '../../../test/support/redis.ts';
+import { rejection } from '../../../test/support/rejection.ts';
 
-let server: TestRedis;
-let redis: Redis;
-
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-});
-afterAll(async () => server.close());
+const ctx = useTestRedis();
 
 /** A stream, a dead-letter stream and a snapshot store on names no other test uses. */
 function isolated() {
   const stream = unique('stream');
   const deadLetterStream = unique('dead');
-  const store = new SnapshotStore({ redis, keyPrefix: `${unique('snap')}_` });
+  const store = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('snap')}_` });
   /** XADDs `n` real entries (the script looks for gaps in the stream) and returns their ids. */
   const xadd = async (n: number): Promise<string[]> => {
     const ids: string[] = [];
-    for (let i = 0; i < n; i++) ids.push(String(await redis.xadd(stream, '*', 'n', String(i))));
+    for (let i = 0; i < n; i++) ids.push(String(await ctx.redis.xadd(stream, '*', 'n', String(i))));
     return ids;
   };
   const apply = (entries: readonly BatchEntry[], ackGroup?: string) =>
@@ -44,17 +37,6 @@ const deadLetter = (entryId: string | undefined, reason: string, fields: string[
   entryId: entryId ?? 'missing',
   deadLetter: { reason, fields },
 });
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
-}
-
-const pendingCount = async (stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
 
 describe('applying a batch changes the snapshots', () => {
   it('sets fields, sets and counters readable through read() and readMany()', async () => {
@@ -123,7 +105,7 @@ describe('each entry is applied at most once', () => {
       entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick' }), change('1', { op: 'unsetFields', names: ['name'] })),
     ];
     await apply(batch);
-    const before = [await redis.hgetall(store.key('1')), await redis.hgetall(store.key('2'))];
+    const before = [await ctx.redis.hgetall(store.key('1')), await ctx.redis.hgetall(store.key('2'))];
 
     const again = await apply(batch);
     expect(again.skipped).toBe(batch.length);
@@ -132,7 +114,7 @@ describe('each entry is applied at most once', () => {
     expect(again.handled).toBe(batch.length);
     expect(again.blockedAt).toBeUndefined();
     expect(again.cursor).toBe(e3);
-    expect([await redis.hgetall(store.key('1')), await redis.hgetall(store.key('2'))]).toEqual(before);
+    expect([await ctx.redis.hgetall(store.key('1')), await ctx.redis.hgetall(store.key('2'))]).toEqual(before);
     expect(await store.cursor(stream)).toBe(e3);
   });
 
@@ -185,7 +167,7 @@ describe('dead-lettered entries', () => {
     expect(result).toEqual({ applied: 1, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 2, cursor: e2, held: false });
     expect(await store.cursor(stream)).toBe(e2);
 
-    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    const dead = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead).toHaveLength(1);
     const record = Object.fromEntries(
       (dead[0]?.[1] ?? []).reduce<[string, string][]>((pairs, value, i, all) => (i % 2 === 0 ? [...pairs, [value, all[i + 1] ?? '']] : pairs), []),
@@ -201,7 +183,7 @@ describe('dead-lettered entries', () => {
     // A redelivered dead letter is skipped, not dead-lettered again.
     const again = await apply([deadLetter(e2, 'again', [])]);
     expect(again).toMatchObject({ skipped: 1, deadLettered: 0 });
-    expect(await redis.xlen(deadLetterStream)).toBe(1);
+    expect(await ctx.redis.xlen(deadLetterStream)).toBe(1);
   });
 
   it('a batch of only dead letters moves the cursor', async () => {
@@ -218,32 +200,32 @@ describe('acknowledging in the consumer group', () => {
     const { xadd, apply, stream, deadLetterStream } = isolated();
     const group = unique('group');
     const [e1, e2, e3, e4] = await xadd(4);
-    await redis.xgroup('CREATE', stream, group, '0');
-    await redis.xreadgroup('GROUP', group, 'c1', 'COUNT', 10, 'STREAMS', stream, '>');
-    expect(await pendingCount(stream, group)).toBe(4);
+    await ctx.redis.xgroup('CREATE', stream, group, '0');
+    await ctx.redis.xreadgroup('GROUP', group, 'c1', 'COUNT', 10, 'STREAMS', stream, '>');
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(4);
 
     const first = await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', []), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
     expect(first).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, blockedAt: e4 });
-    expect(await pendingCount(stream, group)).toBe(2);
-    const pendingIds = ((await redis.xpending(stream, group, '-', '+', 10)) as [string, ...unknown[]][]).map((p) => p[0]);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(2);
+    const pendingIds = ((await ctx.redis.xpending(stream, group, '-', '+', 10)) as [string, ...unknown[]][]).map((p) => p[0]);
     expect(pendingIds).toEqual([e3, e4]);
 
-    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    const dead = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead[0]?.[1]).toContain(group);
 
     const second = await apply([entry(e1, change('1', { op: 'create' })), entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
     expect(second).toMatchObject({ applied: 2, skipped: 1, handled: 3 });
-    expect(await pendingCount(stream, group)).toBe(0);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
   });
 
   it('acks nothing without ackGroup', async () => {
     const { xadd, apply, stream } = isolated();
     const group = unique('group');
     const [e1] = await xadd(1);
-    await redis.xgroup('CREATE', stream, group, '0');
-    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    await ctx.redis.xgroup('CREATE', stream, group, '0');
+    await ctx.redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
     expect((await apply([entry(e1, change('1', { op: 'create' }))])).applied).toBe(1);
-    expect(await pendingCount(stream, group)).toBe(1);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(1);
   });
 });
 
@@ -285,7 +267,7 @@ describe('remove and replaceFields', () => {
     await apply([entry(e3, change('1', { op: 'remove' }))]);
     const removed = await store.read('1');
     expect(removed).toEqual({ id: '1', exists: false, revision: 3, fields: {}, sets: { friends: ['2'] }, counters: { like: 4 } });
-    const hash = await redis.hgetall(store.key('1'));
+    const hash = await ctx.redis.hgetall(store.key('1'));
     expect(Object.keys(hash).filter((k) => k.startsWith('f:') || k === '_exists')).toEqual([]);
   });
 
@@ -308,7 +290,7 @@ describe('remove and replaceFields', () => {
     const snapshot = await store.read('1');
     expect(snapshot?.fields).toEqual({ name: 'C', nick: { x: [1] } });
     expect(snapshot?.exists).toBe(true);
-    expect(Object.keys(await redis.hgetall(store.key('1'))).filter((k) => k.startsWith('f:')).sort()).toEqual(['f:name', 'f:nick']);
+    expect(Object.keys(await ctx.redis.hgetall(store.key('1'))).filter((k) => k.startsWith('f:')).sort()).toEqual(['f:name', 'f:nick']);
   });
 });
 
@@ -357,7 +339,7 @@ describe('cursor()', () => {
     const [e1, e2, e3] = await xadd(3);
     await apply([entry(e1, change('1', { op: 'create' })), entry(e2, change('1', { op: 'increment', counter: 'n' }))]);
     expect(await store.cursor(stream)).toBe(e2);
-    expect(await redis.get(store.cursorKey(stream))).toBe(e2);
+    expect(await ctx.redis.get(store.cursorKey(stream))).toBe(e2);
     // A skipped or blocked batch does not move it.
     await apply([entry(e1, change('1', { op: 'create' }))]);
     expect(await store.cursor(stream)).toBe(e2);
@@ -367,7 +349,7 @@ describe('cursor()', () => {
 
   it('is kept per projection', async () => {
     const { store, xadd, stream, deadLetterStream } = isolated();
-    const rebuild = new SnapshotStore({ redis, keyPrefix: `${unique('rebuild')}_`, projection: 'rebuild' });
+    const rebuild = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('rebuild')}_`, projection: 'rebuild' });
     const [e1] = await xadd(1);
     await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] });
     expect(await store.cursor(stream)).toBe(e1);
@@ -379,7 +361,7 @@ describe('cursor()', () => {
 describe('reading with a fields schema', () => {
   it('throws CorruptSnapshotError for fields the schema rejects', async () => {
     const { xadd, stream, deadLetterStream } = isolated();
-    const typed = new SnapshotStore({ redis, keyPrefix: `${unique('typed')}_`, fieldsSchema: z.object({ name: z.string() }) });
+    const typed = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('typed')}_`, fieldsSchema: z.object({ name: z.string() }) });
     const [e1, e2] = await xadd(2);
     await typed.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('good', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } })), entry(e2, change('bad', { op: 'setFields', fields: { name: 5 } }))] });
     expect((await typed.read('good'))?.fields).toEqual({ name: 'A' });
@@ -426,7 +408,7 @@ describe('regressions: a snapshot key that is not a hash', () => {
   it('dead-letters only the entry that touches it, applies the others once, and a re-apply changes nothing', async () => {
     const { store, xadd, apply, stream, deadLetterStream } = isolated();
     const badKey = store.key('bad');
-    await redis.set(badKey, 'x');
+    await ctx.redis.set(badKey, 'x');
     const [e1, e2, e3] = await xadd(3);
     const batch = [
       entry(e1, change('good1', { op: 'create' }, { op: 'increment', counter: 'n' })),
@@ -440,11 +422,11 @@ describe('regressions: a snapshot key that is not a hash', () => {
     expect(await store.cursor(stream)).toBe(e3);
     expect(await store.read('good1')).toMatchObject({ exists: true, counters: { n: 11 } });
     expect(await store.read('good2')).toBeUndefined();
-    expect(await redis.exists(store.key('good2'))).toBe(0);
-    expect(await redis.type(badKey)).toBe('string');
-    expect(await redis.get(badKey)).toBe('x');
+    expect(await ctx.redis.exists(store.key('good2'))).toBe(0);
+    expect(await ctx.redis.type(badKey)).toBe('string');
+    expect(await ctx.redis.get(badKey)).toBe('x');
 
-    const dead = await redis.xrange(deadLetterStream, '-', '+');
+    const dead = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead).toHaveLength(1);
     const record = fieldsOf(dead[0]?.[1] ?? []);
     expect(record['entry_id']).toBe(e2);
@@ -453,25 +435,25 @@ describe('regressions: a snapshot key that is not a hash', () => {
     expect(record['reason']).toContain(badKey);
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 1 });
 
-    const before = [await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))];
+    const before = [await ctx.redis.hgetall(store.key('good1')), await ctx.redis.exists(store.key('good2'))];
     const again = await apply(batch);
     expect(again).toEqual({ applied: 0, skipped: 3, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3, held: false });
-    expect([await redis.hgetall(store.key('good1')), await redis.exists(store.key('good2'))]).toEqual(before);
-    expect(await redis.xlen(deadLetterStream)).toBe(1);
+    expect([await ctx.redis.hgetall(store.key('good1')), await ctx.redis.exists(store.key('good2'))]).toEqual(before);
+    expect(await ctx.redis.xlen(deadLetterStream)).toBe(1);
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 3, deadLettered: 1 });
-    expect(await redis.get(badKey)).toBe('x');
+    expect(await ctx.redis.get(badKey)).toBe('x');
   });
 
   it('acks the dead-lettered entry with the others', async () => {
     const { store, xadd, apply, stream } = isolated();
     const group = unique('group');
-    await redis.lpush(store.key('list'), 'x');
+    await ctx.redis.lpush(store.key('list'), 'x');
     const [e1, e2] = await xadd(2);
-    await redis.xgroup('CREATE', stream, group, '0');
-    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    await ctx.redis.xgroup('CREATE', stream, group, '0');
+    await ctx.redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
     const result = await apply([entry(e1, change('list', { op: 'create' })), entry(e2, change('ok', { op: 'create' }))], group);
     expect(result).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, cursor: e2, held: false });
-    expect(await pendingCount(stream, group)).toBe(0);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
     expect(await store.read('ok')).toMatchObject({ exists: true });
   });
 });
@@ -489,7 +471,7 @@ describe('regressions: a change with no mutations', () => {
     expect(await store.cursor(stream)).toBe(e3);
     for (const id of ['empty', 'alsoEmpty', 'undefinedOnly', 'noNames']) {
       expect(await store.read(id), id).toBeUndefined();
-      expect(await redis.exists(store.key(id)), id).toBe(0);
+      expect(await ctx.redis.exists(store.key(id)), id).toBe(0);
     }
     expect(await store.read('real')).toMatchObject({ exists: true, revision: 1 });
   });
@@ -519,7 +501,7 @@ describe('totals, resetProgress and hold', () => {
     await apply([entry(e4, change('1', { op: 'increment', counter: 'n' }))]);
     expect(await store.totals(stream)).toEqual({ applied: 3, skipped: 2, deadLettered: 1 });
     // Totals are kept per projection.
-    const other = new SnapshotStore({ redis, keyPrefix: store.keyPrefix, projection: 'other' });
+    const other = new SnapshotStore({ redis: ctx.redis, keyPrefix: store.keyPrefix, projection: 'other' });
     expect(await other.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
   });
 
@@ -531,8 +513,8 @@ describe('totals, resetProgress and hold', () => {
     expect(await store.cursor(stream)).toBe(e2);
     await store.resetProgress(stream);
     expect(await store.cursor(stream)).toBe('0-0');
-    expect(await redis.get(store.cursorKey(stream))).toBe('0-0');
-    expect(await redis.exists(store.totalsKey(stream))).toBe(0);
+    expect(await ctx.redis.get(store.cursorKey(stream))).toBe('0-0');
+    expect(await ctx.redis.exists(store.totalsKey(stream))).toBe(0);
     expect(await store.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
     expect(await apply(batch)).toMatchObject({ applied: 2, skipped: 0, cursor: e2 });
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 0 });
@@ -542,10 +524,10 @@ describe('totals, resetProgress and hold', () => {
     const { store, xadd, apply, stream, deadLetterStream } = isolated();
     const group = unique('group');
     const [e1, e2, e3] = await xadd(3);
-    await redis.xgroup('CREATE', stream, group, '0');
-    await redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
+    await ctx.redis.xgroup('CREATE', stream, group, '0');
+    await ctx.redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
     await apply([entry(e1, change('1', { op: 'create' }, { op: 'increment', counter: 'n' }))], group);
-    const before = await redis.hgetall(store.key('1'));
+    const before = await ctx.redis.hgetall(store.key('1'));
 
     await store.hold(stream);
     expect(await store.isHeld(stream)).toBe(true);
@@ -553,16 +535,16 @@ describe('totals, resetProgress and hold', () => {
     const batch = [entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e1, change('1', { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y'])];
     const held = await apply(batch, group);
     expect(held).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e1, handled: 0, cursor: e1, held: true });
-    expect(await redis.hgetall(store.key('1'))).toEqual(before);
-    expect(await redis.exists(deadLetterStream)).toBe(0);
+    expect(await ctx.redis.hgetall(store.key('1'))).toEqual(before);
+    expect(await ctx.redis.exists(deadLetterStream)).toBe(0);
     expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 0 });
-    expect(await pendingCount(stream, group)).toBe(2);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(2);
 
     await store.release(stream);
     expect(await store.isHeld(stream)).toBe(false);
     expect(await apply(batch, group)).toEqual({ applied: 1, skipped: 1, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
     expect(await store.read('1')).toMatchObject({ exists: true, counters: { n: 2 } });
-    expect(await pendingCount(stream, group)).toBe(0);
+    expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
   });
 });
 
@@ -571,22 +553,22 @@ describe('options and entry ids are checked before anything is sent', () => {
     for (const keyPrefix of ['', 'has space_', 'star*', 'x'.repeat(201)]) {
       let error: unknown;
       try {
-        new SnapshotStore({ redis, keyPrefix });
+        new SnapshotStore({ redis: ctx.redis, keyPrefix });
       } catch (caught) {
         error = caught;
       }
       expect(error, JSON.stringify(keyPrefix)).toBeInstanceOf(InvalidSnapshotStoreOptionsError);
       expect((error as InvalidSnapshotStoreOptionsError).code).toBe('RS_SNAPSHOT_OPTIONS_INVALID');
     }
-    expect(new SnapshotStore({ redis, keyPrefix: 'user:{snap}.v1-x_' }).keyPrefix).toBe('user:{snap}.v1-x_');
+    expect(new SnapshotStore({ redis: ctx.redis, keyPrefix: 'user:{snap}.v1-x_' }).keyPrefix).toBe('user:{snap}.v1-x_');
   });
 
   it("throws InvalidMutationError for an entry id like 'abc', without sending a command", async () => {
-    const client = server.client();
+    const client = ctx.server.client();
     const stream = unique('stream');
     const deadLetterStream = unique('dead');
     const store = new SnapshotStore({ redis: client, keyPrefix: `${unique('snap')}_` });
-    const e1 = String(await redis.xadd(stream, '*', 'n', '1'));
+    const e1 = String(await ctx.redis.xadd(stream, '*', 'n', '1'));
     await client.ping();
     const sent = vi.spyOn(client, 'sendCommand');
     try {
@@ -605,7 +587,7 @@ describe('options and entry ids are checked before anything is sent', () => {
     }
     expect(await store.cursor(stream)).toBe(e1);
     expect(await store.read('2')).toBeUndefined();
-    expect(await redis.exists(deadLetterStream)).toBe(0);
+    expect(await ctx.redis.exists(deadLetterStream)).toBe(0);
   });
 });
 
