@@ -1,36 +1,19 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
-import { eventually, freePort, startTestRedis, unique, type TestRedis } from './support/redis.ts';
-import { runCli, type CliProcess } from './support/cli.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually, freePort, useTestRedis } from './support/redis.ts';
+import { isolatedServiceEnv, runCli, type CliProcess } from './support/cli.ts';
 
-let server: TestRedis;
-let redis: Redis;
+const ctx = useTestRedis();
 const children: CliProcess[] = [];
 
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-});
 afterEach(async () => {
   for (const c of children.splice(0)) {
     c.child.kill('SIGKILL');
     await c.exited;
   }
 });
-afterAll(async () => server.close());
 
 /** Stream and key names of this test only, as the service's configuration. */
-function isolatedEnv() {
-  return {
-    REDIS_URL: server.url,
-    STREAM_UPDATES: unique('user_updates'),
-    STREAM_ACTIVITY: unique('user_activity'),
-    STREAM_FRIENDS: unique('user_friends'),
-    SNAPSHOT_PREFIX: `${unique('user_snapshot')}_`,
-    REDSOURCE_GROUP: unique('group'),
-    REDSOURCE_BLOCK_MS: '100',
-  };
-}
+const isolatedEnv = () => isolatedServiceEnv(ctx.server.url);
 
 async function serve(env: Record<string, string>): Promise<{ base: string; cli: CliProcess }> {
   const port = await freePort();
@@ -53,11 +36,11 @@ describe('the profile service, end to end', { timeout: 90_000 }, () => {
     const env = isolatedEnv();
     const { base } = await serve(env);
     // Exactly what the seed document sends, as a plain client sends it.
-    await redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
-    await redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '2', 'command', 'register', 'name', 'Bugs', 'surename', 'Bunny');
-    await redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'kick', 'object', 'Bugs');
-    await redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'dislike', 'object', 'Bugs face');
-    await redis.xadd(env.STREAM_FRIENDS, '*', 'user_id', '1', 'command', 'remove', 'friend_id', '2');
+    await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
+    await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '2', 'command', 'register', 'name', 'Bugs', 'surename', 'Bunny');
+    await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'kick', 'object', 'Bugs');
+    await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'dislike', 'object', 'Bugs face');
+    await ctx.redis.xadd(env.STREAM_FRIENDS, '*', 'user_id', '1', 'command', 'remove', 'friend_id', '2');
     const duffy = await eventually(async () => {
       const r = await getJson(`${base}/users/1/profile`);
       return (r.body['activity'] as Record<string, number> | undefined)?.['dislike'] === 1 ? r : undefined;
@@ -71,24 +54,24 @@ describe('the profile service, end to end', { timeout: 90_000 }, () => {
   it('resumes after a restart with nothing lost or doubled, and replay rebuilds the same snapshots', async () => {
     const env = { ...isolatedEnv(), REDSOURCE_CONSUMER: 'only-one' };
     const first = await serve(env);
-    for (let i = 0; i < 50; i++) await redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '5', 'command', 'poke');
-    await redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '5', 'command', 'register', 'name', 'Porky');
+    for (let i = 0; i < 50; i++) await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '5', 'command', 'poke');
+    await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '5', 'command', 'register', 'name', 'Porky');
     const pokes = async (base: string) => ((await getJson(`${base}/users/5/profile`)).body['activity'] as Record<string, number> | undefined)?.['poke'];
     expect(await eventually(async () => (await pokes(first.base)) === 50)).toBe(true);
     first.cli.child.kill('SIGTERM');
     expect(await first.cli.exited).toBe(0);
 
     // Appended while no processor runs.
-    for (let i = 0; i < 30; i++) await redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '5', 'command', 'poke');
+    for (let i = 0; i < 30; i++) await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '5', 'command', 'poke');
     const second = await serve(env);
     expect(await eventually(async () => (await pokes(second.base)) === 80)).toBe(true);
-    const live = await redis.hgetall(`${env.SNAPSHOT_PREFIX}5`);
+    const live = await ctx.redis.hgetall(`${env.SNAPSHOT_PREFIX}5`);
 
     const replay = runCli(['replay'], env);
     children.push(replay);
     expect(await replay.exited).toBe(0);
     expect(replay.output()).toMatch(/replayed 81 entries/);
-    const rebuilt = await redis.hgetall(`${env.SNAPSHOT_PREFIX}5`);
+    const rebuilt = await ctx.redis.hgetall(`${env.SNAPSHOT_PREFIX}5`);
     // Bookkeeping aside (the change counter, the rebuild's mark), the rebuilt snapshot is the live one.
     expect({ ...rebuilt, _rev: 'x', _rebuild: 'x' }).toEqual({ ...live, _rev: 'x', _rebuild: 'x' });
     expect(await pokes(second.base)).toBe(80);

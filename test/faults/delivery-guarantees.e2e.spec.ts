@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
-import { startTestRedis, type TestRedis } from '../support/redis.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { useTestRedis } from '../support/redis.ts';
 import { describeOutcome, FaultScenario, type Outcome } from '../support/fault-driver.ts';
 import { prng } from '../support/model.ts';
 
@@ -11,25 +10,19 @@ import { prng } from '../support/model.ts';
  * three `redsource process` children in one group while events are appended, injects its fault,
  * lets the system settle, and compares every snapshot with the pure fold of the streams.
  */
-let server: TestRedis;
-let redis: Redis;
+const ctx = useTestRedis({ aof: true });
 let scenario: FaultScenario | undefined;
 
-beforeAll(async () => {
-  server = await startTestRedis({ aof: true });
-  redis = server.client();
-});
 afterEach(async () => {
   await scenario?.stopAll();
   scenario = undefined;
 });
-afterAll(async () => server.close());
 
 const CONSUMERS = ['p1', 'p2', 'p3'];
 const EVENTS = 4_000;
 
 function begin(): FaultScenario {
-  scenario = new FaultScenario(server, redis);
+  scenario = new FaultScenario(ctx.server, ctx.redis);
   for (const consumer of CONSUMERS) scenario.start(consumer);
   return scenario;
 }
@@ -79,7 +72,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     await appending;
     const outcome = await s.settle(60_000);
     check('killed-forever', s, outcome);
-    const consumers = async () => ((await redis.xinfo('CONSUMERS', s.streams.activity, s.group)) as unknown[][]).map((c) => String(c[1]));
+    const consumers = async () => ((await ctx.redis.xinfo('CONSUMERS', s.streams.activity, s.group)) as unknown[][]).map((c) => String(c[1]));
     const end = Date.now() + 15_000;
     while ((await consumers()).includes('p2') && Date.now() < end) await sleep(200);
     expect(await consumers()).not.toContain('p2');
@@ -89,9 +82,9 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     const s = begin();
     const appending = s.append(EVENTS, { seed: 13, poisonRate: 0.01, spreadMs: 5_000 });
     await sleep(2_000);
-    await server.stop('SIGKILL');
+    await ctx.server.stop('SIGKILL');
     await sleep(1_000);
-    await server.restart();
+    await ctx.server.restart();
     await appending;
     const outcome = await s.settle(60_000);
     check('redis-restart', s, outcome);
@@ -99,7 +92,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
 
   it('every client connection dropped repeatedly (CLIENT KILL)', async () => {
     const s = begin();
-    const killer = server.client();
+    const killer = ctx.server.client();
     let appending = true;
     let drops = 0;
     const chaos = (async () => {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { unique } from './redis.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = fileURLToPath(new URL('../../apps/profile-api/src/cli/main.ts', import.meta.url));
@@ -23,4 +24,17 @@ export function runCli(args: readonly string[], env: Readonly<Record<string, str
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => output, exited };
+}
+
+/** The service's configuration for `redisUrl`, on stream, key and group names no other test uses. */
+export function isolatedServiceEnv(redisUrl: string) {
+  return {
+    REDIS_URL: redisUrl,
+    STREAM_UPDATES: unique('user_updates'),
+    STREAM_ACTIVITY: unique('user_activity'),
+    STREAM_FRIENDS: unique('user_friends'),
+    SNAPSHOT_PREFIX: `${unique('user_snapshot')}_`,
+    REDSOURCE_GROUP: unique('group'),
+    REDSOURCE_BLOCK_MS: '100',
+  };
 }

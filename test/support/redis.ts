@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import type { StreamProcessor } from '@redsource/processor';
 
 /**
  * A real Redis for one test file: REDIS_URL if set (shared: tests must only touch keys they name
@@ -36,6 +38,52 @@ export async function startTestRedis(options: TestRedisOptions = {}): Promise<Te
   if (process.env['REDIS_URL']) return external(process.env['REDIS_URL']);
   if (spawnSync('redis-server', ['--version']).status === 0) return ownServer(options);
   return container();
+}
+
+/** A test file's Redis as `useTestRedis` gives it: `server` and `redis` are there from its `beforeAll` on. */
+export interface TestRedisContext {
+  readonly server: TestRedis;
+  /** A client of `server` for the tests' own commands. */
+  readonly redis: Redis;
+  /** Stops `processor` after the current test; returns it. */
+  track<P extends StreamProcessor>(processor: P): P;
+}
+
+/**
+ * One Redis for the calling file (or describe block): started with one client in `beforeAll`, closed
+ * in `afterAll`; processors given to `track` are stopped after each test. Call it before the file's
+ * own hooks: its `beforeAll` then runs first and, vitest running after-hooks in reverse, its
+ * `afterEach` and `afterAll` run last.
+ */
+export function useTestRedis(options: TestRedisOptions = {}): TestRedisContext {
+  let started: { readonly server: TestRedis; readonly redis: Redis } | undefined;
+  const running: StreamProcessor[] = [];
+  beforeAll(async () => {
+    const server = await startTestRedis(options);
+    started = { server, redis: server.client() };
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((p) => p.stop()));
+  });
+  afterAll(async () => {
+    await started?.server.close();
+  });
+  const current = () => {
+    if (!started) throw new Error('useTestRedis: Redis starts in beforeAll; use it from hooks and tests');
+    return started;
+  };
+  return {
+    get server() {
+      return current().server;
+    },
+    get redis() {
+      return current().redis;
+    },
+    track<P extends StreamProcessor>(processor: P): P {
+      running.push(processor);
+      return processor;
+    },
+  };
 }
 
 function withClients(url: string, extra: Pick<TestRedis, 'owned' | 'stop' | 'restart'> & { dispose: () => Promise<void> }): TestRedis {
@@ -144,6 +192,9 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** How many entries of `stream` the consumer group `group` has pending (the count in XPENDING's summary). */
+export const pendingCount = async (redis: Redis, stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
 
 /** Polls until `check` returns a truthy value or the time is up; returns the last value. */
 export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {

@@ -1,37 +1,32 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import { buildApp } from '../src/http/app.ts';
-import { startTestRedis, type TestRedis } from '../../../test/support/redis.ts';
+import { useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll } from '../../../test/support/model.ts';
 
-let server: TestRedis;
-let redis: Redis;
+const ctx = useTestRedis();
 let app: FastifyInstance;
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let redisUp = true;
 
 beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-  setup = isolatedProfileSetup(redis);
+  setup = isolatedProfileSetup(ctx.redis);
   app = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: redisUp, processor: true }) });
-  await xaddAll(redis, [
+  await xaddAll(ctx.redis, [
     [setup.streams.updates, 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck', 'birth_date', '1937-04-17'],
     [setup.streams.updates, 'user_id', '9', 'command', 'register', 'name', 'Gone'],
     [setup.streams.updates, 'user_id', '9', 'command', 'delete'],
     [setup.streams.friends, 'user_id', '1', 'command', 'add', 'friend_id', '2'],
     [setup.streams.activity, 'user_id', '1', 'command', 'like', 'page', 'Looney'],
   ]);
-  const processor = setup.processor(server.client());
+  const processor = setup.processor(ctx.server.client());
   await processor.start();
   for (let i = 0; i < 100 && !(await setup.snapshots.read('1'))?.sets['likedPages']; i++) await new Promise((r) => setTimeout(r, 20));
   await processor.stop();
 });
 afterAll(async () => {
   await app.close();
-  await server.close();
 });
 
 describe('GET /users/:id/profile', () => {

@@ -5,12 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { streamStatus, type StreamProcessor } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
 import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
-import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
 
@@ -24,8 +23,6 @@ const SCREENSHOT = process.env['UPDATE_SCREENSHOTS']
   ? fileURLToPath(new URL('../../../docs/dashboard.png', import.meta.url))
   : join(tmpdir(), 'redsource-dashboard.png');
 
-let server: TestRedis;
-let redis: Redis;
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let processor: StreamProcessor | undefined;
 let app: FastifyInstance | undefined;
@@ -47,21 +44,21 @@ async function shown(stream: string, field: string): Promise<number> {
 }
 
 describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? '' : ` (skipped: ${CHROMIUM} is missing)`}`, () => {
+  const ctx = useTestRedis();
+
   beforeAll(async () => {
-    server = await startTestRedis();
-    redis = server.client();
-    setup = isolatedProfileSetup(redis);
+    setup = isolatedProfileSetup(ctx.redis);
     const { updates, activity, friends } = setup.streams;
-    await xaddAll(redis, [
+    await xaddAll(ctx.redis, [
       ...updateCommands(1, 5),
       [updates, 'user_id', 'u9', 'no_command_here', 'x'],
       [activity, 'user_id', 'u1', 'command', 'like', 'page', 'Looney'],
       [activity, 'user_id', 'u2', 'command', 'kick'],
       [friends, 'user_id', 'u1', 'command', 'add', 'friend_id', 'u2'],
     ]);
-    processor = setup.processor(server.client(), { consumer, heartbeatMs: 200 });
+    processor = setup.processor(ctx.server.client(), { consumer, heartbeatMs: 200 });
     await processor.start();
-    const status = () => streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, activity, friends, ...extraStreams] });
+    const status = () => streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, activity, friends, ...extraStreams] });
     const settled = await eventually(async () => (await status()).find((s) => s.stream === updates)?.applied === 5, 15_000);
     expect(settled, 'the processor did not apply the first entries').toBe(true);
 
@@ -81,7 +78,6 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     await browser?.close();
     await app?.close();
     await processor?.stop();
-    await server?.close();
   });
 
   it('shows every stream, then updates its numbers live, without a reload', async () => {
@@ -120,7 +116,7 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     const bursts = [10, 25, 5, 30, 15, 20, 8, 12];
     let next = 100;
     for (const [round, size] of bursts.entries()) {
-      await xaddAll(redis, [...updateCommands(next, size), [activity, 'user_id', 'u1', 'command', 'comment', 'object', `post ${round}`]]);
+      await xaddAll(ctx.redis, [...updateCommands(next, size), [activity, 'user_id', 'u1', 'command', 'comment', 'object', `post ${round}`]]);
       next += size;
       await sleep(900);
     }
@@ -142,7 +138,7 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
   }, 60_000);
 
   it('puts names into the page as text, and shows catch-up and rebuild state', async () => {
-    await xaddAll(redis, [[hostile, 'user_id', 'u1', 'command', 'register', 'name', '<b>x</b>'], [hostile, 'user_id', 'u2', 'command', 'delete']]);
+    await xaddAll(ctx.redis, [[hostile, 'user_id', 'u1', 'command', 'register', 'name', '<b>x</b>'], [hostile, 'user_id', 'u2', 'command', 'delete']]);
     extraStreams.push(hostile);
     const card = page.locator('article.stream').filter({ has: page.locator('h2', { hasText: hostile }) });
     await card.waitFor({ timeout: 10_000 });
@@ -158,7 +154,7 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     expect(await card.locator('tbody').textContent()).toBe('no consumers in the group');
 
     // A replay holding the stream: its cursor reads "rebuilding".
-    await redis.set(setup.snapshots.cursorKey(hostile), 'rebuilding');
+    await ctx.redis.set(setup.snapshots.cursorKey(hostile), 'rebuilding');
     await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('held by a rebuild');
     expect(await card.locator('.progress .bar').getAttribute('data-indeterminate')).toBe('true');
     // The panel for a running rebuild stays hidden while status.json names none.

@@ -1,35 +1,28 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { StreamProcessor } from '@redsource/processor';
 import { buildApp, type AppOptions } from '../src/http/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
-import { startTestRedis, type TestRedis } from '../../../test/support/redis.ts';
+import { useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 
-let server: TestRedis;
-let redis: Redis;
+const ctx = useTestRedis();
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let streams: string[];
 const apps: FastifyInstance[] = [];
-const processors: StreamProcessor[] = [];
 
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-  setup = isolatedProfileSetup(redis);
+beforeAll(() => {
+  setup = isolatedProfileSetup(ctx.redis);
   streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
 });
 afterEach(async () => {
-  for (const p of processors.splice(0)) await p.stop();
   for (const a of apps.splice(0)) await a.close();
 });
-afterAll(async () => server.close());
 
 async function app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> {
   const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams, ...options });
@@ -38,15 +31,15 @@ async function app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> 
 }
 
 async function startProcessor(): Promise<StreamProcessor> {
-  const processor = setup.processor(server.client());
-  processors.push(processor);
+  const processor = setup.processor(ctx.server.client());
+  ctx.track(processor);
   await processor.start();
   return processor;
 }
 
 /** XADDs one flat-form entry; returns its id. */
 async function xadd(stream: string, ...fields: string[]): Promise<string> {
-  return String(await redis.xadd(stream, '*', ...fields));
+  return String(await ctx.redis.xadd(stream, '*', ...fields));
 }
 
 let users = 0;
@@ -133,7 +126,7 @@ describe('ETag and If-None-Match', () => {
 });
 
 async function lastId(stream: string): Promise<string> {
-  const [entry] = await redis.xrevrange(stream, '+', '-', 'COUNT', 1);
+  const [entry] = await ctx.redis.xrevrange(stream, '+', '-', 'COUNT', 1);
   return entry?.[0] ?? '0-0';
 }
 

@@ -1,21 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import { streamStatus, type StreamStatus } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
-import { eventually, startTestRedis, type TestRedis } from '../../../test/support/redis.ts';
+import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
 
-let server: TestRedis;
-let redis: Redis;
+const ctx = useTestRedis();
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let app: FastifyInstance;
 let statusCalls = 0;
 const apps: FastifyInstance[] = [];
 
 const readStatus = (): Promise<StreamStatus[]> =>
-  streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates, setup.streams.activity, setup.streams.friends] });
+  streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates, setup.streams.activity, setup.streams.friends] });
 
 async function newApp(status?: () => Promise<readonly StreamStatus[]>): Promise<FastifyInstance> {
   const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: undefined }), ...(status ? { status } : {}) });
@@ -57,9 +55,7 @@ async function scrape(target: FastifyInstance): Promise<{ text: string; samples:
 }
 
 beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-  setup = isolatedProfileSetup(redis);
+  setup = isolatedProfileSetup(ctx.redis);
   const { updates, friends } = setup.streams;
   // 30 valid registrations and 2 entries no decoder accepts on one stream; 5 friendships on another.
   const commands: RawCommand[] = [];
@@ -69,9 +65,9 @@ beforeAll(async () => {
     if (i === 20) commands.push([updates, 'specversion', '1.0', 'type', 'register', 'data', '{"userId": broken json']);
   }
   for (let i = 1; i <= 5; i++) commands.push([friends, 'user_id', 'u1', 'command', 'add', 'friend_id', `f${i}`]);
-  await xaddAll(redis, commands);
+  await xaddAll(ctx.redis, commands);
 
-  const processor = setup.processor(server.client(), { heartbeatMs: 50 });
+  const processor = setup.processor(ctx.server.client(), { heartbeatMs: 50 });
   await processor.start();
   try {
     // Done: every entry applied or dead-lettered, nothing pending, and the consumer's report (batch timings) written.
@@ -94,7 +90,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const a of apps) await a.close();
-  await server.close();
 });
 
 describe('GET /metrics', () => {
@@ -139,7 +134,7 @@ describe('GET /metrics', () => {
 
   it('follows the streams: entries appended later show at the next scrape', async () => {
     const before = value((await scrape(app)).samples, 'redsource_stream_length', { stream: setup.streams.activity });
-    await xaddAll(redis, [[setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'], [setup.streams.activity, 'user_id', 'u2', 'command', 'kick']]);
+    await xaddAll(ctx.redis, [[setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'], [setup.streams.activity, 'user_id', 'u2', 'command', 'kick']]);
     const { samples } = await scrape(app);
     expect(value(samples, 'redsource_stream_length', { stream: setup.streams.activity })).toBe((before ?? 0) + 2);
     // No processor runs now: both wait to be applied.

@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { loadConfig } from '../src/config.ts';
 import { connectRedis, redactUrl, redisTls } from '../src/runtime/redis.ts';
-import { runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { isolatedServiceEnv, runCli, type CliProcess } from '../../../test/support/cli.ts';
 import { eventually, freePort, unique } from '../../../test/support/redis.ts';
 import { startSecureRedis, tlsAvailable, type SecureRedis } from './secure-redis.ts';
 
@@ -36,17 +36,8 @@ function firstError(redis: Redis): Promise<Error | undefined> {
 
 /** Names of this test only, as the CLI's environment. */
 function isolatedEnv(url: string): Record<string, string> {
-  return {
-    REDIS_URL: url,
-    STREAM_UPDATES: unique('user_updates'),
-    STREAM_ACTIVITY: unique('user_activity'),
-    STREAM_FRIENDS: unique('user_friends'),
-    SNAPSHOT_PREFIX: `${unique('user_snapshot')}_`,
-    REDSOURCE_GROUP: unique('group'),
-    REDSOURCE_BLOCK_MS: '100',
-    // Everything the process could log about its connection.
-    LOG_LEVEL: 'trace',
-  };
+  // LOG_LEVEL: everything the process could log about its connection.
+  return { ...isolatedServiceEnv(url), LOG_LEVEL: 'trace' };
 }
 
 describe('redactUrl', () => {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import {
   AppendNotConfirmedError,
@@ -17,24 +17,19 @@ import {
   type StreamEntry,
 } from '@redsource/event-store';
 import { profileCatalog, type ProfileStreams } from '../../../apps/profile-api/src/domain/events.ts';
-import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
+import { rejection } from '../../../test/support/rejection.ts';
 
-let server: TestRedis;
-let redis: Redis;
-/** Clients made with duplicate(): the harness does not know them, so they are closed here. */
+const ctx = useTestRedis();
+/** Clients made with duplicate(): the harness does not know them, so they are closed here, before the server. */
 const ownClients: Redis[] = [];
 
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-});
-afterAll(async () => {
+afterAll(() => {
   for (const client of ownClients.splice(0)) client.disconnect();
-  await server.close();
 });
 
 /** A store over three stream names no other test uses. */
-function isolated(client: Redis = redis) {
+function isolated(client: Redis = ctx.redis) {
   const streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
   return { streams, store: new RedisEventStore({ redis: client, catalog: profileCatalog(streams) }) };
 }
@@ -42,7 +37,7 @@ function isolated(client: Redis = redis) {
 /** A store whose connections (and the subscription connections it duplicates) carry a name of their own. */
 function named() {
   const name = unique('es');
-  const client = redis.duplicate({ connectionName: name });
+  const client = ctx.redis.duplicate({ connectionName: name });
   ownClients.push(client);
   return { name, ...isolated(client) };
 }
@@ -54,22 +49,13 @@ const register = (userId: string, name = `N${userId}`, id?: string): EventInput 
 });
 const like = (userId: string, object: string): EventInput => ({ type: 'like', data: { userId, object } });
 
-const xrange = async (stream: string) => toStreamEntries(await redis.xrange(stream, '-', '+'));
+const xrange = async (stream: string) => toStreamEntries(await ctx.redis.xrange(stream, '-', '+'));
 
 /** The value of one field of a raw entry. */
 function field(entry: StreamEntry | undefined, name: string): string | undefined {
   if (!entry) return undefined;
   for (let i = 0; i + 1 < entry.fields.length; i += 2) if (entry.fields[i] === name) return entry.fields[i + 1];
   return undefined;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
 }
 
 async function collect(iterable: AsyncIterable<RecordedEvent>): Promise<RecordedEvent[]> {
@@ -91,12 +77,12 @@ async function take(iterator: AsyncIterator<RecordedEvent>, n: number): Promise<
 
 /** Whether a connection with this name is blocked in XREAD right now. */
 async function blockedInXread(name: string): Promise<boolean> {
-  const list = String(await redis.call('CLIENT', 'LIST'));
+  const list = String(await ctx.redis.call('CLIENT', 'LIST'));
   return list.split('\n').some((line) => line.includes(` name=${name} `) && /\bflags=\S*b/.test(line) && line.includes(' cmd=xread'));
 }
 
 async function connectionsNamed(name: string): Promise<number> {
-  const list = String(await redis.call('CLIENT', 'LIST'));
+  const list = String(await ctx.redis.call('CLIENT', 'LIST'));
   return list.split('\n').filter((line) => line.includes(` name=${name} `)).length;
 }
 
@@ -128,14 +114,14 @@ describe('append writes events to the stream in order', () => {
   it('returns an empty result for an empty batch and writes nothing', async () => {
     const { streams, store } = isolated();
     expect(await store.append(streams.updates, [])).toEqual({ entryIds: [], duplicates: [], versions: {} });
-    expect(await redis.exists(streams.updates)).toBe(0);
+    expect(await ctx.redis.exists(streams.updates)).toBe(0);
   });
 
   it('refuses a stream that is not in the catalog', async () => {
     const { store } = isolated();
     const stream = unique('elsewhere');
     expect(await rejection(store.append(stream, register('1')))).toBeInstanceOf(UnknownStreamError);
-    expect(await redis.exists(stream)).toBe(0);
+    expect(await ctx.redis.exists(stream)).toBe(0);
   });
 });
 
@@ -147,9 +133,9 @@ describe('an invalid event rejects the whole batch', () => {
     expect(error).toBeInstanceOf(EventValidationError);
     expect((error as EventValidationError).issues.map((i) => i.field)).toEqual(['name']);
     expect((error as EventValidationError).message).toContain('name');
-    expect(await redis.xlen(streams.updates)).toBe(0);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(0);
     expect(await store.version(streams.updates, '1')).toBe(0);
-    expect(await redis.exists(eventStoreKeys.eventIds(streams.updates))).toBe(0);
+    expect(await ctx.redis.exists(eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
 
   it('names a nested-path field of a friend event', async () => {
@@ -157,7 +143,7 @@ describe('an invalid event rejects the whole batch', () => {
     const error = await rejection(store.append(streams.friends, [{ type: 'add', data: { userId: '1', friendId: 'x y' } }]));
     expect(error).toBeInstanceOf(EventValidationError);
     expect((error as EventValidationError).issues.map((i) => i.field)).toEqual(['friendId']);
-    expect(await redis.xlen(streams.friends)).toBe(0);
+    expect(await ctx.redis.xlen(streams.friends)).toBe(0);
   });
 });
 
@@ -169,7 +155,7 @@ describe('appends with an event id are idempotent', () => {
     const second = await store.append(streams.updates, register('1', 'A', 'evt-1'));
     expect(second.duplicates).toEqual([0]);
     expect(second.entryIds).toEqual(first.entryIds);
-    expect(await redis.xlen(streams.updates)).toBe(1);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(1);
     expect(await store.version(streams.updates, '1')).toBe(1);
   });
 
@@ -180,7 +166,7 @@ describe('appends with an event id are idempotent', () => {
     expect(retry.duplicates).toEqual([0]);
     expect(retry.entryIds[0]).toBe(first.entryIds[0]);
     expect(retry.entryIds[1]).not.toBe(first.entryIds[0]);
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
   });
 
   it('writes an id repeated within one batch once and gives both the same entry id', async () => {
@@ -189,7 +175,7 @@ describe('appends with an event id are idempotent', () => {
     expect(result.duplicates).toEqual([2]);
     expect(result.entryIds[2]).toBe(result.entryIds[0]);
     expect(result.entryIds[1]).not.toBe(result.entryIds[0]);
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
     expect(await store.version(streams.updates, '1')).toBe(1);
   });
 
@@ -214,7 +200,7 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
     expect(conflict.subject).toBe('1');
     expect(conflict.expected).toBe(0);
     expect(conflict.actual).toBe(1);
-    expect(await redis.xlen(streams.updates)).toBe(1);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(1);
     expect(await store.version(streams.updates, '1')).toBe(1);
   });
 
@@ -226,14 +212,14 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
     const error = await rejection(store.append(streams.updates, { type: 'update', data: { userId: '1', city: 'Y' } }, { expectedVersion: 1 }));
     expect(isVersionConflictError(error)).toBe(true);
     expect((error as VersionConflictError).actual).toBe(2);
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
   });
 
   it('checks the version before the batch: several events of one subject in one batch pass', async () => {
     const { streams, store } = isolated();
     const result = await store.append(streams.updates, [register('1', 'A'), { type: 'update', data: { userId: '1', city: 'X' } }], { expectedVersion: 'no_subject' });
     expect(result.versions).toEqual({ '1': 2 });
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
   });
 
   it('rejects the whole batch when any subject conflicts', async () => {
@@ -242,7 +228,7 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
     const error = await rejection(store.append(streams.updates, [register('1', 'A'), register('2', 'B2')], { expectedVersion: 'no_subject' }));
     expect(isVersionConflictError(error)).toBe(true);
     expect((error as VersionConflictError).subject).toBe('2');
-    expect(await redis.xlen(streams.updates)).toBe(1);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(1);
     expect(await store.version(streams.updates, '1')).toBe(0);
   });
 
@@ -258,7 +244,7 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
     const { streams, store } = isolated();
     expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: -1 }))).toBeInstanceOf(RangeError);
     expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: 1.5 }))).toBeInstanceOf(RangeError);
-    expect(await redis.exists(streams.updates)).toBe(0);
+    expect(await ctx.redis.exists(streams.updates)).toBe(0);
   });
 });
 
@@ -291,7 +277,7 @@ describe('read() pages through a stream in order', () => {
 
   it('reads the flat form written by any client and the envelope form alike', async () => {
     const { streams, store } = isolated();
-    await redis.xadd(streams.updates, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
+    await ctx.redis.xadd(streams.updates, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
     await store.append(streams.updates, { type: 'register', data: { userId: '1', name: 'Duffy', surname: 'Duck' } });
     const [flat, envelope] = await collect(store.read(streams.updates));
     expect(flat?.format).toBe('flat');
@@ -309,7 +295,7 @@ describe('read() pages through a stream in order', () => {
   it('hands an undecodable entry to onInvalid and goes on; without onInvalid it throws', async () => {
     const { streams, store } = isolated();
     await store.append(streams.updates, [register('1', 'A'), register('2', 'B')]);
-    const badId = await redis.xadd(streams.updates, '*', 'user_id', '3', 'name', 'no type field');
+    const badId = await ctx.redis.xadd(streams.updates, '*', 'user_id', '3', 'name', 'no type field');
     await store.append(streams.updates, register('4', 'D'));
     const invalid: { error: EventStoreError; entry: StreamEntry }[] = [];
     const read = await collect(store.read(streams.updates, { pageSize: 2, onInvalid: (error, entry) => invalid.push({ error, entry }) }));
@@ -450,7 +436,7 @@ describe('subscribe() follows several streams', () => {
 
   it('reports undecodable entries to onInvalid and throws without it', async () => {
     const { streams, store } = isolated();
-    const badId = await redis.xadd(streams.friends, '*', 'user_id', '1', 'command', 'add');
+    const badId = await ctx.redis.xadd(streams.friends, '*', 'user_id', '1', 'command', 'add');
     await store.append(streams.friends, { type: 'add', data: { userId: '1', friendId: '2' } });
     const controller = new AbortController();
     const invalid: string[] = [];
@@ -505,7 +491,7 @@ describe('regressions: expectedVersion with duplicates in the batch', () => {
     const retry = await store.append(streams.updates, batch, { expectedVersion: 'no_subject' });
     expect(retry.entryIds).toEqual(first.entryIds);
     expect(retry.duplicates).toEqual([0, 1]);
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
     expect(await store.version(streams.updates, '1')).toBe(2);
   });
 
@@ -516,7 +502,7 @@ describe('regressions: expectedVersion with duplicates in the batch', () => {
     expect(next.duplicates).toEqual([0]);
     expect(next.entryIds[0]).toBe(first.entryIds[0]);
     expect(next.versions).toEqual({ '1': 2 });
-    expect(await redis.xlen(streams.updates)).toBe(2);
+    expect(await ctx.redis.xlen(streams.updates)).toBe(2);
   });
 });
 
@@ -571,21 +557,21 @@ describe("regressions: subscribe() from 'latest' starts when subscribe() is call
 describe('regressions: Redis refuses an append', () => {
   it('throws AppendRejectedError, not AppendNotConfirmedError, when the stream key holds a string', async () => {
     const { streams, store } = isolated();
-    await redis.set(streams.updates, 'x');
+    await ctx.redis.set(streams.updates, 'x');
     const error = await rejection(store.append(streams.updates, register('1', 'A', 'e1')));
     expect(error).toBeInstanceOf(AppendRejectedError);
     expect(error).not.toBeInstanceOf(AppendNotConfirmedError);
     expect((error as AppendRejectedError).code).toBe('RS_APPEND_REJECTED');
     expect((error as AppendRejectedError).message).toContain(streams.updates);
-    expect(await redis.get(streams.updates)).toBe('x');
-    expect(await redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates))).toBe(0);
+    expect(await ctx.redis.get(streams.updates)).toBe('x');
+    expect(await ctx.redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
 
   it('writes nothing when a bookkeeping key has the wrong type', async () => {
     const { streams, store } = isolated();
-    await redis.set(eventStoreKeys.versions(streams.updates), 'x');
+    await ctx.redis.set(eventStoreKeys.versions(streams.updates), 'x');
     const error = await rejection(store.append(streams.updates, register('1', 'A', 'e1')));
     expect(error).toBeInstanceOf(AppendRejectedError);
-    expect(await redis.exists(streams.updates, eventStoreKeys.eventIds(streams.updates))).toBe(0);
+    expect(await ctx.redis.exists(streams.updates, eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { parseXReadReply, toStreamEntries, type StreamEntry } from '@redsource/event-store';
 import { processorKeys } from './keys.ts';
+import { toObject } from './replies.ts';
 import type { ProcessorSettings } from './options.ts';
 
 export interface ClaimResult {
@@ -128,10 +129,4 @@ export class ConsumerGroup {
       .hdel(processorKeys.consumerStats(this.settings.group), ...names)
       .exec();
   }
-}
-
-function toObject(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
 }

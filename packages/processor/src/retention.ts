@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { processorKeys } from './keys.ts';
+import { toObject } from './replies.ts';
 
 /**
  * Trims a stream below the oldest point still needed: the snapshots' cursor and, for every consumer
@@ -29,10 +30,4 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
   const removed = await redis.xtrim(stream, 'MINID', safe);
   if (removed > 0) await redis.set(processorKeys.trimmedBelow(stream), safe);
   return safe;
-}
-
-function toObject(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
 }

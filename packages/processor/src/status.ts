@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { processorKeys } from './keys.ts';
+import { toObject } from './replies.ts';
 import type { StreamStats } from './stats.ts';
 
 export interface ConsumerStatus {
@@ -128,10 +129,4 @@ function parseReports(hash: Record<string, string>): Map<string, Record<string, 
     }
   }
   return reports;
-}
-
-function toObject(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
 }

@@ -1,28 +1,16 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
-import { rebuildState, replay, type StreamProcessor } from '@redsource/processor';
-import { eventually, startTestRedis, type TestRedis } from '../../../test/support/redis.ts';
+import { describe, expect, it } from 'vitest';
+import { rebuildState, replay } from '@redsource/processor';
+import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { prng, randomCommands, referenceFold, snapshotDifferences, xaddAll, type RawCommand } from '../../../test/support/model.ts';
 
-let server: TestRedis;
-let redis: Redis;
-const running: StreamProcessor[] = [];
-
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.stop()));
-});
-afterAll(async () => server.close());
+const ctx = useTestRedis();
 
 async function settledSetup(events: number, seed: number) {
-  const setup = isolatedProfileSetup(redis);
-  await xaddAll(redis, randomCommands(setup.streams, events, 50, seed));
-  const processor = setup.processor(server.client(), { gapFillAfterMs: 200 });
-  running.push(processor);
+  const setup = isolatedProfileSetup(ctx.redis);
+  await xaddAll(ctx.redis, randomCommands(setup.streams, events, 50, seed));
+  const processor = setup.processor(ctx.server.client(), { gapFillAfterMs: 200 });
+  ctx.track(processor);
   await processor.start();
   const settled = async () => (await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).length === 0;
   expect(await eventually(settled, 20_000)).toBe(true);
@@ -65,9 +53,9 @@ describe('replay: a rebuild with no downtime', () => {
         reads++;
       }
     })();
-    const appending = xaddAll(redis, visibilityKeepingCommands(setup, 1_500, 22), 25);
+    const appending = xaddAll(ctx.redis, visibilityKeepingCommands(setup, 1_500, 22), 25);
     const phases = new Set<string>();
-    const result = await replay({ redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 50, onProgress: (p) => phases.add(p.phase) });
+    const result = await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 50, onProgress: (p) => phases.add(p.phase) });
     await appending;
     expect(await eventually(setup.settled, 20_000)).toBe(true);
     reading = false;
@@ -77,7 +65,7 @@ describe('replay: a rebuild with no downtime', () => {
     expect(reads).toBeGreaterThan(10);
     expect([...phases]).toEqual(['building', 'catching-up', 'switching', 'done']);
     expect(result.switched).toBeGreaterThanOrEqual(visible.size);
-    expect(await rebuildState(redis, setup.snapshots)).toBeUndefined();
+    expect(await rebuildState(ctx.redis, setup.snapshots)).toBeUndefined();
     expect(await setup.snapshots.isHeld(setup.streams.updates)).toBe(false);
   });
 
@@ -85,18 +73,18 @@ describe('replay: a rebuild with no downtime', () => {
     const setup = await settledSetup(1_500, 23);
     let pages = 0;
     const interrupted = replay({
-      redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100,
+      redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100,
       onProgress: (p) => {
         if (p.phase === 'building' && ++pages === 5) throw new Error('crash');
       },
     });
     await expect(interrupted).rejects.toThrow('crash');
-    const state = await rebuildState(redis, setup.snapshots);
+    const state = await rebuildState(ctx.redis, setup.snapshots);
     expect(state?.phase).toBe('building');
     expect(state?.done).toBeGreaterThan(0);
 
     const done: number[] = [];
-    const result = await replay({ redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100, onProgress: (p) => done.push(p.done) });
+    const result = await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100, onProgress: (p) => done.push(p.done) });
     // It starts from the shadow's cursor, not from zero.
     expect(done[0]).toBeGreaterThanOrEqual(400);
     expect(result.done).toBe(1_500);
@@ -107,10 +95,10 @@ describe('replay: a rebuild with no downtime', () => {
     const setup = await settledSetup(1_000, 24);
     const key = (id: string) => setup.snapshots.key(id);
     // Corrupt two snapshots: only the one asked for is repaired.
-    await redis.hset(key('1'), 'c:bogus', '99');
-    await redis.hset(key('2'), 'c:bogus', '99');
-    await replay({ redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, only: ['1'] });
-    expect(await redis.hget(key('1'), 'c:bogus')).toBeNull();
-    expect(await redis.hget(key('2'), 'c:bogus')).toBe('99');
+    await ctx.redis.hset(key('1'), 'c:bogus', '99');
+    await ctx.redis.hset(key('2'), 'c:bogus', '99');
+    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, only: ['1'] });
+    expect(await ctx.redis.hget(key('1'), 'c:bogus')).toBeNull();
+    expect(await ctx.redis.hget(key('2'), 'c:bogus')).toBe('99');
   });
 });

@@ -1,36 +1,24 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
 import { HandlerRegistry, processorKeys, replay, ReplayImpossibleError, StreamProcessor, trimApplied } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
-import { eventually, startTestRedis, unique, type TestRedis } from '../../../test/support/redis.ts';
+import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 
-let server: TestRedis;
-let redis: Redis;
-const running: StreamProcessor[] = [];
-
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = server.client();
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.stop()));
-});
-afterAll(async () => server.close());
+const ctx = useTestRedis();
 
 /** Orders on any stream `<prefix>…`: each `placed` entry counts one order for its customer. */
 function ordersSetup(prefix: string) {
   const catalog = new EventCatalog({ [`${prefix}*`]: { schemas: { placed: z.object({ customer: z.string() }) } } });
-  const eventStore = new RedisEventStore({ redis, catalog });
-  const snapshots = new SnapshotStore({ redis, keyPrefix: `${unique('customer')}_` });
+  const eventStore = new RedisEventStore({ redis: ctx.redis, catalog });
+  const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('customer')}_` });
   const handlers = new HandlerRegistry().on<{ customer: string }>(`${prefix}*`, 'placed', ({ data }) => ({
     snapshotId: data.customer,
     mutations: [{ op: 'increment', counter: 'orders' }],
   }));
   const processor = (settings: Partial<ConstructorParameters<typeof StreamProcessor>[0]> = {}) => {
-    const p = new StreamProcessor({ redis, eventStore, snapshots, handlers, group: unique('g'), blockMs: 50, claimIntervalMs: 50, discoverIntervalMs: 50, ...settings });
-    running.push(p);
+    const p = new StreamProcessor({ redis: ctx.redis, eventStore, snapshots, handlers, group: unique('g'), blockMs: 50, claimIntervalMs: 50, discoverIntervalMs: 50, ...settings });
+    ctx.track(p);
     return p;
   };
   return { eventStore, snapshots, handlers, processor };
@@ -40,17 +28,17 @@ describe('stream discovery by prefix', () => {
   it('picks up streams that match a registered prefix, including ones that appear after the start', async () => {
     const prefix = `${unique('orders')}:`;
     const { snapshots, processor } = ordersSetup(prefix);
-    await redis.xadd(`${prefix}eu`, '*', 'command', 'placed', 'customer', 'c1');
+    await ctx.redis.xadd(`${prefix}eu`, '*', 'command', 'placed', 'customer', 'c1');
     const p = processor();
     await p.start();
     expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 1)).toBe(true);
     // A stream that did not exist when the processor started.
-    await redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
-    await redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c2');
+    await ctx.redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
+    await ctx.redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c2');
     expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 2 && (await snapshots.read('c2'))?.counters['orders'] === 1)).toBe(true);
     expect([...p.streams].sort()).toEqual([`${prefix}eu`, `${prefix}us`]);
     // Keys of another type under the prefix are not streams to consume.
-    await redis.set(`${prefix}note`, 'x');
+    await ctx.redis.set(`${prefix}note`, 'x');
     await new Promise((r) => setTimeout(r, 200));
     expect(p.streams).not.toContain(`${prefix}note`);
   });
@@ -60,11 +48,11 @@ describe('replay with prefix handlers', () => {
   it('rebuilds from every stream matching the prefix (never switching over an empty rebuild)', async () => {
     const prefix = `${unique('orders')}:`;
     const { eventStore, snapshots, handlers, processor } = ordersSetup(prefix);
-    await redis.xadd(`${prefix}eu`, '*', 'command', 'placed', 'customer', 'c1');
-    await redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
+    await ctx.redis.xadd(`${prefix}eu`, '*', 'command', 'placed', 'customer', 'c1');
+    await ctx.redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
     await processor().start();
     expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 2)).toBe(true);
-    const result = await replay({ redis, eventStore, snapshots, handlers });
+    const result = await replay({ redis: ctx.redis, eventStore, snapshots, handlers });
     expect(result.done).toBe(2);
     expect((await snapshots.read('c1'))?.counters['orders']).toBe(2);
   });
@@ -75,20 +63,20 @@ describe('retention', () => {
     const prefix = `${unique('orders')}:`;
     const stream = `${prefix}eu`;
     const { eventStore, snapshots, handlers, processor } = ordersSetup(prefix);
-    for (let i = 0; i < 20; i++) await redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1');
+    for (let i = 0; i < 20; i++) await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1');
     // A second group that has read (and not acked) only part of the stream holds the trim back.
-    await redis.xgroup('CREATE', stream, 'slow', '0');
-    const slow = (await redis.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 5, 'STREAMS', stream, '>')) as [string, [string, string[]][]][];
+    await ctx.redis.xgroup('CREATE', stream, 'slow', '0');
+    const slow = (await ctx.redis.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 5, 'STREAMS', stream, '>')) as [string, [string, string[]][]][];
     const slowIds = slow[0]?.[1].map(([id]) => id) ?? [];
-    await redis.xack(stream, 'slow', ...slowIds.slice(0, 3));
+    await ctx.redis.xack(stream, 'slow', ...slowIds.slice(0, 3));
     const p = processor({ retention: true });
     await p.start();
     expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 20)).toBe(true);
     // The oldest entry the slow group still holds is the 4th: everything before it goes, nothing after.
-    expect(await eventually(async () => (await redis.xlen(stream)) === 17)).toBe(true);
-    expect((await redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0]).toBe(slowIds[3]);
-    await expect(replay({ redis, eventStore, snapshots, handlers, streams: [stream] })).rejects.toBeInstanceOf(ReplayImpossibleError);
-    expect(await redis.get(processorKeys.trimmedBelow(stream))).toBe(slowIds[3]);
+    expect(await eventually(async () => (await ctx.redis.xlen(stream)) === 17)).toBe(true);
+    expect((await ctx.redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0]).toBe(slowIds[3]);
+    await expect(replay({ redis: ctx.redis, eventStore, snapshots, handlers, streams: [stream] })).rejects.toBeInstanceOf(ReplayImpossibleError);
+    expect(await ctx.redis.get(processorKeys.trimmedBelow(stream))).toBe(slowIds[3]);
   });
 
   it('never trims past the snapshots cursor, and not at all while a rebuild runs', async () => {
@@ -96,14 +84,14 @@ describe('retention', () => {
     const stream = `${prefix}eu`;
     const { snapshots } = ordersSetup(prefix);
     const ids: string[] = [];
-    for (let i = 0; i < 10; i++) ids.push(await redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1') ?? '');
-    await redis.xgroup('CREATE', stream, 'done', '$');
+    for (let i = 0; i < 10; i++) ids.push(await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1') ?? '');
+    await ctx.redis.xgroup('CREATE', stream, 'done', '$');
     await snapshots.setCursor(stream, ids[4] ?? '');
-    await redis.hset(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), 'phase', 'building');
-    expect(await trimApplied(redis, stream, snapshots)).toBeUndefined();
-    expect(await redis.xlen(stream)).toBe(10);
-    await redis.del(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
-    expect(await trimApplied(redis, stream, snapshots)).toBe(ids[4]);
-    expect(await redis.xlen(stream)).toBe(6);
+    await ctx.redis.hset(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), 'phase', 'building');
+    expect(await trimApplied(ctx.redis, stream, snapshots)).toBeUndefined();
+    expect(await ctx.redis.xlen(stream)).toBe(10);
+    await ctx.redis.del(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
+    expect(await trimApplied(ctx.redis, stream, snapshots)).toBe(ids[4]);
+    expect(await ctx.redis.xlen(stream)).toBe(6);
   });
 });
