@@ -77,7 +77,7 @@ export class Applier {
         blockedSince = undefined;
       } else {
         await sleep(pause);
-        pause = Math.min(pause * 2, 50);
+        pause = Math.min(pause * 2, 4);
       }
     }
     return { applied, skipped, deadLettered, complete: true };
