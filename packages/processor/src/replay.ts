@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
@@ -61,7 +62,7 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   if (streams.length === 0) throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
   const only = options.only ? new Set(options.only) : undefined;
   const logger = options.logger ?? silentLogger;
-  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: `redsource:rebuild:${live.keyPrefix}`, projection: `${live.projection}:rebuild` });
+  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: shadowPrefix(live.keyPrefix), projection: `${live.projection}:rebuild` });
   const stateKey = processorKeys.rebuild(live.projection, live.keyPrefix);
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   for (const stream of streams) {
@@ -151,6 +152,12 @@ export async function rebuildState(redis: Redis, snapshots: Pick<SnapshotStore<u
   const state = await redis.hgetall(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
   if (!state['phase']) return undefined;
   return { phase: state['phase'], done: Number(state['done'] ?? 0), total: Number(state['total'] ?? 0), startedAt: Number(state['startedAt'] ?? 0), updatedAt: Number(state['updatedAt'] ?? 0) };
+}
+
+/** The shadow's key prefix; a long live prefix is hashed so the shadow's stays within the allowed length. */
+function shadowPrefix(livePrefix: string): string {
+  const plain = `redsource:rebuild:${livePrefix}`;
+  return plain.length <= 256 ? plain : `redsource:rebuild:${createHash('sha1').update(livePrefix).digest('hex')}:`;
 }
 
 function keepOnly(entry: BatchEntry, only: ReadonlySet<string>): BatchEntry {

@@ -118,7 +118,8 @@ export class StreamProcessor {
     clearInterval(this.heartbeatTimer);
     if (this.readerClientId !== undefined) {
       // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
-      await this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
+      // Not awaited: with Redis away it would only return when ioredis gives up; the wait below is bounded.
+      this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
     }
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
 import type { z } from 'zod';
 import { compareEntryIds } from './entry-ids.ts';
-import { CorruptSnapshotError, InvalidMutationError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError } from './errors.ts';
+import { CorruptSnapshotError, InvalidMutationError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError, SnapshotStoreError } from './errors.ts';
 import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 import { decodeHash, type Snapshot } from './layout.ts';
 import { encodeMutations, type SnapshotChange } from './mutations.ts';
@@ -70,8 +70,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
 
   constructor(options: SnapshotStoreOptions<Fields>) {
     this.redis = options.redis;
-    if (!/^[A-Za-z0-9_:.{}-]{1,200}$/.test(options.keyPrefix)) {
-      throw new InvalidSnapshotStoreOptionsError(`keyPrefix '${options.keyPrefix}' must be 1-200 characters from A-Z a-z 0-9 _ : . - { }`);
+    if (!/^[A-Za-z0-9_:.{}-]{1,256}$/.test(options.keyPrefix)) {
+      throw new InvalidSnapshotStoreOptionsError(`keyPrefix '${options.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`);
     }
     this.keyPrefix = options.keyPrefix;
     this.projection = options.projection ?? 'snapshots';
@@ -178,14 +178,23 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         args.push(entry.entryId, 'D', entry.deadLetter.reason, JSON.stringify(entry.deadLetter.fields));
         continue;
       }
-      args.push(entry.entryId, 'A', entry.changes.length);
-      for (const change of entry.changes) {
-        const key = this.key(change.snapshotId);
-        let index = keyIndex.get(key);
-        if (index === undefined) keyIndex.set(key, (index = keyIndex.size + 1));
-        const countAt = args.length + 1;
-        args.push(index, 0);
-        args[countAt] = encodeMutations(change.mutations, args);
+      const start = args.length;
+      try {
+        args.push(entry.entryId, 'A', entry.changes.length);
+        for (const change of entry.changes) {
+          const key = this.key(change.snapshotId);
+          let index = keyIndex.get(key);
+          if (index === undefined) keyIndex.set(key, (index = keyIndex.size + 1));
+          const countAt = args.length + 1;
+          args.push(index, 0);
+          args[countAt] = encodeMutations(change.mutations, args);
+        }
+      } catch (error) {
+        // Bad names and ids are the caller's mistake: reported. A value JSON cannot hold (a BigInt, a
+        // cycle) only shows here: that entry is dead-lettered alone and the rest of the batch goes on.
+        if (error instanceof SnapshotStoreError) throw error;
+        args.length = start;
+        args.push(entry.entryId, 'D', `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, '[]');
       }
     }
     const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];

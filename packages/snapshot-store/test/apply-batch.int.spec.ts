@@ -550,7 +550,7 @@ describe('totals, resetProgress and hold', () => {
 
 describe('options and entry ids are checked before anything is sent', () => {
   it("throws InvalidSnapshotStoreOptionsError for an empty keyPrefix (or one with other characters)", () => {
-    for (const keyPrefix of ['', 'has space_', 'star*', 'x'.repeat(201)]) {
+    for (const keyPrefix of ['', 'has space_', 'star*', 'x'.repeat(257)]) {
       let error: unknown;
       try {
         new SnapshotStore({ redis: ctx.redis, keyPrefix });
@@ -597,3 +597,31 @@ function fieldsOf(fields: readonly string[]): Record<string, string> {
   for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
   return record;
 }
+
+describe('entries that cannot be applied never stop a batch half-way', () => {
+  it('dead-letters every single-change entry on a key of another type, however many there are in the batch', async () => {
+    const { store, xadd, apply, stream, deadLetterStream } = isolated();
+    await ctx.redis.set(store.key('u1'), 'a string');
+    const [e1, e2, e3] = await xadd(3);
+    const result = await apply([entry(e1, change('u1', { op: 'create' })), entry(e2, change('u1', { op: 'create' })), entry(e3, change('u2', { op: 'create' }))]);
+    expect(result).toMatchObject({ applied: 1, deadLettered: 2, handled: 3, cursor: e3 });
+    expect(await ctx.redis.xlen(deadLetterStream)).toBe(2);
+    expect(await ctx.redis.get(store.key('u1'))).toBe('a string');
+    expect((await store.read('u2'))?.exists).toBe(true);
+    expect(await store.cursor(stream)).toBe(e3);
+  });
+
+  it('dead-letters alone an entry whose change JSON cannot encode, and applies the others', async () => {
+    const { store, xadd, apply, deadLetterStream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const result = await apply([
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      entry(e2, change('1', { op: 'setFields', fields: { big: 1n } })),
+      entry(e3, change('1', { op: 'increment', counter: 'n' })),
+    ]);
+    expect(result).toMatchObject({ applied: 2, deadLettered: 1, handled: 3 });
+    expect((await store.read('1'))?.counters['n']).toBe(2);
+    const [dead] = await ctx.redis.xrange(deadLetterStream, '-', '+');
+    expect(dead?.[1].join(' ')).toContain('RS_MUTATION_INVALID');
+  });
+});

@@ -70,7 +70,6 @@ local function applyChange(key, opCount, pos, entryId)
   for _ = 1, opCount do
     opSeq = opSeq + 1
     local op = ARGV[pos]
-    if op == 'X' or op == 'F' or op == 'A' or op == 'I' then surelyExists[key] = true end
     if op == 'X' then
       redis.call('HSET', key, '_exists', '1')
       pos = pos + 1
@@ -101,6 +100,7 @@ local function applyChange(key, opCount, pos, entryId)
       error('redsource apply-batch: unknown op ' .. tostring(op))
     end
     writes = writes + 1
+    if op == 'X' or op == 'F' or op == 'A' or op == 'I' then surelyExists[key] = true end
   end
   -- Count a change only on a snapshot that exists after it: removing from nothing leaves nothing.
   if opCount > 0 then revisions[key] = (revisions[key] or 0) + 1 end
