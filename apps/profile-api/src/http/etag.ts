@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 
 /**
  * A weak ETag for a profile: the snapshot's revision (for people reading logs) and a hash of the
- * profile JSON (what makes it right: a rebuilt snapshot can pass through a revision number with
+ * profile's JSON body (what makes it right: a rebuilt snapshot can pass through a revision number with
  * other content, a hash cannot).
  */
-export function profileEtag(revision: number, profile: unknown): string {
-  const hash = createHash('sha1').update(JSON.stringify(profile)).digest('base64url').slice(0, 22);
+export function profileEtag(revision: number, body: string): string {
+  const hash = createHash('sha1').update(body).digest('base64url').slice(0, 22);
   return `W/"${revision}-${hash}"`;
 }
 
