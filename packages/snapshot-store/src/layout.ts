@@ -37,14 +37,13 @@ export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
   }
   const sets: Record<string, string[]> = {};
   for (const [set, list] of Object.entries(members)) {
-    sets[set] = list.sort((a, b) => compareAddedBy(a.addedBy, b.addedBy) || (a.member < b.member ? -1 : 1)).map((m) => m.member);
+    // Split each `<entry id>/<op index>` once, not on every comparison.
+    const keyed = list.map(({ member, addedBy }) => {
+      const slash = addedBy.indexOf('/');
+      return { member, entryId: slash < 0 ? addedBy : addedBy.slice(0, slash), index: slash < 0 ? 0 : Number(addedBy.slice(slash + 1)) };
+    });
+    keyed.sort((a, b) => compareEntryIds(a.entryId, b.entryId) || a.index - b.index || (a.member < b.member ? -1 : 1));
+    sets[set] = keyed.map((m) => m.member);
   }
   return { id, exists, revision, fields, sets, counters };
-}
-
-/** Orders `<entry id>/<op index>` values: by entry, then by the op's place in it. */
-function compareAddedBy(a: string, b: string): number {
-  const [aEntry = '', aIndex = '0'] = a.split('/');
-  const [bEntry = '', bIndex = '0'] = b.split('/');
-  return compareEntryIds(aEntry, bEntry) || Number(aIndex) - Number(bIndex);
 }
