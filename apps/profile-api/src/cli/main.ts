@@ -63,14 +63,12 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'status': {
-        const { streams, snapshots } = components;
-        const rows = await streamStatus({ redis, snapshots, group: config.REDSOURCE_GROUP, streams: [streams.updates, streams.activity, streams.friends] });
+        const rows = await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames });
         process.stdout.write(`${values.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`);
         return 0;
       }
       case 'dlq': {
-        const { streams } = components;
-        return await runDlq(new DeadLetters(redis), [streams.updates, streams.activity, streams.friends], positionals.slice(1), {
+        return await runDlq(new DeadLetters(redis), components.streamNames, positionals.slice(1), {
           json: values.json === true,
           all: values.all === true,
         });
@@ -121,7 +119,7 @@ async function runService(
   if (command !== 'process') {
     const app = await buildApp({
       snapshots: components.snapshots,
-      streams: Object.values(components.streams),
+      streams: components.streamNames,
       ...edgeOptions(config),
       logger: logger.child({ component: 'http' }),
       readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running }),
@@ -131,7 +129,7 @@ async function runService(
           redis,
           snapshots: components.snapshots,
           group: config.REDSOURCE_GROUP,
-          streams: [components.streams.updates, components.streams.activity, components.streams.friends],
+          streams: components.streamNames,
         }),
     });
     await app.listen({ port: config.PORT, host: config.HOST });

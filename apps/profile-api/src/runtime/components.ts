@@ -32,7 +32,8 @@ export function profileComponents(config: AppConfig, redis: Redis) {
         maxDeliveries: config.REDSOURCE_MAX_DELIVERIES,
       }),
     });
-  return { streams, eventStore, snapshots, handlers, createProcessor };
+  const streamNames: readonly string[] = [streams.updates, streams.activity, streams.friends];
+  return { streams, streamNames, eventStore, snapshots, handlers, createProcessor };
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;
