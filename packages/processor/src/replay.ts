@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
+import type { RedisEventStore } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
 import { ProcessorStateError, ReplayImpossibleError } from './errors.ts';
@@ -101,12 +101,17 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   report({ total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) });
 
   const fold = async (stream: string, upTo: () => Promise<string>) => {
+    const from = await shadow.cursor(stream);
+    const limit = await upTo();
+    if (compareEntryIds(from, limit) >= 0) return;
+    const pages = options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 });
+    let next = pages.next();
     for (;;) {
-      const from = await shadow.cursor(stream);
-      const limit = await upTo();
-      if (compareEntryIds(from, limit) >= 0) return;
-      const page = (await options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 }).next()).value as StreamEntry[] | undefined;
-      if (!page || page.length === 0) return;
+      const { value: page, done } = await next;
+      if (done || page.length === 0) return;
+      // The next page is read while this one is folded and applied.
+      next = pages.next();
+      next.catch(() => undefined);
       const built = await builder.build(stream, page);
       const result = await shadow.applyBatch({ stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
       const stepped = built.filter((e) => 'deadLetter' in e).length;
