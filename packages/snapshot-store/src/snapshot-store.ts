@@ -172,7 +172,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream), held: false };
     }
     const keyIndex = new Map<string, number>();
-    const args: (string | number)[] = [input.ackGroup ?? '', entries.length, input.contiguous ? '1' : '0'];
+    const args: (string | number)[] = [];
     for (const entry of entries) {
       if ('deadLetter' in entry) {
         args.push(entry.entryId, 'D', entry.deadLetter.reason, JSON.stringify(entry.deadLetter.fields));
@@ -198,7 +198,14 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       }
     }
     const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
-    const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(keys.length, ...keys, ...args);
+    const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(
+      keys.length,
+      ...keys,
+      input.ackGroup ?? '',
+      entries.length,
+      input.contiguous ? '1' : '0',
+      packEntries(args),
+    );
     const handled = applied + skipped + deadLettered;
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };
   }
@@ -223,4 +230,19 @@ function isSorted(entries: readonly BatchEntry[]): boolean {
     if (compareEntryIds((entries[i - 1] as BatchEntry).entryId, (entries[i] as BatchEntry).entryId) > 0) return false;
   }
   return true;
+}
+
+/**
+ * The batch as one JSON argument (decoded by cjson in the script): building and sending thousands of
+ * separate arguments cost more than the whole fold. JSON.stringify escapes a lone UTF-16 surrogate,
+ * which cjson refuses; such strings are made well-formed first (U+FFFD), as UTF-8 encoding would.
+ */
+function packEntries(args: (string | number)[]): string {
+  const packed = JSON.stringify(args);
+  if (!/\\ud[89a-f]/i.test(packed)) return packed;
+  return JSON.stringify(args.map((a) => (typeof a === 'string' ? toWellFormed(a) : a)));
+}
+
+function toWellFormed(text: string): string {
+  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }

@@ -625,3 +625,17 @@ describe('entries that cannot be applied never stop a batch half-way', () => {
     expect(dead?.[1].join(' ')).toContain('RS_MUTATION_INVALID');
   });
 });
+
+describe('the packed batch argument', () => {
+  it('carries any text: a set member with a lone UTF-16 surrogate is stored with U+FFFD (as UTF-8 encoding would), a field value exactly (it is JSON)', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1] = await xadd(1);
+    const text = 'quote " backslash \\ newline \n emoji 😀 lone \ud800 end';
+    const result = await apply([entry(e1, change('1', { op: 'create' }, { op: 'addMember', set: 'tags', member: text }, { op: 'setFields', fields: { note: text } }))]);
+    expect(result).toMatchObject({ applied: 1, deadLettered: 0 });
+    const expected = text.replace('\ud800', '\ufffd');
+    const snapshot = await store.read('1');
+    expect(snapshot?.sets['tags']).toEqual([expected]);
+    expect(snapshot?.fields['note']).toBe(text);
+  });
+});

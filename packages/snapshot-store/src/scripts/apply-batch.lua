@@ -21,7 +21,7 @@ ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count
 ARGV[3]   '1' if the entries are consecutive entries of the stream (as XREADGROUP > hands them out):
           then only the first new entry needs the predecessor check; '0' checks every new entry
-then, for each entry, in ascending id order:
+ARGV[4]   the entries as one JSON array; in it, for each entry, in ascending id order:
           entry id, kind
           kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[7]), op count, ops
           kind 'D' (dead-letter): reason, original fields as JSON
@@ -30,6 +30,9 @@ Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
           | 'A' set member | 'M' set member | 'I' counter by
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
+
+-- The entries, packed by the caller into one JSON array (ARGV[4]): one argument instead of thousands.
+local A = cjson.decode(ARGV[4])
 
 local function compareNumbers(a, b)
   if #a ~= #b then return #a < #b and -1 or 1 end
@@ -56,7 +59,7 @@ local function clearFields(key)
   end
 end
 
--- Applies the ops of one change starting at ARGV[pos]; returns the position after them.
+-- Applies the ops of one change starting at A[pos]; returns the position after them.
 -- Counts the ops of the entry being applied, across its changes: orders members added by one entry.
 local opSeq = 0
 -- Changes per snapshot in this batch: `_rev` grows by that much once per key, at the end.
@@ -69,7 +72,7 @@ local writes = 0
 local function applyChange(key, opCount, pos, entryId)
   for _ = 1, opCount do
     opSeq = opSeq + 1
-    local op = ARGV[pos]
+    local op = A[pos]
     if op == 'X' then
       redis.call('HSET', key, '_exists', '1')
       pos = pos + 1
@@ -81,20 +84,20 @@ local function applyChange(key, opCount, pos, entryId)
       clearFields(key)
       pos = pos + 1
     elseif op == 'F' then
-      redis.call('HSET', key, 'f:' .. ARGV[pos + 1], ARGV[pos + 2])
+      redis.call('HSET', key, 'f:' .. A[pos + 1], A[pos + 2])
       pos = pos + 3
     elseif op == 'U' then
-      redis.call('HDEL', key, 'f:' .. ARGV[pos + 1])
+      redis.call('HDEL', key, 'f:' .. A[pos + 1])
       pos = pos + 2
     elseif op == 'A' then
       -- The value orders the set: the adding entry's id, then the op's place within the entry.
-      redis.call('HSETNX', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2], entryId .. '/' .. opSeq)
+      redis.call('HSETNX', key, 's:' .. A[pos + 1] .. ':' .. A[pos + 2], entryId .. '/' .. opSeq)
       pos = pos + 3
     elseif op == 'M' then
-      redis.call('HDEL', key, 's:' .. ARGV[pos + 1] .. ':' .. ARGV[pos + 2])
+      redis.call('HDEL', key, 's:' .. A[pos + 1] .. ':' .. A[pos + 2])
       pos = pos + 3
     elseif op == 'I' then
-      redis.call('HINCRBY', key, 'c:' .. ARGV[pos + 1], ARGV[pos + 2])
+      redis.call('HINCRBY', key, 'c:' .. A[pos + 1], A[pos + 2])
       pos = pos + 3
     else
       error('redsource apply-batch: unknown op ' .. tostring(op))
@@ -120,7 +123,7 @@ end
 
 local function skipOps(pos, opCount)
   for _ = 1, opCount do
-    local op = ARGV[pos]
+    local op = A[pos]
     if op == 'X' or op == 'R' or op == 'C' then pos = pos + 1
     elseif op == 'U' then pos = pos + 2
     else pos = pos + 3 end
@@ -148,16 +151,16 @@ end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
-if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, ARGV[4], cursor, 1 } end
+if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, A[1], cursor, 1 } end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}
 local contiguous = ARGV[3] == '1'
 local predecessorChecked = false
-local pos = 4
+local pos = 1
 
 for _ = 1, count do
-  local entryId, kind = ARGV[pos], ARGV[pos + 1]
+  local entryId, kind = A[pos], A[pos + 1]
   pos = pos + 2
   opSeq = 0
   local isNew = compareIds(entryId, cursor) > 0
@@ -169,12 +172,12 @@ for _ = 1, count do
     predecessorChecked = true
   end
   if kind == 'A' then
-    local changeCount = tonumber(ARGV[pos])
+    local changeCount = tonumber(A[pos])
     pos = pos + 1
     local changes = {}
     local wrongKey
     for i = 1, changeCount do
-      local key, opCount = KEYS[6 + tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
+      local key, opCount = KEYS[6 + tonumber(A[pos])], tonumber(A[pos + 1])
       changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
       pos = skipOps(pos + 2, opCount)
       -- Several changes: check every key's type before any write (a script error would leave half an entry).
@@ -204,7 +207,7 @@ for _ = 1, count do
     end
   else
     if isNew then
-      deadLetter(entryId, ARGV[pos], ARGV[pos + 1])
+      deadLetter(entryId, A[pos], A[pos + 1])
       deadLettered = deadLettered + 1
     end
     pos = pos + 2
