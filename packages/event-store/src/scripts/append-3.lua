@@ -1,3 +1,6 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
+-- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
 --[[
 Appends a batch of events to one stream, all or nothing.
 

@@ -1,3 +1,6 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
+-- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
 --[[
 Moves a dead-lettered entry back into its stream, as a new entry at the end, and removes it from
 the dead-letter stream: one atomic step, so it is never in both or in neither.

@@ -1,3 +1,6 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
+-- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
 --[[
 Applies a batch of stream entries to snapshot hashes exactly once and in stream order, records
 how far the stream has been applied, dead-letters the entries that cannot be applied, and acks
