@@ -25,3 +25,4 @@ export type {
   StreamEntry,
   WireFormat,
 } from './types.ts';
+export { isRedisUnavailable, redisUnavailableKind, describeRedisUnavailable, type RedisUnavailableKind } from './redis-errors.ts';
