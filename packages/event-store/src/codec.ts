@@ -79,7 +79,8 @@ export class EventCodec {
       throw new UndecodableEntryError(stream, entryId, `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`);
     }
     const type = record[present[0] as string] as string;
-    const raw: Record<string, string> = {};
+    // Null-prototype objects here and below: a field may be called `__proto__` or `constructor`.
+    const raw = Object.create(null) as Record<string, string>;
     for (const [key, value] of Object.entries(record)) if (!present.includes(key)) raw[key] = value;
     const data = this.catalog.parse(stream, type, raw);
     return freezeEvent({ type, data, stream, entryId, format: 'flat', metadata: {} });
@@ -97,7 +98,7 @@ export class EventCodec {
       }
     }
     const data = this.catalog.parse(stream, type, payload);
-    const metadata: Record<string, string> = {};
+    const metadata = Object.create(null) as Record<string, string>;
     for (const attribute of ['id', 'source', 'subject', 'time'] as const) {
       const value = record[attribute];
       if (value !== undefined) metadata[attribute] = value;

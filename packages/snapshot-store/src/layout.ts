@@ -19,9 +19,10 @@ export interface Snapshot<Fields = Record<string, unknown>> {
  * one snapshot touches one key (one cluster slot).
  */
 export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
-  const fields: Record<string, unknown> = {};
-  const members: Record<string, { member: string; addedBy: string }[]> = {};
-  const counters: Record<string, number> = {};
+  // Null-prototype objects: a field, set or counter may be called `__proto__` or `constructor`.
+  const fields = Object.create(null) as Record<string, unknown>;
+  const members = Object.create(null) as Record<string, { member: string; addedBy: string }[]>;
+  const counters = Object.create(null) as Record<string, number>;
   let exists = false;
   let revision = 0;
   for (const [name, value] of Object.entries(hash)) {
@@ -35,7 +36,7 @@ export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
       (members[set] ??= []).push({ member: name.slice(split + 1), addedBy: value });
     }
   }
-  const sets: Record<string, string[]> = {};
+  const sets = Object.create(null) as Record<string, string[]>;
   for (const [set, list] of Object.entries(members)) {
     // Split each `<entry id>/<op index>` once, not on every comparison.
     const keyed = list.map(({ member, addedBy }) => {

@@ -9,17 +9,27 @@ const PERSONAL_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 /**
  * The seed's spellings, mapped to canonical names. Schemas apply this first, so the flat form
  * (`user_id`, `surename`, `page`) and the envelope form (`userId`, `surname`, `object`) decode
- * to the same data, and decoding canonical data again changes nothing.
+ * to the same data, and decoding canonical data again changes nothing. A Map: an input name is
+ * never looked up on a prototype.
  */
-const ALIASES: Readonly<Record<string, string>> = { user_id: 'userId', surename: 'surname', friend_id: 'friendId', page: 'object' };
+const ALIASES: ReadonlyMap<string, string> = new Map([['user_id', 'userId'], ['surename', 'surname'], ['friend_id', 'friendId'], ['page', 'object']]);
 
-function canonical(input: unknown): unknown {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(input)) {
-    const name = ALIASES[key] ?? key;
+type Fields = Record<string, unknown>;
+const isRecord = (value: unknown): value is Fields => typeof value === 'object' && value !== null && !Array.isArray(value);
+const canonicalName = (key: string) => ALIASES.get(key) ?? key;
+
+/**
+ * The data under canonical names, in a null-prototype object: names are just names, so
+ * `__proto__` or `constructor` become own keys, never the prototype or an inherited member.
+ */
+function canonical(input: Fields, ctx: z.RefinementCtx): Fields {
+  const out = Object.create(null) as Fields;
+  for (const key of Object.keys(input)) {
+    const name = canonicalName(key);
+    const value = input[key];
     if (Object.hasOwn(out, name) && out[name] !== value) {
-      out['__conflict'] = `both '${key}' and its synonym '${name}' are given`;
+      const first = Object.keys(input).find((k) => k !== key && canonicalName(k) === name) ?? name;
+      ctx.addIssue({ code: 'custom', path: [name], message: `both '${first}' and its synonym '${key}' are given, with different values` });
     }
     out[name] = value;
   }
@@ -42,44 +52,83 @@ function isJsonValue(value: unknown, depth = 0): boolean {
   if (Array.isArray(value)) return value.every((v) => isJsonValue(v, depth + 1));
   return Object.getPrototypeOf(value) === Object.prototype && Object.values(value).every((v) => isJsonValue(v, depth + 1));
 }
-const jsonValue = z.custom<z.core.util.JSONType>((value) => isJsonValue(value), 'must be a JSON value (string, number, boolean, null, array or object)');
+const JSON_MESSAGE = 'must be a JSON value (string, number, boolean, null, array or object)';
 
-const noConflict = { __conflict: z.never({ error: (issue) => String(issue.input) }).optional() };
+interface EventDataOptions {
+  /** Keep the fields the shape does not declare (each must be a JSON value); by default they are left out. */
+  readonly others?: boolean;
+  readonly check?: (data: Fields, ctx: z.RefinementCtx) => void;
+}
+
+/**
+ * An event's data: the declared fields checked by a zod object, the others (when kept) as they
+ * are. Written out rather than with zod's catchall, which leaves an undeclared `__proto__` out.
+ */
+function eventData<Data>(shape: z.ZodRawShape, options: EventDataOptions = {}): z.ZodType<Data> {
+  const declared = z.object(shape);
+  return z.unknown().transform((input, ctx) => {
+    if (!isRecord(input)) {
+      ctx.addIssue({ code: 'custom', message: `Invalid input: expected object, received ${Array.isArray(input) ? 'array' : input === null ? 'null' : typeof input}` });
+      return z.NEVER;
+    }
+    const data = canonical(input, ctx);
+    const out = Object.create(null) as Fields;
+    const parsed = declared.safeParse(data);
+    if (parsed.success) for (const key of Object.keys(parsed.data)) out[key] = parsed.data[key];
+    else for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
+    if (options.others) {
+      for (const key of Object.keys(data)) {
+        if (Object.hasOwn(shape, key)) continue;
+        if (isJsonValue(data[key])) out[key] = data[key];
+        else ctx.addIssue({ code: 'custom', path: [key], message: JSON_MESSAGE });
+      }
+    }
+    options.check?.(out, ctx);
+    return out as Data;
+  });
+}
 
 const personalFields = (minimum: number, requireName = false) =>
-  z
-    .object({ userId, ...noConflict })
-    .catchall(jsonValue)
-    .superRefine((data, ctx) => {
-      const names = Object.keys(data).filter((k) => k !== 'userId');
-      if (requireName) {
-        const name: unknown = data['name'];
-        if (typeof name !== 'string') ctx.addIssue({ code: 'custom', path: ['name'], message: 'Invalid input: expected string, received ' + (name === undefined ? 'undefined' : typeof name) });
-        else if (name.length === 0) ctx.addIssue({ code: 'custom', path: ['name'], message: 'name must not be empty' });
-      }
-      for (const name of names) {
-        if (!PERSONAL_FIELD.test(name) || RESERVED_FIELDS.has(name)) {
-          ctx.addIssue({ code: 'custom', path: [name], message: `'${name}' cannot be a personal field (letters, digits, _; not ${[...RESERVED_FIELDS].join(', ')})` });
+  eventData<PersonalData>(
+    { userId },
+    {
+      others: true,
+      check: (data, ctx) => {
+        const names = Object.keys(data).filter((k) => k !== 'userId');
+        if (requireName) {
+          const name: unknown = data['name'];
+          if (typeof name !== 'string') ctx.addIssue({ code: 'custom', path: ['name'], message: 'Invalid input: expected string, received ' + (name === undefined ? 'undefined' : typeof name) });
+          else if (name.length === 0) ctx.addIssue({ code: 'custom', path: ['name'], message: 'name must not be empty' });
         }
-      }
-      if (names.length < minimum) ctx.addIssue({ code: 'custom', path: [], message: 'an update must change at least one personal field' });
-    });
+        for (const name of names) {
+          if (!PERSONAL_FIELD.test(name) || RESERVED_FIELDS.has(name)) {
+            ctx.addIssue({ code: 'custom', path: [name], message: `'${name}' cannot be a personal field (letters, digits, _; not ${[...RESERVED_FIELDS].join(', ')})` });
+          }
+        }
+        if (names.length < minimum) ctx.addIssue({ code: 'custom', path: [], message: 'an update must change at least one personal field' });
+      },
+    },
+  );
 
-const withAliases = <T extends z.ZodType>(schema: T) => z.preprocess(canonical, schema);
-
-export const registerSchema = withAliases(personalFields(0, true));
-export const updateSchema = withAliases(personalFields(1));
-export const deleteSchema = withAliases(z.object({ userId, ...noConflict }));
-export const pageSchema = withAliases(z.object({ userId, object: z.string().min(1, 'object (or page) must name the page'), ...noConflict }));
-export const activitySchema = withAliases(z.object({ userId, object: z.string().optional(), ...noConflict }).catchall(jsonValue));
-export const friendSchema = withAliases(
-  z.object({ userId, friendId: userId, ...noConflict }).refine((d) => d.friendId !== d.userId, { message: 'a user cannot befriend themselves', path: ['friendId'] }),
+export const registerSchema = personalFields(0, true);
+export const updateSchema = personalFields(1);
+export const deleteSchema = eventData<{ userId: string }>({ userId });
+export const pageSchema = eventData<PageData>({ userId, object: z.string().min(1, 'object (or page) must name the page') });
+export const activitySchema = eventData<ActivityData>({ userId, object: z.string().optional() }, { others: true });
+export const friendSchema = eventData<FriendData>(
+  { userId, friendId: userId },
+  {
+    check: (data, ctx) => {
+      if (data['friendId'] !== undefined && data['friendId'] === data['userId']) ctx.addIssue({ code: 'custom', path: ['friendId'], message: 'a user cannot befriend themselves' });
+    },
+  },
 );
 
+/** Event data in null-prototype objects: a field may be called `__proto__` or `constructor`. */
 export type PersonalData = { userId: string; [field: string]: unknown };
-export type PageData = z.output<typeof pageSchema>;
-export type ActivityData = z.output<typeof activitySchema>;
-export type FriendData = z.output<typeof friendSchema>;
+export type PageData = { userId: string; object: string };
+export type ActivityData = { userId: string; object?: string; [field: string]: unknown };
+export type FriendData = { userId: string; friendId: string };
 
 /** The three streams of the profile app; their names come from configuration. */
 export interface ProfileStreams {

@@ -29,7 +29,9 @@ export function foldProfile(state: ProfileState, event: RecordedEvent, streams: 
     return state;
   }
   if (event.stream === streams.activity) {
-    const activity = { ...state.activity, [event.type]: (state.activity[event.type] ?? 0) + 1 };
+    // Own keys only (a command may be called `toString`); a computed `__proto__` key is an own key too.
+    const count = Object.hasOwn(state.activity, event.type) ? (state.activity[event.type] as number) : 0;
+    const activity = { ...state.activity, [event.type]: count + 1 };
     const page = String(data['object']);
     if (event.type === 'like') return { ...state, activity, likedPages: withMember(state.likedPages, page) };
     if (event.type === 'unlike') return { ...state, activity, likedPages: state.likedPages.filter((p) => p !== page) };
