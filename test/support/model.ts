@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import type { RecordedEvent, RedisEventStore } from '@redsource/event-store';
 import type { SnapshotStore } from '@redsource/snapshot-store';
@@ -63,13 +64,23 @@ export async function xaddAll(redis: Redis, commands: readonly RawCommand[], chu
   return ids;
 }
 
-/** The pure fold of everything in the streams (valid events only), per user. */
-export async function referenceFold(eventStore: RedisEventStore, streams: ProfileStreams): Promise<Map<string, ProfileState>> {
+/**
+ * The pure fold of everything in the streams (valid events only), per user. With `redis`, entries
+ * whose bytes are not UTF-8 are left out too, as the processors dead-letter them (RS_NOT_UTF8).
+ */
+export async function referenceFold(eventStore: RedisEventStore, streams: ProfileStreams, redis?: Redis): Promise<Map<string, ProfileState>> {
   const events: RecordedEvent[] = [];
   for (const stream of [streams.updates, streams.activity, streams.friends]) {
-    for await (const event of eventStore.read(stream, { onInvalid: () => undefined })) events.push(event);
+    const notUtf8 = redis ? await notUtf8Entries(redis, stream) : new Set<string>();
+    for await (const event of eventStore.read(stream, { onInvalid: () => undefined })) if (!notUtf8.has(event.entryId)) events.push(event);
   }
   return foldLog(events, streams);
+}
+
+async function notUtf8Entries(redis: Redis, stream: string): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const [id, fields] of await redis.xrangeBuffer(stream, '-', '+')) if (!fields.every((f) => isUtf8(f))) ids.add(id.toString());
+  return ids;
 }
 
 /** Every difference between the snapshots in Redis and the reference fold, as readable lines. */

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EventStoreError, type EventCodec, type RecordedEvent, type StreamEntry } from '@redsource/event-store';
 import { checkMutations, SnapshotStoreError, type BatchEntry, type SnapshotChange, type SnapshotStore } from '@redsource/snapshot-store';
 import type { HandlerRegistry } from './handlers.ts';
+import { mayBeNotUtf8, notUtf8 } from './not-utf8.ts';
 import type { Logger } from './logger.ts';
 
 export interface BuildOptions {
@@ -41,7 +42,7 @@ export class BatchBuilder {
   async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions = {}): Promise<BatchEntry[]> {
     const batch: BatchEntry[] = [];
     for (const entry of entries) {
-      const event = this.codec.tryDecode(stream, entry.id, entry.fields);
+      const event = (mayBeNotUtf8(entry) && (await notUtf8(this.snapshots.redis, stream, entry))) || this.codec.tryDecode(stream, entry.id, entry.fields);
       if (event instanceof EventStoreError || (options.deliveries?.get(entry.id) ?? 1) > 1) {
         batch.push(await this.buildOne(stream, entry, event, options, undefined));
         continue;

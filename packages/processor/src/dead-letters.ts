@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
-import { toStreamEntries, type StreamEntry } from '@redsource/event-store';
 import { processorKeys } from './keys.ts';
+import { escapeBytes } from './not-utf8.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -21,8 +21,13 @@ export interface DeadLetter {
   /** Its id in the original stream. */
   readonly entryId: string;
   readonly reason: string;
-  /** The original entry's fields, as written. */
+  /**
+   * The original entry's fields as text: as written when UTF-8; a field that is not shows each
+   * byte of an invalid sequence as `\xHH` (and a backslash as `\\`), as `redsource dlq show` prints it.
+   */
   readonly fields: readonly string[];
+  /** The original entry's fields byte for byte: what retry appends. */
+  readonly bytes: readonly Buffer[];
   readonly group: string;
   /** When it was dead-lettered (ms since epoch). */
   readonly deadAt: number;
@@ -43,18 +48,18 @@ export class DeadLetters {
   /** Oldest first; page with `after` (the last id seen). */
   async list(stream: string, options: { count?: number; after?: string } = {}): Promise<DeadLetter[]> {
     const from = options.after ? `(${options.after}` : '-';
-    const entries = toStreamEntries(await this.redis.xrange(processorKeys.deadLetters(stream), from, '+', 'COUNT', options.count ?? 100));
-    return entries.map((e) => toDeadLetter(e));
+    const entries = await this.redis.xrangeBuffer(processorKeys.deadLetters(stream), from, '+', 'COUNT', options.count ?? 100);
+    return entries.map(([entryId, fields]) => toDeadLetter(entryId, fields));
   }
 
   async show(stream: string, id: string): Promise<DeadLetter | undefined> {
     if (!ENTRY_ID.test(id)) return undefined;
-    const [entry] = toStreamEntries(await this.redis.xrange(processorKeys.deadLetters(stream), id, id));
-    return entry && toDeadLetter(entry);
+    const [entry] = await this.redis.xrangeBuffer(processorKeys.deadLetters(stream), id, id);
+    return entry && toDeadLetter(entry[0], entry[1]);
   }
 
   /**
-   * Appends the original fields to the stream again (a new entry, after everything already there)
+   * Appends the original entry to the stream again, byte for byte (a new entry, after everything already there)
    * and removes the dead letter. Fix what made it fail first: the handler, or the data by dropping it.
    * Returns the new entry id, or undefined if there is no such dead letter.
    */
@@ -69,23 +74,44 @@ export class DeadLetters {
   }
 }
 
-function toDeadLetter(entry: StreamEntry): DeadLetter {
-  const record: Record<string, string> = {};
-  for (let i = 0; i + 1 < entry.fields.length; i += 2) record[entry.fields[i] as string] = entry.fields[i + 1] as string;
-  let fields: string[] = [];
-  try {
-    const parsed: unknown = JSON.parse(record['fields'] ?? '[]');
-    if (Array.isArray(parsed)) fields = parsed.map(String);
-  } catch {
-    fields = [];
-  }
+/** A dead-letter entry, read as bytes: `original` (exact bytes, as netstrings) when it has it, else the older `fields` JSON text. */
+function toDeadLetter(id: Buffer, items: readonly Buffer[]): DeadLetter {
+  const record = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < items.length; i += 2) record.set((items[i] as Buffer).toString(), items[i + 1] as Buffer);
+  const text = (name: string) => record.get(name)?.toString() ?? '';
+  const original = record.get('original');
+  const bytes = original ? parseNetstrings(original) : parseFieldsJson(text('fields')).map((f) => Buffer.from(f));
   return {
-    id: entry.id,
-    stream: record['stream'] ?? '',
-    entryId: record['entry_id'] ?? '',
-    reason: record['reason'] ?? '',
-    fields,
-    group: record['group'] ?? '',
-    deadAt: Number(record['dead_at'] ?? 0),
+    id: id.toString(),
+    stream: text('stream'),
+    entryId: text('entry_id'),
+    reason: text('reason'),
+    fields: bytes.map(escapeBytes),
+    bytes,
+    group: text('group'),
+    deadAt: Number(text('dead_at') || 0),
   };
+}
+
+function parseFieldsJson(json: string): string[] {
+  try {
+    const parsed: unknown = JSON.parse(json || '[]');
+    return Array.isArray(parsed) ? parsed.map(String) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** `<length>:<bytes>,` per item (as apply-batch.lua writes them); a malformed tail is left out. */
+function parseNetstrings(data: Buffer): Buffer[] {
+  const items: Buffer[] = [];
+  let pos = 0;
+  while (pos < data.length) {
+    const colon = data.indexOf(0x3a, pos);
+    const length = colon < 0 ? NaN : Number(data.subarray(pos, colon).toString());
+    if (!Number.isSafeInteger(length) || colon + 1 + length > data.length) break;
+    items.push(data.subarray(colon + 1, colon + 1 + length));
+    pos = colon + length + 2;
+  }
+  return items;
 }

@@ -65,7 +65,8 @@ export interface SnapshotStoreOptions<Fields> {
 export class SnapshotStore<Fields = Record<string, unknown>> {
   readonly keyPrefix: string;
   readonly projection: string;
-  private readonly redis: Redis;
+  /** Its connection: the processor re-reads an entry's exact bytes through it (RS_NOT_UTF8). */
+  readonly redis: Redis;
   private readonly fieldsSchema: z.ZodType<Fields> | undefined;
 
   constructor(options: SnapshotStoreOptions<Fields>) {

@@ -1,4 +1,7 @@
-import type { DeadLetters } from '@redsource/processor';
+import type { DeadLetter, DeadLetters } from '@redsource/processor';
+
+/** A dead letter as the CLI prints it: the fields as text (bytes that are not UTF-8 escaped as \\xHH), not the raw bytes. */
+const printable = ({ bytes: _bytes, ...letter }: DeadLetter) => letter;
 
 export const DLQ_USAGE = `redsource dlq list [<stream>] [--json]      dead-lettered entries (every profile stream by default)
 redsource dlq show <stream> <id> [--json]
@@ -16,7 +19,7 @@ export async function runDlq(deadLetters: DeadLetters, streams: readonly string[
   if (action === 'list') {
     const chosen = stream ? [stream] : streams;
     const rows = (await Promise.all(chosen.map((s) => deadLetters.list(s, { count: 1_000 })))).flat();
-    if (flags.json) out(JSON.stringify(rows));
+    if (flags.json) out(JSON.stringify(rows.map(printable)));
     else if (rows.length === 0) out('no dead-lettered entries');
     else for (const r of rows) out(`${r.stream}  ${r.id}  entry ${r.entryId}  ${new Date(r.deadAt).toISOString()}  ${r.reason}`);
     return 0;
@@ -30,7 +33,7 @@ export async function runDlq(deadLetters: DeadLetters, streams: readonly string[
       process.stderr.write(`No dead letter ${id} for stream '${stream}'.\n`);
       return 1;
     }
-    out(flags.json ? JSON.stringify(letter) : Object.entries(letter).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`).join('\n'));
+    out(flags.json ? JSON.stringify(printable(letter)) : Object.entries(printable(letter)).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`).join('\n'));
     return 0;
   }
   const ids = flags.all ? (await deadLetters.list(stream, { count: 100_000 })).map((l) => l.id) : id ? [id] : [];

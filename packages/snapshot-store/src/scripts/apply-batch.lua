@@ -27,7 +27,8 @@ ARGV[3]   '1' if the entries are consecutive entries of the stream (as XREADGROU
 ARGV[4]   the entries as one JSON array; in it, for each entry, in ascending id order:
           entry id, kind
           kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[7]), op count, ops
-          kind 'D' (dead-letter): reason, original fields as JSON
+          kind 'D' (dead-letter): reason, the fields as the caller decoded them, as JSON (the dead
+          letter also gets the entry's exact bytes from the stream: field 'original', netstrings)
 Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
           'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
@@ -139,8 +140,18 @@ local group = ARGV[1]
 local function deadLetter(entryId, reason, fieldsJson)
   if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
-  redis.call('XADD', KEYS[3], '*', 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
-    'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3))
+  local letter = { 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
+    'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
+  -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
+  -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
+  local found = redis.call('XRANGE', KEYS[1], entryId, entryId)[1]
+  if found then
+    local original = {}
+    for i, item in ipairs(found[2]) do original[i] = #item .. ':' .. item .. ',' end
+    letter[#letter + 1] = 'original'
+    letter[#letter + 1] = table.concat(original)
+  end
+  redis.call('XADD', KEYS[3], '*', unpack(letter))
 end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
