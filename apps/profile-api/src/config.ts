@@ -1,5 +1,8 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { redactUrl } from './runtime/redact.ts';
+
+export { redactUrl };
 
 /** Thrown at start-up for a bad setting; the message names the variable. */
 export class ConfigError extends Error {
@@ -25,20 +28,15 @@ function parsesAsUrl(value: string): boolean {
   }
 }
 
-/**
- * The URL with its password (and a user-only userinfo, which some clients read as a password)
- * replaced by `***`: what may appear in a log line or an error message. Works on strings that do
- * not parse as URLs too, erring on the side of hiding more.
- */
-export function redactUrl(url: string): string {
-  const schemeEnd = url.indexOf('://');
-  const authorityStart = schemeEnd === -1 ? 0 : schemeEnd + 3;
-  const at = url.lastIndexOf('@');
-  if (at < authorityStart) return url;
-  const userinfo = url.slice(authorityStart, at);
-  const colon = userinfo.indexOf(':');
-  const shown = colon === -1 ? '***' : `${userinfo.slice(0, colon)}:***`;
-  return `${url.slice(0, authorityStart)}${shown}${url.slice(at)}`;
+/** ioredis decodes the user and password with decodeURIComponent: a stray `%` would throw a URIError deep inside it. */
+function userinfoDecodes(value: string): boolean {
+  const userinfo = /^[a-z]+:\/\/([^/?#]*)@/i.exec(value)?.[1] ?? '';
+  try {
+    for (const part of userinfo.split(':')) decodeURIComponent(part);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Every environment variable the app reads, with its default: the one place defaults live. */
@@ -47,6 +45,7 @@ export const envSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (e.g. redis://127.0.0.1:6379)')
     .refine(parsesAsUrl, 'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)')
+    .refine(userinfoDecodes, "the user or password holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)")
     .optional(),
   /** With rediss://: a PEM file of the CA that signed the server's certificate (else the system's CAs). */
   REDIS_TLS_CA: z.string().min(1).refine(existsSync, 'no such file (a PEM CA certificate is expected)').optional(),
@@ -55,8 +54,8 @@ export const envSchema = z.object({
   PORT: int(0, 65_535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Requests per client IP per window; 0 = no limit. */
-  RATE_LIMIT_MAX: int(0, 1_000_000_000).default(1000),
+  /** Requests per client IP per window; 0 = no limit (the default: callers are mostly services behind few addresses). */
+  RATE_LIMIT_MAX: int(0, 1_000_000_000).default(0),
   RATE_LIMIT_WINDOW_MS: int(1, 86_400_000).default(1000),
   /** Unset = no CORS headers; `*` = any origin; else a comma-separated list of origins. */
   CORS_ORIGIN: z
@@ -82,6 +81,9 @@ export const envSchema = z.object({
   REDSOURCE_HEARTBEAT_MS: int(50, 3_600_000).optional(),
   REDSOURCE_GAP_FILL_AFTER_MS: int(0, 3_600_000).optional(),
   REDSOURCE_MAX_DELIVERIES: int(1, 1_000).optional(),
+  // `replay`'s lease: unset means the processor's defaults (packages/processor/src/rebuild-lease.ts).
+  REDSOURCE_REBUILD_LEASE_MS: int(100, 3_600_000).optional(),
+  REDSOURCE_REBUILD_RENEW_MS: int(10, 3_600_000).optional(),
   /** Where an embedded redis-server keeps its AOF when neither REDIS_URL nor a local Redis is there. */
   REDSOURCE_DATA_DIR: z.string().min(1).default('.data'),
 });

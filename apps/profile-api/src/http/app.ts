@@ -8,7 +8,9 @@ import {
 import type { StreamStatus } from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { registerDocs } from './docs.ts';
-import { frameworkErrors, genReqId, registerEdge, type CorsOrigins, type RateLimitSettings } from './edge.ts';
+import { createRedactor, type Redactor } from '../runtime/redact.ts';
+import { unavailableKindOf } from '../runtime/redis.ts';
+import { clientErrorHandler, frameworkErrors, genReqId, registerEdge, type CorsOrigins, type RateLimitSettings } from './edge.ts';
 import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { profileRoutes } from './routes/profiles.ts';
@@ -30,13 +32,17 @@ export interface AppOptions {
   readonly rateLimit?: RateLimitSettings | undefined;
   /** Absent = no CORS headers. */
   readonly cors?: CorsOrigins | undefined;
+  /** What every logged error and error message passes through; absent = URLs' passwords and command arguments only. */
+  readonly redactor?: Redactor | undefined;
 }
 
 /** The HTTP API, not listening yet: tests use `app.inject()`. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // Request ids: the caller's safe x-request-id, else a UUID (genReqId reads the header itself, so it can
   // refuse unsafe ones). Requests arriving during close() get the API's own 503 (edge.ts); in-flight ones finish.
-  const fastifyOptions = { genReqId, requestIdHeader: false, return503OnClosing: false, frameworkErrors } as const;
+  // Node's HTTP parser errors (431, an unknown method, a bad header) get the API's error shape too (edge.ts).
+  const fastifyOptions = { genReqId, requestIdHeader: false, return503OnClosing: false, frameworkErrors, clientErrorHandler } as const;
+  const redactor = options.redactor ?? createRedactor();
   const app = (
     options.logger ? Fastify({ ...fastifyOptions, loggerInstance: options.logger }) : Fastify({ ...fastifyOptions, logger: false })
   ).withTypeProvider<ZodTypeProvider>();
@@ -51,20 +57,26 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     if (error instanceof ApiError) return reply.code(error.statusCode).send(error.body);
     const status = typeof error === 'object' && error && 'statusCode' in error ? Number(error.statusCode) : 500;
     if (status === 429) return reply.code(429).send(errorBody('rateLimited', (error as Error).message));
-    if (status >= 400 && status < 500) return reply.code(status).send(clientErrorBody(status, (error as Error).message));
-    request.log.error({ err: error }, 'request failed');
-    const redisDown = error instanceof Error && /Connection is closed|ECONNREFUSED|max retries|Stream isn't writeable/i.test(error.message);
-    return redisDown
-      ? reply.code(503).send(errorBody('unavailable', 'Redis is not reachable right now; retry shortly.'))
-      : reply.code(500).send(errorBody('internal', 'Unexpected error; see the service log.'));
+    if (status >= 400 && status < 500) return reply.code(status).send(clientErrorBody(status, redactor.message(error)));
+    // A refused login (WRONGPASS, NOAUTH), a missing permission (NOPERM) or a lost connection is Redis's state: 503.
+    if (unavailableKindOf(error)) {
+      request.log.warn({ err: redactor.value(error) }, 'request failed: Redis unavailable');
+      return reply.code(503).send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
+    }
+    request.log.error({ err: redactor.value(error) }, 'request failed');
+    return reply.code(500).send(errorBody('internal', 'Unexpected error; see the service log.'));
   });
-  app.setNotFoundHandler((request, reply) => reply.code(404).send(errorBody('notFound', `No route ${request.method} ${request.url}`)));
 
-  // Before every route: the OpenAPI document collects routes as they are added; the rate limit hooks them.
-  await registerDocs(app);
+  // Errors out of the status read reach the dashboard's and metrics' own handling without any command argument.
+  const readStatus = options.status;
+  const status = readStatus && (() => readStatus().catch((error: unknown) => Promise.reject(redactor.error(error))));
+
+  // Before every route: the rate limit hooks every route added after it (the docs' too), and the
+  // OpenAPI document collects routes as they are added.
   await registerEdge(app, options);
-  await app.register(metricsRoutes, { status: options.status });
-  await app.register(dashboardRoutes, { status: options.status, rebuild: options.rebuild });
+  await registerDocs(app);
+  await app.register(metricsRoutes, { status });
+  await app.register(dashboardRoutes, { status, rebuild: options.rebuild });
 
   await app.register(healthRoutes, { readiness: options.readiness });
   await app.register(profileRoutes, { snapshots: options.snapshots, streams: options.streams ?? [] });

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import fastifyCors from '@fastify/cors';
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppConfig } from '../config.ts';
-import { ApiError, errorBody } from './errors.ts';
+import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 
 /** Where a request id comes in and goes out. */
 export const REQUEST_ID_HEADER = 'x-request-id';
@@ -21,6 +22,35 @@ export function genReqId(request: IncomingMessage): string {
 /** Fastify's `frameworkErrors` (a URL it cannot decode, before any hook runs): the API's error shape too. */
 export function frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply): void {
   void reply.code(400).header(REQUEST_ID_HEADER, request.id).send(errorBody('badRequest', error.message));
+}
+
+/** What Node's HTTP parser reports, by its error code: status and message of the answer. */
+const PARSER_ERRORS: Readonly<Record<string, readonly [number, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'The request headers are larger than the server accepts (16 KiB).'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'The request was not received in time.'],
+  ERR_HTTP_HEADERS_TIMEOUT: [408, 'The request headers were not received in time.'],
+  HPE_INVALID_METHOD: [400, 'Malformed request: unknown HTTP method.'],
+  HPE_INVALID_HEADER_TOKEN: [400, 'Malformed request: invalid header.'],
+  HPE_INVALID_TRANSFER_ENCODING: [400, 'Malformed request: invalid Transfer-Encoding.'],
+  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'Malformed request: conflicting Content-Length and Transfer-Encoding.'],
+};
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser refuses (no route, no hook runs) is
+ * answered with the API's error body, then the connection is closed (the stream cannot be trusted).
+ */
+export function clientErrorHandler(this: FastifyInstance, error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, message] = PARSER_ERRORS[error.code ?? ''] ?? [400, `Malformed request (${error.code ?? 'unparseable'}).`];
+  this.log.debug({ err: { code: error.code, message: error.message } }, 'malformed request refused');
+  if (socket.writable) {
+    const body = JSON.stringify(clientErrorBody(status, message));
+    socket.write(
+      `HTTP/1.1 ${status} ${clientErrorBody(status, message).error}\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 export interface RateLimitSettings {
@@ -44,7 +74,8 @@ export function edgeOptions(config: Pick<AppConfig, 'RATE_LIMIT_MAX' | 'RATE_LIM
 
 /**
  * What every route gets, registered before any route: the request id echoed, a 503 in the API's
- * error shape for requests arriving during shutdown (in-flight ones finish), CORS, the rate limit.
+ * error shape for requests arriving during shutdown (in-flight ones finish), CORS, the rate limit
+ * (on every route that does not opt out, unknown URLs included), the 404 answer.
  */
 export async function registerEdge(app: FastifyInstance, options: EdgeOptions): Promise<void> {
   let closing = false;
@@ -82,5 +113,9 @@ export async function registerEdge(app: FastifyInstance, options: EdgeOptions): 
     errorResponseBuilder: (_request, context) =>
       new ApiError('rateLimited', `Rate limit exceeded: at most ${context.max} requests per client per window; retry in ${context.after}.`),
   });
+  // The plugin hooks routes only; an unknown URL counts against the same budget through this preHandler.
+  app.setNotFoundHandler(shared ? { preHandler: app.rateLimit() } : {}, (request, reply) =>
+    reply.code(404).send(errorBody('notFound', `No route ${request.method} ${request.url}`)),
+  );
 }
 

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { z } from 'zod';
+import { ApiError } from './errors.ts';
 
 /** How long a request may wait for the snapshots to catch up, by default and at most. */
 export const DEFAULT_WAIT_MS = 2_000;
@@ -39,17 +40,22 @@ export function readYourWritesQuery(streams: readonly string[]) {
         'Read your writes: `<stream>:<entry id>` of an entry this client appended. The answer waits until the ' +
           'snapshots have applied that stream up to that entry (or past it), at most `wait` ms; then 504 RS_NOT_CAUGHT_UP.',
       ),
-    wait: z.coerce
-      .number({ error: WAIT_RULE })
-      .int(WAIT_RULE)
-      .min(0, WAIT_RULE)
-      .max(MAX_WAIT_MS, WAIT_RULE)
+    // Decimal digits only: Number() would also take '0x10', '1e3', ' 5' and '' (as 0).
+    wait: z
+      .string({ error: WAIT_RULE })
+      .regex(/^\d{1,5}$/, WAIT_RULE)
+      .transform(Number)
+      .pipe(z.number().max(MAX_WAIT_MS, WAIT_RULE))
       .default(DEFAULT_WAIT_MS)
       .describe(`With \`after\`: how long to wait for the snapshots to catch up, in ms (0-${MAX_WAIT_MS}).`),
   });
 }
 
 export type CatchUp = { readonly caughtUp: true } | { readonly caughtUp: false; readonly cursor: string };
+
+/** A poll that has not answered this long after the deadline means Redis is not answering: 503, not a late 504. */
+const UNANSWERED_GRACE_MS = 250;
+
 
 /**
  * Waits until the snapshots have applied `stream` up to `entryId` (its cursor at or past it), polling
@@ -65,12 +71,28 @@ export async function waitForCatchUp(
   const deadline = Date.now() + waitMs;
   let pause = FIRST_POLL_MS;
   for (;;) {
-    const cursor = await snapshots.cursor(stream);
+    const cursor = await withinDeadline(snapshots.cursor(stream), deadline + UNANSWERED_GRACE_MS, waitMs);
     // Anything but an entry id (a marker a rebuild may leave) has not caught up.
     if (ENTRY_ID.test(cursor) && compareEntryIds(cursor, entryId) >= 0) return { caughtUp: true };
     const left = deadline - Date.now();
     if (left <= 0 || signal?.aborted) return { caughtUp: false, cursor };
     await sleep(Math.min(pause, left));
     pause = Math.min(pause * 2, MAX_POLL_MS);
+  }
+}
+
+/** The read, or a 503 RS_UNAVAILABLE once `until` passes first (ioredis would otherwise hold it through its reconnects). */
+async function withinDeadline<T>(read: Promise<T>, until: number, waitMs: number): Promise<T> {
+  const timer = new AbortController();
+  const late = sleep(Math.max(0, until - Date.now()), undefined, { signal: timer.signal }).then(() => {
+    throw new ApiError('unavailable', `Redis did not answer within the wait (${waitMs} ms); retry shortly.`);
+  });
+  late.catch(() => undefined);
+  try {
+    return await Promise.race([read, late]);
+  } finally {
+    timer.abort();
+    // The read may still fail later, after the answer went out: nobody waits for it then.
+    read.catch(() => undefined);
   }
 }

@@ -5,7 +5,9 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectionOptions } from 'node:tls';
 import { Redis } from 'ioredis';
-import { ConfigError, redactUrl, type AppConfig } from '../config.ts';
+import { redisUnavailableKind, type RedisUnavailableKind } from '@redsource/event-store';
+import { ConfigError, type AppConfig } from '../config.ts';
+import { redactUrl } from './redact.ts';
 import type { Logger } from '@redsource/processor';
 
 export { redactUrl };
@@ -100,6 +102,15 @@ function freePort(): Promise<number> {
       server.close(() => done(typeof address === 'object' && address ? address.port : 0));
     });
   });
+}
+
+/** Why Redis cannot serve, for the error or any error it wraps (its `cause` chain); undefined for anything else. */
+export function unavailableKindOf(error: unknown): RedisUnavailableKind | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const kind = redisUnavailableKind(e);
+    if (kind) return kind;
+  }
+  return undefined;
 }
 
 /** TLS settings for a `rediss://` URL, from REDIS_TLS_CA and REDIS_TLS_INSECURE. */
