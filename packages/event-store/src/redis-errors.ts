@@ -20,6 +20,8 @@ const UNAVAILABLE_REPLIES = {
   WRONGPASS: 'Redis refused the login (wrong user name or password, or the ACL user is disabled)',
   NOAUTH: 'Redis requires a password (put it in REDIS_URL)',
   NOPERM: 'the ACL user lacks a permission this command needs',
+  // A blocked XREADGROUP is cut off this way when its node turns into a replica (Redis 6.2+).
+  UNBLOCKED: 'Redis turned into a replica or changed state while the command was blocked',
 } as const;
 
 export type RedisUnavailableKind = keyof typeof UNAVAILABLE_REPLIES | 'CONNECTION';

@@ -2,8 +2,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisEventStore } from '@redsource/event-store';
 import type { BatchEntry, SnapshotStore } from '@redsource/snapshot-store';
 import { compareEntryIds } from '@redsource/snapshot-store';
+import type { HandlerAttempts } from './attempts.ts';
 import type { BatchBuilder } from './batch-builder.ts';
 import type { Logger } from './logger.ts';
+import { GAVE_UP, untilRedisAccepts, type RedisWaits } from './redis-wait.ts';
 import type { StreamStats } from './stats.ts';
 
 export interface ApplierSettings {
@@ -24,6 +26,11 @@ export interface ApplyOutcome {
  * held by another consumer the batch waits; if the wait outlasts gapFillAfterMs (the holder may be
  * dead or stalled), it applies the missing entries itself, straight from the stream. Exactly-once
  * holds either way: the script's cursor lets only one application of each entry through.
+ *
+ * When Redis refuses the apply (out of memory, read-only, a lost connection...) the same batch is
+ * sent again with capped backoff until Redis takes it: never thrown back to the read loop, whose
+ * re-reads would only make the entries look like poison. The refusal comes before the script's
+ * first write (its #!lua shebang), and a retry of a batch that did run is recognised by the cursor.
  */
 export class Applier {
   constructor(
@@ -33,6 +40,8 @@ export class Applier {
     private readonly settings: ApplierSettings,
     private readonly deadLetterStream: (stream: string) => string,
     private readonly logger: Logger,
+    private readonly waits: RedisWaits,
+    private readonly attempts?: HandlerAttempts,
   ) {}
 
   async apply(
@@ -46,32 +55,37 @@ export class Applier {
     let deadLettered = 0;
     let blockedSince: number | undefined;
     let pause = 1;
+    const outOfTime = () => {
+      const stopAt = options.stopRequestedAt();
+      return stopAt !== undefined && Date.now() - stopAt >= this.settings.shutdownTimeoutMs;
+    };
     while (remaining.length > 0) {
       const started = performance.now();
-      const result = await this.snapshots.applyBatch({
+      const input = {
         stream,
         entries: remaining,
         deadLetterStream: this.deadLetterStream(stream),
         contiguous: options.contiguous === true,
         ...(options.ackGroup === undefined ? {} : { ackGroup: options.ackGroup }),
-      });
+      };
+      const result = await this.untilAccepted(stream, () => this.snapshots.applyBatch(input), options.stats, outOfTime);
+      if (result === GAVE_UP) return { applied, skipped, deadLettered, complete: false };
       const elapsed = performance.now() - started;
       record(options.stats, result, elapsed);
       applied += result.applied;
       skipped += result.skipped;
       deadLettered += result.deadLettered;
+      await this.attempts?.forget(stream, remaining.slice(0, result.handled).map((e) => e.entryId));
       remaining = remaining.slice(result.handled);
       if (remaining.length === 0 || result.blockedAt === undefined) break;
 
       const now = Date.now();
       blockedSince ??= now;
-      const stopAt = options.stopRequestedAt();
-      if (stopAt !== undefined && now - stopAt >= this.settings.shutdownTimeoutMs) {
-        return { applied, skipped, deadLettered, complete: false };
-      }
+      if (outOfTime()) return { applied, skipped, deadLettered, complete: false };
       if (!result.held && now - blockedSince >= this.settings.gapFillAfterMs) {
         this.logger.info({ stream, from: result.cursor, to: result.blockedAt }, 'filling a gap from the stream');
-        const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options.stats);
+        const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options.stats, outOfTime);
+        if (!filled.complete) return { applied, skipped, deadLettered, complete: false };
         applied += filled.applied;
         deadLettered += filled.deadLettered;
         blockedSince = undefined;
@@ -84,18 +98,37 @@ export class Applier {
   }
 
   /** Applies the entries after `cursor` and before `until` from the stream itself (no ack: their holder acks them). */
-  private async fillGap(stream: string, cursor: string, until: string, stats: StreamStats) {
+  private async fillGap(stream: string, cursor: string, until: string, stats: StreamStats, outOfTime: () => boolean) {
     let applied = 0;
     let deadLettered = 0;
     for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
       const batch = await this.builder.build(stream, page, {});
-      const result = await this.snapshots.applyBatch({ stream, entries: batch, deadLetterStream: this.deadLetterStream(stream), contiguous: true });
+      const input = { stream, entries: batch, deadLetterStream: this.deadLetterStream(stream), contiguous: true };
+      const result = await this.untilAccepted(stream, () => this.snapshots.applyBatch(input), stats, outOfTime);
+      if (result === GAVE_UP) return { applied, deadLettered, complete: false };
       record(stats, result, 0);
       applied += result.applied;
       deadLettered += result.deadLettered;
+      await this.attempts?.forget(stream, batch.slice(0, result.handled).map((e) => e.entryId));
       if (result.blockedAt !== undefined) break;
     }
-    return { applied, deadLettered };
+    return { applied, deadLettered, complete: true };
+  }
+
+  /** Sends a batch until Redis takes it; the stream's stats say why it waits meanwhile. */
+  private untilAccepted<T>(stream: string, command: () => Promise<T>, stats: StreamStats, giveUp: () => boolean) {
+    return untilRedisAccepts(command, {
+      waits: this.waits,
+      source: stream,
+      giveUp,
+      onWait: (wait, error) => {
+        if (stats.lastErrorAt === undefined || Date.now() - stats.lastErrorAt > 1_000) {
+          this.logger.warn({ stream, waiting: wait.reason, err: error instanceof Error ? error.message : String(error) }, 'Redis refuses the apply; retrying the same batch until it accepts');
+        }
+        stats.lastError = `waiting on Redis: ${wait.reason}`;
+        stats.lastErrorAt = Date.now();
+      },
+    });
   }
 }
 

@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventStoreError, type EventCodec, type RecordedEvent, type StreamEntry } from '@redsource/event-store';
 import { checkMutations, SnapshotStoreError, type BatchEntry, type SnapshotChange, type SnapshotStore } from '@redsource/snapshot-store';
+import type { HandlerAttempts } from './attempts.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { mayBeNotUtf8, notUtf8 } from './not-utf8.ts';
 import type { Logger } from './logger.ts';
 
 export interface BuildOptions {
-  /** Delivery count per entry id (from XPENDING) for redelivered entries; fresh entries count 1. */
-  readonly deliveries?: ReadonlyMap<string, number>;
   /** Cuts handler retries short: the entry is left unapplied (and pending) for a later delivery. */
   readonly signal?: AbortSignal;
   /** Called for each entry that cannot be applied. */
@@ -37,13 +36,15 @@ export class BatchBuilder {
     private readonly snapshots: SnapshotStore<unknown>,
     private readonly settings: BuilderSettings,
     private readonly logger: Logger,
+    /** Where failed attempts are counted across processes and restarts; without it (a replay), per build call. */
+    private readonly attempts?: HandlerAttempts,
   ) {}
 
   async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions = {}): Promise<BatchEntry[]> {
     const batch: BatchEntry[] = [];
     for (const entry of entries) {
       const event = (mayBeNotUtf8(entry) && (await notUtf8(this.snapshots.redis, stream, entry))) || this.codec.tryDecode(stream, entry.id, entry.fields);
-      if (event instanceof EventStoreError || (options.deliveries?.get(entry.id) ?? 1) > 1) {
+      if (event instanceof EventStoreError) {
         batch.push(await this.buildOne(stream, entry, event, options, undefined));
         continue;
       }
@@ -91,10 +92,8 @@ export class BatchBuilder {
     };
     if (event instanceof EventStoreError) return deadLetter(`${event.code}: ${event.message}`);
 
-    let attempt = options.deliveries?.get(entry.id) ?? 1;
-    if (attempt > this.settings.maxDeliveries) {
-      return deadLetter(`RS_DELIVERIES_EXHAUSTED: delivered ${attempt} times without being applied (max ${this.settings.maxDeliveries})`);
-    }
+    // Only this entry's own failures count (see HandlerAttempts): not how often Redis delivered it.
+    let attempt = 1;
     let failed = firstAttempt;
     for (;;) {
       try {
@@ -106,6 +105,12 @@ export class BatchBuilder {
         failed = undefined;
         const message = error instanceof Error ? error.message : String(error);
         if (error instanceof SnapshotStoreError) return deadLetter(`${error.code}: ${message}`);
+        if (this.attempts) {
+          const total = await this.attempts.failed(stream, entry.id, () => options.signal?.aborted === true);
+          // Stopping while Redis refused to count it: the entry stays pending for a later delivery.
+          if (total === undefined) throw new DOMException('stopped while counting a failed attempt', 'AbortError');
+          attempt = total;
+        }
         if (attempt >= this.settings.maxDeliveries) {
           return deadLetter(`RS_HANDLER_FAILED: handler for '${event.type}' failed ${attempt} times, last: ${message}`);
         }

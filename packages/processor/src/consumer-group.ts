@@ -67,17 +67,6 @@ export class ConsumerGroup {
     return parseXReadReply(reply)[0]?.entries ?? [];
   }
 
-  /** Delivery counts (XPENDING) of entries in this consumer's pending list. */
-  async deliveryCounts(stream: string, entries: readonly StreamEntry[]): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
-    const first = entries[0];
-    const last = entries[entries.length - 1];
-    if (!first || !last) return counts;
-    const rows = (await this.redis.xpending(stream, this.settings.group, first.id, last.id, entries.length, this.settings.consumer)) as [string, string, number, number][];
-    for (const [id, , , deliveries] of rows) counts.set(id, Number(deliveries));
-    return counts;
-  }
-
   /** Takes over entries idle longer than claimTimeoutMs (their consumer is presumed dead). */
   async claim(stream: string, from: string): Promise<ClaimResult> {
     const reply = (await this.redis.xautoclaim(

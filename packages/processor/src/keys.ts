@@ -2,6 +2,8 @@
 export const processorKeys = {
   /** Entries that could not be applied, with the reason. Shares the stream's cluster slot. */
   deadLetters: (stream: string) => `redsource:{${stream}}:dead`,
+  /** entry id → failed handler attempts of the group on it (REDSOURCE_MAX_DELIVERIES counts these); a field goes when its entry is handled. */
+  attempts: (stream: string, group: string) => `redsource:{${stream}}:attempts:${group}`,
   /** consumer name → last heartbeat (ms since epoch). */
   heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
   /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */

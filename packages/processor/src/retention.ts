@@ -27,7 +27,11 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
     if (compareEntryIds(needed, safe) < 0) safe = needed;
   }
   if (safe === '0-0') return undefined;
-  const removed = await redis.xtrim(stream, 'MINID', safe);
-  if (removed > 0) await redis.set(processorKeys.trimmedBelow(stream), safe);
+  const [first] = await redis.xrange(stream, '-', '+', 'COUNT', 1);
+  if (!first || compareEntryIds(first[0], safe) >= 0) return safe;
+  // The mark and the trim in one transaction: a trim without its mark would let a replay rebuild
+  // from a stream missing its start. Redis refusing writes (OOM, READONLY) aborts both at EXEC.
+  const replies = (await redis.multi().set(processorKeys.trimmedBelow(stream), safe).xtrim(stream, 'MINID', safe).exec()) ?? [];
+  for (const [error] of replies) if (error) throw error;
   return safe;
 }

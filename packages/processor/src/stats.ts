@@ -1,3 +1,5 @@
+import type { WaitingOnRedis } from './redis-wait.ts';
+
 /** What one processor has done on one stream since it started. */
 export interface StreamStats {
   applied: number;
@@ -11,6 +13,8 @@ export interface StreamStats {
   lastBatchMs: number;
   lastError: string | undefined;
   lastErrorAt: number | undefined;
+  /** Set while processing of the stream waits for Redis to accept writes again (and why). */
+  waiting?: WaitingOnRedis | undefined;
 }
 
 export const emptyStreamStats = (): StreamStats => ({

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { Applier } from './applier.ts';
+import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
 import { ConsumerGroup } from './consumer-group.ts';
 import { ProcessorStateError } from './errors.ts';
@@ -11,6 +12,7 @@ import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
 import { discoverStreams } from './discovery.ts';
+import { RedisWaits, type WaitingOnRedis } from './redis-wait.ts';
 import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
 
@@ -28,6 +30,8 @@ export interface StreamProcessorOptions extends ProcessorSettingsInput {
 }
 
 const MAX_ERROR_BACKOFF_MS = 5_000;
+/** Redis refusing or unreachable: looked at again within a second, so work resumes as soon as it can. */
+const MAX_UNAVAILABLE_BACKOFF_MS = 1_000;
 
 type Delivered = Awaited<ReturnType<ConsumerGroup['readNew']>>;
 
@@ -46,6 +50,8 @@ export class StreamProcessor {
   private readonly applier: Applier;
   private readonly logger: Logger;
   private readonly statsByStream = new Map<string, StreamStats>();
+  /** What this processor waits on Redis for: per stream (its applies), 'read' and 'claim' (the loops). */
+  private readonly waits = new RedisWaits();
   private reader: Redis | undefined;
   private readerClientId: number | undefined;
   private loops: Promise<void>[] = [];
@@ -68,8 +74,9 @@ export class StreamProcessor {
     }
     for (const stream of this.streamList) this.statsByStream.set(stream, emptyStreamStats());
     this.group = new ConsumerGroup(this.redis, this.settings);
-    this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger);
-    this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger);
+    const attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger);
+    this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
+    this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
     this.snapshots = options.snapshots;
   }
 
@@ -88,9 +95,19 @@ export class StreamProcessor {
     return this.state === 'running';
   }
 
-  /** Counters per stream since start. */
+  /**
+   * Why this processor waits on Redis now (the longest wait under way), or undefined when it does
+   * not: Redis refuses writes (OOM, READONLY, MISCONF...) or cannot be reached. `/readyz` shows it.
+   */
+  get waiting(): WaitingOnRedis | undefined {
+    return this.state === 'running' ? this.waits.oldest() : undefined;
+  }
+
+  /** Counters per stream since start, and why the stream waits on Redis if it does. */
   stats(): Record<string, Readonly<StreamStats>> {
-    return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st }]));
+    return Object.fromEntries(
+      [...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? this.waits.get('read') ?? this.waits.get('claim') }]),
+    );
   }
 
   /**
@@ -193,21 +210,23 @@ export class StreamProcessor {
         const batches = await (next ?? this.group.readNew(reader, this.streams));
         next = batches.length > 0 && this.state === 'running' ? this.group.readNew(reader, this.streams) : undefined;
         next?.catch(() => undefined);
-        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined, true))));
+        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, true))));
         backoff = 100;
+        this.waits.clear('read');
       } catch (error) {
         next = undefined;
         if (this.state !== 'running') return;
-        await this.onLoopError(error);
+        const unavailable = this.onLoopError(error, 'read');
         // Entries delivered before the failure may still be ours and unapplied: take them up first.
+        // (Re-reading raises their delivery counts, which count for nothing: see HandlerAttempts.)
         recovered = false;
         await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-        backoff = Math.min(backoff * 2, MAX_ERROR_BACKOFF_MS);
+        backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
       }
     }
     // Stopping: what the read ahead already took is in hand too; apply it before closing.
     const last = await next?.catch(() => [] as Delivered);
-    if (last?.length) await Promise.all(last.map(({ stream, entries }) => this.track(this.process(stream, entries, undefined, true))));
+    if (last?.length) await Promise.all(last.map(({ stream, entries }) => this.track(this.process(stream, entries, true))));
   }
 
   /** Like streamz's replay_pending: what this consumer was given before a restart comes first. */
@@ -221,7 +240,7 @@ export class StreamProcessor {
         const live = entries.filter((e) => e.fields.length > 0);
         await this.group.ack(stream, deleted.map((e) => e.id));
         this.statsFor(stream).deleted += deleted.length;
-        if (live.length > 0) await this.process(stream, live, await this.group.deliveryCounts(stream, live));
+        if (live.length > 0) await this.process(stream, live);
         after = (entries[entries.length - 1] as StreamEntry).id;
         if (entries.length < this.settings.batchSize) break;
       }
@@ -244,7 +263,7 @@ export class StreamProcessor {
           stats.claimed += claimed.entries.length;
           if (claimed.entries.length > 0) {
             this.logger.info({ stream, count: claimed.entries.length }, 'claimed entries of a silent consumer');
-            await this.track(this.process(stream, claimed.entries, await this.group.deliveryCounts(stream, claimed.entries)));
+            await this.track(this.process(stream, claimed.entries));
           }
           for (const name of await this.group.removeDeadConsumers(stream)) removedEverywhere.add(name);
         }
@@ -253,21 +272,19 @@ export class StreamProcessor {
           for (const stream of this.streams) await trimApplied(this.redis, stream, this.snapshots);
         }
         if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
+        this.waits.clear('claim');
       } catch (error) {
         if (this.state !== 'running') return;
-        await this.onLoopError(error);
+        this.onLoopError(error, 'claim');
       }
     }
   }
 
   /** `contiguous`: the entries are consecutive in the stream (a fresh XREADGROUP `>` batch). */
-  private async process(stream: string, entries: readonly StreamEntry[], deliveries: ReadonlyMap<string, number> | undefined, contiguous = false): Promise<void> {
+  private async process(stream: string, entries: readonly StreamEntry[], contiguous = false): Promise<void> {
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
-    const batch = await this.builder.build(stream, entries, {
-      signal: this.stopping.signal,
-      ...(deliveries ? { deliveries } : {}),
-    });
+    const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       ackGroup: this.settings.group,
       contiguous,
@@ -280,15 +297,18 @@ export class StreamProcessor {
     );
   }
 
-  private async onLoopError(error: unknown): Promise<void> {
+  /** Records a loop's failure; returns whether it is Redis refusing or unreachable (then the loop waits, and says so). */
+  private onLoopError(error: unknown, source: 'read' | 'claim'): boolean {
     const message = error instanceof Error ? error.message : String(error);
+    const unavailable = this.waits.note(source, error);
     for (const stats of this.statsByStream.values()) {
       stats.lastError = message;
       stats.lastErrorAt = Date.now();
     }
-    this.logger.warn({ err: message }, 'processor loop error; retrying');
+    this.logger.warn({ err: message, waiting: this.waits.get(source)?.reason }, 'processor loop error; retrying');
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
+    return unavailable;
   }
 
   private statsFor(stream: string): StreamStats {

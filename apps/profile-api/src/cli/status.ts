@@ -4,7 +4,7 @@ const ms = (value: number | undefined) => (value === undefined ? '-' : value < 1
 
 /** A plain-text table of `streamStatus()`; `--json` prints the objects instead. */
 export function renderStatus(rows: readonly StreamStatus[], group: string): string {
-  const header = ['stream', 'length', 'lag', 'pending', 'oldest pending', 'unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'avg batch', 'last batch', 'cursor'];
+  const header = ['stream', 'length', 'lag', 'pending', 'oldest pending', 'unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'avg batch', 'last batch', 'cursor', 'waiting'];
   const body = rows.map((r) => [
     r.stream,
     String(r.length),
@@ -19,8 +19,12 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     r.avgBatchMs === undefined ? '-' : `${r.avgBatchMs.toFixed(2)}ms`,
     r.lastBatchMs === undefined ? '-' : `${r.lastBatchMs.toFixed(2)}ms`,
     r.cursor,
+    r.waiting?.kind ?? '-',
   ]);
   const lines = [`group ${group}`, ...table([header, ...body])];
+  for (const r of rows) {
+    if (r.waiting) lines.push(`${r.stream}: ${waitingLine(r.waiting)}`);
+  }
   for (const r of rows) {
     if (r.lastError) lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
   }
@@ -30,6 +34,12 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
   if (consumers.length > 0) lines.push('', ...table([['stream', 'consumer', 'pending', 'idle', 'heartbeat age', 'applied (its report)'], ...consumers]));
   else lines.push('', 'no consumers in the group yet');
   return lines.join('\n');
+}
+
+function waitingLine(w: NonNullable<StreamStatus['waiting']>): string {
+  const since = w.since === undefined ? '' : ` since ${new Date(w.since).toISOString()}`;
+  const who = w.consumers.length > 0 ? ` (reported by ${w.consumers.join(', ')})` : w.source === 'redis' ? ' (Redis refuses writes: no consumer can report it)' : '';
+  return `waiting on Redis${since}: ${w.reason}${who}; processing resumes by itself when Redis accepts writes`;
 }
 
 function table(rows: readonly (readonly string[])[]): string[] {

@@ -174,9 +174,16 @@ function renderStream(status, at) {
   const f = card.fields;
   const rebuilding = status.cursor === 'rebuilding';
   const recentError = typeof status.lastErrorAt === 'number' && at - status.lastErrorAt < 60_000;
-  const state = rebuilding ? 'rebuilding' : recentError ? 'error' : status.unapplied > 0 ? 'behind' : 'ok';
+  const waiting = status.waiting;
+  const state = rebuilding ? 'rebuilding' : waiting ? 'waiting' : recentError ? 'error' : status.unapplied > 0 ? 'behind' : 'ok';
   f.state.dataset.state = state;
-  setField(f.state, { rebuilding: 'held by a rebuild', error: 'errors', behind: 'catching up', ok: 'up to date' }[state]);
+  setField(f.state, { rebuilding: 'held by a rebuild', waiting: `waiting on Redis (${waiting ? waiting.kind : ''})`, error: 'errors', behind: 'catching up', ok: 'up to date' }[state]);
+  // Why nothing moves: Redis refuses writes or is unreachable; processing resumes by itself when it accepts them.
+  f.waiting.hidden = !waiting;
+  f.waiting.textContent = waiting
+    ? `waiting on Redis${typeof waiting.since === 'number' ? ` for ${formatMs(at - waiting.since)}` : ''}: ${waiting.reason}` +
+      (waiting.consumers.length > 0 ? ` (reported by ${waiting.consumers.join(', ')})` : '')
+    : '';
 
   setField(f.length, formatNumber(status.length), status.length);
   setField(f.lag, formatNumber(status.lag), status.lag);

@@ -6,9 +6,16 @@ export interface Readiness {
   readonly redis: boolean;
   /** Undefined where this process runs no processor (the `api` command). */
   readonly processor: boolean | undefined;
+  /** Why this process's processor waits on Redis (it refuses writes or is unreachable); undefined while it does not. */
+  readonly waiting?: string | undefined;
 }
 
-const readySchema = z.object({ status: z.enum(['ready', 'not ready']), redis: z.enum(['up', 'down']), processor: z.enum(['running', 'stopped', 'not in this process']) });
+const readySchema = z.object({
+  status: z.enum(['ready', 'not ready']),
+  redis: z.enum(['up', 'down']),
+  processor: z.enum(['running', 'waiting', 'stopped', 'not in this process']),
+  waiting: z.string().optional().describe('Why the processor waits on Redis, e.g. `OOM: Redis is out of memory ...`; only while it does.'),
+});
 
 export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Readiness> }> = async (app, { readiness }) => {
   // Probes are not rate limited: a busy client behind the same address must not fail them.
@@ -31,21 +38,23 @@ export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Read
       config: { rateLimit: false },
       schema: {
         tags: ['health'],
-        summary: 'Readiness: Redis connected and the processor (if this process runs one) running',
+        summary: 'Readiness: Redis connected and the processor (if this process runs one) running, not waiting on Redis',
         response: {
           200: readySchema.describe('Ready to serve.'),
-          503: z.union([readySchema, errorSchema]).describe('Not ready (which part is down), or the error body while the service shuts down.'),
+          503: z.union([readySchema, errorSchema]).describe('Not ready (which part is down, or why the processor waits), or the error body while the service shuts down.'),
           500: errorResponse('Unexpected error (RS_INTERNAL).'),
         },
       },
     },
     async (_request, reply) => {
       const state = await readiness();
-      const ready = state.redis && state.processor !== false;
+      const waiting = state.processor === true ? state.waiting : undefined;
+      const ready = state.redis && state.processor !== false && waiting === undefined;
       return reply.code(ready ? 200 : 503).send({
         status: ready ? 'ready' : 'not ready',
         redis: state.redis ? 'up' : 'down',
-        processor: state.processor === undefined ? 'not in this process' : state.processor ? 'running' : 'stopped',
+        processor: state.processor === undefined ? 'not in this process' : !state.processor ? 'stopped' : waiting === undefined ? 'running' : 'waiting',
+        ...(waiting === undefined ? {} : { waiting }),
       });
     },
   );

@@ -156,7 +156,45 @@ export function createMetricsRegistry(status: MetricsOptions['status']): { regis
       },
     });
   }
+  waitingGauges(registry, scrape);
   return { registry, httpDuration };
+}
+
+/**
+ * Whether processing waits on Redis (it refuses writes or is unreachable), with the reason's kind
+ * (`OOM`, `READONLY`, `MISCONF`, `CONNECTION`...) as a label: 1 while it waits, else one 0 sample
+ * with `reason=""`, so `max by (stream) (redsource_stream_waiting) == 1` alerts on any reason.
+ */
+function waitingGauges(registry: Registry, scrape: () => Promise<Scrape>): void {
+  const streams: Gauge<'stream' | 'reason'> = new Gauge({
+    name: 'redsource_stream_waiting',
+    help: 'Processing of the stream waits on Redis (1) and why (reason: OOM, READONLY, MISCONF, BUSY, LOADING, NOSCRIPT, CONNECTION...), from Redis\'s state and the consumers\' reports.',
+    labelNames: ['stream', 'reason'] as const,
+    registers: [registry],
+    async collect() {
+      const result = await scrape();
+      streams.reset();
+      if (!result.ok) return;
+      for (const row of result.rows) streams.set({ stream: row.stream, reason: row.waiting?.kind ?? '' }, row.waiting ? 1 : 0);
+    },
+  });
+  const consumers: Gauge<'stream' | 'consumer' | 'reason'> = new Gauge({
+    name: 'redsource_consumer_waiting',
+    help: 'The consumer reported with its last heartbeat that it waits on Redis (1), and why.',
+    labelNames: ['stream', 'consumer', 'reason'] as const,
+    registers: [registry],
+    async collect() {
+      const result = await scrape();
+      consumers.reset();
+      if (!result.ok) return;
+      for (const row of result.rows) {
+        for (const c of row.consumers) {
+          const kind = c.stats?.waiting?.kind;
+          consumers.set({ stream: row.stream, consumer: c.name, reason: kind ?? '' }, kind ? 1 : 0);
+        }
+      }
+    },
+  });
 }
 
 /**
