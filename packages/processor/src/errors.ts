@@ -1,3 +1,5 @@
+import type { RunningRebuild } from './rebuild-lease.ts';
+
 /** Every error the processor throws; `code` is stable, grep for it. */
 export class ProcessorError extends Error {
   constructor(
@@ -35,6 +37,36 @@ export class ReplayImpossibleError extends ProcessorError {
       'RS_REPLAY_TRIMMED',
       `Cannot rebuild from '${stream}': retention trimmed it below ${trimmedBelow}, so its first events are gone. ` +
         'Rebuilding needs the whole log; keep retention off for streams you may need to replay.',
+    );
+  }
+}
+
+/** Another process is rebuilding the same snapshots: at most one rebuild of a projection runs at a time. */
+export class RebuildRunningError extends ProcessorError {
+  constructor(
+    readonly running: RunningRebuild,
+    target: { readonly projection: string; readonly keyPrefix: string },
+    leaseMs: number,
+  ) {
+    super(
+      'RS_REBUILD_RUNNING',
+      `A rebuild of '${target.keyPrefix}*' (projection '${target.projection}') is already running: host ${running.host}, pid ${running.pid}, ` +
+        `started ${new Date(running.startedAt).toISOString()}, phase ${running.phase}. Wait for it (replay --wait); ` +
+        `if that process is gone, its lease expires within ${leaseMs} ms and the next replay resumes its rebuild.`,
+    );
+  }
+}
+
+/**
+ * The rebuild's lease expired or was taken over (its process was paused or cut off from Redis for
+ * longer than the lease): it stopped, and Redis refused every write it tried after that.
+ */
+export class RebuildLeaseLostError extends ProcessorError {
+  constructor(leaseKey: string, token: string) {
+    super(
+      'RS_REBUILD_LEASE_LOST',
+      `This rebuild lost its lease ('${leaseKey}', fencing token ${token}): it was paused or cut off from Redis for longer than the lease, ` +
+        'so another replay may have taken over. It stopped and wrote nothing more; run replay again to resume the rebuild if none is running.',
     );
   }
 }

@@ -1,11 +1,12 @@
 export { StreamProcessor, type StreamProcessorOptions } from './stream-processor.ts';
 export { HandlerRegistry, type Handler } from './handlers.ts';
 export { replay, rebuildState, type ReplayOptions, type ReplayProgress } from './replay.ts';
+export { rebuildLeaseSettingsSchema, type RebuildLeaseSettings, type RebuildLeaseSettingsInput, type RunningRebuild } from './rebuild-lease.ts';
 export { processorSettingsSchema, parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
 export { processorKeys } from './keys.ts';
 export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
-export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError } from './errors.ts';
+export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError, RebuildRunningError, RebuildLeaseLostError } from './errors.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
 export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatus, type StatusOptions } from './status.ts';
 export type { WaitingOnRedis } from './redis-wait.ts';

@@ -12,4 +12,8 @@ export const processorKeys = {
   trimmedBelow: (stream: string) => `redsource:{${stream}}:trimmed-below`,
   /** State of a running rebuild of the snapshots under a prefix: phase, progress, its id, which users. */
   rebuild: (projection: string, keyPrefix: string) => `redsource:rebuild-state:${projection}:${keyPrefix}`,
+  /** The lease of the one rebuild of those snapshots allowed at a time: `<fencing token> <holder JSON>`, expiring unless renewed. */
+  rebuildLease: (projection: string, keyPrefix: string) => `redsource:rebuild-lease:${projection}:${keyPrefix}`,
+  /** The last fencing token given to a rebuild of those snapshots: only grows, so a newer holder always has a higher one. */
+  rebuildFence: (projection: string, keyPrefix: string) => `redsource:rebuild-fence:${projection}:${keyPrefix}`,
 } as const;

@@ -3,11 +3,13 @@ import type { Redis } from 'ioredis';
 import type { RedisEventStore } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
-import { ProcessorStateError, ReplayImpossibleError } from './errors.ts';
+import { ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
 import { discoverStreams } from './discovery.ts';
+import type { FencedWrites } from './fenced-writes.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
+import { parseRebuildLeaseSettings, RebuildLease, type RebuildLeaseSettingsInput, type RunningRebuild } from './rebuild-lease.ts';
 
 export interface ReplayProgress {
   readonly phase: 'building' | 'catching-up' | 'switching' | 'done';
@@ -41,6 +43,15 @@ export interface ReplayOptions {
   readonly maxDeliveries?: number;
   readonly onProgress?: (progress: ReplayProgress) => void;
   readonly logger?: Logger;
+  /**
+   * When another rebuild of these snapshots is running, wait for it to end (then run) instead of
+   * throwing RebuildRunningError at once.
+   */
+  readonly wait?: boolean;
+  /** Called when this replay starts waiting for a running rebuild (with `wait`). */
+  readonly onWaiting?: (running: RunningRebuild) => void;
+  /** The rebuild lease's timing: `leaseMs` (10 s), `renewMs` (2 s), `waitPollMs` (1 s); see rebuildLeaseSettingsSchema. */
+  readonly lease?: RebuildLeaseSettingsInput;
 }
 
 const SWITCH_BATCH = 500;
@@ -54,21 +65,38 @@ const SWITCH_BATCH = 500;
  * live cursor moves to the shadow's if that is ahead, and the hold is released: the live processors
  * go on from exactly where the snapshots are, so nothing is missed or applied twice. Memory is bounded by one page; an interrupted rebuild resumes from its
  * shadow cursors when run again.
+ *
+ * One rebuild of a projection runs at a time: it holds a lease (RebuildRunningError for a second
+ * one, or `wait`), and every write it makes carries its fencing token, checked by Redis, so a rebuild
+ * paused or cut off past its lease writes nothing (RebuildLeaseLostError) while the next one resumes.
  */
 export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const { redis, snapshots: live } = options;
   // Every stream that feeds the projection: a stream left out would have its snapshots' part lost at the switch.
   const streams = options.streams ?? [...new Set([...options.handlers.streams, ...(await discoverStreams(redis, options.handlers.streamPrefixes))])];
   if (streams.length === 0) throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
+  const settings = parseRebuildLeaseSettings(options.lease ?? {});
+  for (const stream of streams) {
+    const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
+    if (trimmed) throw new ReplayImpossibleError(stream, trimmed);
+  }
+  const lease = await RebuildLease.acquire(redis, { target: live, settings, wait: options.wait ?? false, onWaiting: options.onWaiting });
+  try {
+    return await rebuild(options, streams, lease);
+  } finally {
+    await lease.end();
+  }
+}
+
+/** The rebuild itself, under the lease: every write through `lease.writes`, so none lands once the lease is lost. */
+async function rebuild(options: ReplayOptions, streams: readonly string[], lease: RebuildLease): Promise<ReplayProgress> {
+  const { redis, snapshots: live } = options;
+  const writes = lease.writes;
   const only = options.only ? new Set(options.only) : undefined;
   const logger = options.logger ?? silentLogger;
   const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: shadowPrefix(live.keyPrefix), projection: `${live.projection}:rebuild` });
   const stateKey = processorKeys.rebuild(live.projection, live.keyPrefix);
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
-  for (const stream of streams) {
-    const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
-    if (trimmed) throw new ReplayImpossibleError(stream, trimmed);
-  }
   const started = Date.now();
   const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
 
@@ -79,26 +107,32 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
       `A rebuild of ${resumed ? `users ${resumed}` : 'every snapshot'} was interrupted; resume it with the same users (or none) before starting another.`,
     );
   }
-  if ((await redis.hget(stateKey, 'phase')) === null) {
-    // A fresh start: clear what an abandoned shadow may hold.
-    await deleteSnapshotHashes(redis, shadow.keyPrefix);
-    for (const stream of streams) await shadow.resetProgress(stream);
-    await redis.hset(stateKey, 'id', rebuildId, 'phase', 'building', 'startedAt', started, 'only', asked);
+  const phaseFound = await redis.hget(stateKey, 'phase');
+  if (phaseFound === null) {
+    // A fresh start: clear what an abandoned shadow may hold. The dead-lettered ids stay (see resetProgress).
+    await deleteSnapshotHashes(redis, writes, shadow.keyPrefix);
+    for (const stream of streams) {
+      await writes.set(shadow.cursorKey(stream), '0-0');
+      await writes.set(shadow.totalsKey(stream), '');
+    }
+    await writes.hset(stateKey, { id: rebuildId, phase: 'building', startedAt: started, only: asked });
+  } else if (phaseFound !== 'switching') {
+    // Taking over a rebuild that lost its lease while catching up: its holds would stall the live
+    // processors through this run's whole fold. Nothing was switched yet; this run holds them again.
+    for (const stream of streams) await writes.set(live.holdKey(stream), '');
   }
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
   const maxId = (a: string, b: string) => (compareEntryIds(a, b) >= 0 ? a : b);
   let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, switched: 0, elapsedMs: 0 };
-  const report = (update: Partial<ReplayProgress>) => {
+  const report = async (update: Partial<ReplayProgress>) => {
     progress = { ...progress, ...update, elapsedMs: Date.now() - started };
-    if (progress.phase !== 'done') {
-      void redis.hset(stateKey, 'phase', progress.phase, 'done', progress.done, 'total', progress.total, 'updatedAt', Date.now()).catch(() => undefined);
-    }
+    if (progress.phase !== 'done') await writes.hset(stateKey, { phase: progress.phase, done: progress.done, total: progress.total, updatedAt: Date.now() });
     options.onProgress?.(progress);
   };
   const target = async (stream: string) => (only ? live.cursor(stream) : maxId(await live.cursor(stream), await lastId(stream)));
   const totals = await Promise.all(streams.map(async (s) => [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const));
-  report({ total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) });
+  await report({ total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) });
 
   const fold = async (stream: string, upTo: () => Promise<string>) => {
     const from = await shadow.cursor(stream);
@@ -109,13 +143,14 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
     for (;;) {
       const { value: page, done } = await next;
       if (done || page.length === 0) return;
+      lease.assertHeld();
       // The next page is read while this one is folded and applied.
       next = pages.next();
       next.catch(() => undefined);
       const built = await builder.build(stream, page);
-      const result = await shadow.applyBatch({ stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
+      const result = await writes.applyBatch(shadow, { stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
       const stepped = built.filter((e) => 'deadLetter' in e).length;
-      report({ stream, done: progress.done + page.length, applied: progress.applied + result.applied, stepped: progress.stepped + stepped });
+      await report({ stream, done: progress.done + page.length, applied: progress.applied + result.applied, stepped: progress.stepped + stepped });
     }
   };
 
@@ -126,28 +161,33 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
       await fold(stream, async () => end);
     }
     // 2. Hold the live streams and catch up with the live cursor where it is ahead; then switch.
-    report({ phase: 'catching-up' });
-    for (const stream of streams) await live.hold(stream);
+    await report({ phase: 'catching-up' });
+    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
     for (const stream of streams) await fold(stream, () => live.cursor(stream));
-    await redis.hset(stateKey, 'phase', 'switching');
+    await writes.hset(stateKey, { phase: 'switching' });
   } else {
-    for (const stream of streams) await live.hold(stream);
+    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
   }
 
   // 3. Switch: every shadow hash over its live key, then the live snapshots the fold did not produce.
-  report({ phase: 'switching' });
+  await report({ phase: 'switching' });
   try {
-    const switched = await switchOver(redis, shadow.keyPrefix, live.keyPrefix, rebuildId);
-    report({ switched });
-    await deleteUnswitched(redis, live.keyPrefix, rebuildId, only);
+    const switched = await switchOver(redis, writes, shadow.keyPrefix, live.keyPrefix, rebuildId);
+    await report({ switched });
+    await deleteUnswitched(redis, writes, live.keyPrefix, rebuildId, only);
     // The snapshots now include what the shadow applied past the live cursor: live goes on from there.
-    for (const stream of streams) await live.setCursor(stream, maxId(await live.cursor(stream), await shadow.cursor(stream)));
+    for (const stream of streams) await writes.set(live.cursorKey(stream), maxId(await live.cursor(stream), await shadow.cursor(stream)));
   } finally {
-    for (const stream of streams) await live.release(stream);
+    // Released also when switching failed. A rebuild that lost its lease cannot: the holds stay for
+    // the one that took over, which finishes the switch.
+    for (const stream of streams) await writes.set(live.holdKey(stream), '').catch(unlessLeaseLost);
   }
-  for (const stream of streams) await redis.del(shadow.cursorKey(stream), shadow.totalsKey(stream));
-  report({ phase: 'done' });
-  await redis.del(stateKey);
+  for (const stream of streams) {
+    await writes.set(shadow.cursorKey(stream), '');
+    await writes.set(shadow.totalsKey(stream), '');
+  }
+  await report({ phase: 'done' });
+  await writes.set(stateKey, '');
   logger.info({ ...progress }, 'rebuild switched over');
   return progress;
 }
@@ -183,34 +223,30 @@ async function countUpTo(redis: Redis, stream: string, id: string): Promise<numb
 }
 
 /** RENAMEs each shadow hash over its live key (marking it with the rebuild id first); returns how many. */
-async function switchOver(redis: Redis, shadowPrefix: string, livePrefix: string, rebuildId: string): Promise<number> {
+async function switchOver(redis: Redis, writes: FencedWrites, shadowPrefix: string, livePrefix: string, rebuildId: string): Promise<number> {
   let switched = 0;
   for await (const keys of scanSnapshotHashes(redis, shadowPrefix)) {
-    const pipeline = redis.pipeline();
-    for (const key of keys) {
-      pipeline.hset(key, '_rebuild', rebuildId);
-      pipeline.rename(key, `${livePrefix}${key.slice(shadowPrefix.length)}`);
-    }
-    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
-    switched += keys.length;
+    switched += await writes.switchSnapshots(keys.map((key) => [key, `${livePrefix}${key.slice(shadowPrefix.length)}`] as const), rebuildId);
   }
   return switched;
 }
 
 /** Deletes live snapshots that this rebuild did not write (the fold of the streams has no such snapshot). */
-async function deleteUnswitched(redis: Redis, livePrefix: string, rebuildId: string, only: ReadonlySet<string> | undefined): Promise<void> {
+async function deleteUnswitched(redis: Redis, writes: FencedWrites, livePrefix: string, rebuildId: string, only: ReadonlySet<string> | undefined): Promise<void> {
   for await (const keys of scanSnapshotHashes(redis, livePrefix)) {
     const candidates = only ? keys.filter((k) => only.has(k.slice(livePrefix.length))) : keys;
-    if (candidates.length === 0) continue;
-    const marks = await Promise.all(candidates.map((k) => redis.hget(k, '_rebuild')));
-    const stale = candidates.filter((_, i) => marks[i] !== rebuildId);
-    if (stale.length > 0) await redis.unlink(...stale);
+    if (candidates.length > 0) await writes.unlinkSnapshots(candidates, rebuildId);
   }
 }
 
 /** Deletes every snapshot hash under a prefix. */
-export async function deleteSnapshotHashes(redis: Redis, prefix: string): Promise<void> {
-  for await (const keys of scanSnapshotHashes(redis, prefix)) await redis.unlink(...keys);
+async function deleteSnapshotHashes(redis: Redis, writes: FencedWrites, prefix: string): Promise<void> {
+  for await (const keys of scanSnapshotHashes(redis, prefix)) await writes.unlinkSnapshots(keys, undefined);
+}
+
+/** For clean-up after a failure: a lost lease is expected there, anything else is not. */
+function unlessLeaseLost(error: unknown): void {
+  if (!(error instanceof RebuildLeaseLostError)) throw error;
 }
 
 /**

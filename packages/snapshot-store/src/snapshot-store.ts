@@ -33,6 +33,11 @@ export interface ApplyBatchInput {
    * so the script checks for an unapplied predecessor once instead of per entry. Default false.
    */
   readonly contiguous?: boolean;
+  /**
+   * A rebuild's fencing token and the lease key it must hold: the script checks it before any write
+   * and fails with RS_REBUILD_LEASE_LOST, writing nothing, when the lease is gone or taken over.
+   */
+  readonly fence?: { readonly key: string; readonly token: string };
 }
 
 export interface ApplyBatchResult {
@@ -199,6 +204,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       }
     }
     const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
+    if (input.fence) keys.push(input.fence.key);
     const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(
       keys.length,
       ...keys,
@@ -206,6 +212,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       entries.length,
       input.contiguous ? '1' : '0',
       packEntries(args),
+      input.fence?.token ?? '',
     );
     const handled = applied + skipped + deadLettered;
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };

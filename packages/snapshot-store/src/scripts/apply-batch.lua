@@ -19,7 +19,7 @@ KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, o
 KEYS[5]   the hold flag: while it exists (a rebuild is switching snapshots over), nothing is applied
 KEYS[6]   set of the stream's dead-lettered entry ids, shared by every projection of it (a
           rebuild's shadow included): an entry is dead-lettered once, whoever meets it again
-KEYS[7..] the snapshot hashes the batch touches
+KEYS[7..] the snapshot hashes the batch touches; with a fence (ARGV[5]), the last key is its lease
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count
 ARGV[3]   '1' if the entries are consecutive entries of the stream (as XREADGROUP > hands them out):
@@ -32,6 +32,9 @@ ARGV[4]   the entries as one JSON array; in it, for each entry, in ascending id 
 Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
           'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
+ARGV[5]   optional fencing token of a rebuild ('' or absent = no fence): unless the lease (the last
+          key, '<token> <holder>') holds this token, the script writes nothing and fails with
+          RS_REBUILD_LEASE_LOST, so a rebuild that lost its lease cannot touch its shadow
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
 
@@ -152,6 +155,15 @@ local function deadLetter(entryId, reason, fieldsJson)
     letter[#letter + 1] = table.concat(original)
   end
   redis.call('XADD', KEYS[3], '*', unpack(letter))
+end
+
+-- A rebuild that lost its lease (paused or cut off past it, taken over) must not write: checked first.
+local fence = ARGV[5] or ''
+if fence ~= '' then
+  local lease = redis.call('GET', KEYS[#KEYS])
+  if not lease or string.match(lease, '^%d+') ~= fence then
+    return redis.error_reply('RS_REBUILD_LEASE_LOST the rebuild lease is no longer held by fencing token ' .. fence)
+  end
 end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
