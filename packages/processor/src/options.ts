@@ -23,7 +23,11 @@ export const processorSettingsSchema = z.object({
   claimIntervalMs: z.number().int().min(50).default(5_000),
   /** Heartbeat period (ms); a consumer silent for claimTimeoutMs is removed once it has no pending entries. */
   heartbeatMs: z.number().int().min(50).default(2_000),
-  /** Deliveries (XPENDING count) and handler attempts allowed before an entry is dead-lettered. */
+  /**
+   * Failed handler attempts allowed on an entry before it is dead-lettered, counted in Redis across
+   * restarts and claims. How often Redis delivered the entry does not count, nor does Redis refusing
+   * writes (the processor waits for it); undecodable or schema-invalid entries are dead-lettered at once.
+   */
   maxDeliveries: z.number().int().min(1).max(1_000).default(5),
   /** First retry delay of a failing handler (ms); doubles each attempt, capped at 5 s. */
   retryBackoffMs: z.number().int().min(0).default(100),
