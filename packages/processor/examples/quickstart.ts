@@ -109,6 +109,7 @@ try {
     processorKeys.heartbeats(group),
     processorKeys.consumerStats(group),
     processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), // left only by a replay that failed half-way
+    processorKeys.rebuildFence(snapshots.projection, snapshots.keyPrefix), // the last fencing token given to a replay
     snapshots.key('o1'),
     snapshots.key('o2'),
     snapshots.key('o3'),
