@@ -106,3 +106,10 @@ export class AppendRejectedError extends EventStoreError {
     );
   }
 }
+
+/** A RedisEventStore option is out of range; the message names it. */
+export class InvalidEventStoreOptionsError extends EventStoreError {
+  constructor(details: string) {
+    super('RS_EVENT_STORE_OPTIONS_INVALID', `Invalid event store options: ${details}.`);
+  }
+}

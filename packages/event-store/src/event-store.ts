@@ -3,6 +3,7 @@ import type { EventCatalog } from './catalog.ts';
 import { EventCodec, type CodecOptions } from './codec.ts';
 import { AppendNotConfirmedError, AppendRejectedError, EventStoreError, VersionConflictError } from './errors.ts';
 import { eventStoreKeys } from './keys.ts';
+import { parseIdempotencySettings, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';
 import { defineEventStoreScripts } from './scripts.ts';
 import { parseXReadReply, toStreamEntries } from './replies.ts';
 import type {
@@ -39,6 +40,8 @@ export interface SubscribeOptions {
 export interface EventStoreOptions extends CodecOptions {
   readonly redis: Redis;
   readonly catalog: EventCatalog;
+  /** How long appended event ids are remembered (see `idempotencySettingsSchema`): 24 h, 100,000 ids per stream by default. */
+  readonly idempotency?: IdempotencySettingsInput;
 }
 
 /**
@@ -48,10 +51,12 @@ export interface EventStoreOptions extends CodecOptions {
 export class RedisEventStore {
   readonly codec: EventCodec;
   readonly catalog: EventCatalog;
+  readonly idempotency: IdempotencySettings;
   private readonly redis: Redis;
 
   constructor(options: EventStoreOptions) {
     this.redis = options.redis;
+    this.idempotency = parseIdempotencySettings(options.idempotency);
     this.catalog = options.catalog;
     this.codec = new EventCodec(options.catalog, options);
     defineEventStoreScripts(this.redis);
@@ -64,7 +69,7 @@ export class RedisEventStore {
   async append(stream: string, events: EventInput | readonly EventInput[], options: AppendOptions = {}): Promise<AppendResult> {
     const list = Array.isArray(events) ? (events as readonly EventInput[]) : [events as EventInput];
     if (list.length === 0) return { entryIds: [], duplicates: [], versions: {} };
-    const args: (string | number)[] = [list.length];
+    const args: (string | number)[] = [this.idempotency.windowMs, this.idempotency.maxIds, list.length];
     const expected = encodeExpectedVersion(options.expectedVersion ?? 'any');
     const subjects: (string | undefined)[] = [];
     for (const event of list) {
@@ -74,7 +79,8 @@ export class RedisEventStore {
     }
     let reply: unknown[];
     try {
-      reply = await this.redis.redsourceAppend(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), ...args);
+      const keys = [eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), eventStoreKeys.eventIdsByAge(stream)] as const;
+      reply = await this.redis.redsourceAppend(stream, ...keys, ...args);
     } catch (error) {
       // Redis answered with an error: the script checks before it writes, so nothing was appended.
       if (error instanceof ReplyError) throw new AppendRejectedError(stream, error as Error);

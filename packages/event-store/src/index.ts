@@ -2,6 +2,7 @@ export { RedisEventStore, type EventStoreOptions, type ReadOptions, type Subscri
 export { EventCatalog, type EventSchemas, type StreamDefinition } from './catalog.ts';
 export { EventCodec, DEFAULT_TYPE_FIELDS, type CodecOptions } from './codec.ts';
 export { eventStoreKeys } from './keys.ts';
+export { idempotencySettingsSchema, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';
 export { parseXReadReply, toStreamEntries } from './replies.ts';
 export {
   EventStoreError,
@@ -12,6 +13,7 @@ export {
   VersionConflictError,
   AppendNotConfirmedError,
   AppendRejectedError,
+  InvalidEventStoreOptionsError,
   isVersionConflictError,
   type FieldIssue,
 } from './errors.ts';

@@ -5,5 +5,8 @@
  */
 export const eventStoreKeys = {
   versions: (stream: string) => `redsource:{${stream}}:versions`,
+  /** Caller-given event id -> entry id, for the ids inside the idempotency window. */
   eventIds: (stream: string) => `redsource:{${stream}}:event-ids`,
+  /** The same ids by age (score: the entry id as ms + seq / 2048), so the window is trimmed oldest first. */
+  eventIdsByAge: (stream: string) => `redsource:{${stream}}:event-ids-by-age`,
 } as const;

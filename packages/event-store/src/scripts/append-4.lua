@@ -2,12 +2,15 @@
 -- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
 -- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
 --[[
-Appends a batch of events to one stream, all or nothing.
+Appends a batch of events to one stream, all or nothing, and forgets event ids past the window.
 
 KEYS[1]  the stream
 KEYS[2]  versions hash: subject -> number of events appended for it through redsource
 KEYS[3]  event ids hash: caller-given event id -> entry id (makes retries idempotent)
-ARGV[1]  event count; then for each event:
+KEYS[4]  event ids by age: sorted set of the same ids, scored by their entry id (ms + seq / 2048)
+ARGV[1]  the window's time (ms): an id appended longer ago than this (by Redis' clock) is forgotten
+ARGV[2]  the window's count: only the newest this many ids are remembered
+ARGV[3]  event count; then for each event:
          event id ('' = none), subject ('' = none),
          expected version ('' = any, else the subject's exact event count before this append;
          0 = no events yet; checked on the subject's first event that is not a duplicate),
@@ -16,17 +19,29 @@ Reply:   {'OK', entryId, duplicate (0|1), version (-1 = no subject), ...per even
          or {'CONFLICT', subject, expected, actual}: nothing was written
 ]]
 -- Every write below must succeed once started (a script error keeps what it wrote): check types first.
-local wanted = { 'stream', 'hash', 'hash' }
-for i = 1, 3 do
+local wanted = { 'stream', 'hash', 'hash', 'zset' }
+for i = 1, 4 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= wanted[i] then
     return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
   end
 end
 
-local count = tonumber(ARGV[1])
+local windowMs = tonumber(ARGV[1])
+local maxIds = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
 local events = {}
-local pos = 2
+local pos = 4
+local time = redis.call('TIME')
+-- Ids remembered from entries older than this are past the window: a resend of one is a new event.
+local cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
+local function msOf(entryId) return tonumber(string.match(entryId, '^(%d+)-')) end
+-- The entry id as a score, exact in a double (2^42 ms, 11 bits of seq; later seqs of one ms tie).
+-- Formatted here: Redis would turn a Lua number into a string with 14 digits, losing the seq.
+local function ageOf(entryId)
+  local ms, seq = string.match(entryId, '^(%d+)-(%d+)$')
+  return string.format('%.11f', tonumber(ms) + math.min(tonumber(seq), 2047) / 2048)
+end
 local versions = {}
 local batchIds = {}
 
@@ -38,6 +53,8 @@ for i = 1, count do
   pos = event.last + 1
   if event.id ~= '' then
     event.duplicateOf = redis.call('HGET', KEYS[3], event.id)
+    -- Trimming is lazy: an id still stored but past the window is forgotten already.
+    if event.duplicateOf and msOf(event.duplicateOf) < cutoff then event.duplicateOf = false end
     if not event.duplicateOf and batchIds[event.id] then event.sameBatchAs = batchIds[event.id] end
     batchIds[event.id] = i
   end
@@ -67,11 +84,29 @@ for i = 1, count do
   else
     duplicate = 0
     entryId = redis.call('XADD', KEYS[1], '*', unpack(ARGV, event.first, event.last))
-    if event.id ~= '' then redis.call('HSET', KEYS[3], event.id, entryId) end
+    if event.id ~= '' then
+      redis.call('HSET', KEYS[3], event.id, entryId)
+      redis.call('ZADD', KEYS[4], ageOf(entryId), event.id)
+    end
     if event.subject ~= '' then redis.call('HINCRBY', KEYS[2], event.subject, 1) end
   end
   reply[#reply + 1] = entryId
   reply[#reply + 1] = duplicate
   reply[#reply + 1] = event.version or -1
 end
+
+-- Forget the ids past the window: the oldest first, a bounded number per call (each call forgets
+-- more than it can add, so the window is kept however it was configured before).
+local budget = count + 1000
+local function forget(ids)
+  for i = 1, #ids, 1000 do
+    local last = math.min(i + 999, #ids)
+    redis.call('HDEL', KEYS[3], unpack(ids, i, last))
+    redis.call('ZREM', KEYS[4], unpack(ids, i, last))
+  end
+  budget = budget - #ids
+end
+forget(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', cutoff), 'LIMIT', 0, budget))
+local excess = redis.call('ZCARD', KEYS[4]) - maxIds
+if excess > 0 and budget > 0 then forget(redis.call('ZRANGE', KEYS[4], 0, math.min(excess, budget) - 1)) end
 return reply
