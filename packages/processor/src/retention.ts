@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
+import { compareEntryIds, snapshotKeys, type SnapshotStore } from '@redsource/snapshot-store';
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
 
@@ -33,5 +33,26 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
   // from a stream missing its start. Redis refusing writes (OOM, READONLY) aborts both at EXEC.
   const replies = (await redis.multi().set(processorKeys.trimmedBelow(stream), safe).xtrim(stream, 'MINID', safe).exec()) ?? [];
   for (const [error] of replies) if (error) throw error;
+  await forgetDeadLettered(redis, stream, safe);
   return safe;
+}
+
+/**
+ * Removes from the stream's dead-lettered-ids set the ids below `below`, entries trimmed from the
+ * stream: no projection can meet them again (the live cursor is past them, and a replay of a
+ * trimmed stream is refused), so they need no remembering. The set keeps the ids of dead-lettered
+ * entries still in the stream, which a rebuild may meet. One SSCAN of the set: it holds only the
+ * dead letters since the previous trim.
+ */
+export async function forgetDeadLettered(redis: Redis, stream: string, below: string): Promise<number> {
+  const key = snapshotKeys.deadLettered(stream);
+  let cursor = '0';
+  let forgotten = 0;
+  do {
+    const [next, members] = await redis.sscan(key, cursor, 'COUNT', 1000);
+    cursor = next;
+    const doomed = members.filter((id) => compareEntryIds(id, below) < 0);
+    if (doomed.length > 0) forgotten += await redis.srem(key, ...doomed);
+  } while (cursor !== '0');
+  return forgotten;
 }

@@ -18,7 +18,8 @@ KEYS[3]   the dead-letter stream
 KEYS[4]   totals hash: applied / skipped / deadLettered entries of the stream, over all processes
 KEYS[5]   the hold flag: while it exists (a rebuild is switching snapshots over), nothing is applied
 KEYS[6]   set of the stream's dead-lettered entry ids, shared by every projection of it (a
-          rebuild's shadow included): an entry is dead-lettered once, whoever meets it again
+          rebuild's shadow included): an entry is dead-lettered once, whoever meets it again, and
+          one in the set is never applied; retention removes the ids it trims from the stream
 KEYS[7..] the snapshot hashes the batch touches; with a fence (ARGV[5]), the last key is its lease
 ARGV[1]   consumer group to XACK in ('' = no ack, as in a replay)
 ARGV[2]   entry count
@@ -140,6 +141,13 @@ end
 
 local group = ARGV[1]
 
+-- The set is read only when it has members (SCARD is O(1)); retention trims it with the stream.
+local anyDeadLettered
+local function wasDeadLettered(entryId)
+  if anyDeadLettered == nil then anyDeadLettered = redis.call('SCARD', KEYS[6]) > 0 end
+  return anyDeadLettered and redis.call('SISMEMBER', KEYS[6], entryId) == 1
+end
+
 local function deadLetter(entryId, reason, fieldsJson)
   if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
@@ -209,7 +217,11 @@ for _ = 1, count do
       -- Several changes: check every key's type before any write (a script error would leave half an entry).
       if isNew and changeCount > 1 and not isHashOrNone(key) then wrongKey = key end
     end
-    if isNew and changeCount == 1 and not surelyExists[changes[1].key] then
+    if isNew and wasDeadLettered(entryId) then
+      -- Dead-lettered before by another projection of the stream (the live one, or a rebuild's
+      -- shadow): it stays dead-lettered, never applied as well, and is not dead-lettered again.
+      deadLettered = deadLettered + 1
+    elseif isNew and changeCount == 1 and not surelyExists[changes[1].key] then
       -- One change (the usual case): its first op is a hash command on its key, so a key of another
       -- type fails before anything is written. Catching that costs less than a TYPE per entry.
       local change = changes[1]
