@@ -50,7 +50,7 @@ export const appendThroughput: Benchmark = async (ctx) => {
     return rps;
   };
 
-  const reset = () => ctx.redis.del(streams.activity, eventStoreKeys.versions(streams.activity), eventStoreKeys.eventIds(streams.activity));
+  const reset = () => ctx.redis.del(streams.activity, eventStoreKeys.versions(streams.activity), eventStoreKeys.eventIds(streams.activity), eventStoreKeys.eventIdsByAge(streams.activity));
   // Warm-up: script loaded, code paths compiled.
   for (const batch of batches.slice(0, 20)) await store.append(streams.activity, batch);
   await reset();

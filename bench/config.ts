@@ -28,6 +28,11 @@ export interface BenchConfig {
   readonly replay: { readonly sizes: readonly number[]; readonly users: number };
   /** GET profile: `rounds` alternating runs of `seconds` each per server, so drifting machine load hits both alike. */
   readonly http: { readonly rounds: number; readonly seconds: number; readonly warmupSeconds: number; readonly connections: number };
+  /**
+   * Bookkeeping memory over a long run: `events` appends with event ids (1 in `poisonEvery` raw
+   * entries dead-lettered) under a window of `maxIds` ids and retention, measured at `checkpoints` points.
+   */
+  readonly bookkeeping: { readonly events: number; readonly checkpoints: number; readonly maxIds: number; readonly poisonEvery: number; readonly users: number };
 }
 
 const full: BenchConfig = {
@@ -37,6 +42,7 @@ const full: BenchConfig = {
   freshness: { rate: 10_000, seconds: 10, users: 10_000 },
   replay: { sizes: [100_000, 1_000_000], users: 10_000 },
   http: { rounds: 5, seconds: 2, warmupSeconds: 2, connections: 10 },
+  bookkeeping: { events: 1_000_000, checkpoints: 10, maxIds: 50_000, poisonEvery: 20, users: 1_000 },
 };
 
 const smoke: BenchConfig = {
@@ -46,6 +52,7 @@ const smoke: BenchConfig = {
   freshness: { rate: 10_000, seconds: 2, users: 1_000 },
   replay: { sizes: [5_000, 10_000], users: 1_000 },
   http: { rounds: 1, seconds: 1, warmupSeconds: 0, connections: 10 },
+  bookkeeping: { events: 20_000, checkpoints: 4, maxIds: 2_000, poisonEvery: 20, users: 100 },
 };
 
 export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {

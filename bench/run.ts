@@ -10,6 +10,7 @@ import os from 'node:os';
 import { appendLatency } from './append-latency.ts';
 import { appendThroughput } from './append-throughput.ts';
 import { benchConfig } from './config.ts';
+import { bookkeeping } from './bookkeeping.ts';
 import { freshness } from './freshness.ts';
 import { httpRead } from './http-read.ts';
 import { processing } from './processing.ts';
@@ -28,6 +29,7 @@ const SECTIONS: readonly { n: number; name: string; run: Benchmark }[] = [
   { n: 4, name: 'freshness', run: freshness },
   { n: 5, name: 'replay', run: rebuild },
   { n: 6, name: 'GET profile', run: httpRead },
+  { n: 7, name: 'bookkeeping memory', run: bookkeeping },
 ];
 
 async function main(): Promise<number> {

@@ -50,6 +50,10 @@ What is compared with what:
 5. **replay**: \`replay()\` (rebuild every snapshot from the log) vs an XRANGE-page loop with a pipelined write
    per entry, at two sizes, with the peak RSS of each process.
 6. **GET profile**: autocannon against the profile API vs a bare Fastify route doing one HGETALL of the same key.
+7. **bookkeeping memory**: a long run of \`RedisEventStore.append\` with event ids (a few resent inside the
+   window each batch) and raw entries that are dead-lettered, one processor with retention; at checkpoints,
+   once it caught up, \`MEMORY USAGE\` of the event-id window and of the dead-lettered-ids set and the server's
+   \`used_memory\` (the operator drops the dead letters at each checkpoint). Flat, vs what was kept forever before.
 
 Reading the table: *ratio* is redsource ÷ baseline (for latencies, lower is better); *met* compares with the
 issue's goal and says by how much it is missed. The notes under each table give the run's details: seconds,
