@@ -81,6 +81,9 @@ export const envSchema = z.object({
   REDSOURCE_HEARTBEAT_MS: int(50, 3_600_000).optional(),
   REDSOURCE_GAP_FILL_AFTER_MS: int(0, 3_600_000).optional(),
   REDSOURCE_MAX_DELIVERIES: int(1, 1_000).optional(),
+  // The idempotent-append window: unset means the event store's defaults (packages/event-store/src/options.ts).
+  REDSOURCE_APPEND_ID_WINDOW_MS: int(1_000, 365 * 86_400_000).optional(),
+  REDSOURCE_APPEND_ID_MAX: int(1, 100_000_000).optional(),
   // `replay`'s lease: unset means the processor's defaults (packages/processor/src/rebuild-lease.ts).
   REDSOURCE_REBUILD_LEASE_MS: int(100, 3_600_000).optional(),
   REDSOURCE_REBUILD_RENEW_MS: int(10, 3_600_000).optional(),

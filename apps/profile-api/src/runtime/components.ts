@@ -9,7 +9,8 @@ import { profileHandlers } from '../domain/handlers.ts';
 /** The framework pieces of the profile app, wired from configuration. */
 export function profileComponents(config: AppConfig, redis: Redis) {
   const streams: ProfileStreams = { updates: config.STREAM_UPDATES, activity: config.STREAM_ACTIVITY, friends: config.STREAM_FRIENDS };
-  const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams), source: 'redsource/profile-api' });
+  const idempotency = definedOnly({ windowMs: config.REDSOURCE_APPEND_ID_WINDOW_MS, maxIds: config.REDSOURCE_APPEND_ID_MAX });
+  const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams), source: 'redsource/profile-api', idempotency });
   const snapshots = new SnapshotStore({ redis, keyPrefix: config.SNAPSHOT_PREFIX, projection: 'profiles' });
   const handlers = profileHandlers(streams);
   const createProcessor = (logger: Logger) =>
