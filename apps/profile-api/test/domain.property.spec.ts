@@ -60,7 +60,7 @@ function reference(commands: readonly Command[]) {
       if (c.kind === 'like') add(pages, c.page);
       else remove(pages, c.page);
     } else if (c.kind === 'add') add(friends, c.friend);
-    else remove(friends, c.friend);
+    else if (c.kind === 'remove') remove(friends, c.friend);
   }
   return { exists, fields, friends, pages, activity };
 }
