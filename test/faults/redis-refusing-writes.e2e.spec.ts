@@ -87,7 +87,9 @@ describe('Redis refusing writes is never the entry\'s fault', () => {
       await copy.replicaof('NO', 'ONE');
       await primary.replicaof('127.0.0.1', port(twin));
       await primary.call('CLIENT', 'UNPAUSE');
-      expect(await unapplied(s), 'the node must turn read-only while the backlog is being processed').toBeGreaterThan(1_000);
+      // Appends keep arriving throughout, so the processors hold batches when the node turns read-only;
+      // how much of the backlog is left by then depends on the machine's speed, not on the code.
+      expect(await unapplied(s), 'the node must turn read-only while the backlog is being processed').toBeGreaterThan(0);
       const readOnlySince = Date.now();
       expect(await until(async () => (await info(primary, 'replication'))['master_link_status'] === 'up', 10_000)).toBe(true);
       await sleep(3_000);
