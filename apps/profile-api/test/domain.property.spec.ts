@@ -24,7 +24,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
   fieldList(1).map((fields) => ({ kind: 'update' as const, fields })),
   fc.constant({ kind: 'delete' as const }),
   fc.tuple(fc.constantFrom('like' as const, 'unlike' as const), anyName().filter((p) => p !== '')).map(([kind, page]) => ({ kind, page })),
-  anyName().filter((c) => c !== '' && c !== 'like' && c !== 'unlike').map((c) => ({ kind: 'activity' as const, command: c })),
+  fc.oneof(anyName(), personalFieldName()).filter((c) => /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(c) && c !== 'like' && c !== 'unlike').map((c) => ({ kind: 'activity' as const, command: c })),
   fc.tuple(fc.constantFrom('add' as const, 'remove' as const), userId().filter((f) => f !== 'me')).map(([kind, friend]) => ({ kind, friend })),
 );
 

@@ -8,6 +8,11 @@ export interface StreamDefinition {
   readonly schemas: EventSchemas;
   /** Which entity an event concerns (the user id); used for per-subject versions on append. */
   readonly subjectOf?: (data: unknown) => string | undefined;
+  /**
+   * The type names the `*` schema accepts (by default any): a type that is not listed and does not
+   * match is refused like invalid data (EventValidationError on its `type` field), on append and decode alike.
+   */
+  readonly otherTypes?: { readonly pattern: RegExp; readonly message: string };
 }
 
 /** Which event types each stream carries. Stream names are keys here: configuration, not constants. */
@@ -43,9 +48,11 @@ export class EventCatalog {
 
   /** Validates and normalises an event's data; throws EventValidationError naming the fields at fault. */
   parse(stream: string, type: string, data: unknown): unknown {
-    const { schemas } = this.definition(stream);
-    const schema = Object.hasOwn(schemas, type) ? schemas[type] : schemas['*'];
+    const { schemas, otherTypes } = this.definition(stream);
+    const listed = Object.hasOwn(schemas, type);
+    const schema = listed ? schemas[type] : schemas['*'];
     if (!schema) throw new UnknownEventTypeError(stream, type, Object.keys(schemas));
+    if (!listed && otherTypes && !otherTypes.pattern.test(type)) throw new EventValidationError(stream, type, [{ field: 'type', message: otherTypes.message }]);
     const result = schema.safeParse(data);
     if (!result.success) throw new EventValidationError(stream, type, toFieldIssues(result.error));
     return result.data;
