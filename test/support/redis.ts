@@ -131,7 +131,8 @@ async function ownServer({ aof = false }: TestRedisOptions): Promise<TestRedis> 
   };
   const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL') => {
     const proc = child;
-    if (!proc || proc.exitCode !== null) return;
+    // A process killed by a signal has signalCode set and exitCode null: it has exited all the same.
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once('exit', r));
     proc.kill(signal);
     await exited;
