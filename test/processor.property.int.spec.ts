@@ -10,7 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { EventInput } from '@redsource/event-store';
-import { DeadLetters, type StreamProcessor } from '@redsource/processor';
+import { DeadLetters, replay, type StreamProcessor } from '@redsource/processor';
 import { anyBytes, anyName, personalFieldName } from './support/arbitraries.ts';
 import { isolatedProfileSetup } from './support/profile-setup.ts';
 import { referenceFold, snapshotDifferences } from './support/model.ts';
@@ -69,6 +69,7 @@ const poison: fc.Arbitrary<[StreamKey, Field[]]> = fc.oneof(
   // A valid shape with bytes that are not UTF-8 in a value or a name: RS_NOT_UTF8.
   fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('activity', ['user_id', u, 'command', 'like', 'page', Buffer.concat([Buffer.from('P'), bytes])])),
   fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('activity', ['user_id', u, 'command', Buffer.concat([Buffer.from('k'), bytes])])),
+  fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('updates', ['user_id', u, 'command', 'register', 'name', 'N', Buffer.concat([Buffer.from('f'), bytes]), 'v'])),
   // A command that cannot name a counter.
   fc.tuple(user, anyName().filter((c) => c !== '' && !COUNTER.test(c))).map(([u, c]) => entry('activity', ['user_id', u, 'command', c])),
 );
@@ -119,6 +120,20 @@ class RestartProcessor implements fc.AsyncCommand<Model, Real> {
   toString = () => 'RestartProcessor';
 }
 
+/** A rebuild from the log while the processor is stopped: nothing is applied or dead-lettered a second time. */
+class Rebuild implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(model: Model, real: Real): Promise<void> {
+    await checkAgainstModel(model, real.setup);
+    await real.processor.stop();
+    const { setup } = real;
+    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers });
+    real.processor = ctx.track(setup.processor(ctx.server.client(), { claimIntervalMs: 50 }));
+    await real.processor.start();
+  }
+  toString = () => 'Rebuild';
+}
+
 class Check implements fc.AsyncCommand<Model, Real> {
   check = () => true;
   async run(model: Model, real: Real): Promise<void> {
@@ -165,6 +180,7 @@ const commands = fc.commands(
     anything.map(([s, f]) => new AppendRaw('any', s, f)),
     fc.tuple(fc.constantFrom('id-a', 'id-b', 'id-c', 'id-d'), user, command).map(([id, u, t]) => new AppendWithId(id, u, t)),
     fc.constant(new RestartProcessor()),
+    fc.constant(new Rebuild()),
     fc.constant(new Check()),
   ],
   { maxCommands: 25 },
