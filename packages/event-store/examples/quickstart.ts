@@ -95,6 +95,6 @@ try {
   }
 } finally {
   // Delete what this run created: the stream and the store's two keys beside it, and the string of step 9.
-  await redis.del(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), broken);
+  await redis.del(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), eventStoreKeys.eventIdsByAge(stream), broken);
   await redis.quit();
 }

@@ -101,6 +101,7 @@ try {
     stream,
     eventStoreKeys.versions(stream),
     eventStoreKeys.eventIds(stream),
+    eventStoreKeys.eventIdsByAge(stream),
     snapshots.cursorKey(stream),
     snapshots.totalsKey(stream),
     snapshots.holdKey(stream), // left only by a replay that failed while holding
