@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { useTestRedis } from '../support/redis.ts';
-import { describeOutcome, FaultScenario, type Outcome } from '../support/fault-driver.ts';
+import { expectExactOnce, FaultScenario } from '../support/fault-driver.ts';
 import { prng } from '../support/model.ts';
 
 /**
@@ -27,18 +27,6 @@ function begin(): FaultScenario {
   return scenario;
 }
 
-function check(name: string, s: FaultScenario, outcome: Outcome): void {
-  const line = describeOutcome(name, outcome, s.appendFailures);
-  console.log(line);
-  const context = `${line}\n${outcome.differences.slice(0, 5).join('\n')}\n${s.logs()}`;
-  expect(outcome.inStreams, context).toBeGreaterThan(EVENTS * 0.5);
-  expect(outcome.applied + outcome.deadLettered, context).toBe(outcome.inStreams);
-  expect(outcome.deadLettered, context).toBe(outcome.undecodable);
-  expect(outcome.deadLetterEntries, context).toBe(outcome.undecodable);
-  expect(outcome.pending, context).toBe(0);
-  expect(outcome.differences, context).toEqual([]);
-}
-
 describe('exactly-once effects in per-user stream order under faults', () => {
   it('three processors, one SIGKILLed at random points and restarted under the same name', async () => {
     const s = begin();
@@ -61,7 +49,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     const outcome = await s.settle(60_000);
     console.log(`[kill-restart] ${kills} SIGKILLs`);
     expect(kills).toBeGreaterThan(3);
-    check('kill-restart', s, outcome);
+    expectExactOnce('kill-restart', s, outcome, EVENTS);
   }, 120_000);
 
   it('one processor killed for good: the living claim its pending entries and drop it from the group', async () => {
@@ -71,7 +59,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     await s.kill('p2', 'SIGKILL');
     await appending;
     const outcome = await s.settle(60_000);
-    check('killed-forever', s, outcome);
+    expectExactOnce('killed-forever', s, outcome, EVENTS);
     const consumers = async () => ((await ctx.redis.xinfo('CONSUMERS', s.streams.activity, s.group)) as unknown[][]).map((c) => String(c[1]));
     const end = Date.now() + 15_000;
     while ((await consumers()).includes('p2') && Date.now() < end) await sleep(200);
@@ -87,7 +75,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     await ctx.server.restart();
     await appending;
     const outcome = await s.settle(60_000);
-    check('redis-restart', s, outcome);
+    expectExactOnce('redis-restart', s, outcome, EVENTS);
   }, 120_000);
 
   it('every client connection dropped repeatedly (CLIENT KILL)', async () => {
@@ -107,7 +95,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     const outcome = await s.settle(60_000);
     console.log(`[client-kill] ${drops} connections dropped`);
     expect(drops).toBeGreaterThan(5);
-    check('client-kill', s, outcome);
+    expectExactOnce('client-kill', s, outcome, EVENTS);
   }, 120_000);
 
   it('poison entries mixed in end in the dead-letter stream, counted, and everything else flows', async () => {
@@ -115,7 +103,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     await s.append(EVENTS, { seed: 15, poisonRate: 0.1, spreadMs: 2_000 });
     const outcome = await s.settle(60_000);
     expect(outcome.undecodable).toBeGreaterThan(EVENTS * 0.05);
-    check('poison', s, outcome);
+    expectExactOnce('poison', s, outcome, EVENTS);
   }, 120_000);
 
   it('SIGTERM while batches are in flight loses nothing and applies nothing twice', async () => {
@@ -136,7 +124,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     appending = false;
     await chaos;
     const outcome = await s.settle(60_000);
-    check('sigterm', s, outcome);
+    expectExactOnce('sigterm', s, outcome, EVENTS);
     expect(stops).toBeGreaterThan(3);
   }, 120_000);
 });

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { streamStatus } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
-import { describeOutcome, FaultScenario, type Outcome } from '../support/fault-driver.ts';
+import { expectExactOnce, FaultScenario } from '../support/fault-driver.ts';
 import { startTestRedis, useTestRedis, type TestRedis } from '../support/redis.ts';
 
 /**
@@ -33,18 +33,6 @@ function begin(): FaultScenario {
   return scenario;
 }
 
-function check(name: string, s: FaultScenario, outcome: Outcome): void {
-  const line = describeOutcome(name, outcome, s.appendFailures);
-  console.log(line);
-  const context = `${line}\n${outcome.differences.slice(0, 5).join('\n')}\n${s.logs()}`;
-  expect(outcome.inStreams, context).toBeGreaterThan(EVENTS * 0.5);
-  expect(outcome.applied + outcome.deadLettered, context).toBe(outcome.inStreams);
-  expect(outcome.deadLettered, context).toBe(outcome.undecodable);
-  expect(outcome.deadLetterEntries, context).toBe(outcome.undecodable);
-  expect(outcome.pending, context).toBe(0);
-  expect(outcome.differences, context).toEqual([]);
-}
-
 describe('Redis refusing writes is never the entry\'s fault', () => {
   it('SCRIPT FLUSH every 100 ms under load (NOSCRIPT)', async () => {
     const s = begin();
@@ -63,7 +51,7 @@ describe('Redis refusing writes is never the entry\'s fault', () => {
     const outcome = await s.settle(30_000);
     console.log(`[script-flush] ${flushes} flushes`);
     expect(flushes).toBeGreaterThan(20);
-    check('script-flush', s, outcome);
+    expectExactOnce('script-flush', s, outcome, EVENTS);
   }, 60_000);
 
   it('the node turned read-only (a replica of its copy) for a few seconds under load (READONLY)', async (t) => {
@@ -104,7 +92,7 @@ describe('Redis refusing writes is never the entry\'s fault', () => {
     const outcome = await s.settle(30_000);
     console.log(`[readonly] read-only for ${readOnlyFor} ms, ${s.appendFailures} appends refused, settled ${Date.now() - writable} ms after the appends ended`);
     expect(s.appendFailures, 'the appender must have met READONLY too').toBeGreaterThan(0);
-    check('readonly', s, outcome);
+    expectExactOnce('readonly', s, outcome, EVENTS);
   }, 60_000);
 });
 

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
+import { expect } from 'vitest';
 import { EventStoreError, RedisEventStore } from '@redsource/event-store';
 import { processorKeys } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
@@ -39,8 +40,8 @@ export class FaultScenario {
       REDSOURCE_CLAIM_INTERVAL_MS: '200',
       REDSOURCE_HEARTBEAT_MS: '200',
       REDSOURCE_GAP_FILL_AFTER_MS: '500',
-      // Chaos redelivers good entries many times; only entries that cannot be applied may be dead-lettered.
-      REDSOURCE_MAX_DELIVERIES: '1000',
+      // The default REDSOURCE_MAX_DELIVERIES on purpose: chaos redelivers good entries many times, and
+      // only failed handler attempts may count toward it, never redeliveries.
       LOG_LEVEL: 'warn',
     };
   }
@@ -152,6 +153,23 @@ export interface Outcome {
 export function describeOutcome(name: string, o: Outcome, appendFailures: number): string {
   return `[${name}] appended ${o.inStreams} (unconfirmed ${appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
     `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, users ${o.users}, snapshot differences ${o.differences.length}`;
+}
+
+/**
+ * The guarantee, checked: every entry in the streams applied or (if it cannot be decoded)
+ * dead-lettered exactly once, nothing pending, every snapshot equal to the fold. `appended` is what
+ * the test tried to append: at least half of it must have reached Redis for the check to mean much.
+ */
+export function expectExactOnce(name: string, s: FaultScenario, outcome: Outcome, appended: number): void {
+  const line = describeOutcome(name, outcome, s.appendFailures);
+  console.log(line);
+  const context = `${line}\n${outcome.differences.slice(0, 5).join('\n')}\n${s.logs()}`;
+  expect(outcome.inStreams, context).toBeGreaterThan(appended * 0.5);
+  expect(outcome.applied + outcome.deadLettered, context).toBe(outcome.inStreams);
+  expect(outcome.deadLettered, context).toBe(outcome.undecodable);
+  expect(outcome.deadLetterEntries, context).toBe(outcome.undecodable);
+  expect(outcome.pending, context).toBe(0);
+  expect(outcome.differences, context).toEqual([]);
 }
 
 function poison(streams: ProfileStreams, i: number, kind: number): RawCommand {
