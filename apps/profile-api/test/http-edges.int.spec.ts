@@ -7,26 +7,11 @@ import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
 import { connectRedis } from '../src/runtime/redis.ts';
 import { startTestRedis, unique, useTestRedis } from '../../../test/support/redis.ts';
-import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
+import { useProfileApps } from './app-harness.ts';
 
 const ctx = useTestRedis();
-let setup: ReturnType<typeof isolatedProfileSetup>;
-let streams: string[];
-const apps: FastifyInstance[] = [];
-
-beforeAll(() => {
-  setup = isolatedProfileSetup(ctx.redis);
-  streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
-});
-afterEach(async () => {
-  for (const a of apps.splice(0)) await a.close();
-});
-
-async function app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> {
-  const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams, ...options });
-  apps.push(built);
-  return built;
-}
+const apps = useProfileApps(ctx);
+const app = (options?: Parameters<typeof apps.app>[0]) => apps.app(options);
 
 const ERROR_SHAPE = { statusCode: expect.any(Number), code: expect.stringMatching(/^RS_/), error: expect.any(String), message: expect.any(String) };
 
@@ -99,7 +84,7 @@ describe("errors from Node's HTTP parser answer the documented error body", () =
 describe('read your writes: wait', () => {
   it('accepts decimal integers only', async () => {
     const a = await app();
-    const after = `after=${setup.streams.updates}:1-0`;
+    const after = `after=${apps.setup.streams.updates}:1-0`;
     for (const wait of ['0x10', '1e3', '', ' 5', '5.0', '+5', '-0', '10001', '1&wait=2']) {
       const res = await a.inject(`/users/1/profile?${after}&wait=${wait}`);
       expect(res.statusCode, `wait=${wait}`).toBe(400);
@@ -117,11 +102,11 @@ describe('read your writes: wait', () => {
     try {
       const snapshots = new SnapshotStore({ redis, keyPrefix: `${unique('snap')}_`, projection: 'profiles' });
       const a = await app({ snapshots });
-      expect((await a.inject(`/users/1/profile?after=${setup.streams.updates}:1-0&wait=0`)).statusCode).toBe(504);
+      expect((await a.inject(`/users/1/profile?after=${apps.setup.streams.updates}:1-0&wait=0`)).statusCode).toBe(504);
       await own.stop('SIGKILL');
       for (const wait of [500, 0]) {
         const started = Date.now();
-        const res = await a.inject(`/users/1/profile?after=${setup.streams.updates}:1-0&wait=${wait}`);
+        const res = await a.inject(`/users/1/profile?after=${apps.setup.streams.updates}:1-0&wait=${wait}`);
         const took = Date.now() - started;
         expect(res.statusCode, `wait=${wait}: ${res.body}`).toBe(503);
         expect(res.json()).toEqual({ ...ERROR_SHAPE, statusCode: 503, code: 'RS_UNAVAILABLE', error: 'Service Unavailable' });

@@ -9,29 +9,14 @@ import { buildApp, type AppOptions } from '../src/http/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
 import { useTestRedis } from '../../../test/support/redis.ts';
-import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
+import { useProfileApps } from './app-harness.ts';
 
 const ctx = useTestRedis();
-let setup: ReturnType<typeof isolatedProfileSetup>;
-let streams: string[];
-const apps: FastifyInstance[] = [];
-
-beforeAll(() => {
-  setup = isolatedProfileSetup(ctx.redis);
-  streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
-});
-afterEach(async () => {
-  for (const a of apps.splice(0)) await a.close();
-});
-
-async function app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> {
-  const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams, ...options });
-  apps.push(built);
-  return built;
-}
+const apps = useProfileApps(ctx);
+const app = (options?: Parameters<typeof apps.app>[0]) => apps.app(options);
 
 async function startProcessor(): Promise<StreamProcessor> {
-  const processor = setup.processor(ctx.server.client());
+  const processor = apps.setup.processor(ctx.server.client());
   ctx.track(processor);
   await processor.start();
   return processor;
@@ -92,10 +77,10 @@ describe('OpenAPI document and docs page', () => {
 describe('ETag and If-None-Match', () => {
   it('answers 304 with no body while the profile is unchanged, 200 with a new tag once it changes', async () => {
     const id = newUser();
-    await xadd(setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Tag');
+    await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Tag');
     const processor = await startProcessor();
     const a = await app();
-    const first = await a.inject({ url: `/users/${id}/profile?after=${setup.streams.updates}:${await lastId(setup.streams.updates)}` });
+    const first = await a.inject({ url: `/users/${id}/profile?after=${apps.setup.streams.updates}:${await lastId(apps.setup.streams.updates)}` });
     expect(first.statusCode).toBe(200);
     const etag = first.headers['etag'];
     expect(etag).toMatch(/^W\/"\d+-[A-Za-z0-9_-]+"$/);
@@ -110,8 +95,8 @@ describe('ETag and If-None-Match', () => {
     }
     expect((await a.inject({ url: `/users/${id}/profile`, headers: { 'if-none-match': 'W/"stale"' } })).statusCode).toBe(200);
 
-    const liked = await xadd(setup.streams.activity, 'user_id', id, 'command', 'like', 'page', 'P');
-    const changed = await a.inject({ url: `/users/${id}/profile?after=${setup.streams.activity}:${liked}`, headers: { 'if-none-match': String(etag) } });
+    const liked = await xadd(apps.setup.streams.activity, 'user_id', id, 'command', 'like', 'page', 'P');
+    const changed = await a.inject({ url: `/users/${id}/profile?after=${apps.setup.streams.activity}:${liked}`, headers: { 'if-none-match': String(etag) } });
     expect(changed.statusCode).toBe(200);
     expect(changed.json()).toMatchObject({ likedPages: ['P'] });
     expect(changed.headers['etag']).not.toBe(etag);
@@ -133,12 +118,12 @@ async function lastId(stream: string): Promise<string> {
 describe('read your writes: ?after=<stream>:<entry id>', () => {
   it('waits until the snapshots have applied the entry, then answers with it', async () => {
     const id = newUser();
-    const entryId = await xadd(setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Writer');
+    const entryId = await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Writer');
     const a = await app();
     expect((await a.inject(`/users/${id}/profile`)).statusCode).toBe(404);
 
     const started = Date.now();
-    const pending = a.inject(`/users/${id}/profile?after=${setup.streams.updates}:${entryId}&wait=8000`);
+    const pending = a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=8000`);
     await sleep(150);
     await startProcessor();
     const res = await pending;
@@ -149,22 +134,22 @@ describe('read your writes: ?after=<stream>:<entry id>', () => {
 
   it('answers at once when the snapshots are already past the entry', async () => {
     const id = newUser();
-    const entryId = await xadd(setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Early');
+    const entryId = await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Early');
     await startProcessor();
     const a = await app();
-    expect((await a.inject(`/users/${id}/profile?after=${setup.streams.updates}:${entryId}&wait=5000`)).statusCode).toBe(200);
+    expect((await a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=5000`)).statusCode).toBe(200);
     const started = Date.now();
-    const res = await a.inject(`/users/${id}/profile?after=${setup.streams.updates}:1-0&wait=0`);
+    const res = await a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:1-0&wait=0`);
     expect(res.statusCode).toBe(200);
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
   it('answers 504 RS_NOT_CAUGHT_UP with Retry-After when the wait runs out', async () => {
     const id = newUser();
-    const entryId = await xadd(setup.streams.friends, 'user_id', id, 'command', 'add', 'friend_id', 'x1');
+    const entryId = await xadd(apps.setup.streams.friends, 'user_id', id, 'command', 'add', 'friend_id', 'x1');
     const a = await app();
     const started = Date.now();
-    const res = await a.inject(`/users/${id}/profile?after=${encodeURIComponent(`${setup.streams.friends}:${entryId}`)}&wait=200`);
+    const res = await a.inject(`/users/${id}/profile?after=${encodeURIComponent(`${apps.setup.streams.friends}:${entryId}`)}&wait=200`);
     expect(Date.now() - started).toBeGreaterThanOrEqual(190);
     expect(res.statusCode).toBe(504);
     expect(res.headers['retry-after']).toBe('1');
@@ -176,12 +161,12 @@ describe('read your writes: ?after=<stream>:<entry id>', () => {
     const a = await app();
     const bad = [
       'after=nope:1700000000000-0',
-      `after=${setup.streams.updates}`,
-      `after=${setup.streams.updates}:abc`,
-      `after=${setup.streams.updates}:1700000000000`,
-      `after=${setup.streams.updates}:1-0&wait=10001`,
-      `after=${setup.streams.updates}:1-0&wait=-1`,
-      `after=${setup.streams.updates}:1-0&wait=soon`,
+      `after=${apps.setup.streams.updates}`,
+      `after=${apps.setup.streams.updates}:abc`,
+      `after=${apps.setup.streams.updates}:1700000000000`,
+      `after=${apps.setup.streams.updates}:1-0&wait=10001`,
+      `after=${apps.setup.streams.updates}:1-0&wait=-1`,
+      `after=${apps.setup.streams.updates}:1-0&wait=soon`,
     ];
     for (const query of bad) {
       const res = await a.inject(`/users/1/profile?${query}`);
@@ -189,7 +174,7 @@ describe('read your writes: ?after=<stream>:<entry id>', () => {
       expect(res.json(), query).toEqual({ ...ERROR_SHAPE, statusCode: 400, code: 'RS_BAD_REQUEST' });
     }
     const unknown = await a.inject('/users/1/profile?after=nope:1700000000000-0');
-    expect(unknown.json<{ message: string }>().message).toContain(setup.streams.updates);
+    expect(unknown.json<{ message: string }>().message).toContain(apps.setup.streams.updates);
   });
 });
 
@@ -288,8 +273,8 @@ describe('rate limiting', () => {
 describe('graceful shutdown', () => {
   it('lets an in-flight request finish; a request arriving during close gets a 503 in the API error shape', async () => {
     const id = newUser();
-    const entryId = await xadd(setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Lingering');
-    const a = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams });
+    const entryId = await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Lingering');
+    const a = await buildApp({ snapshots: apps.setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams: apps.streams });
     await a.listen({ port: 0, host: '127.0.0.1' });
     const address = a.server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
@@ -299,7 +284,7 @@ describe('graceful shutdown', () => {
     socket.on('data', (d: Buffer) => (received += d.toString()));
     const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    socket.write(`GET /users/${id}/profile?after=${setup.streams.updates}:${entryId}&wait=8000 HTTP/1.1\r\nHost: test\r\n\r\n`);
+    socket.write(`GET /users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=8000 HTTP/1.1\r\nHost: test\r\n\r\n`);
     await sleep(150);
 
     let closed = false;
