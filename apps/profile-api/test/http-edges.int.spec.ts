@@ -1,8 +1,7 @@
 import net from 'node:net';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { SnapshotStore } from '@redsource/snapshot-store';
-import { buildApp, type AppOptions } from '../src/http/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
 import { connectRedis } from '../src/runtime/redis.ts';

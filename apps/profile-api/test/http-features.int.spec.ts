@@ -1,11 +1,10 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
+import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { StreamProcessor } from '@redsource/processor';
-import { buildApp, type AppOptions } from '../src/http/app.ts';
+import { buildApp } from '../src/http/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
 import { useTestRedis } from '../../../test/support/redis.ts';
