@@ -144,7 +144,11 @@ export class RedisEventStore {
 
   private async *follow(positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
     const reader = this.redis.duplicate();
-    const onAbort = () => reader.disconnect();
+    let closed = false;
+    const onAbort = () => {
+      closed = true;
+      reader.disconnect();
+    };
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await resolved;
@@ -166,7 +170,8 @@ export class RedisEventStore {
       }
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
-      reader.disconnect();
+      // Once only: a second disconnect() of a closed connection leaves ioredis' 2 s disconnect timer running.
+      if (!closed) reader.disconnect();
     }
   }
 

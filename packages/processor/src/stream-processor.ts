@@ -54,6 +54,8 @@ export class StreamProcessor {
   private readonly waits = new RedisWaits();
   private reader: Redis | undefined;
   private readerClientId: number | undefined;
+  /** The CLIENT ID request sent when the reader became ready, until it answers. */
+  private readerIdRequest: Promise<void> | undefined;
   private loops: Promise<void>[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopRequestedAt: number | undefined;
@@ -118,7 +120,9 @@ export class StreamProcessor {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
     this.reader = this.redis.duplicate({ connectionName: `redsource:${this.settings.consumer}:reader` });
     this.reader.on('error', (error: Error) => this.logger.debug({ err: error.message }, 'reader connection error'));
-    this.reader.on('ready', () => void this.refreshReaderId());
+    this.reader.on('ready', () => {
+      this.readerIdRequest = this.refreshReaderId();
+    });
     this.state = 'running';
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
@@ -133,14 +137,14 @@ export class StreamProcessor {
     this.stopRequestedAt = Date.now();
     this.stopping.abort();
     clearInterval(this.heartbeatTimer);
-    if (this.readerClientId !== undefined) {
-      // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
-      // Not awaited: with Redis away it would only return when ioredis gives up; the wait below is bounded.
-      this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
-    }
+    await this.wakeReader();
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
+    // The timer is cancelled once the loops settle: a pending one would keep the process alive for shutdownTimeoutMs.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
-    const gaveUp = await Promise.race([settled.then(() => false), sleep(this.settings.shutdownTimeoutMs).then(() => true)]);
+    const deadline = new AbortController();
+    const timedOut = sleep(this.settings.shutdownTimeoutMs, true, { signal: deadline.signal }).catch(() => false);
+    const gaveUp = await Promise.race([settled.then(() => false), timedOut]);
+    deadline.abort();
     if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it stays pending for a later delivery');
     this.reader?.disconnect();
     this.state = 'stopped';
@@ -170,6 +174,31 @@ export class StreamProcessor {
       await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
     }
     this.statsFor(stream);
+  }
+
+  /**
+   * Ends the reader's blocked XREADGROUP at once (else stop waits up to blockMs). A reader that cannot
+   * become ready has sent nothing (its commands wait in ioredis' queue): closed, it cuts off no reply.
+   */
+  private async wakeReader(): Promise<void> {
+    const reader = this.reader;
+    if (!reader) return;
+    // Closed half-way through its handshake, ioredis keeps a 2 s timer running: let the handshake end first.
+    if (reader.status === 'connecting' || reader.status === 'connect') await handshakeEnded(reader, 1_000);
+    if (reader.status !== 'ready') {
+      reader.disconnect();
+      return;
+    }
+    // Ready, its CLIENT ID asked for and sent before any read: the answer is one round trip away (bounded all the same).
+    if (this.readerClientId === undefined && this.readerIdRequest) {
+      const bound = new AbortController();
+      await Promise.race([this.readerIdRequest, sleep(500, undefined, { signal: bound.signal }).catch(() => undefined)]);
+      bound.abort();
+    }
+    if (this.readerClientId === undefined) return;
+    // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
+    // Not awaited: with Redis away it would only return when ioredis gives up; the wait below is bounded.
+    this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
   }
 
   private async refreshReaderId(): Promise<void> {
@@ -206,7 +235,8 @@ export class StreamProcessor {
           recovered = true;
         }
         const reader = this.reader;
-        if (!reader) return;
+        // stop() may have come during the awaits above: a read sent now would block past its UNBLOCK.
+        if (!reader || this.state !== 'running') break;
         const batches = await (next ?? this.group.readNew(reader, this.streams));
         next = batches.length > 0 && this.state === 'running' ? this.group.readNew(reader, this.streams) : undefined;
         next?.catch(() => undefined);
@@ -321,4 +351,17 @@ export class StreamProcessor {
     this.inFlight.add(promise);
     return promise.finally(() => this.inFlight.delete(promise));
   }
+}
+
+/** Resolves when `connection` is ready or closed, or after `ms`; leaves no listener or timer behind. */
+function handshakeEnded(connection: Redis, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      for (const event of ['ready', 'close', 'end']) connection.off(event, done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    for (const event of ['ready', 'close', 'end']) connection.once(event, done);
+  });
 }
