@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { DeadLetters, processorKeys, replay } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
-import { runDlq } from '../src/cli/dlq.ts';
+import { dlqCommand } from '../src/cli/dlq.ts';
 import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { referenceFold, snapshotDifferences } from '../../../test/support/model.ts';
@@ -53,15 +53,19 @@ afterAll(async () => {
   await app.close();
 });
 
-/** What runDlq writes to stdout. */
+/** What `redsource dlq <args>` writes to stdout, run on this test's dead letters. */
 async function dlq(args: string[], flags = { json: false, all: false }): Promise<{ code: number; out: string }> {
   let out = '';
+  let code = -1;
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
     out += String(chunk);
     return true;
   });
   try {
-    const code = await runDlq(deadLetters, Object.values(setup.streams), args, flags);
+    const command = dlqCommand(async (body) => {
+      code = await body({ deadLetters, streams: Object.values(setup.streams) });
+    });
+    await command.parseAsync([...args, ...(flags.json ? ['--json'] : []), ...(flags.all ? ['--all'] : [])], { from: 'user' });
     return { code, out };
   } finally {
     spy.mockRestore();

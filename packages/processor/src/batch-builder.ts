@@ -9,7 +9,7 @@ import type { Logger } from './logger.ts';
 export interface BuildOptions {
   /** Cuts handler retries short: the entry is left unapplied (and pending) for a later delivery. */
   readonly signal?: AbortSignal;
-  /** Called for each entry that cannot be applied. */
+  /** Called for each entry that cannot be applied; given, it replaces the builder's warning (the caller reports such entries). */
   readonly onBad?: (entryId: string, reason: string) => void;
 }
 
@@ -86,8 +86,8 @@ export class BatchBuilder {
     firstAttempt: Failure | undefined,
   ): Promise<BatchEntry> {
     const deadLetter = (reason: string): BatchEntry => {
-      options.onBad?.(entry.id, reason);
-      this.logger.warn({ stream, entryId: entry.id, reason }, 'entry cannot be applied: dead-lettering it');
+      if (options.onBad) options.onBad(entry.id, reason);
+      else this.logger.warn({ stream, entryId: entry.id, reason }, 'entry cannot be applied: dead-lettering it');
       return { entryId: entry.id, deadLetter: { reason, fields: entry.fields } };
     };
     if (event instanceof EventStoreError) return deadLetter(`${event.code}: ${event.message}`);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisEventStore } from '@redsource/event-store';
-import { compareEntryIds, SNAPSHOT_ID, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
+import { compareEntryIds, SNAPSHOT_ID, snapshotKeys, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
 import { ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
 import { discoverStreams } from './discovery.ts';
@@ -18,10 +18,12 @@ export interface ReplayProgress {
   readonly done: number;
   /** Entries in the streams up to where the live snapshots were when the rebuild started. */
   readonly total: number;
-  /** Entries applied by this run. */
+  /** Entries applied by this run; with `only`, the entries that changed one of those snapshots. */
   readonly applied: number;
   /** Entries that cannot be applied (undecodable, invalid, handler failing): dead-lettered, once per entry whoever meets it first. */
   readonly stepped: number;
+  /** Of `stepped`, the entries already dead-lettered before (by a processor or an earlier rebuild): counted, not logged. */
+  readonly deadLetteredBefore: number;
   /** Snapshots switched over to the rebuilt version. */
   readonly switched: number;
   readonly elapsedMs: number;
@@ -115,7 +117,6 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
       await writes.set(shadow.cursorKey(stream), '0-0');
       await writes.set(shadow.totalsKey(stream), '');
     }
-    await writes.hset(stateKey, { id: rebuildId, phase: 'building', startedAt: started, only: asked });
   } else if (phaseFound !== 'switching') {
     // Taking over a rebuild that lost its lease while catching up: its holds would stall the live
     // processors through this run's whole fold. Nothing was switched yet; this run holds them again.
@@ -124,15 +125,19 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
   const maxId = (a: string, b: string) => (compareEntryIds(a, b) >= 0 ? a : b);
-  let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, switched: 0, elapsedMs: 0 };
+  let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, deadLetteredBefore: 0, switched: 0, elapsedMs: 0 };
   const report = async (update: Partial<ReplayProgress>) => {
     progress = { ...progress, ...update, elapsedMs: Date.now() - started };
     if (progress.phase !== 'done') await writes.hset(stateKey, { phase: progress.phase, done: progress.done, total: progress.total, updatedAt: Date.now() });
     options.onProgress?.(progress);
   };
   const target = async (stream: string) => (only ? live.cursor(stream) : maxId(await live.cursor(stream), await lastId(stream)));
+  // The total is known before the first entry is read (XLEN, or a count from the nearer end), so the
+  // state's first write already carries it: no "0 of 0" while a long stream would be counted.
   const totals = await Promise.all(streams.map(async (s) => [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const));
-  await report({ total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) });
+  progress = { ...progress, total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) };
+  if (phaseFound === null) await writes.hset(stateKey, { id: rebuildId, phase: 'building', startedAt: started, only: asked, total: progress.total, done: progress.done });
+  await report({});
 
   const fold = async (stream: string, upTo: () => Promise<string>) => {
     const from = await shadow.cursor(stream);
@@ -147,10 +152,22 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
       // The next page is read while this one is folded and applied.
       next = pages.next();
       next.catch(() => undefined);
-      const built = await builder.build(stream, page);
-      const result = await writes.applyBatch(shadow, { stream, entries: only ? built.map((e) => keepOnly(e, only)) : built, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
-      const stepped = built.filter((e) => 'deadLetter' in e).length;
-      await report({ stream, done: progress.done + page.length, applied: progress.applied + result.applied, stepped: progress.stepped + stepped });
+      const bad: { entryId: string; reason: string }[] = [];
+      const built = await builder.build(stream, page, { onBad: (entryId, reason) => bad.push({ entryId, reason }) });
+      const before = await deadLetteredBefore(redis, stream, bad.map((b) => b.entryId));
+      // An entry a processor (or an earlier rebuild) dead-lettered is counted, not warned about again.
+      for (const b of bad) if (!before.has(b.entryId)) logger.warn({ stream, ...b }, 'entry cannot be applied: dead-lettering it');
+      const entries = only ? built.map((e) => keepOnly(e, only)) : built;
+      const result = await writes.applyBatch(shadow, { stream, entries, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
+      // With `only`, an entry of another user is applied as an empty change: it moves the cursor, it is not these users' work.
+      const applied = only ? Math.min(result.applied, entries.filter((e) => 'changes' in e && e.changes.length > 0).length) : result.applied;
+      await report({
+        stream,
+        done: progress.done + page.length,
+        applied: progress.applied + applied,
+        stepped: progress.stepped + bad.length,
+        deadLetteredBefore: progress.deadLetteredBefore + before.size,
+      });
     }
   };
 
@@ -209,16 +226,40 @@ function keepOnly(entry: BatchEntry, only: ReadonlySet<string>): BatchEntry {
   return 'changes' in entry ? { entryId: entry.entryId, changes: entry.changes.filter((c) => only.has(c.snapshotId)) } : entry;
 }
 
-/** Entries of a stream up to an id, inclusive; counted page by page (Redis 7.0 has no XCOUNT). */
+/** Those of `entryIds` already in the stream's dead-lettered set. */
+async function deadLetteredBefore(redis: Redis, stream: string, entryIds: readonly string[]): Promise<Set<string>> {
+  if (entryIds.length === 0) return new Set();
+  const found = (await redis.call('SMISMEMBER', snapshotKeys.deadLettered(stream), ...entryIds)) as number[];
+  return new Set(entryIds.filter((_, i) => found[i] === 1));
+}
+
+const COUNT_PAGE = 10_000;
+
+/**
+ * Entries of a stream up to an id, inclusive, without reading them all (Redis 7.0 has no XCOUNT):
+ * XLEN with the last id in one MULTI; for an id before the end, pages are read from both ends in
+ * turn and the nearer end answers (a live cursor is near the end, a resumed shadow's anywhere).
+ */
 async function countUpTo(redis: Redis, stream: string, id: string): Promise<number> {
   if (!/^\d+-\d+$/.test(id) || id === '0-0') return 0;
-  let count = 0;
-  let from = '-';
+  const replies = (await redis.multi().xlen(stream).xrevrange(stream, '+', '-', 'COUNT', 1).exec()) ?? [];
+  for (const [error] of replies) if (error) throw error;
+  const length = Number(replies[0]?.[1] ?? 0);
+  const last = (replies[1]?.[1] as [string, string[]][] | undefined)?.[0]?.[0];
+  if (last === undefined || compareEntryIds(id, last) >= 0) return length;
+  let before = 0;
+  let after = 0;
+  let forwardFrom = '-';
+  let backwardFrom = last;
   for (;;) {
-    const page = await redis.xrange(stream, from, id, 'COUNT', 10_000);
-    count += page.length;
-    if (page.length < 10_000) return count;
-    from = `(${page[page.length - 1]?.[0] ?? ''}`;
+    const forward = await redis.xrange(stream, forwardFrom, id, 'COUNT', COUNT_PAGE);
+    before += forward.length;
+    if (forward.length < COUNT_PAGE) return before;
+    forwardFrom = `(${forward[forward.length - 1]?.[0] ?? ''}`;
+    const backward = await redis.xrevrange(stream, backwardFrom, `(${id}`, 'COUNT', COUNT_PAGE);
+    after += backward.length;
+    if (backward.length < COUNT_PAGE) return length - after;
+    backwardFrom = `(${backward[backward.length - 1]?.[0] ?? ''}`;
   }
 }
 

@@ -1,43 +1,78 @@
+import { Command } from 'commander';
 import type { DeadLetter, DeadLetters } from '@redsource/processor';
+import { table } from './status.ts';
+import { UsageError } from './usage.ts';
 
 /** A dead letter as the CLI prints it: the fields as text (bytes that are not UTF-8 escaped as \\xHH), not the raw bytes. */
 const printable = ({ bytes: _bytes, ...letter }: DeadLetter) => letter;
 
-export const DLQ_USAGE = `redsource dlq list [<stream>] [--json]      dead-lettered entries (every profile stream by default)
-redsource dlq show <stream> <id> [--json]
-redsource dlq retry <stream> <id>|--all     append the original entry to its stream again
-redsource dlq drop <stream> <id>|--all`;
+/** What a dlq action needs: the dead letters and the profile streams (opened only once the arguments are valid). */
+export interface DlqContext {
+  readonly deadLetters: DeadLetters;
+  readonly streams: readonly string[];
+}
 
-/** `redsource dlq …`; returns the exit code. */
-export async function runDlq(deadLetters: DeadLetters, streams: readonly string[], args: readonly string[], flags: { json: boolean; all: boolean }): Promise<number> {
-  const [action, stream, id] = args;
-  const out = (text: string) => process.stdout.write(`${text}\n`);
-  const fail = (text: string) => {
-    process.stderr.write(`${text}\n\n${DLQ_USAGE}\n`);
-    return 2;
-  };
-  if (action === 'list') {
-    const chosen = stream ? [stream] : streams;
-    const rows = (await Promise.all(chosen.map((s) => deadLetters.list(s, { count: 1_000 })))).flat();
-    if (flags.json) out(JSON.stringify(rows.map(printable)));
-    else if (rows.length === 0) out('no dead-lettered entries');
-    else for (const r of rows) out(`${r.stream}  ${r.id}  entry ${r.entryId}  ${new Date(r.deadAt).toISOString()}  ${r.reason}`);
+type Run = (body: (ctx: DlqContext) => Promise<number>) => Promise<void>;
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+
+/** `redsource dlq list|show|retry|drop`; `run` opens Redis, runs the body and records its exit code. */
+export function dlqCommand(run: Run): Command {
+  const dlq = new Command('dlq').description('dead-lettered entries: list, inspect, re-drive, drop');
+  dlq
+    .command('list')
+    .description('dead-lettered entries (every profile stream by default), at most 1,000 per stream')
+    .argument('[stream]', 'one stream')
+    .option('--json', 'the dead letters as one JSON array on stdout')
+    .action((stream: string | undefined, opts: { json?: boolean }) =>
+      run(async ({ deadLetters, streams }) => {
+        const rows = (await Promise.all((stream ? [stream] : streams).map((s) => deadLetters.list(s, { count: 1_000 })))).flat();
+        if (opts.json) out(JSON.stringify(rows.map(printable)));
+        else if (rows.length === 0) out('no dead-lettered entries');
+        else out(table(['stream', 'dead letter', 'entry', 'dead-lettered at', 'reason'], rows.map((r) => [r.stream, r.id, r.entryId, new Date(r.deadAt).toISOString(), r.reason])));
+        return 0;
+      }),
+    );
+  dlq
+    .command('show')
+    .description('one dead letter: its reason and the original fields')
+    .argument('<stream>')
+    .argument('<id>', 'the dead letter id (see dlq list)')
+    .option('--json', 'as JSON on stdout')
+    .action((stream: string, id: string, opts: { json?: boolean }) =>
+      run(async ({ deadLetters }) => {
+        const letter = await deadLetters.show(stream, id);
+        if (!letter) {
+          process.stderr.write(`redsource: no dead letter ${id} for stream '${stream}'\n`);
+          return 1;
+        }
+        const fields = Object.entries(printable(letter)).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`);
+        out(opts.json ? JSON.stringify(printable(letter)) : fields.join('\n'));
+        return 0;
+      }),
+    );
+  for (const action of ['retry', 'drop'] as const) {
+    dlq
+      .command(action)
+      .description(action === 'retry' ? 'append the original entry to its stream again, and remove the dead letter' : 'remove dead letters')
+      .argument('<stream>')
+      .argument('[id]', 'the dead letter id (see dlq list)')
+      .option('--all', `${action} every dead letter of the stream`)
+      .action((stream: string, id: string | undefined, opts: { all?: boolean }) => {
+        if ((id === undefined) === (opts.all !== true)) throw new UsageError(`dlq ${action} takes a dead letter id or --all (one of them)`);
+        return run(async ({ deadLetters }) => redrive(deadLetters, action, stream, opts.all ? undefined : id));
+      });
+  }
+  return dlq;
+}
+
+/** Retries or drops one dead letter (`id`) or all of a stream's; 1 when some were not found. */
+async function redrive(deadLetters: DeadLetters, action: 'retry' | 'drop', stream: string, id: string | undefined): Promise<number> {
+  const ids = id !== undefined ? [id] : (await deadLetters.list(stream, { count: 100_000 })).map((l) => l.id);
+  if (ids.length === 0) {
+    out('nothing to do');
     return 0;
   }
-  if (action !== 'show' && action !== 'retry' && action !== 'drop') return fail(`Unknown dlq action '${action ?? ''}'.`);
-  if (!stream) return fail(`dlq ${action} needs a stream.`);
-  if (action === 'show') {
-    if (!id) return fail('dlq show needs a dead letter id (see dlq list).');
-    const letter = await deadLetters.show(stream, id);
-    if (!letter) {
-      process.stderr.write(`No dead letter ${id} for stream '${stream}'.\n`);
-      return 1;
-    }
-    out(flags.json ? JSON.stringify(printable(letter)) : Object.entries(printable(letter)).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`).join('\n'));
-    return 0;
-  }
-  const ids = flags.all ? (await deadLetters.list(stream, { count: 100_000 })).map((l) => l.id) : id ? [id] : [];
-  if (ids.length === 0) return flags.all ? (out('nothing to do'), 0) : fail(`dlq ${action} needs a dead letter id or --all.`);
   let missing = 0;
   for (const each of ids) {
     if (action === 'retry') {
@@ -47,6 +82,6 @@ export async function runDlq(deadLetters: DeadLetters, streams: readonly string[
     } else if (await deadLetters.drop(stream, each)) out(`dropped ${each}`);
     else missing++;
   }
-  if (missing > 0) process.stderr.write(`${missing} dead letter(s) not found.\n`);
+  if (missing > 0) process.stderr.write(`redsource: ${missing} dead letter(s) not found in stream '${stream}'\n`);
   return missing > 0 ? 1 : 0;
 }

@@ -1,59 +1,43 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
+import { Command, CommanderError } from 'commander';
 import { pino, type Logger as Pino } from 'pino';
 import { describeRedisUnavailable } from '@redsource/event-store';
-import { DeadLetters, RebuildLeaseLostError, RebuildRunningError, rebuildState, replay, streamStatus, type StreamStatus, type ReplayProgress, type RunningRebuild } from '@redsource/processor';
+import { DeadLetters, rebuildState, streamStatus, type StreamStatus } from '@redsource/processor';
 import { loadConfig, type AppConfig } from '../config.ts';
 import { buildApp } from '../http/app.ts';
 import { edgeOptions } from '../http/edge.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
 import { createRedactor, redactingLoggerOptions, urlSecrets } from '../runtime/redact.ts';
 import { connectRedis, redisTls, resolveRedis, unavailableKindOf } from '../runtime/redis.ts';
-import { DLQ_USAGE, runDlq } from './dlq.ts';
-import { progressReporter } from './progress.ts';
+import { dlqCommand } from './dlq.ts';
+import { runReplay } from './replay.ts';
 import { renderStatus } from './status.ts';
+import { untilStopRequested } from './stop.ts';
+import { EXIT, parseUserIds, UsageError } from './usage.ts';
 
-const USAGE = `Usage: redsource <command> [options]
-
-Commands:
-  serve [--demo]   API and processor in one process (what \`pnpm start\` runs; --demo appends the seed events first)
-  api              the HTTP API only
-  process          a processor only (run several: each gets its own consumer name)
-  replay [--users 1,2] [--wait]
-                   rebuild snapshots from the streams while the API keeps serving (resumes if interrupted);
-                   one at a time: another running one is named and this exits 1, or --wait waits for it
-  seed             append the seed document's five example events (idempotent)
-  status [--json]  per stream: length, lag, pending, applied, dead-lettered, consumers, timings
-  dlq              dead-lettered entries:
-${DLQ_USAGE.replace(/^/gm, '                   ')}
-
-Environment: REDIS_URL, PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info) and more: see the README.`;
+const HELP_AFTER = `
+Environment: REDIS_URL, PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info) and more: see the README.
+Exit codes: 0 done; 1 failed (Redis unreachable or refusing, bad configuration, a rebuild running,
+a dead letter not found; one line on stderr, the stack too with LOG_LEVEL=debug); 2 bad command line
+(unknown command or option, missing or invalid argument; nothing was done).`;
 
 /** Everything this process prints or logs passes through it: REDIS_URL's password is known before the config is parsed. */
 const redactor = createRedactor(urlSecrets(process.env['REDIS_URL']));
 
-type Command = 'serve' | 'api' | 'process' | 'replay' | 'seed' | 'dlq' | 'status';
-const COMMANDS: readonly Command[] = ['serve', 'api', 'process', 'replay', 'seed', 'dlq', 'status'];
+/** What every command works with, opened once its command line is valid. */
+interface Context {
+  readonly config: AppConfig;
+  readonly logger: Pino;
+  readonly redis: ReturnType<typeof connectRedis>;
+  readonly components: ReturnType<typeof profileComponents>;
+  readonly readStatus: () => Promise<StreamStatus[]>;
+  readonly closers: (() => Promise<unknown>)[];
+}
 
-async function main(argv: string[]): Promise<number> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: {
-      demo: { type: 'boolean' },
-      json: { type: 'boolean' },
-      all: { type: 'boolean' },
-      users: { type: 'string' },
-      wait: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  const command = positionals[0];
-  if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return command === undefined && !values.help ? 2 : 0;
-  }
-  if (!COMMANDS.includes(command as Command)) {
-    process.stderr.write(`Unknown command '${command}'.\n\n${USAGE}\n`);
-    return 2;
-  }
+let exitCode: number = EXIT.ok;
+
+/** Opens the configuration, the logger and Redis for `command`, runs `body`, closes everything and records the exit code. */
+async function withContext(command: string, body: (ctx: Context) => Promise<number>): Promise<void> {
   const config = loadConfig();
   const logger = pino({ level: config.LOG_LEVEL, ...redactingLoggerOptions(redactor) }, pino.destination(2));
   const target = await resolveRedis(config, logger);
@@ -67,59 +51,98 @@ async function main(argv: string[]): Promise<number> {
   const readStatus = async () =>
     redactor.value(await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames })) as StreamStatus[];
   const closers: (() => Promise<unknown>)[] = [() => redis.quit().catch(() => redis.disconnect()), target.stop];
-
   try {
-    switch (command as Command) {
-      case 'seed': {
-        const added = await appendSeedEvents(components);
-        process.stdout.write(`appended ${added} seed event(s) (${5 - added} already there)\n`);
-        return 0;
-      }
-      case 'status': {
-        const rows = await readStatus();
-        process.stdout.write(`${values.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`);
-        return 0;
-      }
-      case 'dlq': {
-        return await runDlq(new DeadLetters(redis), components.streamNames, positionals.slice(1), {
-          json: values.json === true,
-          all: values.all === true,
-        });
-      }
-      case 'replay': {
-        const progress = progressReporter();
-        const { eventStore, snapshots, handlers } = components;
-        const only = values.users?.split(',').map((id) => id.trim()).filter((id) => id.length > 0);
-        const lease = {
-          ...(config.REDSOURCE_REBUILD_LEASE_MS === undefined ? {} : { leaseMs: config.REDSOURCE_REBUILD_LEASE_MS }),
-          ...(config.REDSOURCE_REBUILD_RENEW_MS === undefined ? {} : { renewMs: config.REDSOURCE_REBUILD_RENEW_MS }),
-        };
-        const onWaiting = (r: RunningRebuild) =>
-          process.stderr.write(`redsource: waiting for the running rebuild (host ${r.host}, pid ${r.pid}, started ${new Date(r.startedAt).toISOString()}, phase ${r.phase})\n`);
-        let result: ReplayProgress;
-        try {
-          result = await replay({ redis, eventStore, snapshots, handlers, logger, ...(only ? { only } : {}), wait: values.wait === true, lease, onWaiting, onProgress: (p) => progress.update(p) });
-        } catch (error) {
-          // Another rebuild running, or this one taken over: expected outcomes, one line with the code to grep for.
-          if (!(error instanceof RebuildRunningError || error instanceof RebuildLeaseLostError)) throw error;
-          process.stderr.write(`redsource: ${error.code}: ${error.message}\n`);
-          return 1;
-        }
-        progress.finish(result);
-        process.stdout.write(
-          `replayed ${result.done} entries (${result.applied} applied, ${result.stepped} dead-lettered) and switched ${result.switched} snapshots over in ${result.elapsedMs} ms\n`,
-        );
-        return 0;
-      }
-      case 'serve':
-      case 'api':
-      case 'process':
-        return await runService(command as 'serve' | 'api' | 'process', config, components, logger, redis, values.demo === true, closers, readStatus);
-    }
+    exitCode = await body({ config, logger, redis, components, readStatus, closers });
   } finally {
     for (const close of closers.reverse()) await close();
   }
-  return 0;
+}
+
+function buildProgram(): Command {
+  const program = new Command('redsource')
+    .usage('<command> [options]')
+    .description('The profile service on redsource: run it, rebuild its snapshots, inspect its streams and dead letters.')
+    .addHelpText('after', HELP_AFTER)
+    .showSuggestionAfterError();
+  const service = (name: 'serve' | 'api' | 'process', demo = false) =>
+    withContext(name, (c) => runService(name, c.config, c.components, c.logger, c.redis, demo, c.closers, c.readStatus));
+  program
+    .command('serve')
+    .description('API and processor in one process (what `pnpm start` runs)')
+    .option('--demo', "append the seed document's five events first (idempotent)")
+    .action((opts: { demo?: boolean }) => service('serve', opts.demo === true));
+  program.command('api').description('the HTTP API only').action(() => service('api'));
+  program.command('process').description('a processor only (run several: each gets its own consumer name)').action(() => service('process'));
+  program
+    .command('replay')
+    .description('rebuild the snapshots from the streams while the API keeps serving (resumes if interrupted); one at a time')
+    .option('--users <ids>', 'only these users\' snapshots, comma-separated ids (1-64 of A-Z a-z 0-9 _ -)', parseUserIds)
+    .option('--wait', 'if another rebuild is running, wait for it instead of exiting 1')
+    .action((opts: { users?: string[]; wait?: boolean }) => withContext('replay', (c) => runReplay(c.redis, c.components, c.config, c.logger, opts)));
+  program
+    .command('seed')
+    .description("append the seed document's five example events (idempotent)")
+    .action(() =>
+      withContext('seed', async ({ components }) => {
+        const added = await appendSeedEvents(components);
+        process.stdout.write(`appended ${added} seed event(s) (${5 - added} already there)\n`);
+        return EXIT.ok;
+      }),
+    );
+  program
+    .command('status')
+    .description('per stream: length, lag, pending, applied, dead-lettered, consumers, timings')
+    .option('--json', 'the rows as one JSON array on stdout')
+    .action((opts: { json?: boolean }) =>
+      withContext('status', async ({ readStatus, config }) => {
+        const rows = await readStatus();
+        process.stdout.write(`${opts.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`);
+        return EXIT.ok;
+      }),
+    );
+  program.addCommand(dlqCommand((body) => withContext('dlq', ({ redis, components }) => body({ deadLetters: new DeadLetters(redis), streams: components.streamNames }))));
+  forEachCommand(program, (command) =>
+    command
+      .exitOverride()
+      .configureOutput({ outputError: (text, write) => write(`redsource: ${text.replace(/^error: /, '')}`) }),
+  );
+  return program;
+}
+
+function forEachCommand(command: Command, each: (command: Command) => void): void {
+  each(command);
+  for (const sub of command.commands) forEachCommand(sub, each);
+}
+
+/** A command line that cannot run: no command, an unknown command or option, a missing argument get the usage too. */
+const USAGE_TOO = new Set(['commander.help', 'commander.unknownCommand', 'commander.unknownOption', 'commander.excessArguments', 'commander.missingArgument', 'commander.optionMissingArgument']);
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`redsource: ${error.message}\n`);
+      return EXIT.usage;
+    }
+    if (!(error instanceof CommanderError)) throw error;
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
+    if (USAGE_TOO.has(error.code) && error.code !== 'commander.help') process.stderr.write(`\n${usageOf(program, argv)}`);
+    return EXIT.usage;
+  }
+}
+
+/** The help of the deepest command named on the command line (`redsource dlq list --bogus`: dlq list's). */
+function usageOf(program: Command, argv: readonly string[]): string {
+  let command = program;
+  for (const word of argv) {
+    const sub = command.commands.find((c) => c.name() === word);
+    if (sub) command = sub;
+    else if (!word.startsWith('-')) break;
+  }
+  return command.helpInformation();
 }
 
 async function runService(
@@ -158,12 +181,11 @@ async function runService(
     logger.info(`profile API listening on http://${config.HOST}:${config.PORT} (try: curl http://${config.HOST}:${config.PORT}/users/1/profile)`);
     closers.push(() => app.close());
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  logger.info({ signal }, 'shutting down: finishing the batch in hand');
-  return 0;
+  // A signal, or the launcher gone (see untilStopRequested); past 15 s of closing, close-with-grace exits with 1.
+  const reason = await untilStopRequested(logger, 15_000);
+  if ('err' in reason) logger.error({ err: reason.err }, 'uncaught error: shutting down');
+  else logger.info(reason, 'shutting down: finishing the batch in hand');
+  return 'err' in reason ? EXIT.failed : EXIT.ok;
 }
 
 /**

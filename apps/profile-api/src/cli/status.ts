@@ -1,3 +1,4 @@
+import Table from 'cli-table3';
 import type { StreamStatus } from '@redsource/processor';
 
 const ms = (value: number | undefined) => (value === undefined ? '-' : value < 10_000 ? `${Math.round(value)}ms` : `${(value / 1000).toFixed(1)}s`);
@@ -21,7 +22,7 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     r.cursor,
     r.waiting?.kind ?? '-',
   ]);
-  const lines = [`group ${group}`, ...table([header, ...body])];
+  const lines = [`group ${group}`, table(header, body)];
   for (const r of rows) {
     if (r.waiting) lines.push(`${r.stream}: ${waitingLine(r.waiting)}`);
   }
@@ -31,7 +32,7 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
   const consumers = rows.flatMap((r) =>
     r.consumers.map((c) => [r.stream, c.name, String(c.pending), ms(c.idleMs), ms(c.heartbeatAgeMs), String(c.stats?.applied ?? '-')]),
   );
-  if (consumers.length > 0) lines.push('', ...table([['stream', 'consumer', 'pending', 'idle', 'heartbeat age', 'applied (its report)'], ...consumers]));
+  if (consumers.length > 0) lines.push('', table(['stream', 'consumer', 'pending', 'idle', 'heartbeat age', 'applied (its report)'], consumers));
   else lines.push('', 'no consumers in the group yet');
   return lines.join('\n');
 }
@@ -42,7 +43,9 @@ function waitingLine(w: NonNullable<StreamStatus['waiting']>): string {
   return `waiting on Redis${since}: ${w.reason}${who}; processing resumes by itself when Redis accepts writes`;
 }
 
-function table(rows: readonly (readonly string[])[]): string[] {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
+/** A cli-table3 table without colours: the same text on a terminal, in a file and in a pipe. */
+export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const t = new Table({ head: [...head], style: { head: [], border: [], compact: true } });
+  t.push(...rows.map((r) => [...r]));
+  return t.toString();
 }
