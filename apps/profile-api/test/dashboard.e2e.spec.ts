@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { streamStatus, type StreamProcessor } from '@redsource/processor';
+import { DeadLetters, streamStatus, type StreamProcessor, type StreamStatus } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
 import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
@@ -62,7 +62,14 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     const settled = await eventually(async () => (await status()).find((s) => s.stream === updates)?.applied === 5, 15_000);
     expect(settled, 'the processor did not apply the first entries').toBe(true);
 
-    app = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: true }), status });
+    const deadLetters = new DeadLetters(ctx.redis);
+    app = await buildApp({
+      snapshots: setup.snapshots,
+      readiness: async () => ({ redis: true, processor: true }),
+      status,
+      streams: [updates, activity, friends],
+      deadLetters: (stream, count) => deadLetters.list(stream, { count }),
+    });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const address = app.server.address();
     base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
@@ -108,6 +115,17 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     await row.waitFor();
     expect(await row.locator('td').nth(2).textContent()).toMatch(/\d+(\.\d)? (ms|s)/);
     await expect.poll(() => page.locator('#connection').getAttribute('data-state')).toBe('live');
+
+    // Which figures are group-wide (kept in Redis) and which one process's own.
+    const card = page.locator(`[data-stream="${updates}"]`);
+    expect(await card.locator('.scope').textContent()).toBe('stream and group-wide totals');
+    expect(await card.locator('th[data-field="perProcess"]').textContent()).toBe('applied by its process');
+    // The dead letters: the command, and a read-only list behind the link.
+    expect(await card.locator('[data-field="dlqCommand"]').textContent()).toBe(`redsource dlq list ${updates}`);
+    const listUrl = await card.locator('a[data-field="dlqLink"]').evaluate((a) => (a as unknown as { href: string }).href);
+    const listed = (await (await page.request.get(listUrl)).json()) as { deadLetters: { entryId: string; reason: string }[] };
+    expect(listed.deadLetters).toHaveLength(1);
+    expect(listed.deadLetters[0]?.reason).toMatch(/command/);
 
     // Live: entries appended now show up on the page that is already open.
     await page.evaluate(() => Object.assign(globalThis, { sameDocument: true }));
@@ -176,4 +194,81 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
       await bare.close();
     }
   }, 30_000);
+
+  it('keeps the last figures, marked stale since when, while status.json fails; honours Retry-After; shows the recent rate at once', async () => {
+    const stream = 'rate_stream';
+    const state = { applied: 100, fail: false };
+    const row = (): StreamStatus => ({
+      stream, length: state.applied, lastEntryId: undefined, lag: 0, pending: 0, oldestPendingMs: undefined, consumers: [], cursor: '0-0',
+      unapplied: 0, applied: state.applied, skipped: 0, deadLettered: 0, deadLetters: 0, avgBatchMs: undefined, lastBatchMs: undefined,
+      lastError: undefined, lastErrorAt: undefined, waiting: undefined,
+    });
+    const bare = Fastify();
+    await bare.register(dashboardRoutes, {
+      status: async () => {
+        if (state.fail) throw new Error('connect ECONNREFUSED');
+        return [row()];
+      },
+    });
+    const fresh = await browser?.newPage({ viewport: { width: 1120, height: 720 } });
+    if (!fresh) throw new Error('no browser');
+    try {
+      await bare.listen({ port: 0, host: '127.0.0.1' });
+      const address = bare.server.address();
+      const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+      // Someone else's page has been polling: the server kept two readings 2 s apart (200 applied in between).
+      await fetch(`${url}/dashboard/status.json`);
+      await sleep(2_100);
+      state.applied = 300;
+      await fetch(`${url}/dashboard/status.json`);
+
+      // A page opened now shows a rate with its first figures (today: "–" until a second reading, then 0/s).
+      await fresh.goto(`${url}/dashboard`);
+      const rate = fresh.locator(`[data-stream="${stream}"] [data-field="rate"]`);
+      await rate.waitFor();
+      expect(Number(await rate.getAttribute('data-value'))).toBeGreaterThan(50);
+      expect(await fresh.locator('#stale').isHidden()).toBe(true);
+      const applied = fresh.locator(`[data-stream="${stream}"] [data-field="applied"]`);
+      expect(await applied.textContent()).toBe('300');
+
+      // Redis goes away: the figures stay, marked stale with the time of the last reading.
+      const polls: number[] = [];
+      fresh.on('request', (request) => {
+        if (request.url().includes('/dashboard/status.json')) polls.push(Date.now());
+      });
+      state.fail = true;
+      const notice = fresh.locator('#stale');
+      await notice.waitFor({ timeout: 5_000 });
+      expect(await notice.textContent()).toMatch(/^Stale: these are the figures of .+ \(\d+(\.\d)? s ago\)\. Redis is not reachable \(since .+\); retrying\. Retrying in 2\.0 s\.$/);
+      expect(Number(await notice.getAttribute('data-since'))).toBeGreaterThan(0);
+      expect(await fresh.locator('body').getAttribute('data-stale')).toBe('true');
+      expect(await fresh.locator('#connection').getAttribute('data-state')).toBe('stale');
+      expect(await applied.textContent()).toBe('300');
+      expect(await fresh.locator(`[data-stream="${stream}"]`).count()).toBe(1);
+
+      // 503 with Retry-After: 2 → the page asks every 2 s, not every second.
+      const from = polls.length;
+      await sleep(4_500);
+      const during = polls.slice(from);
+      expect(during.length).toBeLessThanOrEqual(3);
+      for (let i = 1; i < during.length; i++) expect((during[i] ?? 0) - (during[i - 1] ?? 0)).toBeGreaterThanOrEqual(1_900);
+
+      // 429 with Retry-After: 5 → one poll in the next 4 s.
+      state.fail = false;
+      await expect.poll(() => notice.isHidden(), { timeout: 5_000 }).toBe(true);
+      await fresh.route('**/dashboard/status.json*', (route) =>
+        route.fulfill({ status: 429, headers: { 'retry-after': '5', 'content-type': 'application/json' }, body: JSON.stringify({ statusCode: 429, code: 'RS_RATE_LIMITED', error: 'Too Many Requests', message: 'Rate limit exceeded.' }) }),
+      );
+      await notice.waitFor({ timeout: 5_000 });
+      const limitedFrom = polls.length;
+      await sleep(4_000);
+      expect(polls.length - limitedFrom).toBeLessThanOrEqual(1);
+      expect(await notice.textContent()).toMatch(/Rate limit exceeded\. Retrying in 5\.0 s\.$/);
+      await fresh.unroute('**/dashboard/status.json*');
+      await expect.poll(() => notice.isHidden(), { timeout: 8_000 }).toBe(true);
+    } finally {
+      await fresh.close();
+      await bare.close();
+    }
+  }, 40_000);
 });

@@ -15,7 +15,7 @@ import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { profileRoutes } from './routes/profiles.ts';
 import { metricsRoutes } from './routes/metrics.ts';
-import { dashboardRoutes, type RebuildProgress } from './routes/dashboard.ts';
+import { dashboardRoutes, type DeadLetterSummary, type RebuildProgress } from './routes/dashboard.ts';
 
 export interface AppOptions {
   readonly snapshots: SnapshotStore;
@@ -24,6 +24,8 @@ export interface AppOptions {
   readonly status?: () => Promise<readonly StreamStatus[]>;
   /** A rebuild (`redsource replay`) in progress, for the dashboard. */
   readonly rebuild?: () => Promise<RebuildProgress | undefined>;
+  /** A stream's dead letters (oldest first, at most `count`), for the dashboard's read-only list. */
+  readonly deadLetters?: (stream: string, count: number) => Promise<readonly DeadLetterSummary[]>;
   /** Pino logger for request logs; none = silent. */
   readonly logger?: FastifyBaseLogger;
   /** The configured stream names: what `GET /users/:id/profile?after=<stream>:<entry id>` may name (none: `after` is refused). */
@@ -76,7 +78,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await registerEdge(app, options);
   await registerDocs(app);
   await app.register(metricsRoutes, { status });
-  await app.register(dashboardRoutes, { status, rebuild: options.rebuild });
+  const listDeadLetters = options.deadLetters;
+  const deadLetters = listDeadLetters && (async (stream: string, count: number) => redactor.value(await listDeadLetters(stream, count)) as DeadLetterSummary[]);
+  await app.register(dashboardRoutes, { status, rebuild: options.rebuild, deadLetters, streams: options.streams });
 
   await app.register(healthRoutes, { readiness: options.readiness });
   await app.register(profileRoutes, { snapshots: options.snapshots, streams: options.streams ?? [] });

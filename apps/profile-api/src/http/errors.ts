@@ -15,7 +15,7 @@ export type ApiErrorKind = keyof typeof apiErrors;
 
 export interface ErrorBody {
   readonly statusCode: number;
-  readonly code: string;
+  readonly code: ApiErrorCode;
   readonly error: string;
   readonly message: string;
 }
@@ -41,13 +41,33 @@ export class ApiError extends Error {
   }
 }
 
+/** Every code the API answers with: what a client may switch on. */
+export const errorCodes = Object.values(apiErrors).map((e) => e.code) as [ApiErrorCode, ...ApiErrorCode[]];
+export type ApiErrorCode = (typeof apiErrors)[ApiErrorKind]['code'];
+
 /** The error body as a response schema (OpenAPI document and serializer). */
 export const errorSchema = z.object({
-  statusCode: z.number().int(),
-  code: z.string(),
-  error: z.string(),
-  message: z.string(),
+  statusCode: z.number().int().min(400).max(599).describe('The HTTP status, repeated.'),
+  code: z.enum(errorCodes).describe('Stable code to switch on (any other 4xx, e.g. 415, is RS_BAD_REQUEST).'),
+  error: z.string().describe("The status's reason phrase."),
+  message: z.string().describe('What went wrong and what to do, for a person.'),
 });
+
+/** A real error body for a status, as the OpenAPI document shows it (the catalogue's entry, or a client error). */
+export function errorExample(statusCode: number): ErrorBody {
+  const kind = (Object.keys(apiErrors) as ApiErrorKind[]).find((k) => apiErrors[k].statusCode === statusCode);
+  return kind ? errorBody(kind, exampleMessages[kind]) : clientErrorBody(statusCode, 'Malformed request: invalid header.');
+}
+
+const exampleMessages: Record<ApiErrorKind, string> = {
+  badRequest: 'id must be 1-64 characters from A-Z, a-z, 0-9, _ and - (e.g. /users/42/profile)',
+  notFound: "No profile for user '42'.",
+  rateLimited: 'Rate limit exceeded: at most 100 requests per client per window; retry in 1 second.',
+  unavailable: 'Redis is not available right now; retry shortly.',
+  notCaughtUp:
+    'The snapshots have not applied user_friends up to 1700000000000-0 within 2000 ms (applied up to 1699999999000-0); retry, or ask with a longer wait (at most 10000).',
+  internal: 'Unexpected error; see the service log.',
+};
 
 /** `errorSchema` with the description OpenAPI shows for one status. */
 export const errorResponse = (description: string) => errorSchema.describe(description);

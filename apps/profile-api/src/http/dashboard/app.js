@@ -10,6 +10,8 @@ const MIN_SPAN_MS = 10 * 1000;
 const MAX_BUCKETS = 60;
 /** A consumer silent this long is shown as stale. */
 const STALE_HEARTBEAT_MS = 15 * 1000;
+/** The longest a Retry-After makes the page wait. */
+const MAX_RETRY_MS = 60 * 1000;
 
 const numberFormat = new Intl.NumberFormat('en-US');
 const rateFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
@@ -18,6 +20,9 @@ const rateFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
 const cards = new Map();
 /** stream name → [{ at, applied }] over the window, oldest first */
 const history = new Map();
+/** The last reading shown (its server time), for the stale notice; whether the server's history was taken in. */
+let lastShownAt;
+let haveHistory = false;
 
 const $ = (id) => document.getElementById(id);
 
@@ -57,6 +62,9 @@ function createCard(name) {
   const fields = {};
   for (const el of root.querySelectorAll('[data-field]')) fields[el.dataset.field] = el;
   fields.stream.textContent = name;
+  // Read-only list of the stream's dead letters, and the command that lists (and retries or drops) them.
+  fields.dlqLink.setAttribute('href', `dashboard/dead-letters.json?stream=${encodeURIComponent(name)}`);
+  fields.dlqCommand.textContent = `redsource dlq list ${/^[A-Za-z0-9_.:-]+$/.test(name) ? name : `'${name.replace(/'/g, "'\\''")}'`}`;
   const card = {
     root,
     fields,
@@ -251,6 +259,11 @@ function renderRebuild(rebuild, at) {
 }
 
 function render(data) {
+  // The server's applied totals of the last minutes: a page just opened shows the recent rate at once.
+  for (const { stream, samples } of data.history || []) {
+    if (history.has(stream)) continue;
+    for (const [at, applied] of samples) if (at < data.at) record(stream, at, applied);
+  }
   const main = $('streams');
   const present = new Set();
   const roots = data.streams.map((status) => {
@@ -271,19 +284,60 @@ function render(data) {
   $('updated').textContent = `updated ${new Date(data.at).toLocaleTimeString()}`;
 }
 
+/** Waits before the next poll: a second, or what Retry-After asks (429, 503), up to a minute. */
+function retryDelay(response) {
+  if (!response || (response.status !== 429 && response.status !== 503)) return POLL_MS;
+  const header = response.headers.get('retry-after');
+  const seconds = header === null ? NaN : Number(header);
+  const ms = Number.isFinite(seconds) ? seconds * 1000 : header ? Date.parse(header) - Date.now() : NaN;
+  return Number.isFinite(ms) ? Math.min(MAX_RETRY_MS, Math.max(POLL_MS, ms)) : POLL_MS;
+}
+
+/** Keeps the figures on the page and says since when they are the last known ones. */
+function markStale(reason, delayMs) {
+  document.body.dataset.stale = 'true';
+  const notice = $('stale');
+  notice.hidden = false;
+  if (lastShownAt === undefined) {
+    notice.dataset.since = '';
+    notice.textContent = `No figures yet: ${reason}. Retrying in ${formatMs(delayMs)}.`;
+  } else {
+    notice.dataset.since = String(lastShownAt);
+    notice.textContent =
+      `Stale: these are the figures of ${new Date(lastShownAt).toLocaleTimeString()} (${formatMs(Date.now() - lastShownAt)} ago). ` +
+      `${reason}. Retrying in ${formatMs(delayMs)}.`;
+  }
+  setConnection('stale', lastShownAt === undefined ? 'not updating' : `stale since ${new Date(lastShownAt).toLocaleTimeString()}`);
+}
+
+function markLive() {
+  delete document.body.dataset.stale;
+  $('stale').hidden = true;
+  setConnection('live', 'live');
+}
+
 async function poll() {
+  let delay = POLL_MS;
   try {
     if (document.visibilityState !== 'hidden') {
-      const response = await fetch('dashboard/status.json', { cache: 'no-store', headers: { accept: 'application/json' } });
+      let response;
+      try {
+        response = await fetch(haveHistory ? 'dashboard/status.json' : 'dashboard/status.json?history=1', { cache: 'no-store', headers: { accept: 'application/json' } });
+      } catch {
+        throw new Error('the service does not answer');
+      }
+      delay = retryDelay(response);
       const body = await response.json().catch(() => undefined);
-      if (!response.ok) throw new Error(body && typeof body.message === 'string' ? body.message : `HTTP ${response.status}`);
+      if (!response.ok) throw new Error(body && typeof body.message === 'string' ? body.message.replace(/\.$/, '') : `HTTP ${response.status}`);
       render(body);
-      setConnection('live', 'live');
+      haveHistory = true;
+      lastShownAt = body.at;
+      markLive();
     }
   } catch (error) {
-    setConnection('error', `not updating: ${error instanceof Error ? error.message : String(error)}`);
+    markStale(error instanceof Error ? error.message : String(error), delay);
   } finally {
-    setTimeout(poll, POLL_MS);
+    setTimeout(poll, delay);
   }
 }
 
