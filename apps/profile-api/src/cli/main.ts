@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { pino, type Logger as Pino } from 'pino';
+import type { Logger as Pino } from 'pino';
 import { describeRedisUnavailable } from '@redsource/event-store';
 import { DeadLetters, rebuildState, streamStatus, type StreamStatus } from '@redsource/processor';
 import { loadConfig, type AppConfig } from '../config.ts';
 import { buildApp } from '../http/app.ts';
 import { edgeOptions } from '../http/edge.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
-import { createRedactor, redactingLoggerOptions, urlSecrets } from '../runtime/redact.ts';
+import { createRedactor, urlSecrets } from '../runtime/redact.ts';
+import { createLogger } from '../runtime/logger.ts';
 import { connectRedis, redisTls, resolveRedis, unavailableKindOf } from '../runtime/redis.ts';
 import { dlqCommand } from './dlq.ts';
 import { runReplay } from './replay.ts';
@@ -39,7 +40,8 @@ let exitCode: number = EXIT.ok;
 /** Opens the configuration, the logger and Redis for `command`, runs `body`, closes everything and records the exit code. */
 async function withContext(command: string, body: (ctx: Context) => Promise<number>): Promise<void> {
   const config = loadConfig();
-  const logger = pino({ level: config.LOG_LEVEL, ...redactingLoggerOptions(redactor) }, pino.destination(2));
+  // pino-pretty on a terminal, JSON lines otherwise (runtime/logger.ts).
+  const logger = createLogger({ level: config.LOG_LEVEL, redactor });
   const target = await resolveRedis(config, logger);
   logger.info({ source: target.source }, `using Redis (${target.source})`);
   const redis = connectRedis(target.url, `redsource:${command}`, redisTls(config));

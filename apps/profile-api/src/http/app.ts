@@ -8,6 +8,7 @@ import {
 import type { StreamStatus } from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { registerDocs } from './docs.ts';
+import { RequestLogController } from './request-log.ts';
 import { createRedactor, type Redactor } from '../runtime/redact.ts';
 import { unavailableKindOf } from '../runtime/redis.ts';
 import { clientErrorHandler, frameworkErrors, genReqId, registerEdge, type CorsOrigins, type RateLimitSettings } from './edge.ts';
@@ -43,7 +44,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // Request ids: the caller's safe x-request-id, else a UUID (genReqId reads the header itself, so it can
   // refuse unsafe ones). Requests arriving during close() get the API's own 503 (edge.ts); in-flight ones finish.
   // Node's HTTP parser errors (431, an unknown method, a bad header) get the API's error shape too (edge.ts).
-  const fastifyOptions = { genReqId, requestIdHeader: false, return503OnClosing: false, frameworkErrors, clientErrorHandler } as const;
+  // Request lines of the polled routes (dashboard, /metrics, probes) at debug (request-log.ts).
+  const logController = new RequestLogController();
+  const fastifyOptions = { genReqId, requestIdHeader: false, return503OnClosing: false, frameworkErrors, clientErrorHandler, logController } as const;
   const redactor = options.redactor ?? createRedactor();
   const app = (
     options.logger ? Fastify({ ...fastifyOptions, loggerInstance: options.logger }) : Fastify({ ...fastifyOptions, logger: false })
