@@ -14,12 +14,14 @@ function documentedRules(): Map<string, string[]> {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
   const security = readme.slice(readme.indexOf('## Security'));
   const rules = new Map<string, string[]>();
-  for (const match of security.matchAll(/^ACL SETUSER (redsource-[a-z]+) (.+)$/gm)) rules.set(match[1] as string, (match[2] as string).trim().split(/\s+/));
+  // Words as redis-cli splits them: a quoted selector, "(~key +command ...)", is one argument.
+  const words = (line: string) => [...line.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((m) => (m[1] ?? m[2] ?? m[3]) as string);
+  for (const match of security.matchAll(/^ACL SETUSER (redsource-[a-z]+) (.+)$/gm)) rules.set(match[1] as string, words((match[2] as string).trim()));
   return rules;
 }
 
 const password = (user: string) => `${user}-Pa55`;
-const ROLES = ['redsource-api', 'redsource-processor', 'redsource-replay', 'redsource-operator'];
+const ROLES = ['redsource-api', 'redsource-processor', 'redsource-replay', 'redsource-operator', 'redsource-redrive'];
 
 describe('least privilege: every role with only the rules the README documents', () => {
   let server: SecureRedis;
@@ -80,6 +82,68 @@ describe('least privilege: every role with only the rules the README documents',
     }
   });
 
+  /** ACL DRYRUN's answer: 'OK' when the user may run the command, else the reason. */
+  const dryrun = async (user: string, command: string[]) => String(await admin.call('ACL', 'DRYRUN', user, ...command));
+  const refused = async (user: string, commands: string[][]) => {
+    for (const command of commands) expect(await dryrun(user, command), `${user} may ${command.join(' ')}`).not.toBe('OK');
+  };
+  const allowed = async (user: string, commands: string[][]) => {
+    for (const command of commands) expect(await dryrun(user, command), `${user}: ${command.join(' ')}`).toBe('OK');
+  };
+  const STREAMS = ['user_updates', 'user_activity', 'user_friends'];
+  /** What nobody but an appender (and `redsource-redrive`, for its XADD) may do to an event stream. */
+  const streamWrites = (s: string) => [['XADD', s, '*', 'user_id', '1', 'command', 'forged'], ['XDEL', s, '1-0'], ['DEL', s], ['UNLINK', s], ['RENAME', s, 'redsource:x'], ['XTRIM', s, 'MAXLEN', '0'], ['XSETID', s, '9-9'], ['XGROUP', 'DESTROY', s, 'profiles'], ['SET', s, 'x'], ['EXPIRE', s, '1']];
+  const forgeScript = (s: string) => ['EVAL', "return redis.call('XADD', KEYS[1], '*', 'user_id', '1', 'command', 'forged')", '1', s];
+
+  it('no role but redrive may append to, and none may delete, trim or rewrite, an event stream', async () => {
+    for (const s of STREAMS) {
+      await refused('redsource-api', streamWrites(s));
+      await refused('redsource-processor', streamWrites(s));
+      await refused('redsource-replay', streamWrites(s));
+      await refused('redsource-operator', streamWrites(s));
+      await refused('redsource-redrive', streamWrites(s).slice(1));
+      await allowed('redsource-redrive', [['XADD', s, '*', 'a', 'b']]);
+      // Each role keeps what its job needs on the stream.
+      await allowed('redsource-processor', [['XREADGROUP', 'GROUP', 'profiles', 'c', 'STREAMS', s, '>'], ['XACK', s, 'profiles', '1-0'], ['XAUTOCLAIM', s, 'profiles', 'c', '1000', '0-0'], ['XRANGE', s, '-', '+']]);
+      await allowed('redsource-replay', [['XRANGE', s, '-', '+'], ['XLEN', s]]);
+    }
+    // Dead letters: the operator deletes them, nothing else; nobody else deletes them.
+    await allowed('redsource-operator', [['XDEL', 'redsource:{user_updates}:dead', '1-0'], ['XRANGE', 'redsource:{user_updates}:dead', '-', '+']]);
+    await refused('redsource-operator', [['XADD', 'redsource:{user_updates}:dead', '*', 'a', 'b'], ['DEL', 'redsource:{user_updates}:dead'], ['XDEL', 'redsource:{user_updates}:applied:profiles', '1-0'], ['SET', 'redsource:{user_updates}:applied:profiles', '9-9'], ['HSET', 'user_snapshot_1', 'a', '1'], ['EVAL', 'return 1', '0']]);
+    await refused('redsource-api', [['XDEL', 'redsource:{user_updates}:dead', '1-0']]);
+    // Replay deletes and renames snapshots and its own keys, not streams.
+    await allowed('redsource-replay', [['DEL', 'user_snapshot_1'], ['RENAME', 'redsource:shadow:x', 'user_snapshot_1'], ['UNLINK', 'redsource:rebuild-state:p:x']]);
+    await refused('redsource-replay', [['RENAME', 'user_snapshot_1', 'user_updates']]);
+  });
+
+  it('a script cannot do what its caller may not: Redis checks each redis.call again', async () => {
+    await admin.xadd('user_activity', '*', 'user_id', '1', 'command', 'like', 'page', 'P');
+    const before = await admin.xlen('user_activity');
+    for (const user of ['redsource-processor', 'redsource-replay']) {
+      const redis = new Redis(url(user));
+      try {
+        await expect(redis.call('XADD', 'user_activity', '*', 'user_id', '1', 'command', 'forged'), user).rejects.toThrow(/NOPERM/);
+        await expect(redis.call('DEL', 'user_activity'), user).rejects.toThrow(/NOPERM/);
+        await expect(redis.call('XDEL', 'user_activity', '0-1'), user).rejects.toThrow(/NOPERM/);
+        await expect(redis.call(...(forgeScript('user_activity') as [string, ...string[]])), user).rejects.toThrow(/NOPERM|can't (run|access)/);
+        await expect(redis.call('EVAL', "return redis.call('DEL', KEYS[1])", '1', 'user_activity'), user).rejects.toThrow(/NOPERM|can't (run|access)/);
+      } finally {
+        redis.disconnect();
+      }
+    }
+    const operator = new Redis(url('redsource-operator'));
+    try {
+      const [last] = (await admin.xrevrange('user_activity', '+', '-', 'COUNT', 1))[0] ?? [];
+      await expect(operator.call('XDEL', 'user_activity', String(last)), 'operator XDEL').rejects.toThrow(/NOPERM/);
+      await expect(operator.call('XADD', 'user_activity', '*', 'user_id', '1', 'command', 'forged'), 'operator XADD').rejects.toThrow(/NOPERM/);
+      await expect(operator.call(...(forgeScript('user_activity') as [string, ...string[]])), 'operator EVAL').rejects.toThrow(/NOPERM/);
+    } finally {
+      operator.disconnect();
+    }
+    expect(await admin.xlen('user_activity')).toBe(before);
+    await admin.call('ACL', 'LOG', 'RESET');
+  });
+
   it('the API, a processor (serve), replay, status and dlq do their work, and Redis denies nothing', async () => {
     await admin.xadd('user_updates', '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surname', 'Duck');
     await admin.xadd('user_activity', '*', 'user_id', '1', 'command', 'like', 'page', 'P');
@@ -116,14 +180,17 @@ describe('least privilege: every role with only the rules the README documents',
       return entries[0]?.id;
     }, 15_000, 200);
     expect(dead, logs()).toBeDefined();
-    for (const args of [['status'], ['status', '--json'], ['dlq', 'list'], ['dlq', 'show', 'user_updates', String(dead)], ['dlq', 'retry', 'user_updates', String(dead)]]) {
+    for (const args of [['status'], ['status', '--json'], ['dlq', 'list'], ['dlq', 'show', 'user_updates', String(dead)]]) {
       const run = await cli('redsource-operator', args);
-      expect(run.code, `${args.join(' ')}\n${run.output}`).toBe(0);
+      expect(run.code, `${args.join(' ')}\n${run.output}\n${await denials()}`).toBe(0);
     }
+    const retry = await cli('redsource-redrive', ['dlq', 'retry', 'user_updates', String(dead)]);
+    expect(retry.code, `${retry.output}\n${await denials()}`).toBe(0);
     const again = await eventually(async () => Number(await admin.xlen('redsource:{user_updates}:dead')) > 0 || undefined, 15_000, 100);
     expect(again, logs()).toBe(true);
     const drop = await cli('redsource-operator', ['dlq', 'drop', 'user_updates', '--all']);
-    expect(drop.code, drop.output).toBe(0);
+    expect(drop.code, `${drop.output}\n${await denials()}`).toBe(0);
+    expect(await admin.xlen('redsource:{user_updates}:dead')).toBe(0);
 
     // A rebuild while the processor and the API run.
     const replay = await cli('redsource-replay', ['replay']);
