@@ -37,7 +37,7 @@ describe('CLI failures: one clear line, no stack unless LOG_LEVEL=debug', () => 
     const port = await freePort();
     const down = await cli(['status'], { REDIS_URL: `redis://127.0.0.1:${port}` });
     expect(down.code, down.output).toBe(1);
-    expect(plainLines(down.output), down.output).toEqual([expect.stringMatching(/^redsource: Redis is not reachable/)]);
+    expect(plainLines(down.output), down.output).toEqual([expect.stringMatching(/^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/)]);
 
     // A usage error: its one line, then the command's usage (cli-usage.e2e.spec.ts), exit 2.
     const option = await cli(['status', '--bogus'], { REDIS_URL: `redis://127.0.0.1:${port}` });
@@ -50,7 +50,7 @@ describe('CLI failures: one clear line, no stack unless LOG_LEVEL=debug', () => 
     const port = await freePort();
     const run = await cli(['status'], { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: 'debug' });
     expect(run.code, run.output).toBe(1);
-    expect(run.output).toMatch(/^redsource: Redis is not reachable/m);
+    expect(run.output).toMatch(/^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/m);
     expect(run.output).toMatch(/\n\s+at /);
   });
 });

@@ -2,14 +2,16 @@
 import { Command, CommanderError } from 'commander';
 import type { Logger as Pino } from 'pino';
 import { describeRedisUnavailable } from '@redsource/event-store';
-import { DeadLetters, rebuildState, streamStatus, type StreamStatus } from '@redsource/processor';
+import { DeadLetters, streamStatus, type StreamStatus } from '@redsource/processor';
 import { loadConfig, type AppConfig } from '../config.ts';
-import { buildApp } from '../http/app.ts';
-import { edgeOptions } from '../http/edge.ts';
 import { appendSeedEvents, profileComponents } from '../runtime/components.ts';
 import { createRedactor, urlSecrets } from '../runtime/redact.ts';
 import { createLogger } from '../runtime/logger.ts';
-import { connectRedis, redisTls, resolveRedis, unavailableKindOf } from '../runtime/redis.ts';
+import { openRedis } from '../runtime/open-redis.ts';
+import type { connectRedis } from '../runtime/redis.ts';
+import { unavailableKindOf } from '../runtime/redis.ts';
+import type { RedisWatch } from '../runtime/redis-watch.ts';
+import { startService } from '../runtime/service.ts';
 import { dlqCommand } from './dlq.ts';
 import { runReplay } from './replay.ts';
 import { renderStatus } from './status.ts';
@@ -30,6 +32,7 @@ interface Context {
   readonly config: AppConfig;
   readonly logger: Pino;
   readonly redis: ReturnType<typeof connectRedis>;
+  readonly watch: RedisWatch;
   readonly components: ReturnType<typeof profileComponents>;
   readonly readStatus: () => Promise<StreamStatus[]>;
   readonly closers: (() => Promise<unknown>)[];
@@ -42,19 +45,18 @@ async function withContext(command: string, body: (ctx: Context) => Promise<numb
   const config = loadConfig();
   // pino-pretty on a terminal, JSON lines otherwise (runtime/logger.ts).
   const logger = createLogger({ level: config.LOG_LEVEL, redactor });
-  const target = await resolveRedis(config, logger);
-  logger.info({ source: target.source }, `using Redis (${target.source})`);
-  const redis = connectRedis(target.url, `redsource:${command}`, redisTls(config));
   // A one-shot command reports its failure in one line at the end; a service keeps running and says so as it happens.
   const service = command === 'serve' || command === 'api' || command === 'process';
-  redis.on('error', (error: Error) => logger[service ? 'warn' : 'debug']({ err: error.message }, 'redis connection error'));
+  const { redis, watch, close } = await openRedis(command, config, logger, service);
   const components = profileComponents(config, redis);
   // A processor's last error is stored in Redis and shown by `status`, /dashboard and /metrics: redacted on the way out.
   const readStatus = async () =>
     redactor.value(await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames })) as StreamStatus[];
-  const closers: (() => Promise<unknown>)[] = [() => redis.quit().catch(() => redis.disconnect()), target.stop];
+  const closers: (() => Promise<unknown>)[] = [close];
   try {
-    exitCode = await body({ config, logger, redis, components, readStatus, closers });
+    exitCode = await body({ config, logger, redis, watch, components, readStatus, closers });
+  } catch (error) {
+    throw watch.explain(error);
   } finally {
     for (const close of closers.reverse()) await close();
   }
@@ -67,7 +69,7 @@ function buildProgram(): Command {
     .addHelpText('after', HELP_AFTER)
     .showSuggestionAfterError();
   const service = (name: 'serve' | 'api' | 'process', demo = false) =>
-    withContext(name, (c) => runService(name, c.config, c.components, c.logger, c.redis, demo, c.closers, c.readStatus));
+    withContext(name, (c) => runService(name, c.config, c.components, c.logger, c.redis, c.watch, demo, c.closers, c.readStatus));
   program
     .command('serve')
     .description('API and processor in one process (what `pnpm start` runs)')
@@ -153,36 +155,14 @@ async function runService(
   components: ReturnType<typeof profileComponents>,
   logger: Pino,
   redis: ReturnType<typeof connectRedis>,
+  watch: RedisWatch,
   demo: boolean,
   closers: (() => Promise<unknown>)[],
   readStatus: () => Promise<readonly StreamStatus[]>,
 ): Promise<number> {
-  if (demo) {
-    // The service still comes up without Redis (not ready until it answers); only the demo data waits for a restart.
-    await appendSeedEvents(components).then(
-      (appended) => logger.info({ appended }, 'demo data: seed events appended'),
-      (error: unknown) => logger.warn({ err: String(error) }, 'demo data not appended: Redis did not answer'),
-    );
-  }
-  const processor = command === 'api' ? undefined : components.createProcessor(logger.child({ component: 'processor' }));
-  if (processor) {
-    await processor.start();
-    closers.push(() => processor.stop());
-  }
-  if (command !== 'process') {
-    const app = await buildApp({
-      snapshots: components.snapshots,
-      streams: components.streamNames,
-      ...edgeOptions(config),
-      logger: logger.child({ component: 'http' }),
-      readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running, waiting: processor?.waiting?.reason }),
-      rebuild: () => rebuildState(redis, components.snapshots),
-      status: readStatus,
-    });
-    await app.listen({ port: config.PORT, host: config.HOST });
-    logger.info(`profile API listening on http://${config.HOST}:${config.PORT} (try: curl http://${config.HOST}:${config.PORT}/users/1/profile)`);
-    closers.push(() => app.close());
-  }
+  const deadLetters = new DeadLetters(redis);
+  const app = { deadLetters: (stream: string, count: number) => deadLetters.list(stream, { count }) };
+  closers.push(await startService({ command, config, components, logger, redis, watch, demo, readStatus, app }));
   // A signal, or the launcher gone (see untilStopRequested); past 15 s of closing, close-with-grace exits with 1.
   const reason = await untilStopRequested(logger, 15_000);
   if ('err' in reason) logger.error({ err: reason.err }, 'uncaught error: shutting down');

@@ -11,6 +11,7 @@ import { registerDocs } from './docs.ts';
 import { RequestLogController } from './request-log.ts';
 import { createRedactor, type Redactor } from '../runtime/redact.ts';
 import { unavailableKindOf } from '../runtime/redis.ts';
+import { boundedRead } from './redis-bound.ts';
 import { clientErrorHandler, frameworkErrors, genReqId, registerEdge, type CorsOrigins, type RateLimitSettings } from './edge.ts';
 import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
@@ -59,31 +60,36 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const detail = error.validation.map((v) => v.message).join('; ');
       return reply.code(400).send(errorBody('badRequest', detail));
     }
-    if (error instanceof ApiError) return reply.code(error.statusCode).send(error.body);
+    if (error instanceof ApiError) {
+      if (error.statusCode === 503) void reply.header('retry-after', '1');
+      return reply.code(error.statusCode).send(error.body);
+    }
     const status = typeof error === 'object' && error && 'statusCode' in error ? Number(error.statusCode) : 500;
     if (status === 429) return reply.code(429).send(errorBody('rateLimited', (error as Error).message));
     if (status >= 400 && status < 500) return reply.code(status).send(clientErrorBody(status, redactor.message(error)));
     // A refused login (WRONGPASS, NOAUTH), a missing permission (NOPERM) or a lost connection is Redis's state: 503.
     if (unavailableKindOf(error)) {
       request.log.warn({ err: redactor.value(error) }, 'request failed: Redis unavailable');
-      return reply.code(503).send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
+      return reply.code(503).header('retry-after', '1').send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
     }
     request.log.error({ err: redactor.value(error) }, 'request failed');
     return reply.code(500).send(errorBody('internal', 'Unexpected error; see the service log.'));
   });
 
   // Errors out of the status read reach the dashboard's and metrics' own handling without any command argument.
-  const readStatus = options.status;
+  // Each bounded (redis-bound.ts): with Redis away, /metrics and the dashboard answer within a second too.
+  const readStatus = options.status && boundedRead(options.status);
   const status = readStatus && (() => readStatus().catch((error: unknown) => Promise.reject(redactor.error(error))));
+  const rebuild = options.rebuild && boundedRead(options.rebuild);
 
   // Before every route: the rate limit hooks every route added after it (the docs' too), and the
   // OpenAPI document collects routes as they are added.
   await registerEdge(app, options);
   await registerDocs(app);
   await app.register(metricsRoutes, { status });
-  const listDeadLetters = options.deadLetters;
+  const listDeadLetters = options.deadLetters && boundedRead(options.deadLetters);
   const deadLetters = listDeadLetters && (async (stream: string, count: number) => redactor.value(await listDeadLetters(stream, count)) as DeadLetterSummary[]);
-  await app.register(dashboardRoutes, { status, rebuild: options.rebuild, deadLetters, streams: options.streams });
+  await app.register(dashboardRoutes, { status, rebuild, deadLetters, streams: options.streams });
 
   await app.register(healthRoutes, { readiness: options.readiness });
   await app.register(profileRoutes, { snapshots: options.snapshots, streams: options.streams ?? [] });

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { ApiError } from './errors.ts';
+import { REDIS_WAIT_MS } from './redis-bound.ts';
 
 /** How long a request may wait for the snapshots to catch up, by default and at most. */
 export const DEFAULT_WAIT_MS = 2_000;
@@ -22,7 +23,13 @@ export interface After {
 
 export function parseAfter(value: string): After | undefined {
   const match = AFTER.exec(value);
-  return match?.[1] && match[2] ? { stream: match[1], entryId: match[2] } : undefined;
+  return match?.[1] && match[2] && fitsRedisEntryId(match[2]) ? { stream: match[1], entryId: match[2] } : undefined;
+}
+
+/** Redis entry ids are two unsigned 64-bit numbers: a larger part names no entry Redis could ever hold. */
+const MAX_ID_PART = 2n ** 64n - 1n;
+function fitsRedisEntryId(entryId: string): boolean {
+  return entryId.split('-').every((part) => BigInt(part) <= MAX_ID_PART);
 }
 
 /** The query of a read that may wait for its writer's entry: validates `after` against the configured streams. */
@@ -71,7 +78,8 @@ export async function waitForCatchUp(
   const deadline = Date.now() + waitMs;
   let pause = FIRST_POLL_MS;
   for (;;) {
-    const cursor = await withinDeadline(snapshots.cursor(stream), deadline + UNANSWERED_GRACE_MS, waitMs);
+    // Each poll is bounded by REDIS_WAIT_MS too: a Redis that is away answers 503 within a second, whatever the wait.
+    const cursor = await withinDeadline(snapshots.cursor(stream), Math.min(deadline + UNANSWERED_GRACE_MS, Date.now() + REDIS_WAIT_MS), waitMs);
     // Anything but an entry id (a marker a rebuild may leave) has not caught up.
     if (ENTRY_ID.test(cursor) && compareEntryIds(cursor, entryId) >= 0) return { caughtUp: true };
     const left = deadline - Date.now();
@@ -85,7 +93,7 @@ export async function waitForCatchUp(
 async function withinDeadline<T>(read: Promise<T>, until: number, waitMs: number): Promise<T> {
   const timer = new AbortController();
   const late = sleep(Math.max(0, until - Date.now()), undefined, { signal: timer.signal }).then(() => {
-    throw new ApiError('unavailable', `Redis did not answer within the wait (${waitMs} ms); retry shortly.`);
+    throw new ApiError('unavailable', `Redis did not answer within ${Math.min(waitMs + UNANSWERED_GRACE_MS, REDIS_WAIT_MS)} ms; retry shortly.`);
   });
   late.catch(() => undefined);
   try {

@@ -19,7 +19,7 @@ export function profileComponents(config: AppConfig, redis: Redis) {
       eventStore,
       snapshots,
       handlers,
-      logger,
+      logger: quietRepeats(logger),
       group: config.REDSOURCE_GROUP,
       ...(config.REDSOURCE_CONSUMER ? { consumer: config.REDSOURCE_CONSUMER } : {}),
       start: 'beginning',
@@ -38,6 +38,31 @@ export function profileComponents(config: AppConfig, redis: Redis) {
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;
+
+/**
+ * The processor's logger, with a warning identical to the one before it (same message, same reason:
+ * a loop retrying while Redis is away or refusing) logged at debug: the reason is said once, not
+ * every second. Any other line in between lets the next one through again.
+ */
+export function quietRepeats(logger: Logger): Logger {
+  let last: string | undefined;
+  const pass = (level: 'info' | 'error') => (obj: object, msg?: string) => {
+    last = undefined;
+    logger[level](obj, msg);
+  };
+  return {
+    debug: (obj, msg) => logger.debug(obj, msg),
+    info: pass('info'),
+    error: pass('error'),
+    warn(obj, msg) {
+      const fields = obj as { waiting?: unknown; err?: unknown };
+      const key = `${msg ?? ''}\u0000${String(fields.waiting ?? fields.err ?? '')}`;
+      if (key === last) return logger.debug(obj, msg);
+      last = key;
+      logger.warn(obj, msg);
+    },
+  };
+}
 
 function definedOnly<T extends Record<string, unknown>>(values: T): Partial<T> {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as Partial<T>;

@@ -29,6 +29,8 @@ export interface RedisTarget {
   readonly url: string;
   /** How it was chosen, for the start-up log. */
   readonly source: 'REDIS_URL' | 'local' | 'embedded';
+  /** The embedded redis-server's data directory. */
+  readonly dataDir?: string;
   /** Stops the embedded redis-server, if this process started one. */
   readonly stop: () => Promise<void>;
 }
@@ -56,7 +58,7 @@ async function startEmbedded(dir: string, logger: Logger): Promise<RedisTarget> 
   const url = `redis://127.0.0.1:${port}`;
   for (let i = 0; i < 100 && child.exitCode === null; i++) {
     if (await answersPing(url)) {
-      logger.info({ url: redactUrl(url), dir }, 'started an embedded redis-server (AOF on)');
+      logger.debug({ port, dir }, 'started an embedded redis-server (AOF on)');
       const stop = async () => {
         if (child.exitCode !== null) return;
         const exited = new Promise((r) => child.once('exit', r));
@@ -64,7 +66,7 @@ async function startEmbedded(dir: string, logger: Logger): Promise<RedisTarget> 
         await Promise.race([exited, sleep(5_000)]);
       };
       process.once('exit', () => child.kill('SIGKILL'));
-      return { url, source: 'embedded', stop };
+      return { url, source: 'embedded', dataDir: dir, stop };
     }
     await sleep(50);
   }
@@ -140,13 +142,23 @@ export function tlsOptions(url: string, tls: RedisTls | undefined): { tls?: Conn
   return { tls: { ...(tls?.ca ? { ca: tls.ca } : {}), ...(tls?.insecure ? { rejectUnauthorized: false } : {}) } };
 }
 
+export interface ConnectOptions {
+  /**
+   * A one-shot command (`status`, `seed`...): a command fails after two reconnect attempts and a
+   * connection attempt after 1.5 s, so an unreachable Redis is reported within a few seconds. A
+   * service keeps retrying its loops itself, and its reads are bounded per request (http/redis-bound.ts).
+   */
+  readonly oneShot?: boolean;
+}
+
 /** A client that keeps reconnecting with capped backoff while Redis is away. */
-export function connectRedis(url: string, name: string, tls?: RedisTls): Redis {
+export function connectRedis(url: string, name: string, tls?: RedisTls, options: ConnectOptions = {}): Redis {
   const client = new Redis(url, {
     ...tlsOptions(url, tls),
     connectionName: name,
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
-    maxRetriesPerRequest: 3,
+    maxRetriesPerRequest: options.oneShot ? 2 : 3,
+    connectTimeout: options.oneShot ? 1_500 : 5_000,
     // Commands whose reply was lost with a dropped connection are sent again on reconnect (the
     // default). Everything the processor sends is safe to repeat (the apply script skips what it
     // applied), and the app appends only events with ids, which the append script dedupes. Turning

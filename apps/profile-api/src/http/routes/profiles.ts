@@ -4,6 +4,7 @@ import { SNAPSHOT_ID, type SnapshotStore } from '@redsource/snapshot-store';
 import { profileSchema, toProfile, type Profile } from '../../domain/profile.ts';
 import { commonErrorResponses, errorBody, errorResponse } from '../errors.ts';
 import { ifNoneMatchHits, profileEtag } from '../etag.ts';
+import { withinRedisWait } from '../redis-bound.ts';
 import { MAX_WAIT_MS, parseAfter, readYourWritesQuery, waitForCatchUp } from '../read-your-writes.ts';
 
 /** The pattern admits nothing but a snapshot id, so a request can only ever read `<prefix><id>`. */
@@ -67,7 +68,7 @@ export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async 
             );
         }
       }
-      const snapshot = await snapshots.read(id);
+      const snapshot = await withinRedisWait(snapshots.read(id));
       const profile = toProfile(snapshot);
       if (!snapshot || !profile) return reply.code(404).send(errorBody('notFound', `No profile for user '${id}'.`));
       // Serialised once, here: the ETag hashes exactly the bytes sent, and a string body skips the
