@@ -1,3 +1,5 @@
+import { describeRedisUnavailable, redisUnavailableKind, type RedisUnavailableKind } from './redis-errors.ts';
+
 /** Every error the event store throws; `code` is stable, grep for it. */
 export class EventStoreError extends Error {
   constructor(
@@ -95,17 +97,33 @@ export class AppendNotConfirmedError extends EventStoreError {
   }
 }
 
-/** Redis refused the append (for example the stream key holds another type); nothing was written. */
+/**
+ * Redis refused the append; nothing was written. The message says which kind of refusal it is: a
+ * refused login, a missing ACL permission or Redis's state (out of memory, read-only...) pass once
+ * that is fixed; anything else (a key of another type) fails again until the data is fixed.
+ */
 export class AppendRejectedError extends EventStoreError {
   constructor(stream: string, cause: Error) {
+    const reply = cause.message.trim().replace(/[.\s]+$/, '');
+    const kind = redisUnavailableKind(cause);
     super(
       'RS_APPEND_REJECTED',
-      `Redis rejected the append to '${stream}': ${cause.message}. Nothing was written. ` +
-        'A wrong key type fails again on retry; a transient state (LOADING, BUSY, OOM) may pass later.',
+      kind
+        ? `Redis refused the append to '${stream}': ${describeRedisUnavailable(kind)} (${reply}). Nothing was written. ${WHAT_TO_CHECK[kind] ?? RETRY_LATER}`
+        : `Redis rejected the append to '${stream}': ${reply}. Nothing was written. ` +
+          'It fails again on retry until the key is fixed (WRONGTYPE: the stream key holds another type).',
       { cause },
     );
   }
 }
+
+const RETRY_LATER = 'It may pass once Redis recovers: retry with the same event ids (they make the retry idempotent).';
+const WHAT_TO_CHECK: Partial<Record<RedisUnavailableKind, string>> = {
+  WRONGPASS: 'Check the user and password in REDIS_URL and that the ACL user is enabled (ACL SETUSER <user> on).',
+  NOAUTH: 'Put the user and password in REDIS_URL (redis://user:password@host:port).',
+  NOPERM: "Give the ACL user the rules it needs: appending needs XADD on the stream and EVALSHA/EVAL with the redsource:* keys (README, Security).",
+  OOM: `Free memory or raise maxmemory (or set an eviction policy that spares these keys). ${RETRY_LATER}`,
+};
 
 /** A RedisEventStore option is out of range; the message names it. */
 export class InvalidEventStoreOptionsError extends EventStoreError {
