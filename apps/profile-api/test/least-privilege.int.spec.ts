@@ -144,6 +144,22 @@ describe('least privilege: every role with only the rules the README documents',
     await admin.call('ACL', 'LOG', 'RESET');
   });
 
+  it('/readyz of a service whose ACL user is disabled says why, never the password', async () => {
+    const rules = documentedRules().get('redsource-api') ?? [];
+    await admin.call('ACL', 'SETUSER', 'redsource-off', ...rules.map((w) => (w === '>PASSWORD' ? `>${password('redsource-off')}` : w)), 'off');
+    const port = await freePort();
+    const api = runCli(['api'], env('redsource-off', { PORT: String(port) }));
+    children.push(api);
+    const body = await eventually(async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      return res?.status === 503 ? ((await res.json()) as Record<string, unknown>) : undefined;
+    }, 20_000, 100);
+    expect(body, api.output()).toMatchObject({ redis: 'down', reason: expect.stringMatching(/^WRONGPASS: .*refused the login for user redsource-off/) });
+    expect(JSON.stringify(body)).not.toContain(password('redsource-off'));
+    await admin.call('ACL', 'DELUSER', 'redsource-off');
+    await admin.call('ACL', 'LOG', 'RESET');
+  });
+
   it('the API, a processor (serve), replay, status and dlq do their work, and Redis denies nothing', async () => {
     await admin.xadd('user_updates', '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surname', 'Duck');
     await admin.xadd('user_activity', '*', 'user_id', '1', 'command', 'like', 'page', 'P');

@@ -4,6 +4,8 @@ import { errorResponse, errorSchema } from '../errors.ts';
 
 export interface Readiness {
   readonly redis: boolean;
+  /** Why Redis is down, as one line without any credential (e.g. a refused login); only while it is. */
+  readonly redisReason?: string | undefined;
   /** Undefined where this process runs no processor (the `api` command). */
   readonly processor: boolean | undefined;
   /** Why this process's processor waits on Redis (it refuses writes or is unreachable); undefined while it does not. */
@@ -13,6 +15,7 @@ export interface Readiness {
 const readySchema = z.object({
   status: z.enum(['ready', 'not ready']),
   redis: z.enum(['up', 'down']),
+  reason: z.string().optional().describe('Why Redis is down, e.g. `WRONGPASS: Redis at 127.0.0.1:6379 refused the login for user app ...`; never a password; only while it is.'),
   processor: z.enum(['running', 'waiting', 'stopped', 'not in this process']),
   waiting: z.string().optional().describe('Why the processor waits on Redis, e.g. `OOM: Redis is out of memory ...`; only while it does.'),
 });
@@ -53,6 +56,7 @@ export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Read
       return reply.code(ready ? 200 : 503).send({
         status: ready ? 'ready' : 'not ready',
         redis: state.redis ? 'up' : 'down',
+        ...(state.redis || state.redisReason === undefined ? {} : { reason: state.redisReason }),
         processor: state.processor === undefined ? 'not in this process' : !state.processor ? 'stopped' : waiting === undefined ? 'running' : 'waiting',
         ...(waiting === undefined ? {} : { waiting }),
       });
