@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Logger } from '@redsource/processor';
 import type { RedisTarget } from '../src/runtime/redis.ts';
+import { quietRepeats } from '../src/runtime/components.ts';
 import { explainKind, logRedisTarget, redisEndpoint } from '../src/runtime/redis-watch.ts';
 
 const noop = async () => undefined;
@@ -39,5 +40,26 @@ describe('the Redis a process uses, as logged', () => {
     );
     expect(explainKind('WRONGPASS', at, undefined)).toBe('Redis at 10.0.0.5:6379 refused the login for user app: check the user and password in REDIS_URL');
     expect(redisEndpoint('redis://[::1]:7000').address).toBe('[::1]:7000');
+  });
+});
+
+describe("the processor's waits on Redis, said once", () => {
+  it('a repeated wait goes to debug; a failing entry stays a warning each time', () => {
+    const seen: string[] = [];
+    const at = (level: string) => (_obj: object, msg?: string) => seen.push(`${level} ${msg ?? ''}`);
+    const quiet = quietRepeats({ debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') });
+    const wait = { err: 'connect ECONNREFUSED', waiting: 'CONNECTION: Redis is not reachable' };
+    quiet.warn(wait, 'processor loop error; retrying');
+    quiet.warn(wait, 'processor loop error; retrying');
+    quiet.warn({ err: 'boom', entryId: '1-0' }, 'handler failed; retrying');
+    quiet.warn({ err: 'boom', entryId: '1-0' }, 'handler failed; retrying');
+    quiet.warn(wait, 'processor loop error; retrying');
+    expect(seen).toEqual([
+      'warn processor loop error; retrying',
+      'debug processor loop error; retrying',
+      'warn handler failed; retrying',
+      'warn handler failed; retrying',
+      'warn processor loop error; retrying',
+    ]);
   });
 });

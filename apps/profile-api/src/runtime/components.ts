@@ -40,13 +40,13 @@ export function profileComponents(config: AppConfig, redis: Redis) {
 export type ProfileComponents = ReturnType<typeof profileComponents>;
 
 /**
- * The processor's logger, with a warning identical to the one before it (same message, same reason:
- * a loop retrying while Redis is away or refusing) logged at debug: the reason is said once, not
- * every second. Any other line in between lets the next one through again.
+ * The processor's logger, with a wait on Redis identical to the one before it (same message, same
+ * reason: a loop retrying while Redis is away or refusing) logged at debug: the reason is said once,
+ * not every second. Any other line in between lets the next one through again.
  */
 export function quietRepeats(logger: Logger): Logger {
   let last: string | undefined;
-  const pass = (level: 'info' | 'error') => (obj: object, msg?: string) => {
+  const pass = (level: 'info' | 'warn' | 'error') => (obj: object, msg?: string) => {
     last = undefined;
     logger[level](obj, msg);
   };
@@ -55,6 +55,8 @@ export function quietRepeats(logger: Logger): Logger {
     info: pass('info'),
     error: pass('error'),
     warn(obj, msg) {
+      // Only the waits on Redis (they carry `waiting`): each failing entry's own warning stays a warning.
+      if (!('waiting' in obj)) return pass('warn')(obj, msg);
       const fields = obj as { waiting?: unknown; err?: unknown };
       const key = `${msg ?? ''}\u0000${String(fields.waiting ?? fields.err ?? '')}`;
       if (key === last) return logger.debug(obj, msg);
