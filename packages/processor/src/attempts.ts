@@ -10,8 +10,14 @@ import { GAVE_UP, untilRedisAccepts, type RedisWaits } from './redis-wait.ts';
  * says nothing about the entry). Only failures are written, so the usual path costs nothing.
  */
 export class HandlerAttempts {
-  /** Entry ids with a count in Redis, per stream: forgotten once their entry is handled. */
-  private readonly counted = new Map<string, Set<string>>();
+  /**
+   * Per stream: whether the group's attempts hash may hold a count (this process counted a failure,
+   * entries of another consumer were claimed, or the last look found the hash), and when that was
+   * last looked at. Any process may apply an entry another counted, so handled ids are forgotten
+   * whoever counted them; while the hash is empty a batch costs no round trip (a look at most once
+   * a second per stream).
+   */
+  private readonly mayHold = new Map<string, { yes: boolean; checkedAt: number }>();
 
   constructor(
     private readonly redis: Redis,
@@ -38,25 +44,36 @@ export class HandlerAttempts {
       { waits: this.waits, source: stream, giveUp },
     );
     if (total === GAVE_UP) return undefined;
-    let ids = this.counted.get(stream);
-    if (!ids) this.counted.set(stream, (ids = new Set()));
-    ids.add(entryId);
+    this.mayHaveCounts(stream);
     return total;
   }
 
-  /** Drops the counts of handled entries (applied, skipped or dead-lettered). */
+  /** Entries counted elsewhere may come next (claimed from another consumer): look at the hash with the next batch. */
+  mayHaveCounts(stream: string): void {
+    this.mayHold.set(stream, { yes: true, checkedAt: Date.now() });
+  }
+
+  /** Drops the counts of handled entries (applied, skipped or dead-lettered), whichever process counted them. */
   async forget(stream: string, handledIds: readonly string[]): Promise<void> {
-    const ids = this.counted.get(stream);
-    if (!ids || ids.size === 0) return;
-    const done = handledIds.filter((id) => ids.has(id));
-    if (done.length === 0) return;
-    for (const id of done) ids.delete(id);
+    if (handledIds.length === 0) return;
+    const state = this.mayHold.get(stream);
+    const now = Date.now();
+    if (state && !state.yes && now - state.checkedAt < RECHECK_MS) return;
+    const key = processorKeys.attempts(stream, this.group);
     // HDEL is allowed under OOM; if Redis refuses it anyway, the key's TTL clears what is left.
-    await this.redis.hdel(processorKeys.attempts(stream, this.group), ...done).catch((error: unknown) =>
-      this.logger.debug({ stream, err: String(error) }, 'attempt counts not cleared; their TTL will'),
-    );
+    try {
+      const replies = (await this.redis.pipeline().hdel(key, ...handledIds).exists(key).exec()) ?? [];
+      const [error, exists] = replies[1] ?? [new Error('no reply to EXISTS')];
+      if (error) throw error;
+      this.mayHold.set(stream, { yes: Number(exists) === 1, checkedAt: now });
+    } catch (error) {
+      this.logger.debug({ stream, err: String(error) }, 'attempt counts not cleared; their TTL will');
+    }
   }
 }
+
+/** How long an empty attempts hash is trusted to stay empty before the next look (another process may count meanwhile). */
+const RECHECK_MS = 1_000;
 
 /**
  * A backstop for counts a crash left behind: the hash expires a week after its last failure. A

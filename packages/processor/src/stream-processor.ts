@@ -48,6 +48,8 @@ export class StreamProcessor {
   private readonly group: ConsumerGroup;
   private readonly builder: BatchBuilder;
   private readonly applier: Applier;
+  /** Failed handler attempts per entry (REDSOURCE_MAX_DELIVERIES); claimed entries may carry counts of another process. */
+  private readonly attempts: HandlerAttempts;
   private readonly logger: Logger;
   private readonly statsByStream = new Map<string, StreamStats>();
   /** What this processor waits on Redis for: per stream (its applies), 'read' and 'claim' (the loops). */
@@ -76,7 +78,7 @@ export class StreamProcessor {
     }
     for (const stream of this.streamList) this.statsByStream.set(stream, emptyStreamStats());
     this.group = new ConsumerGroup(this.redis, this.settings);
-    const attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger);
+    const attempts = (this.attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger));
     this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
     this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
     this.snapshots = options.snapshots;
@@ -293,6 +295,7 @@ export class StreamProcessor {
           stats.claimed += claimed.entries.length;
           if (claimed.entries.length > 0) {
             this.logger.info({ stream, count: claimed.entries.length }, 'claimed entries of a silent consumer');
+            this.attempts.mayHaveCounts(stream);
             await this.track(this.process(stream, claimed.entries));
           }
           for (const name of await this.group.removeDeadConsumers(stream)) removedEverywhere.add(name);

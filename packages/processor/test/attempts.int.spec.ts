@@ -76,4 +76,30 @@ describe('handler attempts, not deliveries, count toward maxDeliveries', () => {
     expect(await ctx.redis.xlen(processorKeys.deadLetters(setup.stream))).toBe(0);
     expect(await setup.snapshots.totals(setup.stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 0 });
   });
+
+  it('a count left by a process that stopped is forgotten when another process applies the entry', async () => {
+    let failing = true;
+    let failures = 0;
+    const setup = jobs((event) => {
+      if (event.data.id === 'flaky' && failing) {
+        failures++;
+        throw new Error('not yet');
+      }
+      return done(event.data.id);
+    });
+    const flaky = String(await ctx.redis.xadd(setup.stream, '*', 'command', 'job', 'id', 'flaky'));
+    const key = processorKeys.attempts(setup.stream, setup.group);
+    const b = setup.processor('b', { maxDeliveries: 10, retryBackoffMs: 50, claimTimeoutMs: 300, claimIntervalMs: 50 });
+    const a = setup.processor('a', { maxDeliveries: 10, retryBackoffMs: 50, claimTimeoutMs: 300, claimIntervalMs: 50 });
+    await a.start();
+    expect(await eventually(async () => failures >= 2)).toBe(true);
+    await a.stop();
+    expect(Number(await ctx.redis.hget(key, flaky))).toBeGreaterThanOrEqual(2);
+    failing = false;
+    await ctx.redis.xadd(setup.stream, '*', 'command', 'job', 'id', 'other');
+    await b.start();
+    expect(await eventually(async () => (await setup.snapshots.read('flaky'))?.counters['done'] === 1, 10_000)).toBe(true);
+    expect(await eventually(async () => (await ctx.redis.hexists(key, flaky)) === 0, 3_000)).toBe(true);
+    await b.stop();
+  });
 });
