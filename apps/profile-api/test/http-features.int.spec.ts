@@ -181,7 +181,8 @@ describe('request ids', () => {
   it('echoes a safe incoming x-request-id, replaces an unsafe one, and logs with it', async () => {
     const lines: string[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(chunk.toString()), done()) });
-    const a = await app({ logger: pino({ level: 'info' }, sink) });
+    // debug: a probe's request lines are debug (request-log.ts).
+    const a = await app({ logger: pino({ level: 'debug' }, sink) });
 
     const fresh = await a.inject('/healthz');
     expect(fresh.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
