@@ -6,6 +6,7 @@ import { RebuildLeaseLostError } from './errors.ts';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     redsourceRenewRebuildLease(lease: string, token: string, leaseMs: number): Result<number, Context>;
+    redsourceReleaseRebuildLease(lease: string, token: string): Result<number, Context>;
     redsourceFencedSet(lease: string, key: string, token: string, value: string): Result<string, Context>;
     redsourceFencedHset(lease: string, key: string, token: string, ...fieldsAndValues: (string | number)[]): Result<string, Context>;
     redsourceSwitchSnapshot(lease: string, shadow: string, live: string, token: string, rebuildId: string): Result<number, Context>;
@@ -16,6 +17,7 @@ declare module 'ioredis' {
 const script = (name: string) => readFileSync(new URL(`./scripts/${name}`, import.meta.url), 'utf8');
 const scripts = {
   redsourceRenewRebuildLease: { numberOfKeys: 1, lua: script('renew-rebuild-lease-1.lua') },
+  redsourceReleaseRebuildLease: { numberOfKeys: 1, lua: script('release-rebuild-lease-1.lua') },
   redsourceFencedSet: { numberOfKeys: 2, lua: script('fenced-set-2.lua') },
   redsourceFencedHset: { numberOfKeys: 2, lua: script('fenced-hset-2.lua') },
   redsourceSwitchSnapshot: { numberOfKeys: 3, lua: script('switch-snapshot-3.lua') },
@@ -77,12 +79,13 @@ export class FencedWrites {
 
   /** Extends the lease; false when this token no longer holds it. */
   async renew(leaseMs: number): Promise<boolean> {
+    if (!(leaseMs > 0)) throw new RangeError(`renew needs a lease time above 0 ms, got ${leaseMs}: release() gives the lease back`);
     return (await this.redis.redsourceRenewRebuildLease(this.fence.key, this.fence.token, leaseMs)) === 1;
   }
 
   /** Gives the lease back; false when this token no longer held it (and nothing was done). */
   async release(): Promise<boolean> {
-    return (await this.redis.redsourceRenewRebuildLease(this.fence.key, this.fence.token, 0)) === 1;
+    return (await this.redis.redsourceReleaseRebuildLease(this.fence.key, this.fence.token)) === 1;
   }
 
   private async fenced<T>(write: Promise<T>): Promise<T> {

@@ -114,6 +114,14 @@ describe('fencing: a rebuild that lost its lease writes nothing', () => {
     expect(await ctx.redis.exists(keys.lease)).toBe(0);
   });
 
+  it('renew never releases: a lease time of 0 is refused before anything is sent, release() has its own script', async () => {
+    const { keys, current, tokens } = await takenOver();
+    await expect(current.renew(0)).rejects.toThrow(RangeError);
+    expect(await ctx.redis.get(keys.lease)).toMatch(new RegExp(`^${tokens[1]} `));
+    expect(await current.release()).toBe(true);
+    expect(await ctx.redis.exists(keys.lease)).toBe(0);
+  });
+
   it('an expired lease nobody took over refuses its old holder too', async () => {
     const { keys, current } = await takenOver();
     await ctx.redis.del(keys.lease);
