@@ -90,7 +90,12 @@ describe('GET /users/:id/profile, property-based', () => {
         const waits = values('wait');
         const afters = values('after');
         const badWait = waits.length > 1 || (waits.length === 1 && !(WAIT.test(waits[0] as string) && Number(waits[0]) <= 10_000));
-        const goodAfter = (v: string) => /^(.+):(\d{1,20}-\d{1,20})$/.exec(v)?.[1] === setup.streams.updates || /^(.+):(\d{1,20}-\d{1,20})$/.exec(v)?.[1] === setup.streams.activity;
+        // An entry id's two parts are unsigned 64-bit numbers, as Redis has them.
+        const fits64 = (part: string) => BigInt(part) <= 18446744073709551615n;
+        const goodAfter = (v: string) => {
+          const [, stream, ms, seq] = /^(.+):(\d{1,20})-(\d{1,20})$/.exec(v) ?? [];
+          return (stream === setup.streams.updates || stream === setup.streams.activity) && fits64(ms ?? '') && fits64(seq ?? '');
+        };
         const badAfter = afters.length > 1 || (afters.length === 1 && !goodAfter(afters[0] as string));
         // A valid `after` here names an entry at or below the cursor, or one far ahead with some wait: 200 or 504.
         expectDocumented(res, badWait || badAfter ? [400] : afters.length === 1 ? [200, 504] : [200], what);
