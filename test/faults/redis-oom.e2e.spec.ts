@@ -14,20 +14,12 @@ import { freePort, useTestRedis } from '../support/redis.ts';
  */
 const ctx = useTestRedis();
 
-/** The default REDSOURCE_MAX_DELIVERIES (5), unlike the chaos tests' 1000: redeliveries must not matter. */
-class DefaultLimits extends FaultScenario {
-  override env(consumer: string): Record<string, string> {
-    const env = super.env(consumer);
-    delete env['REDSOURCE_MAX_DELIVERIES'];
-    return env;
-  }
-}
-
 const BACKLOG = 40_000;
 
 it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics say why, then every entry is applied once', async (t) => {
   if (!ctx.server.owned) t.skip();
-  const s = new DefaultLimits(ctx.server, ctx.redis);
+  // The default REDSOURCE_MAX_DELIVERIES (5), as every fault scenario runs: redeliveries must not matter.
+  const s = new FaultScenario(ctx.server, ctx.redis);
   try {
     const port = await freePort();
     const api = runCli(['serve'], { ...s.env('api'), PORT: String(port), HOST: '127.0.0.1' });
@@ -39,8 +31,16 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
     const readyAtStart = await poll(async () => (await get('/readyz').catch(() => ({ status: 0, text: '' }))).status === 200, 20_000);
     expect(readyAtStart, api.output()).toBe(true);
 
-    await xaddAll(ctx.redis, randomCommands(s.streams, BACKLOG, 500, 21), 1_000);
-    await ctx.redis.config('SET', 'maxmemory', '1000000');
+    // The backlog piles up while every process is frozen, and the episode starts before they thaw:
+    // however fast this machine processes, the whole backlog is in front of them when writes fail.
+    const frozen = [...s.processes.values()].map((p) => p.child);
+    for (const child of frozen) child.kill('SIGSTOP');
+    try {
+      await xaddAll(ctx.redis, randomCommands(s.streams, BACKLOG, 500, 21), 1_000);
+      await ctx.redis.config('SET', 'maxmemory', '1000000');
+    } finally {
+      for (const child of frozen) child.kill('SIGCONT');
+    }
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
     const status = () => streamStatus({ redis: ctx.redis, streams: Object.values(s.streams), group: s.group, snapshots });
     const unappliedAtStart = (await status()).reduce((n, r) => n + r.unapplied, 0);

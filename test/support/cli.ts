@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { afterEach } from 'vitest';
 import { unique } from './redis.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -24,6 +25,21 @@ export function runCli(args: readonly string[], env: Readonly<Record<string, str
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => output, exited };
+}
+
+/**
+ * The CLI children a test file (or describe block) starts: push each one; after every test the
+ * ones still running are killed and awaited, so no child outlives its test.
+ */
+export function cliChildren(): CliProcess[] {
+  const children: CliProcess[] = [];
+  afterEach(async () => {
+    for (const c of children.splice(0)) {
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
+      await c.exited;
+    }
+  });
+  return children;
 }
 
 /** The service's configuration for `redisUrl`, on stream, key and group names no other test uses. */

@@ -1,15 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
-import { runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { cliChildren, runCli } from '../../../test/support/cli.ts';
 import { freePort } from '../../../test/support/redis.ts';
 
-const children: CliProcess[] = [];
-afterEach(async () => {
-  for (const c of children.splice(0)) {
-    if (c.child.exitCode === null) c.child.kill('SIGKILL');
-    await c.exited;
-  }
-});
+const children = cliChildren();
 
 /** Runs the CLI to its end; stdout and stderr together. */
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null | 'hung'; output: string }> {

@@ -1,17 +1,11 @@
 import { spawn } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
-import { isolatedServiceEnv, ROOT, runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { describe, expect, it } from 'vitest';
+import { isolatedServiceEnv, ROOT, runCli, cliChildren } from '../../../test/support/cli.ts';
 import { freePort, useTestRedis } from '../../../test/support/redis.ts';
 
 /** Issue 10, the CLI: help, usage errors (exit 2), `--users` checked as the API checks ids, JSON clean on stdout. */
 const ctx = useTestRedis();
-const children: CliProcess[] = [];
-afterEach(async () => {
-  for (const c of children.splice(0)) {
-    if (c.child.exitCode === null) c.child.kill('SIGKILL');
-    await c.exited;
-  }
-});
+const children = cliChildren();
 
 /** Runs `redsource <args>` to its end; stdout and stderr apart. */
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {

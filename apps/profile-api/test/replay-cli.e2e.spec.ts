@@ -1,17 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { processorKeys } from '@redsource/processor';
-import { isolatedServiceEnv, runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { isolatedServiceEnv, runCli, cliChildren } from '../../../test/support/cli.ts';
 import { useTestRedis } from '../../../test/support/redis.ts';
 
 /** Issue 10: `redsource replay` knows its total before it starts, counts entries dead-lettered before instead of warning, and `--users` counts those users' work. */
 const ctx = useTestRedis();
-const children: CliProcess[] = [];
-afterEach(async () => {
-  for (const c of children.splice(0)) {
-    if (c.child.exitCode === null) c.child.kill('SIGKILL');
-    await c.exited;
-  }
-});
+const children = cliChildren();
 
 const USERS = 10;
 const LIKES = 3_000;
