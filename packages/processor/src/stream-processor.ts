@@ -334,11 +334,19 @@ export class StreamProcessor {
   private onLoopError(error: unknown, source: 'read' | 'claim'): boolean {
     const message = error instanceof Error ? error.message : String(error);
     const unavailable = this.waits.note(source, error);
+    const waiting = unavailable ? this.waits.get(source)?.reason : undefined;
     for (const stats of this.statsByStream.values()) {
-      stats.lastError = message;
+      stats.lastError = waiting ?? message;
       stats.lastErrorAt = Date.now();
     }
-    this.logger.warn({ err: message, waiting: this.waits.get(source)?.reason }, 'processor loop error; retrying');
+    if (waiting) {
+      // The reason in plain words, not the client's wording ("Reached the max retries per request
+      // limit..."), which changes from one failed command to the next while the reason stays.
+      this.logger.debug({ err: message }, 'processor loop: Redis unavailable');
+      this.logger.warn({ waiting }, 'processor waiting on Redis; retrying');
+    } else {
+      this.logger.warn({ err: message }, 'processor loop error; retrying');
+    }
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
     return unavailable;

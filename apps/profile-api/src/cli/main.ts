@@ -119,7 +119,7 @@ function forEachCommand(command: Command, each: (command: Command) => void): voi
 }
 
 /** A command line that cannot run: no command, an unknown command or option, a missing argument get the usage too. */
-const USAGE_TOO = new Set(['commander.help', 'commander.unknownCommand', 'commander.unknownOption', 'commander.excessArguments', 'commander.missingArgument', 'commander.optionMissingArgument']);
+const USAGE_TOO = new Set(['commander.help', 'commander.invalidArgument', 'commander.unknownCommand', 'commander.unknownOption', 'commander.excessArguments', 'commander.missingArgument', 'commander.optionMissingArgument']);
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();

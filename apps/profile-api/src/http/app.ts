@@ -69,7 +69,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     if (status >= 400 && status < 500) return reply.code(status).send(clientErrorBody(status, redactor.message(error)));
     // A refused login (WRONGPASS, NOAUTH), a missing permission (NOPERM) or a lost connection is Redis's state: 503.
     if (unavailableKindOf(error)) {
-      request.log.warn({ err: redactor.value(error) }, 'request failed: Redis unavailable');
+      // The outage itself is logged once by the service's Redis watch: one line per request would drown it.
+      request.log.debug({ err: redactor.value(error) }, 'request failed: Redis unavailable');
       return reply.code(503).header('retry-after', '1').send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
     }
     request.log.error({ err: redactor.value(error) }, 'request failed');

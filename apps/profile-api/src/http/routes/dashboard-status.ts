@@ -81,8 +81,11 @@ export function statusCache(options: StatusCacheOptions, log: () => FastifyBaseL
       return { ok: true, status: reading };
     } catch (error) {
       // Said once when it starts failing; every page keeps polling, so the rest is debug.
-      if (failingSince === undefined) log().warn({ err: error }, 'dashboard: status not readable; answering 503 (the pages keep their last figures) until it is');
-      else log().debug({ err: error }, 'dashboard: status still not readable');
+      // The warning carries the reason only; the error with its stack is debug.
+      if (failingSince === undefined) {
+        log().warn({ reason: error instanceof Error ? error.message : String(error) }, 'dashboard: status not readable; answering 503 (the pages keep their last figures) until it is');
+      }
+      log().debug({ err: error }, 'dashboard: status not readable');
       failingSince ??= now();
       return { ok: false, error, since: failingSince };
     }
