@@ -187,7 +187,9 @@ describe('GET /metrics', () => {
     const { samples } = await scrape(broken);
     expect(value(samples, 'redsource_status_up')).toBe(0);
     expect(samples.filter((s) => s.name.startsWith('redsource_stream_'))).toEqual([]);
-    expect(value(samples, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    // The process metrics are still there. (Their value may be 0: prom-client counts CPU since the
+    // registry was made, which a fast test can leave below a microsecond's resolution.)
+    expect(samples.map((s) => s.name)).toContain('process_cpu_user_seconds_total');
   });
 
   it('serves process and HTTP metrics only where the app has no status source', async () => {
