@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { ROOT, runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { cliChildren, ROOT, runCli } from '../../../test/support/cli.ts';
 import { eventually, freePort } from '../../../test/support/redis.ts';
 import { startSecureRedis, type SecureRedis } from './secure-redis.ts';
 
@@ -26,7 +26,7 @@ const ROLES = ['redsource-api', 'redsource-processor', 'redsource-replay', 'reds
 describe('least privilege: every role with only the rules the README documents', () => {
   let server: SecureRedis;
   let admin: Redis;
-  const children: CliProcess[] = [];
+  const children = cliChildren();
   const url = (user: string) => `redis://${user}:${encodeURIComponent(password(user))}@127.0.0.1:${server.port}`;
   const env = (user: string, extra: Record<string, string> = {}) => ({ REDIS_URL: url(user), REDSOURCE_BLOCK_MS: '100', REDSOURCE_HEARTBEAT_MS: '200', ...extra });
   const cli = async (user: string, args: string[]) => {
@@ -58,12 +58,6 @@ describe('least privilege: every role with only the rules the README documents',
       await admin.call('ACL', 'SETUSER', user, ...words.map((w) => (w === '>PASSWORD' ? `>${password(user)}` : w)));
     }
     await admin.call('ACL', 'LOG', 'RESET');
-  });
-  afterEach(async () => {
-    for (const c of children.splice(0)) {
-      if (c.child.exitCode === null) c.child.kill('SIGKILL');
-      await c.exited;
-    }
   });
   afterAll(async () => {
     admin.disconnect();

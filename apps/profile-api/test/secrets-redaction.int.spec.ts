@@ -1,9 +1,9 @@
 import { Writable } from 'node:stream';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { createRedactor, redactingLoggerOptions, urlSecrets } from '../src/runtime/redact.ts';
-import { isolatedServiceEnv, runCli, type CliProcess } from '../../../test/support/cli.ts';
+import { cliChildren, isolatedServiceEnv, runCli } from '../../../test/support/cli.ts';
 import { eventually, freePort } from '../../../test/support/redis.ts';
 import { startSecureRedis, type SecureRedis } from './secure-redis.ts';
 
@@ -70,19 +70,13 @@ describe('the redaction every log line and error message passes through', () => 
 describe('a service whose ACL user is disabled while it runs', () => {
   let server: SecureRedis;
   let admin: Redis;
-  const children: CliProcess[] = [];
+  const children = cliChildren();
   beforeAll(async () => {
     server = await startSecureRedis({ user: USER, password: PASSWORD });
     const app = new Redis(server.url);
     await app.call('ACL', 'SETUSER', 'admin', 'on', '>admin-pw', '~*', '&*', '+@all');
     app.disconnect();
     admin = new Redis(`redis://admin:admin-pw@127.0.0.1:${server.port}`);
-  });
-  afterEach(async () => {
-    for (const c of children.splice(0)) {
-      if (c.child.exitCode === null) c.child.kill('SIGKILL');
-      await c.exited;
-    }
   });
   afterAll(async () => {
     admin.disconnect();
