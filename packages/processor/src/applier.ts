@@ -121,10 +121,10 @@ export class Applier {
       waits: this.waits,
       source: stream,
       giveUp,
-      onWait: (wait, error) => {
-        if (stats.lastErrorAt === undefined || Date.now() - stats.lastErrorAt > 1_000) {
-          this.logger.warn({ stream, waiting: wait.reason, err: error instanceof Error ? error.message : String(error) }, 'Redis refuses the apply; retrying the same batch until it accepts');
-        }
+      onWait: (wait, error, started) => {
+        // Said once per wait (and per change of reason); the client's own wording is for debug.
+        this.logger.debug({ stream, err: error instanceof Error ? error.message : String(error) }, 'apply refused by Redis');
+        if (started) this.logger.warn({ stream, waiting: wait.reason }, 'Redis refuses the apply; retrying the same batch until it accepts');
         stats.lastError = `waiting on Redis: ${wait.reason}`;
         stats.lastErrorAt = Date.now();
       },

@@ -21,13 +21,18 @@ const MAX_RETRY_MS = 1_000;
 export class RedisWaits {
   private readonly active = new Map<string, WaitingOnRedis>();
 
-  /** Records that `source` waits because of `error`; returns false (nothing recorded) when the error is not Redis being unavailable. */
-  note(source: string, error: unknown): boolean {
+  /**
+   * Records that `source` waits because of `error`: 'new' when it did not wait, or waited for another
+   * reason (worth a warning), 'same' while the wait goes on (worth a debug line at most), undefined
+   * (nothing recorded) when the error is not Redis being unavailable.
+   */
+  note(source: string, error: unknown): 'new' | 'same' | undefined {
     const kind = redisUnavailableKind(error);
-    if (kind === undefined) return false;
+    if (kind === undefined) return undefined;
     const current = this.active.get(source);
-    if (current?.kind !== kind) this.active.set(source, { kind, reason: `${kind}: ${describeRedisUnavailable(kind)}`, since: current?.since ?? Date.now() });
-    return true;
+    if (current?.kind === kind) return 'same';
+    this.active.set(source, { kind, reason: `${kind}: ${describeRedisUnavailable(kind)}`, since: current?.since ?? Date.now() });
+    return 'new';
   }
 
   clear(source: string): void {
@@ -57,7 +62,13 @@ export const GAVE_UP = Symbol('gave up waiting on Redis');
  */
 export async function untilRedisAccepts<T>(
   command: () => Promise<T>,
-  options: { readonly waits: RedisWaits; readonly source: string; readonly giveUp?: () => boolean; readonly onWait?: (wait: WaitingOnRedis, error: unknown) => void },
+  options: {
+    readonly waits: RedisWaits;
+    readonly source: string;
+    readonly giveUp?: () => boolean;
+    /** Each refusal; `started` is true for the first of a wait (or when its reason changes). */
+    readonly onWait?: (wait: WaitingOnRedis, error: unknown, started: boolean) => void;
+  },
 ): Promise<T | typeof GAVE_UP> {
   let delay = FIRST_RETRY_MS;
   for (;;) {
@@ -66,8 +77,9 @@ export async function untilRedisAccepts<T>(
       options.waits.clear(options.source);
       return result;
     } catch (error) {
-      if (!options.waits.note(options.source, error)) throw error;
-      options.onWait?.(options.waits.get(options.source) as WaitingOnRedis, error);
+      const noted = options.waits.note(options.source, error);
+      if (noted === undefined) throw error;
+      options.onWait?.(options.waits.get(options.source) as WaitingOnRedis, error, noted === 'new');
       if (options.giveUp?.()) return GAVE_UP;
       await sleep(delay);
       delay = Math.min(delay * 2, MAX_RETRY_MS);

@@ -333,7 +333,8 @@ export class StreamProcessor {
   /** Records a loop's failure; returns whether it is Redis refusing or unreachable (then the loop waits, and says so). */
   private onLoopError(error: unknown, source: 'read' | 'claim'): boolean {
     const message = error instanceof Error ? error.message : String(error);
-    const unavailable = this.waits.note(source, error);
+    const noted = this.waits.note(source, error);
+    const unavailable = noted !== undefined;
     const waiting = unavailable ? this.waits.get(source)?.reason : undefined;
     for (const stats of this.statsByStream.values()) {
       stats.lastError = waiting ?? message;
@@ -343,7 +344,8 @@ export class StreamProcessor {
       // The reason in plain words, not the client's wording ("Reached the max retries per request
       // limit..."), which changes from one failed command to the next while the reason stays.
       this.logger.debug({ err: message }, 'processor loop: Redis unavailable');
-      this.logger.warn({ waiting }, 'processor waiting on Redis; retrying');
+      // Once per wait (and per change of reason), not once per retry.
+      if (noted === 'new') this.logger.warn({ waiting }, 'processor waiting on Redis; retrying');
     } else {
       this.logger.warn({ err: message }, 'processor loop error; retrying');
     }
