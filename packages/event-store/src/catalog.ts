@@ -9,6 +9,12 @@ export interface StreamDefinition {
   /** Which entity an event concerns (the user id); used for per-subject versions on append. */
   readonly subjectOf?: (data: unknown) => string | undefined;
   /**
+   * Where a raw entry names its subject, for partitioned processing: field names looked up, in this
+   * order, among a flat entry's fields or in an envelope's `data`; an envelope's `subject` attribute
+   * comes after them. A subject's entries share a partition, so they are applied in order.
+   */
+  readonly subjectFields?: readonly string[];
+  /**
    * The type names the `*` schema accepts (by default any): a type that is not listed and does not
    * match is refused like invalid data (EventValidationError on its `type` field), on append and decode alike.
    */
@@ -56,6 +62,11 @@ export class EventCatalog {
     const result = schema.safeParse(data);
     if (!result.success) throw new EventValidationError(stream, type, toFieldIssues(result.error));
     return result.data;
+  }
+
+  /** The field names a raw entry of the stream names its subject with (empty: by `subject` attribute only). */
+  subjectFields(stream: string): readonly string[] {
+    return this.definition(stream).subjectFields ?? [];
   }
 
   subjectOf(stream: string, data: unknown): string | undefined {

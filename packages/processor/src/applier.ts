@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisEventStore } from '@redsource/event-store';
-import type { BatchEntry, SnapshotStore } from '@redsource/snapshot-store';
+import type { ApplyBatchInput, BatchEntry, SnapshotStore } from '@redsource/snapshot-store';
 import { compareEntryIds } from '@redsource/snapshot-store';
 import type { HandlerAttempts } from './attempts.ts';
 import type { BatchBuilder } from './batch-builder.ts';
@@ -47,7 +47,16 @@ export class Applier {
   async apply(
     stream: string,
     batch: readonly BatchEntry[],
-    options: { ackGroup?: string; contiguous?: boolean; stats: StreamStats; stopRequestedAt: () => number | undefined },
+    options: {
+      ackGroup?: string;
+      contiguous?: boolean;
+      stats: StreamStats;
+      stopRequestedAt: () => number | undefined;
+      /** The entries come from a partition of the stream (see ApplyBatchInput.partition). */
+      partition?: ApplyBatchInput['partition'];
+      /** A fencing token the writes must hold (see ApplyBatchInput.fence). */
+      fence?: ApplyBatchInput['fence'];
+    },
   ): Promise<ApplyOutcome> {
     let remaining = [...batch].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
     let applied = 0;
@@ -67,6 +76,8 @@ export class Applier {
         deadLetterStream: this.deadLetterStream(stream),
         contiguous: options.contiguous === true,
         ...(options.ackGroup === undefined ? {} : { ackGroup: options.ackGroup }),
+        ...(options.partition === undefined ? {} : { partition: options.partition }),
+        ...(options.fence === undefined ? {} : { fence: options.fence }),
       };
       const result = await this.untilAccepted(stream, () => this.snapshots.applyBatch(input), options.stats, outOfTime);
       if (result === GAVE_UP) return { applied, skipped, deadLettered, complete: false };
@@ -84,7 +95,7 @@ export class Applier {
       if (outOfTime()) return { applied, skipped, deadLettered, complete: false };
       if (!result.held && now - blockedSince >= this.settings.gapFillAfterMs) {
         this.logger.info({ stream, from: result.cursor, to: result.blockedAt }, 'filling a gap from the stream');
-        const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options.stats, outOfTime);
+        const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options, outOfTime);
         if (!filled.complete) return { applied, skipped, deadLettered, complete: false };
         applied += filled.applied;
         deadLettered += filled.deadLettered;
@@ -97,13 +108,27 @@ export class Applier {
     return { applied, skipped, deadLettered, complete: true };
   }
 
-  /** Applies the entries after `cursor` and before `until` from the stream itself (no ack: their holder acks them). */
-  private async fillGap(stream: string, cursor: string, until: string, stats: StreamStats, outOfTime: () => boolean) {
+  /** Applies the entries after `cursor` and before `until` from the stream (or partition) itself (no ack: their holder acks them). */
+  private async fillGap(
+    stream: string,
+    cursor: string,
+    until: string,
+    options: { stats: StreamStats; partition?: ApplyBatchInput['partition']; fence?: ApplyBatchInput['fence'] },
+    outOfTime: () => boolean,
+  ) {
     let applied = 0;
     let deadLettered = 0;
-    for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
+    const stats = options.stats;
+    for await (const page of this.store.readPages(options.partition?.stream ?? stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
       const batch = await this.builder.build(stream, page, {});
-      const input = { stream, entries: batch, deadLetterStream: this.deadLetterStream(stream), contiguous: true };
+      const input = {
+        stream,
+        entries: batch,
+        deadLetterStream: this.deadLetterStream(stream),
+        contiguous: true,
+        ...(options.partition === undefined ? {} : { partition: options.partition }),
+        ...(options.fence === undefined ? {} : { fence: options.fence }),
+      };
       const result = await this.untilAccepted(stream, () => this.snapshots.applyBatch(input), stats, outOfTime);
       if (result === GAVE_UP) return { applied, deadLettered, complete: false };
       record(stats, result, 0);

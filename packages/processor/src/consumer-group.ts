@@ -1,17 +1,13 @@
 import type { Redis } from 'ioredis';
-import { parseXReadReply, toStreamEntries, type StreamEntry } from '@redsource/event-store';
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
 import type { ProcessorSettings } from './options.ts';
 
-export interface ClaimResult {
-  readonly entries: StreamEntry[];
-  /** Ids that were pending but are gone from the stream; Redis removes them from the pending list. */
-  readonly deletedIds: string[];
-  readonly next: string;
-}
-
-/** The consumer-group commands the processor uses, in one place. */
+/**
+ * The consumer-group commands the processor uses, in one place. The group on a source stream is
+ * how far the stream is routed into partitions (route.lua reads it with XREADGROUP and acks at
+ * once); processors publish their counters beside it for `status`.
+ */
 export class ConsumerGroup {
   constructor(
     private readonly redis: Redis,
@@ -20,10 +16,6 @@ export class ConsumerGroup {
 
   get name(): string {
     return this.settings.group;
-  }
-
-  get consumer(): string {
-    return this.settings.consumer;
   }
 
   /** Creates the group (and the stream) if missing; returns whether it was created now. */
@@ -39,7 +31,7 @@ export class ConsumerGroup {
     }
   }
 
-  /** The id the group has delivered up to. */
+  /** The id the group has routed up to. */
   async lastDeliveredId(stream: string): Promise<string> {
     const groups = (await this.redis.xinfo('GROUPS', stream)) as unknown[][];
     for (const group of groups) {
@@ -49,38 +41,7 @@ export class ConsumerGroup {
     return '0-0';
   }
 
-  /** New entries for this consumer, blocking up to blockMs. `reader` is the blocking connection. */
-  async readNew(reader: Redis, streams: readonly string[]): Promise<{ stream: string; entries: StreamEntry[] }[]> {
-    const reply = await reader.xreadgroup(
-      'GROUP', this.settings.group, this.settings.consumer,
-      'COUNT', this.settings.batchSize, 'BLOCK', this.settings.blockMs,
-      'STREAMS', ...streams, ...streams.map(() => '>'),
-    );
-    return parseXReadReply(reply);
-  }
-
-  /** This consumer's own pending entries after `afterId` (re-read after a restart, before new ones). */
-  async readOwnPending(stream: string, afterId: string): Promise<StreamEntry[]> {
-    const reply = await this.redis.xreadgroup(
-      'GROUP', this.settings.group, this.settings.consumer, 'COUNT', this.settings.batchSize, 'STREAMS', stream, afterId,
-    );
-    return parseXReadReply(reply)[0]?.entries ?? [];
-  }
-
-  /** Takes over entries idle longer than claimTimeoutMs (their consumer is presumed dead). */
-  async claim(stream: string, from: string): Promise<ClaimResult> {
-    const reply = (await this.redis.xautoclaim(
-      stream, this.settings.group, this.settings.consumer, this.settings.claimTimeoutMs, from, 'COUNT', this.settings.batchSize,
-    )) as [string, unknown, string[] | undefined];
-    const entries = toStreamEntries(reply[1]);
-    return { next: reply[0], entries: entries.filter((e) => e.fields.length > 0), deletedIds: reply[2] ?? [] };
-  }
-
-  async ack(stream: string, ids: readonly string[]): Promise<void> {
-    if (ids.length > 0) await this.redis.xack(stream, this.settings.group, ...ids);
-  }
-
-  /** Says this consumer is alive, and publishes its counters for `status` in the same round trip. */
+  /** Says this consumer is alive, and publishes its counters for `status` in the same round trip (both keys share a slot). */
   async heartbeat(stats: Readonly<Record<string, unknown>>): Promise<void> {
     await this.redis
       .multi()
@@ -89,33 +50,19 @@ export class ConsumerGroup {
       .exec();
   }
 
-  /** Removes consumers that are silent past claimTimeoutMs and have nothing pending; returns their names. */
-  async removeDeadConsumers(stream: string): Promise<string[]> {
-    const heartbeatsKey = processorKeys.heartbeats(this.settings.group);
-    const [consumers, heartbeats] = await Promise.all([
-      this.redis.xinfo('CONSUMERS', stream, this.settings.group) as Promise<unknown[][]>,
-      this.redis.hgetall(heartbeatsKey),
-    ]);
+  /** Forgets the heartbeats and counters of processors silent for longer than `silentMs`; returns their names. */
+  async forgetSilent(silentMs: number): Promise<string[]> {
+    const beats = await this.redis.hgetall(processorKeys.heartbeats(this.settings.group));
     const now = Date.now();
-    const removed: string[] = [];
-    for (const row of consumers) {
-      const info = toObject(row);
-      const name = String(info['name']);
-      if (name === this.settings.consumer || Number(info['pending']) > 0) continue;
-      const lastBeat = Number(heartbeats[name] ?? 0);
-      if (now - lastBeat < this.settings.claimTimeoutMs || Number(info['idle']) < this.settings.claimTimeoutMs) continue;
-      await this.redis.xgroup('DELCONSUMER', stream, this.settings.group, name);
-      removed.push(name);
-    }
-    return removed;
-  }
-
-  async forgetDeadHeartbeats(names: readonly string[]): Promise<void> {
-    if (names.length === 0) return;
+    const silent = Object.entries(beats)
+      .filter(([name, at]) => name !== this.settings.consumer && now - Number(at) > silentMs)
+      .map(([name]) => name);
+    if (silent.length === 0) return [];
     await this.redis
       .multi()
-      .hdel(processorKeys.heartbeats(this.settings.group), ...names)
-      .hdel(processorKeys.consumerStats(this.settings.group), ...names)
+      .hdel(processorKeys.heartbeats(this.settings.group), ...silent)
+      .hdel(processorKeys.consumerStats(this.settings.group), ...silent)
       .exec();
+    return silent;
   }
 }

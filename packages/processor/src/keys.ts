@@ -4,10 +4,10 @@ export const processorKeys = {
   deadLetters: (stream: string) => `redsource:{${stream}}:dead`,
   /** entry id → failed handler attempts of the group on it (REDSOURCE_MAX_DELIVERIES counts these); a field goes when its entry is handled. */
   attempts: (stream: string, group: string) => `redsource:{${stream}}:attempts:${group}`,
-  /** consumer name → last heartbeat (ms since epoch). */
-  heartbeats: (group: string) => `redsource:group:${group}:heartbeats`,
+  /** consumer name → last heartbeat (ms since epoch). Shares the group's slot (see partitionKeys). */
+  heartbeats: (group: string) => `redsource:{group:${group}}:heartbeats`,
   /** consumer name → JSON of its per-stream counters, refreshed with each heartbeat. */
-  consumerStats: (group: string) => `redsource:group:${group}:stats`,
+  consumerStats: (group: string) => `redsource:{group:${group}}:stats`,
   /** Set by retention: entries below this id were trimmed, so the stream no longer starts at its first event. */
   trimmedBelow: (stream: string) => `redsource:{${stream}}:trimmed-below`,
   /** State of a running rebuild of the snapshots under a prefix: phase, progress, its id, which users. */

@@ -8,20 +8,29 @@ const entryId = z.string().regex(/^\d+-\d+$/, 'an entry id like 1700000000000-0'
 /** Every processor setting with its default: the one place defaults are written. */
 export const processorSettingsSchema = z.object({
   /** Consumer group; several processes in one group share the work. */
-  group: z.string().min(1).default('redsource'),
+  group: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, '1-128 characters from A-Z a-z 0-9 _ . : - (it is part of hash-tagged key names)').default('redsource'),
   /** This process's name in the group. Unique by default; give a stable name to resume its own pending entries after a restart. */
   consumer: z.string().min(1).default(() => `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
-  /** Where a new group starts: every entry, only new ones, or after an id. */
+  /** Where a new group starts routing a stream: every entry, only new ones, or after an id. */
   start: z.union([z.literal('beginning'), z.literal('latest'), z.object({ after: entryId })]).default('beginning'),
-  /** Most entries per XREADGROUP per stream. */
+  /** Most entries per read of one partition of one stream. */
   batchSize: z.number().int().min(1).max(10_000).default(500),
-  /** How long one XREADGROUP waits for new entries (ms). */
+  /** How long one blocking read waits for new entries (ms). */
   blockMs: z.number().int().min(1).max(60_000).default(2_000),
-  /** A pending entry idle this long belongs to a consumer presumed dead: the living claim it (ms). */
-  claimTimeoutMs: z.number().int().min(100).default(30_000),
-  /** How often the living look for entries to claim and dead consumers to remove (ms). */
-  claimIntervalMs: z.number().int().min(50).default(5_000),
-  /** Heartbeat period (ms); a consumer silent for claimTimeoutMs is removed once it has no pending entries. */
+  /**
+   * Partitions per stream: the unit of order and ownership. Each subject (user) belongs to one, one
+   * processor holds each, so up to this many processors apply in parallel. 12 shares evenly among
+   * 1, 2, 3, 4 or 6 processors. Fixed once a stream is routed: see the README on changing it.
+   */
+  partitions: z.number().int().min(1).max(1_024).default(12),
+  /**
+   * A partition lease (and group membership) lasts this long unless renewed (ms): a processor that
+   * dies is replaced on its partitions within it (plus one rebalance interval).
+   */
+  leaseMs: z.number().int().min(200).max(600_000).default(10_000),
+  /** How often a processor renews its leases and takes or gives back partitions (ms); well under leaseMs. */
+  rebalanceIntervalMs: z.number().int().min(20).max(60_000).default(1_000),
+  /** How often a processor publishes its counters for `status` (ms). */
   heartbeatMs: z.number().int().min(50).default(2_000),
   /**
    * Failed handler attempts allowed on an entry before it is dead-lettered, counted in Redis across
@@ -31,7 +40,7 @@ export const processorSettingsSchema = z.object({
   maxDeliveries: z.number().int().min(1).max(1_000).default(5),
   /** First retry delay of a failing handler (ms); doubles each attempt, capped at 5 s. */
   retryBackoffMs: z.number().int().min(0).default(100),
-  /** A batch waiting this long for an earlier entry held elsewhere applies that entry itself from the stream (ms). */
+  /** A batch waiting this long for an earlier entry of its partition (a handover) applies that entry itself (ms). */
   gapFillAfterMs: z.number().int().min(0).default(1_000),
   /** How often streams matching a registered prefix (`orders:*`) are looked for (ms). */
   discoverIntervalMs: z.number().int().min(50).default(5_000),
@@ -49,7 +58,9 @@ export type ProcessorSettings = z.output<typeof processorSettingsSchema>;
 export type ProcessorSettingsInput = z.input<typeof processorSettingsSchema>;
 
 export function parseProcessorSettings(input: ProcessorSettingsInput): ProcessorSettings {
-  const result = processorSettingsSchema.safeParse(input);
+  const result = processorSettingsSchema
+    .refine((s) => s.rebalanceIntervalMs * 2 <= s.leaseMs, { message: 'must be at most half of leaseMs, or leases run out between renewals', path: ['rebalanceIntervalMs'] })
+    .safeParse(input);
   if (!result.success) {
     throw new InvalidProcessorOptionsError(result.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; '));
   }

@@ -1,20 +1,38 @@
 import type { Redis } from 'ioredis';
 import { compareEntryIds, snapshotKeys, type SnapshotStore } from '@redsource/snapshot-store';
 import { processorKeys } from './keys.ts';
+import { partitionKeys } from './partitions/keys.ts';
 import { toObject } from './replies.ts';
 
+/** The partitioned processing of the stream, when the snapshots are applied that way. */
+export interface PartitionedBy {
+  readonly group: string;
+  readonly partitions: number;
+}
+
 /**
- * Trims a stream below the oldest point still needed: the snapshots' cursor and, for every consumer
- * group on the stream, its oldest pending entry (or, with nothing pending, what it was last given).
+ * Trims a stream below the oldest point still needed: for every consumer group on the stream, its
+ * oldest pending entry (or, with nothing pending, what it was last given or routed), and the
+ * snapshots' applied position (partitioned: each partition's first unapplied entry).
  * Skipped while a rebuild runs, since that reads the stream from its first entry. Every input only
  * moves forward, so a point computed a moment ago is still safe when XTRIM runs. Returns the MINID
  * used, or undefined when nothing could be trimmed.
  */
-export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>): Promise<string | undefined> {
+export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>, partitioned?: PartitionedBy): Promise<string | undefined> {
   if ((await redis.exists(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix))) === 1) return undefined;
-  const cursor = await snapshots.cursor(stream);
-  if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
-  let safe = cursor;
+  let safe: string | undefined;
+  if (partitioned) {
+    // An entry of a partition is needed until applied: keep from the first one after its cursor.
+    for (let p = 0; p < partitioned.partitions; p++) {
+      const cursor = await snapshots.cursor(stream, p);
+      const [next] = await redis.xrange(partitionKeys.stream(stream, partitioned.group, p), `(${cursor}`, '+', 'COUNT', 1);
+      if (next && (safe === undefined || compareEntryIds(next[0], safe) < 0)) safe = next[0];
+    }
+  } else {
+    const cursor = await snapshots.cursor(stream);
+    if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
+    safe = cursor;
+  }
   const groups = ((await redis.xinfo('GROUPS', stream)) as unknown[][]).map(toObject);
   for (const group of groups) {
     const name = String(group['name']);
@@ -24,9 +42,9 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
       const oldest = (await redis.xpending(stream, name, '-', '+', 1)) as [string, string, number, number][];
       needed = oldest[0]?.[0] ?? needed;
     }
-    if (compareEntryIds(needed, safe) < 0) safe = needed;
+    if (safe === undefined || compareEntryIds(needed, safe) < 0) safe = needed;
   }
-  if (safe === '0-0') return undefined;
+  if (safe === undefined || safe === '0-0') return undefined;
   const [first] = await redis.xrange(stream, '-', '+', 'COUNT', 1);
   if (!first || compareEntryIds(first[0], safe) >= 0) return safe;
   // The mark and the trim in one transaction: a trim without its mark would let a replay rebuild

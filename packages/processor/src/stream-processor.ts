@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
+import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { Applier } from './applier.ts';
 import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
+import { BlockingConnection } from './blocking-connection.ts';
 import { ConsumerGroup } from './consumer-group.ts';
 import { ProcessorStateError } from './errors.ts';
 import { HandlerRegistry } from './handlers.ts';
@@ -12,12 +13,15 @@ import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
 import { discoverStreams } from './discovery.ts';
+import { partitionKeys } from './partitions/keys.ts';
+import { PartitionOwnership } from './partitions/ownership.ts';
+import { PartitionRouter, ROUTE_CHUNK } from './partitions/router.ts';
 import { RedisWaits, type WaitingOnRedis } from './redis-wait.ts';
 import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
 
 export interface StreamProcessorOptions extends ProcessorSettingsInput {
-  /** Commands connection; the processor opens its own blocking connection beside it. */
+  /** Commands connection; the processor opens two blocking connections beside it (routing, reading). */
   readonly redis: Redis;
   readonly eventStore: RedisEventStore;
   readonly snapshots: SnapshotStore<unknown>;
@@ -29,16 +33,43 @@ export interface StreamProcessorOptions extends ProcessorSettingsInput {
   readonly logger?: Logger;
 }
 
+/** A partition this processor holds. */
+interface HeldPartition {
+  readonly index: number;
+  /** Fencing token of the lease: every apply checks it against the partition's epoch. */
+  token: string;
+  /** `draining`: beyond this processor's share; no new reads, released once its batch is done. */
+  state: 'active' | 'draining';
+  /** Per stream: the last entry id read (the next read starts after it). */
+  readonly readFrom: Map<string, string>;
+  /** Bumped when the read position is reset: replies of reads sent before are dropped. */
+  generation: number;
+  /** The batch being applied, if any. */
+  busy: Promise<void> | undefined;
+}
+
+export interface HeldPartitionInfo {
+  readonly partition: number;
+  readonly token: string;
+  readonly state: 'active' | 'draining';
+}
+
 const MAX_ERROR_BACKOFF_MS = 5_000;
 /** Redis refusing or unreachable: looked at again within a second, so work resumes as soon as it can. */
 const MAX_UNAVAILABLE_BACKOFF_MS = 1_000;
-
-type Delivered = Awaited<ReturnType<ConsumerGroup['readNew']>>;
+const PARTITION_LOST = 'RS_PARTITION_LOST';
+const REFERENCE_FIELDS = ['__redsource_ref', '1'];
 
 /**
- * Consumer-group loop: XREADGROUP on a blocking connection of its own, every batch folded by the
- * registered handlers and applied exactly once through the apply script (which also acks), own
- * pending entries re-read first after a restart, dead consumers' entries claimed by the living.
+ * Partitioned processing. Every entry of a source stream is routed (route.lua, exactly once,
+ * atomically with the consumer group) to one of the group's partitions by its subject, and each
+ * partition is held by one processor of the group at a time: a lease with a fencing token, taken
+ * and given back cooperatively (rebalance.lua) so the group's processors share the partitions
+ * fairly and only partitions that move pause. The holder applies its partitions' entries in order
+ * through the apply script, which checks the token against the partition's epoch in the same step
+ * as its writes: a processor paused past its lease and resumed cannot apply anything once its
+ * successor has claimed the partition. So a subject's entries are applied exactly once and in
+ * stream order, while N processors apply N shares in parallel, none waiting on another.
  */
 export class StreamProcessor {
   readonly settings: ProcessorSettings;
@@ -48,16 +79,18 @@ export class StreamProcessor {
   private readonly group: ConsumerGroup;
   private readonly builder: BatchBuilder;
   private readonly applier: Applier;
-  /** Failed handler attempts per entry (REDSOURCE_MAX_DELIVERIES); claimed entries may carry counts of another process. */
+  private readonly router: PartitionRouter;
+  private readonly ownership: PartitionOwnership;
+  /** Failed handler attempts per entry (REDSOURCE_MAX_DELIVERIES), counted in Redis. */
   private readonly attempts: HandlerAttempts;
   private readonly logger: Logger;
+  private readonly snapshots: SnapshotStore<unknown>;
   private readonly statsByStream = new Map<string, StreamStats>();
-  /** What this processor waits on Redis for: per stream (its applies), 'read' and 'claim' (the loops). */
+  /** What this processor waits on Redis for: per stream (its applies), and per loop. */
   private readonly waits = new RedisWaits();
-  private reader: Redis | undefined;
-  private readerClientId: number | undefined;
-  /** The CLIENT ID request sent when the reader became ready, until it answers. */
-  private readerIdRequest: Promise<void> | undefined;
+  private readonly held = new Map<number, HeldPartition>();
+  private reader: BlockingConnection | undefined;
+  private routerConnection: BlockingConnection | undefined;
   private loops: Promise<void>[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopRequestedAt: number | undefined;
@@ -66,6 +99,11 @@ export class StreamProcessor {
   private readonly stopping = new AbortController();
   private groupsReady = false;
   private discoveredAt = 0;
+  private trimmedAt = 0;
+  private forgotAt = 0;
+  /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
+  private ownershipChanged = signal();
+  private lastRound: { share: number; members: number } = { share: 0, members: 0 };
 
   constructor(options: StreamProcessorOptions) {
     this.settings = parseProcessorSettings(options);
@@ -77,14 +115,15 @@ export class StreamProcessor {
       throw new ProcessorStateError('No streams to process: register a handler (for a stream or a `<prefix>*`) or pass `streams`.');
     }
     for (const stream of this.streamList) this.statsByStream.set(stream, emptyStreamStats());
+    this.snapshots = options.snapshots;
     this.group = new ConsumerGroup(this.redis, this.settings);
     const attempts = (this.attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger));
     this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
     this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
-    this.snapshots = options.snapshots;
+    const catalog = options.eventStore.catalog;
+    this.router = new PartitionRouter(this.redis, this.settings.group, this.settings.partitions, (stream) => (catalog.has(stream) ? catalog.subjectFields(stream) : []));
+    this.ownership = new PartitionOwnership(this.redis, this.settings.group, this.settings.consumer, this.settings.partitions, this.settings.leaseMs);
   }
-
-  private readonly snapshots: SnapshotStore<unknown>;
 
   /** The streams consumed now (grows as streams matching a prefix appear). */
   get streams(): readonly string[] {
@@ -99,6 +138,16 @@ export class StreamProcessor {
     return this.state === 'running';
   }
 
+  /** The partitions this processor holds now, with the fencing token of each. */
+  get partitions(): readonly HeldPartitionInfo[] {
+    return [...this.held.values()].map((p) => ({ partition: p.index, token: p.token, state: p.state })).sort((a, b) => a.partition - b.partition);
+  }
+
+  /** This processor's fair share of the partitions, and the live processors of its group, at the last ownership round. */
+  get share(): { readonly share: number; readonly members: number } {
+    return this.lastRound;
+  }
+
   /**
    * Why this processor waits on Redis now (the longest wait under way), or undefined when it does
    * not: Redis refuses writes (OOM, READONLY, MISCONF...) or cannot be reached. `/readyz` shows it.
@@ -109,9 +158,8 @@ export class StreamProcessor {
 
   /** Counters per stream since start, and why the stream waits on Redis if it does. */
   stats(): Record<string, Readonly<StreamStats>> {
-    return Object.fromEntries(
-      [...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? this.waits.get('read') ?? this.waits.get('claim') }]),
-    );
+    const loopWait = () => this.waits.get('read') ?? this.waits.get('route') ?? this.waits.get('ownership');
+    return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? loopWait() }]));
   }
 
   /**
@@ -120,37 +168,52 @@ export class StreamProcessor {
    */
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
-    this.reader = this.redis.duplicate({ connectionName: `redsource:${this.settings.consumer}:reader` });
-    this.reader.on('error', (error: Error) => this.logger.debug({ err: error.message }, 'reader connection error'));
-    this.reader.on('ready', () => {
-      this.readerIdRequest = this.refreshReaderId();
-    });
+    this.reader = new BlockingConnection(this.redis, `redsource:${this.settings.consumer}:reader`, this.logger);
+    this.routerConnection = new BlockingConnection(this.redis, `redsource:${this.settings.consumer}:router`, this.logger);
     this.state = 'running';
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
-    this.loops = [this.readLoop(), this.claimLoop()];
-    this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams }, 'processor started');
+    this.loops = [this.ownershipLoop(), this.routeLoop(), this.readLoop()];
+    this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams, partitions: this.settings.partitions }, 'processor started');
   }
 
-  /** Finishes the batch in hand (bounded by shutdownTimeoutMs), acks it and closes its connection. */
+  /**
+   * Finishes the batches in hand (bounded by shutdownTimeoutMs), gives its partitions back and
+   * leaves the group, so the others take them over at their next round.
+   */
   async stop(): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'stopping';
     this.stopRequestedAt = Date.now();
     this.stopping.abort();
     clearInterval(this.heartbeatTimer);
-    await this.wakeReader();
+    this.signalOwnershipChanged();
+    await Promise.all([this.reader?.wake(), this.routerConnection?.wake()]);
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
-    // The timer is cancelled once the loops settle: a pending one would keep the process alive for shutdownTimeoutMs.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
-    const deadline = new AbortController();
-    const timedOut = sleep(this.settings.shutdownTimeoutMs, true, { signal: deadline.signal }).catch(() => false);
-    const gaveUp = await Promise.race([settled.then(() => false), timedOut]);
-    deadline.abort();
-    if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it stays pending for a later delivery');
-    this.reader?.disconnect();
+    const gaveUp = await within(settled, this.settings.shutdownTimeoutMs);
+    if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it is applied by the next holder of its partition');
+    else await within(this.handOver(), 2_000);
+    this.held.clear();
+    await Promise.all([this.reader?.close(), this.routerConnection?.close()]);
     this.state = 'stopped';
     this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
+  }
+
+  /** Gives every held partition back and leaves the group (best effort: leases run out otherwise). */
+  private async handOver(): Promise<void> {
+    const tokens = new Map([...this.held.values()].map((p) => [p.index, p.token] as const));
+    try {
+      await this.ownership.release(tokens, true);
+      this.logger.info({ partitions: [...tokens.keys()] }, 'partitions handed over');
+    } catch (error) {
+      this.logger.warn({ err: String(error) }, 'could not hand the partitions over; their leases run out instead');
+    }
+  }
+
+  private signalOwnershipChanged(): void {
+    this.ownershipChanged.resolve();
+    this.ownershipChanged = signal();
   }
 
   /** Adds the streams that match a prefix and are not consumed yet, creating their groups. */
@@ -160,178 +223,275 @@ export class StreamProcessor {
     const found = (await discoverStreams(this.redis, this.streamPrefixes)).filter((s) => !this.streamList.includes(s));
     if (found.length === 0) return;
     for (const stream of found) await this.ensureGroup(stream);
+    // Partitions already held start on the new streams from their applied position.
+    for (const partition of this.held.values()) {
+      for (const stream of found) await this.takeStream(partition, stream);
+    }
     this.streamList.push(...found);
     this.logger.info({ streams: found }, 'new streams matching a prefix');
+    await this.reader?.wake();
   }
 
   private async ensureGroups(): Promise<void> {
+    if (this.groupsReady) return;
+    await this.discover();
     for (const stream of this.streams) await this.ensureGroup(stream);
+    this.groupsReady = true;
   }
 
   private async ensureGroup(stream: string): Promise<void> {
     await this.group.ensure(stream);
-    // A group that starts later than the first entry must not wait for entries it will never see.
-    // (Every time, not only on creation: a crash between the two must not leave the cursor unset.)
-    if (this.settings.start !== 'beginning') {
-      await this.snapshots.initCursor(stream, await this.group.lastDeliveredId(stream));
-    }
     this.statsFor(stream);
-  }
-
-  /**
-   * Ends the reader's blocked XREADGROUP at once (else stop waits up to blockMs). A reader that cannot
-   * become ready has sent nothing (its commands wait in ioredis' queue): closed, it cuts off no reply.
-   */
-  private async wakeReader(): Promise<void> {
-    const reader = this.reader;
-    if (!reader) return;
-    // Closed half-way through its handshake, ioredis keeps a 2 s timer running: let the handshake end first.
-    if (reader.status === 'connecting' || reader.status === 'connect') await handshakeEnded(reader, 1_000);
-    if (reader.status !== 'ready') {
-      reader.disconnect();
-      return;
-    }
-    // Ready, its CLIENT ID asked for and sent before any read: the answer is one round trip away (bounded all the same).
-    if (this.readerClientId === undefined && this.readerIdRequest) {
-      const bound = new AbortController();
-      await Promise.race([this.readerIdRequest, sleep(500, undefined, { signal: bound.signal }).catch(() => undefined)]);
-      bound.abort();
-    }
-    if (this.readerClientId === undefined) return;
-    // Wakes the blocked XREADGROUP as if it timed out, so no delivered reply is ever cut off.
-    // Not awaited: with Redis away it would only return when ioredis gives up; the wait below is bounded.
-    this.redis.client('UNBLOCK', this.readerClientId).catch(() => undefined);
-  }
-
-  private async refreshReaderId(): Promise<void> {
-    try {
-      this.readerClientId = Number(await this.reader?.client('ID'));
-    } catch {
-      this.readerClientId = undefined;
-    }
   }
 
   private async heartbeat(): Promise<void> {
     await this.group.heartbeat(this.stats()).catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
   }
 
-  private async readLoop(): Promise<void> {
+  /** Every rebalanceIntervalMs: renew, take a fair share, give back what is beyond it. */
+  private async ownershipLoop(): Promise<void> {
     let backoff = 100;
-    let recovered = false;
-    // The next batch is read while the current one is applied, so Redis and Node work at the same time.
-    let next: Promise<Delivered> | undefined;
     while (this.state === 'running') {
       try {
-        if (!this.groupsReady) {
-          await this.discover();
-          await this.ensureGroups();
-          this.groupsReady = true;
+        await this.ensureGroups();
+        const round = await this.ownership.round();
+        this.lastRound = { share: round.share, members: round.members };
+        await this.reconcile(round.held, round.share);
+        if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
+        if (this.settings.retention && Date.now() - this.trimmedAt >= RETENTION_INTERVAL_MS) {
+          this.trimmedAt = Date.now();
+          for (const stream of this.streams) await trimApplied(this.redis, stream, this.snapshots, { group: this.settings.group, partitions: this.settings.partitions });
         }
-        if (this.streamList.length === 0) {
-          // Only prefixes so far, and nothing matches them yet.
-          await sleep(this.settings.blockMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-          continue;
+        if (Date.now() - this.forgotAt >= FORGET_SILENT_AFTER_MS) {
+          this.forgotAt = Date.now();
+          await this.group.forgetSilent(FORGET_SILENT_AFTER_MS);
         }
-        if (!recovered) {
-          await this.recoverOwnPending();
-          recovered = true;
-        }
-        const reader = this.reader;
-        // stop() may have come during the awaits above: a read sent now would block past its UNBLOCK.
-        if (!reader || this.state !== 'running') break;
-        const batches = await (next ?? this.group.readNew(reader, this.streams));
-        next = batches.length > 0 && this.state === 'running' ? this.group.readNew(reader, this.streams) : undefined;
-        next?.catch(() => undefined);
-        await Promise.all(batches.map(({ stream, entries }) => this.track(this.process(stream, entries, true))));
+        this.waits.clear('ownership');
         backoff = 100;
-        this.waits.clear('read');
+        await sleep(this.settings.rebalanceIntervalMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
       } catch (error) {
-        next = undefined;
         if (this.state !== 'running') return;
-        const unavailable = this.onLoopError(error, 'read');
-        // Entries delivered before the failure may still be ours and unapplied: take them up first.
-        // (Re-reading raises their delivery counts, which count for nothing: see HandlerAttempts.)
-        recovered = false;
+        const unavailable = this.onLoopError(error, 'ownership');
         await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
         backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
       }
     }
-    // Stopping: what the read ahead already took is in hand too; apply it before closing.
-    const last = await next?.catch(() => [] as Delivered);
-    if (last?.length) await Promise.all(last.map(({ stream, entries }) => this.track(this.process(stream, entries, true))));
   }
 
-  /** Like streamz's replay_pending: what this consumer was given before a restart comes first. */
-  private async recoverOwnPending(): Promise<void> {
-    for (const stream of this.streams) {
-      let after = '0';
-      while (this.state === 'running') {
-        const entries = await this.group.readOwnPending(stream, after);
-        if (entries.length === 0) break;
-        const deleted = entries.filter((e) => e.fields.length === 0);
-        const live = entries.filter((e) => e.fields.length > 0);
-        await this.group.ack(stream, deleted.map((e) => e.id));
-        this.statsFor(stream).deleted += deleted.length;
-        if (live.length > 0) await this.process(stream, live);
-        after = (entries[entries.length - 1] as StreamEntry).id;
-        if (entries.length < this.settings.batchSize) break;
+  /** Brings the held partitions in line with a round's answer. */
+  private async reconcile(leases: ReadonlyMap<number, string>, share: number): Promise<void> {
+    let changed = false;
+    // Lost: the lease ran out (a pause, Redis away) and another holds it now, or it is free again.
+    for (const [index, partition] of this.held) {
+      if (leases.get(index) === partition.token) continue;
+      this.held.delete(index);
+      changed = true;
+      this.logger.warn({ partition: index }, 'partition lease lost; another processor takes it over');
+    }
+    for (const [index, token] of leases) {
+      if (this.held.has(index)) continue;
+      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), generation: 0, busy: undefined };
+      try {
+        for (const stream of this.streams) await this.takeStream(partition, stream);
+      } catch (error) {
+        if (!String(error).includes(PARTITION_LOST)) throw error;
+        await this.ownership.release(new Map([[index, token]]), false);
+        continue;
       }
+      this.held.set(index, partition);
+      for (const stats of this.statsByStream.values()) stats.claimed++;
+      changed = true;
+      this.logger.info({ partition: index, token }, 'partition taken');
+    }
+    // Beyond the fair share (a processor joined): the highest partitions go back once their batch is done.
+    const active = [...this.held.values()].filter((p) => p.state === 'active').sort((a, b) => a.index - b.index);
+    const excess = active.length - share;
+    for (const partition of excess > 0 ? active.slice(-excess) : []) {
+      partition.state = 'draining';
+      changed = true;
+      void this.track(this.release(partition));
+    }
+    if (changed) {
+      this.signalOwnershipChanged();
+      await this.reader?.wake();
     }
   }
 
-  private async claimLoop(): Promise<void> {
-    const cursors = new Map(this.streams.map((s) => [s, '0-0']));
+  /** Claims a held partition of one stream (its epoch) and starts reading it where it is applied up to. */
+  private async takeStream(partition: HeldPartition, stream: string): Promise<void> {
+    const cursor = await this.ownership.take(
+      partitionKeys.epoch(stream, this.settings.group, partition.index),
+      this.snapshots.cursorKey(stream, partition.index),
+      partition.token,
+    );
+    partition.readFrom.set(stream, cursor);
+  }
+
+  private async release(partition: HeldPartition): Promise<void> {
+    await partition.busy?.catch(() => undefined);
+    if (this.held.get(partition.index) !== partition) return;
+    this.held.delete(partition.index);
+    try {
+      await this.ownership.release(new Map([[partition.index, partition.token]]), false);
+      this.logger.info({ partition: partition.index }, 'partition handed over');
+    } catch (error) {
+      this.logger.warn({ partition: partition.index, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
+    }
+  }
+
+  /** Routes new entries of the source streams into the partitions, blocking while there are none. */
+  private async routeLoop(): Promise<void> {
+    let backoff = 100;
+    const routedTo = new Map<string, string>();
     while (this.state === 'running') {
-      await sleep(this.settings.claimIntervalMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-      if (this.state !== 'running') return;
-      if (!this.groupsReady) continue;
       try {
-        const removedEverywhere = new Set<string>();
+        await this.ensureGroups();
+        if (this.streamList.length === 0) {
+          await sleep(this.settings.blockMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+          continue;
+        }
+        let more = false;
         for (const stream of this.streams) {
-          const claimed = await this.group.claim(stream, cursors.get(stream) ?? '0-0');
-          cursors.set(stream, claimed.next);
-          const stats = this.statsFor(stream);
-          stats.deleted += claimed.deletedIds.length;
-          stats.claimed += claimed.entries.length;
-          if (claimed.entries.length > 0) {
-            this.logger.info({ stream, count: claimed.entries.length }, 'claimed entries of a silent consumer');
-            this.attempts.mayHaveCounts(stream);
-            await this.track(this.process(stream, claimed.entries));
-          }
-          for (const name of await this.group.removeDeadConsumers(stream)) removedEverywhere.add(name);
+          const result = await this.router.route(stream);
+          routedTo.set(stream, result.routedTo);
+          if (result.routed >= ROUTE_CHUNK) more = true;
         }
-        await this.group.forgetDeadHeartbeats([...removedEverywhere]);
-        if (this.settings.retention) {
-          for (const stream of this.streams) await trimApplied(this.redis, stream, this.snapshots);
-        }
-        if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
-        this.waits.clear('claim');
+        this.waits.clear('route');
+        backoff = 100;
+        if (more) continue;
+        const connection = this.routerConnection?.connection;
+        if (!connection || this.state !== 'running') break;
+        // Wakes on the next entry appended to any of them (one entry read, not the backlog).
+        await connection.xread('COUNT', 1, 'BLOCK', this.settings.blockMs, 'STREAMS', ...this.streams, ...this.streams.map((s) => routedTo.get(s) ?? '$'));
       } catch (error) {
         if (this.state !== 'running') return;
-        this.onLoopError(error, 'claim');
+        const unavailable = this.onLoopError(error, 'route');
+        await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
       }
     }
   }
 
-  /** `contiguous`: the entries are consecutive in the stream (a fresh XREADGROUP `>` batch). */
-  private async process(stream: string, entries: readonly StreamEntry[], contiguous = false): Promise<void> {
+  /** Reads the held partitions' streams (one XREAD BLOCK) and applies what arrives, partitions in parallel. */
+  private async readLoop(): Promise<void> {
+    let backoff = 100;
+    while (this.state === 'running') {
+      try {
+        const reading = [...this.held.values()].filter((p) => p.state === 'active');
+        if (reading.length === 0 || this.streamList.length === 0) {
+          const bound = new AbortController();
+          await Promise.race([this.ownershipChanged.promise, sleep(this.settings.blockMs, undefined, { signal: bound.signal }).catch(() => undefined)]);
+          bound.abort();
+          continue;
+        }
+        const connection = this.reader?.connection;
+        if (!connection || this.state !== 'running') break;
+        const targets: { partition: HeldPartition; stream: string; generation: number }[] = [];
+        const keys: string[] = [];
+        const ids: string[] = [];
+        for (const partition of reading) {
+          for (const stream of this.streams) {
+            targets.push({ partition, stream, generation: partition.generation });
+            keys.push(partitionKeys.stream(stream, this.settings.group, partition.index));
+            ids.push(partition.readFrom.get(stream) ?? '0-0');
+          }
+        }
+        const reply = parseXReadReply(await connection.xread('COUNT', this.settings.batchSize, 'BLOCK', this.settings.blockMs, 'STREAMS', ...keys, ...ids));
+        const byKey = new Map(reply.map((r) => [r.stream, r.entries] as const));
+        const work: Promise<void>[] = [];
+        for (const [i, target] of targets.entries()) {
+          const entries = byKey.get(keys[i] as string);
+          const { partition, stream } = target;
+          // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
+          if (!entries?.length || this.held.get(partition.index) !== partition || partition.generation !== target.generation) continue;
+          partition.readFrom.set(stream, (entries[entries.length - 1] as StreamEntry).id);
+          work.push(this.track(this.processPartition(partition, stream, keys[i] as string, entries)));
+        }
+        // Every batch settles before the next read, so a failure cannot race a batch still applying.
+        const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
+        this.waits.clear('read');
+        backoff = 100;
+      } catch (error) {
+        if (this.state !== 'running') return;
+        const unavailable = this.onLoopError(error, 'read');
+        // Whatever was read but not applied is read again from each partition's applied position.
+        await this.resetReadPositions().catch(() => undefined);
+        await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async resetReadPositions(): Promise<void> {
+    for (const partition of this.held.values()) await this.resetReadPosition(partition);
+  }
+
+  private async resetReadPosition(partition: HeldPartition): Promise<void> {
+    partition.generation++;
+    for (const stream of this.streams) partition.readFrom.set(stream, await this.snapshots.cursor(stream, partition.index));
+  }
+
+  /** Applies one read of one partition of one stream; a partition found taken over is dropped. */
+  private processPartition(partition: HeldPartition, stream: string, partitionStream: string, entries: readonly StreamEntry[]): Promise<void> {
+    const run = async () => {
+      try {
+        await this.process(stream, partition, partitionStream, entries);
+      } catch (error) {
+        if (String(error).includes(PARTITION_LOST)) {
+          if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
+          this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
+          return;
+        }
+        // Read again from where it is applied: the failed batch is not lost.
+        await this.resetReadPosition(partition).catch(() => undefined);
+        throw error;
+      }
+    };
+    const previous = partition.busy;
+    const current = (previous ?? Promise.resolve()).catch(() => undefined).then(run);
+    partition.busy = current;
+    return current.finally(() => {
+      if (partition.busy === current) partition.busy = undefined;
+    });
+  }
+
+  private async process(stream: string, partition: HeldPartition, partitionStream: string, read: readonly StreamEntry[]): Promise<void> {
+    const entries = await this.resolveReferences(stream, read);
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
     const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
-      ackGroup: this.settings.group,
-      contiguous,
+      contiguous: true,
       stats,
       stopRequestedAt: () => this.stopRequestedAt,
+      partition: { index: partition.index, stream: partitionStream },
+      fence: { key: partitionKeys.epoch(stream, this.settings.group, partition.index), token: partition.token, code: PARTITION_LOST },
     });
     this.logger.debug(
-      { stream, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
+      { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
       'batch applied',
     );
   }
 
+  /** An entry too large for the route script to copy is routed as a reference: read it from the source stream. */
+  private async resolveReferences(stream: string, entries: readonly StreamEntry[]): Promise<readonly StreamEntry[]> {
+    if (!entries.some(isReference)) return entries;
+    const resolved: StreamEntry[] = [];
+    for (const entry of entries) {
+      if (!isReference(entry)) {
+        resolved.push(entry);
+        continue;
+      }
+      const [found] = await this.redis.xrange(stream, entry.id, entry.id);
+      // Gone from the source (trimmed or XDELed): nothing is left to apply.
+      resolved.push(found ? { id: found[0], fields: found[1] } : { id: entry.id, fields: [] });
+    }
+    return resolved;
+  }
+
   /** Records a loop's failure; returns whether it is Redis refusing or unreachable (then the loop waits, and says so). */
-  private onLoopError(error: unknown, source: 'read' | 'claim'): boolean {
+  private onLoopError(error: unknown, source: 'read' | 'route' | 'ownership'): boolean {
     const message = error instanceof Error ? error.message : String(error);
     const noted = this.waits.note(source, error);
     const unavailable = noted !== undefined;
@@ -341,13 +501,10 @@ export class StreamProcessor {
       stats.lastErrorAt = Date.now();
     }
     if (waiting) {
-      // The reason in plain words, not the client's wording ("Reached the max retries per request
-      // limit..."), which changes from one failed command to the next while the reason stays.
       this.logger.debug({ err: message }, 'processor loop: Redis unavailable');
-      // Once per wait (and per change of reason), not once per retry.
       if (noted === 'new') this.logger.warn({ waiting }, 'processor waiting on Redis; retrying');
     } else {
-      this.logger.warn({ err: message }, 'processor loop error; retrying');
+      this.logger.warn({ err: message, loop: source }, 'processor loop error; retrying');
     }
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
@@ -366,15 +523,28 @@ export class StreamProcessor {
   }
 }
 
-/** Resolves when `connection` is ready or closed, or after `ms`; leaves no listener or timer behind. */
-function handshakeEnded(connection: Redis, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      for (const event of ['ready', 'close', 'end']) connection.off(event, done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    for (const event of ['ready', 'close', 'end']) connection.once(event, done);
-  });
+/** A promise with its resolve function (Promise.withResolvers is Node 22+). */
+function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** A processor silent this long is dropped from `status` (its partitions moved on long before). */
+const FORGET_SILENT_AFTER_MS = 10 * 60_000;
+
+/** Retention trims at most this often. */
+const RETENTION_INTERVAL_MS = 5_000;
+
+function isReference(entry: StreamEntry): boolean {
+  return entry.fields.length === 2 && entry.fields[0] === REFERENCE_FIELDS[0] && entry.fields[1] === REFERENCE_FIELDS[1];
+}
+
+/** Resolves true if `promise` did not settle within `ms`; leaves no timer behind. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  const deadline = new AbortController();
+  const timedOut = sleep(ms, true, { signal: deadline.signal }).catch(() => false);
+  const gaveUp = await Promise.race([promise.then(() => false), timedOut]);
+  deadline.abort();
+  return gaveUp;
 }

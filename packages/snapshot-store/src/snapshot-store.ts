@@ -34,10 +34,17 @@ export interface ApplyBatchInput {
    */
   readonly contiguous?: boolean;
   /**
-   * A rebuild's fencing token and the lease key it must hold: the script checks it before any write
-   * and fails with RS_REBUILD_LEASE_LOST, writing nothing, when the lease is gone or taken over.
+   * The entries come from one partition of the stream (a partitioned processor's own stream of it,
+   * same slot): checked and acked there, applied position kept per partition, and the partition
+   * stream trimmed below it as it goes.
    */
-  readonly fence?: { readonly key: string; readonly token: string };
+  readonly partition?: { readonly index: number; readonly stream: string };
+  /**
+   * A fencing token and the key that must hold it (a rebuild's lease, a partition's epoch): the
+   * script checks it before any write and fails with `code` (default RS_REBUILD_LEASE_LOST),
+   * writing nothing, when the key holds another token.
+   */
+  readonly fence?: { readonly key: string; readonly token: string; readonly code?: string };
 }
 
 export interface ApplyBatchResult {
@@ -92,8 +99,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     return snapshotKeys.snapshot(this.keyPrefix, id);
   }
 
-  cursorKey(stream: string): string {
-    return snapshotKeys.cursor(stream, this.projection);
+  cursorKey(stream: string, partition?: number): string {
+    return snapshotKeys.cursor(stream, this.projection, partition);
   }
 
   totalsKey(stream: string): string {
@@ -132,9 +139,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     await this.redis.multi().set(this.cursorKey(stream), '0-0').del(this.totalsKey(stream)).exec();
   }
 
-  /** The last entry id of the stream applied to the snapshots (`0-0` = none). */
-  async cursor(stream: string): Promise<string> {
-    return (await this.redis.get(this.cursorKey(stream))) ?? '0-0';
+  /** The last entry id of the stream (or of one of its partitions) applied to the snapshots (`0-0` = none). */
+  async cursor(stream: string, partition?: number): Promise<string> {
+    return (await this.redis.get(this.cursorKey(stream, partition))) ?? '0-0';
   }
 
   /** Moves the cursor (used by a rebuild's switch-over, while the stream is held). */
@@ -175,7 +182,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     }
     const entries = isSorted(input.entries) ? input.entries : [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
     if (entries.length === 0) {
-      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream), held: false };
+      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream, input.partition?.index), held: false };
     }
     const keyIndex = new Map<string, number>();
     const args: (string | number)[] = [];
@@ -203,7 +210,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         args.push(entry.entryId, 'D', `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, '[]');
       }
     }
-    const keys = [input.stream, this.cursorKey(input.stream), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
+    const keys = [input.partition?.stream ?? input.stream, this.cursorKey(input.stream, input.partition?.index), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
     if (input.fence) keys.push(input.fence.key);
     const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(
       keys.length,
@@ -213,6 +220,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.contiguous ? '1' : '0',
       packEntries(args),
       input.fence?.token ?? '',
+      input.fence?.code ?? '',
+      input.partition ? '1' : '0',
+      input.stream,
     );
     const handled = applied + skipped + deadLettered;
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };

@@ -140,16 +140,18 @@ export interface ProfileStreams {
 export const DEFAULT_STREAMS: ProfileStreams = { updates: 'user_updates', activity: 'user_activity', friends: 'user_friends' };
 
 const subjectOf = (data: unknown) => (data as { userId?: string }).userId;
+/** The raw entry's user id, in both spellings: a user's events share a partition, so they apply in order. */
+const subjectFields = ['user_id', 'userId'];
 
 /** An activity command is counted under its own name: one a snapshot counter can have. */
 const ACTIVITY_COMMAND = { pattern: /^[A-Za-z_][A-Za-z0-9_]{0,63}$/, message: 'an activity command must be 1-64 of A-Z, a-z, 0-9 and _, not starting with a digit (it names a counter)' };
 
 export function profileCatalog(streams: ProfileStreams = DEFAULT_STREAMS): EventCatalog {
   return new EventCatalog({
-    [streams.updates]: { schemas: { register: registerSchema, update: updateSchema, delete: deleteSchema }, subjectOf },
+    [streams.updates]: { schemas: { register: registerSchema, update: updateSchema, delete: deleteSchema }, subjectOf, subjectFields },
     // Any other reaction or action (comment, kick, dislike, …) counts as activity.
     // Each activity command is counted under its name (`c:<command>`), which must be a counter name.
-    [streams.activity]: { schemas: { like: pageSchema, unlike: pageSchema, '*': activitySchema }, subjectOf, otherTypes: ACTIVITY_COMMAND },
-    [streams.friends]: { schemas: { add: friendSchema, remove: friendSchema }, subjectOf },
+    [streams.activity]: { schemas: { like: pageSchema, unlike: pageSchema, '*': activitySchema }, subjectOf, subjectFields, otherTypes: ACTIVITY_COMMAND },
+    [streams.friends]: { schemas: { add: friendSchema, remove: friendSchema }, subjectOf, subjectFields },
   });
 }

@@ -26,8 +26,9 @@ export function profileComponents(config: AppConfig, redis: Redis) {
       ...definedOnly({
         batchSize: config.REDSOURCE_BATCH_SIZE,
         blockMs: config.REDSOURCE_BLOCK_MS,
-        claimTimeoutMs: config.REDSOURCE_CLAIM_TIMEOUT_MS,
-        claimIntervalMs: config.REDSOURCE_CLAIM_INTERVAL_MS,
+        partitions: config.REDSOURCE_PARTITIONS,
+        leaseMs: config.REDSOURCE_LEASE_MS,
+        rebalanceIntervalMs: config.REDSOURCE_REBALANCE_MS,
         heartbeatMs: config.REDSOURCE_HEARTBEAT_MS,
         gapFillAfterMs: config.REDSOURCE_GAP_FILL_AFTER_MS,
         maxDeliveries: config.REDSOURCE_MAX_DELIVERIES,

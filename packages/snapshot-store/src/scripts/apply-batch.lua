@@ -33,9 +33,13 @@ ARGV[4]   the entries as one JSON array; in it, for each entry, in ascending id 
 Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
           'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
           | 'A' set member | 'M' set member | 'I' counter by
-ARGV[5]   optional fencing token of a rebuild ('' or absent = no fence): unless the lease (the last
-          key, '<token> <holder>') holds this token, the script writes nothing and fails with
-          RS_REBUILD_LEASE_LOST, so a rebuild that lost its lease cannot touch its shadow
+ARGV[5]   optional fencing token ('' or absent = no fence): unless the last key (a rebuild's lease
+          '<token> <holder>', or a partition's epoch '<token>') holds this token, the script writes
+          nothing and fails with ARGV[6], so a holder that lost its lease cannot write
+ARGV[6]   the error code of a failed fence check (default RS_REBUILD_LEASE_LOST)
+ARGV[7]   '1': trim KEYS[1] below the cursor afterwards (a partition stream: what is applied there
+          is not needed again; the source stream keeps every entry)
+ARGV[8]   the stream a dead letter names (default KEYS[1]): the source stream of a partition stream
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
 
@@ -148,10 +152,13 @@ local function wasDeadLettered(entryId)
   return anyDeadLettered and redis.call('SISMEMBER', KEYS[6], entryId) == 1
 end
 
+local sourceStream = ARGV[8] or ''
+if sourceStream == '' then sourceStream = KEYS[1] end
+
 local function deadLetter(entryId, reason, fieldsJson)
   if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
-  local letter = { 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
+  local letter = { 'stream', sourceStream, 'entry_id', entryId, 'reason', reason,
     'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
   -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
   -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
@@ -170,7 +177,9 @@ local fence = ARGV[5] or ''
 if fence ~= '' then
   local lease = redis.call('GET', KEYS[#KEYS])
   if not lease or string.match(lease, '^%d+') ~= fence then
-    return redis.error_reply('RS_REBUILD_LEASE_LOST the rebuild lease is no longer held by fencing token ' .. fence)
+    local code = ARGV[6] or ''
+    if code == '' then code = 'RS_REBUILD_LEASE_LOST' end
+    return redis.error_reply(code .. ' the lease is no longer held by fencing token ' .. fence)
   end
 end
 
@@ -258,7 +267,10 @@ for key, changes in pairs(revisions) do
   -- A change that only removed from a snapshot that does not exist leaves nothing to count on.
   if surelyExists[key] or redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', changes) end
 end
-if applied + deadLettered > 0 then redis.call('SET', KEYS[2], cursor) end
+if applied + deadLettered > 0 then
+  redis.call('SET', KEYS[2], cursor)
+  if ARGV[7] == '1' then redis.call('XTRIM', KEYS[1], 'MINID', cursor) end
+end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
 if deadLettered > 0 then redis.call('HINCRBY', KEYS[4], 'deadLettered', deadLettered) end

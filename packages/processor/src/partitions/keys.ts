@@ -1,0 +1,22 @@
+/**
+ * The keys of partitioned processing. A stream's partition keys carry the stream's hash tag, so they
+ * share its cluster slot (one script routes and applies); a group's ownership keys carry the
+ * group's, so one script sees every lease of the group.
+ */
+export const partitionKeys = {
+  /** The projection's copy of the stream's entries of one partition, each under its source id; trimmed as applied. */
+  stream: (stream: string, group: string, partition: number) => `redsource:{${stream}}:p:${group}:${partition}`,
+  /** The fencing token of the partition's current holder; every apply of the partition checks it. */
+  epoch: (stream: string, group: string, partition: number) => `redsource:{${stream}}:epoch:${group}:${partition}`,
+  /** How many partitions the group routes the stream to; fixed once routing starts. */
+  count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
+  /** Live processors of the group: name → expiry (ms), a sorted set. */
+  members: (group: string) => `redsource:{group:${group}}:members`,
+  /** Who holds a partition: `<fencing token> <processor>`, expiring unless renewed. */
+  lease: (group: string, partition: number) => `redsource:{group:${group}}:lease:${partition}`,
+  /** The last fencing token given for a partition: only grows. */
+  fence: (group: string, partition: number) => `redsource:{group:${group}}:fence:${partition}`,
+} as const;
+
+/** A group name becomes part of hash-tagged keys: braces would move them to another slot. */
+export const GROUP_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
