@@ -49,6 +49,8 @@ export class Applier {
     batch: readonly BatchEntry[],
     options: {
       ackGroup?: string;
+      /** The group a dead letter names (default ackGroup). */
+      group?: string;
       contiguous?: boolean;
       stats: StreamStats;
       stopRequestedAt: () => number | undefined;
@@ -76,6 +78,7 @@ export class Applier {
         deadLetterStream: this.deadLetterStream(stream),
         contiguous: options.contiguous === true,
         ...(options.ackGroup === undefined ? {} : { ackGroup: options.ackGroup }),
+        ...(options.group === undefined ? {} : { group: options.group }),
         ...(options.partition === undefined ? {} : { partition: options.partition }),
         ...(options.fence === undefined ? {} : { fence: options.fence }),
       };
@@ -113,7 +116,7 @@ export class Applier {
     stream: string,
     cursor: string,
     until: string,
-    options: { stats: StreamStats; partition?: ApplyBatchInput['partition']; fence?: ApplyBatchInput['fence'] },
+    options: { stats: StreamStats; group?: string; partition?: ApplyBatchInput['partition']; fence?: ApplyBatchInput['fence'] },
     outOfTime: () => boolean,
   ) {
     let applied = 0;
@@ -126,6 +129,7 @@ export class Applier {
         entries: batch,
         deadLetterStream: this.deadLetterStream(stream),
         contiguous: true,
+        ...(options.group === undefined ? {} : { group: options.group }),
         ...(options.partition === undefined ? {} : { partition: options.partition }),
         ...(options.fence === undefined ? {} : { fence: options.fence }),
       };

@@ -462,6 +462,7 @@ export class StreamProcessor {
     const stats = this.statsFor(stream);
     const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
+      group: this.settings.group,
       contiguous: true,
       stats,
       stopRequestedAt: () => this.stopRequestedAt,

@@ -28,6 +28,8 @@ export interface ApplyBatchInput {
   readonly deadLetterStream: string;
   /** XACK the handled entries in this group, in the same atomic step. Omit for a replay. */
   readonly ackGroup?: string;
+  /** The consumer group a dead letter names (default ackGroup): a partitioned processor's, which acks nothing here. */
+  readonly group?: string;
   /**
    * The entries are consecutive entries of the stream (as one XREADGROUP `>` or XRANGE returns them),
    * so the script checks for an unapplied predecessor once instead of per entry. Default false.
@@ -223,6 +225,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.fence?.code ?? '',
       input.partition ? '1' : '0',
       input.stream,
+      input.group ?? '',
     );
     const handled = applied + skipped + deadLettered;
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };

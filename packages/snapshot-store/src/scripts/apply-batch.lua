@@ -40,6 +40,7 @@ ARGV[6]   the error code of a failed fence check (default RS_REBUILD_LEASE_LOST)
 ARGV[7]   '1': trim KEYS[1] below the cursor afterwards (a partition stream: what is applied there
           is not needed again; the source stream keeps every entry)
 ARGV[8]   the stream a dead letter names (default KEYS[1]): the source stream of a partition stream
+ARGV[9]   the consumer group a dead letter names (default ARGV[1])
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
 
@@ -152,6 +153,8 @@ local function wasDeadLettered(entryId)
   return anyDeadLettered and redis.call('SISMEMBER', KEYS[6], entryId) == 1
 end
 
+local letterGroup = ARGV[9] or ''
+if letterGroup == '' then letterGroup = group end
 local sourceStream = ARGV[8] or ''
 if sourceStream == '' then sourceStream = KEYS[1] end
 
@@ -159,7 +162,7 @@ local function deadLetter(entryId, reason, fieldsJson)
   if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
   local letter = { 'stream', sourceStream, 'entry_id', entryId, 'reason', reason,
-    'fields', fieldsJson, 'group', group, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
+    'fields', fieldsJson, 'group', letterGroup, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
   -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
   -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
   local found = redis.call('XRANGE', KEYS[1], entryId, entryId)[1]
