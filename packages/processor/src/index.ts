@@ -12,3 +12,7 @@ export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatu
 export type { WaitingOnRedis } from './redis-wait.ts';
 export { trimApplied } from './retention.ts';
 export { discoverStreams } from './discovery.ts';
+export { partitionKeys } from './partitions/keys.ts';
+export { partitionOfSubject, partitionOfEntry, subjectOfEntry } from './partitions/subject.ts';
+export { AppliedPositions, type AppliedThrough } from './partitions/applied-through.ts';
+export type { HeldPartitionInfo } from './stream-processor.ts';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisEventStore } from '@redsource/event-store';
+import type { StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, SNAPSHOT_ID, snapshotKeys, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
 import { ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
@@ -8,6 +9,8 @@ import { discoverStreams } from './discovery.ts';
 import type { FencedWrites } from './fenced-writes.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
+import { processorSettingsSchema } from './options.ts';
+import { partitionOfEntry } from './partitions/subject.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { parseRebuildLeaseSettings, RebuildLease, type RebuildLeaseSettingsInput, type RunningRebuild } from './rebuild-lease.ts';
 
@@ -54,6 +57,11 @@ export interface ReplayOptions {
   readonly onWaiting?: (running: RunningRebuild) => void;
   /** The rebuild lease's timing: `leaseMs` (10 s), `renewMs` (2 s), `waitPollMs` (1 s); see rebuildLeaseSettingsSchema. */
   readonly lease?: RebuildLeaseSettingsInput;
+  /**
+   * How the live processors apply these snapshots: their group and partition count (default: the
+   * processor's defaults). The switch moves each partition's cursor; `only` stops at each one.
+   */
+  readonly partitioning?: { readonly group: string; readonly partitions: number };
 }
 
 const SWITCH_BATCH = 500;
@@ -101,6 +109,11 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   const started = Date.now();
   const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
+  const partitions = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
+  const subjectFields = (stream: string) => (options.eventStore.catalog.has(stream) ? options.eventStore.catalog.subjectFields(stream) : []);
+  /** The live snapshots' applied position in each partition of a stream. */
+  const liveCursors = async (stream: string) => Promise.all(Array.from({ length: partitions }, (_, p) => live.cursor(stream, p)));
+  const highest = (ids: readonly string[]) => ids.reduce((a, b) => maxId(a, b), '0-0');
 
   const asked = only ? [...only].sort().join(',') : '';
   const resumed = await redis.hget(stateKey, 'only');
@@ -124,14 +137,15 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   }
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
-  const maxId = (a: string, b: string) => (compareEntryIds(a, b) >= 0 ? a : b);
   let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, deadLetteredBefore: 0, switched: 0, elapsedMs: 0 };
   const report = async (update: Partial<ReplayProgress>) => {
     progress = { ...progress, ...update, elapsedMs: Date.now() - started };
     if (progress.phase !== 'done') await writes.hset(stateKey, { phase: progress.phase, done: progress.done, total: progress.total, updatedAt: Date.now() });
     options.onProgress?.(progress);
   };
-  const target = async (stream: string) => (only ? live.cursor(stream) : maxId(await live.cursor(stream), await lastId(stream)));
+  // A full rebuild folds to the end of the stream; `only` to where the live partitions are (each
+  // entry's own partition decides whether it is in: see keepOnly).
+  const target = async (stream: string) => (only ? highest(await liveCursors(stream)) : lastId(stream));
   // The total is known before the first entry is read (XLEN, or a count from the nearer end), so the
   // state's first write already carries it: no "0 of 0" while a long stream would be counted.
   const totals = await Promise.all(streams.map(async (s) => [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const));
@@ -143,6 +157,7 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     const from = await shadow.cursor(stream);
     const limit = await upTo();
     if (compareEntryIds(from, limit) >= 0) return;
+    const cursors = only ? await liveCursors(stream) : [];
     const pages = options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 });
     let next = pages.next();
     for (;;) {
@@ -157,7 +172,13 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
       const before = await deadLetteredBefore(redis, stream, bad.map((b) => b.entryId));
       // An entry a processor (or an earlier rebuild) dead-lettered is counted, not warned about again.
       for (const b of bad) if (!before.has(b.entryId)) logger.warn({ stream, ...b }, 'entry cannot be applied: dead-lettering it');
-      const entries = only ? built.map((e) => keepOnly(e, only)) : built;
+      const entries = only
+        ? built.map((e, i) => {
+            // Applied live only if its partition's cursor is past it: else the live processors apply it after the switch.
+            const partition = partitionOfEntry((page[i] as StreamEntry).fields, subjectFields(stream), partitions);
+            return keepOnly(e, only, compareEntryIds(e.entryId, cursors[partition] ?? '0-0') <= 0);
+          })
+        : built;
       const result = await writes.applyBatch(shadow, { stream, entries, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
       // With `only`, an entry of another user is applied as an empty change: it moves the cursor, it is not these users' work.
       const applied = only ? Math.min(result.applied, entries.filter((e) => 'changes' in e && e.changes.length > 0).length) : result.applied;
@@ -180,7 +201,8 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     // 2. Hold the live streams and catch up with the live cursor where it is ahead; then switch.
     await report({ phase: 'catching-up' });
     for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
-    for (const stream of streams) await fold(stream, () => live.cursor(stream));
+    // Held: no live apply moves now. A full rebuild takes in what arrived meanwhile; `only` what the live partitions applied.
+    for (const stream of streams) await fold(stream, async () => (only ? highest(await liveCursors(stream)) : lastId(stream)));
     await writes.hset(stateKey, { phase: 'switching' });
   } else {
     for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
@@ -192,8 +214,17 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     const switched = await switchOver(redis, writes, shadow.keyPrefix, live.keyPrefix, rebuildId);
     await report({ switched });
     await deleteUnswitched(redis, writes, live.keyPrefix, rebuildId, only);
-    // The snapshots now include what the shadow applied past the live cursor: live goes on from there.
-    for (const stream of streams) await writes.set(live.cursorKey(stream), maxId(await live.cursor(stream), await shadow.cursor(stream)));
+    // The snapshots now hold everything up to the shadow's cursor: each live partition goes on from
+    // there (an entry of it at or before that is skipped as applied). `only` leaves them as they are.
+    if (!only) {
+      for (const stream of streams) {
+        const folded = await shadow.cursor(stream);
+        const cursors = await liveCursors(stream);
+        for (const [p, cursor] of cursors.entries()) {
+          if (compareEntryIds(folded, cursor) > 0) await writes.set(live.cursorKey(stream, p), folded);
+        }
+      }
+    }
   } finally {
     // Released also when switching failed. A rebuild that lost its lease cannot: the holds stay for
     // the one that took over, which finishes the switch.
@@ -222,9 +253,13 @@ function shadowPrefix(livePrefix: string): string {
   return plain.length <= 256 ? plain : `redsource:rebuild:${createHash('sha1').update(livePrefix).digest('hex')}:`;
 }
 
-function keepOnly(entry: BatchEntry, only: ReadonlySet<string>): BatchEntry {
-  return 'changes' in entry ? { entryId: entry.entryId, changes: entry.changes.filter((c) => only.has(c.snapshotId)) } : entry;
+/** The entry's changes to those snapshots, if the live snapshots have it applied; else none (it still moves the shadow's cursor). */
+function keepOnly(entry: BatchEntry, only: ReadonlySet<string>, appliedLive: boolean): BatchEntry {
+  if (!('changes' in entry)) return entry;
+  return { entryId: entry.entryId, changes: appliedLive ? entry.changes.filter((c) => only.has(c.snapshotId)) : [] };
 }
+
+const maxId = (a: string, b: string) => (compareEntryIds(a, b) >= 0 ? a : b);
 
 /** Those of `entryIds` already in the stream's dead-lettered set. */
 async function deadLetteredBefore(redis: Redis, stream: string, entryIds: readonly string[]): Promise<Set<string>> {

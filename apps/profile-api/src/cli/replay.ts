@@ -24,7 +24,7 @@ export async function runReplay(redis: Redis, components: ProfileComponents, con
   let result: ReplayProgress;
   try {
     result = await replay({
-      redis, eventStore, snapshots, handlers, logger,
+      redis, eventStore, snapshots, handlers, logger, partitioning: components.partitioning,
       ...(flags.users ? { only: flags.users } : {}),
       wait: flags.wait === true, lease, onWaiting,
       onProgress: (p) => progress.update(p),

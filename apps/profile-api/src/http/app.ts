@@ -5,7 +5,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import type { StreamStatus } from '@redsource/processor';
+import { AppliedPositions, processorSettingsSchema, type StreamStatus } from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { registerDocs } from './docs.ts';
 import { RequestLogController } from './request-log.ts';
@@ -32,6 +32,11 @@ export interface AppOptions {
   readonly logger?: FastifyBaseLogger;
   /** The configured stream names: what `GET /users/:id/profile?after=<stream>:<entry id>` may name (none: `after` is refused). */
   readonly streams?: readonly string[];
+  /**
+   * How the processors apply the snapshots (their group and partition count), so `after` can tell
+   * when a user's partition has caught up. Default: group `profile-api`, the processor's default count.
+   */
+  readonly partitioning?: { readonly group: string; readonly partitions: number };
   /** Per client IP; absent or `max: 0` = no limit. */
   readonly rateLimit?: RateLimitSettings | undefined;
   /** Absent = no CORS headers. */
@@ -39,6 +44,8 @@ export interface AppOptions {
   /** What every logged error and error message passes through; absent = URLs' passwords and command arguments only. */
   readonly redactor?: Redactor | undefined;
 }
+
+const DEFAULT_PARTITIONING = { group: 'profile-api', partitions: processorSettingsSchema.shape.partitions.parse(undefined) };
 
 /** The HTTP API, not listening yet: tests use `app.inject()`. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
@@ -93,6 +100,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(dashboardRoutes, { status, rebuild, deadLetters, streams: options.streams });
 
   await app.register(healthRoutes, { readiness: options.readiness });
-  await app.register(profileRoutes, { snapshots: options.snapshots, streams: options.streams ?? [] });
+  const positions = new AppliedPositions(options.snapshots.redis, options.snapshots, options.partitioning ?? DEFAULT_PARTITIONING);
+  await app.register(profileRoutes, {
+    snapshots: options.snapshots,
+    streams: options.streams ?? [],
+    appliedThrough: (stream, subject, entryId) => positions.through(stream, subject, entryId),
+  });
   return app;
 }

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { ApiError } from './errors.ts';
 import { REDIS_WAIT_MS } from './redis-bound.ts';
@@ -14,7 +13,6 @@ const WAIT_RULE = `wait must be a whole number of milliseconds from 0 to ${MAX_W
 
 /** `<stream>:<entry id>`; a stream name may itself contain `:`, the entry id never does. */
 const AFTER = /^(.+):(\d{1,20}-\d{1,20})$/;
-const ENTRY_ID = /^\d+-\d+$/;
 
 export interface After {
   readonly stream: string;
@@ -64,13 +62,17 @@ export type CatchUp = { readonly caughtUp: true } | { readonly caughtUp: false; 
 const UNANSWERED_GRACE_MS = 250;
 
 
+/** Whether a subject's snapshot reflects a stream up to an entry (AppliedPositions.through). */
+export type AppliedThroughCheck = (stream: string, subject: string, entryId: string) => Promise<{ readonly applied: boolean; readonly cursor: string }>;
+
 /**
- * Waits until the snapshots have applied `stream` up to `entryId` (its cursor at or past it), polling
- * Redis with a short, growing pause, for at most `waitMs`.
+ * Waits until the snapshot of `subject` reflects `stream` up to `entryId` (every entry of its
+ * partition up to there applied), polling Redis with a short, growing pause, for at most `waitMs`.
  * `signal` (the client went away) ends the wait early.
  */
 export async function waitForCatchUp(
-  snapshots: SnapshotStore,
+  appliedThrough: AppliedThroughCheck,
+  subject: string,
   { stream, entryId }: After,
   waitMs: number,
   signal?: AbortSignal,
@@ -79,9 +81,8 @@ export async function waitForCatchUp(
   let pause = FIRST_POLL_MS;
   for (;;) {
     // Each poll is bounded by REDIS_WAIT_MS too: a Redis that is away answers 503 within a second, whatever the wait.
-    const cursor = await withinDeadline(snapshots.cursor(stream), Math.min(deadline + UNANSWERED_GRACE_MS, Date.now() + REDIS_WAIT_MS), waitMs);
-    // Anything but an entry id (a marker a rebuild may leave) has not caught up.
-    if (ENTRY_ID.test(cursor) && compareEntryIds(cursor, entryId) >= 0) return { caughtUp: true };
+    const { applied, cursor } = await withinDeadline(appliedThrough(stream, subject, entryId), Math.min(deadline + UNANSWERED_GRACE_MS, Date.now() + REDIS_WAIT_MS), waitMs);
+    if (applied) return { caughtUp: true };
     const left = deadline - Date.now();
     if (left <= 0 || signal?.aborted) return { caughtUp: false, cursor };
     await sleep(Math.min(pause, left));

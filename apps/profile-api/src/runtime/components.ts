@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { RedisEventStore } from '@redsource/event-store';
-import { StreamProcessor, type Logger } from '@redsource/processor';
+import { processorSettingsSchema, StreamProcessor, type Logger } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import type { AppConfig } from '../config.ts';
 import { profileCatalog, type ProfileStreams } from '../domain/events.ts';
@@ -35,7 +35,9 @@ export function profileComponents(config: AppConfig, redis: Redis) {
       }),
     });
   const streamNames: readonly string[] = [streams.updates, streams.activity, streams.friends];
-  return { streams, streamNames, eventStore, snapshots, handlers, createProcessor };
+  /** How the processors apply the snapshots: what read-your-writes and `replay` need to know of it. */
+  const partitioning = { group: config.REDSOURCE_GROUP, partitions: config.REDSOURCE_PARTITIONS ?? processorSettingsSchema.shape.partitions.parse(undefined) };
+  return { streams, streamNames, eventStore, snapshots, handlers, createProcessor, partitioning };
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;

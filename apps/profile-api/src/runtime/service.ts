@@ -50,6 +50,7 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
     const app = await buildApp({
       snapshots: components.snapshots,
       streams: components.streamNames,
+      partitioning: components.partitioning,
       ...edgeOptions(config),
       logger: logger.child({ component: 'http' }),
       readiness: async () => ({ redis: redis.status === 'ready', redisReason: watch.downReason(), processor: processor?.running, waiting: processor?.waiting?.reason }),

@@ -5,7 +5,7 @@ import { profileSchema, toProfile, type Profile } from '../../domain/profile.ts'
 import { commonErrorResponses, errorBody, errorResponse } from '../errors.ts';
 import { ifNoneMatchHits, profileEtag } from '../etag.ts';
 import { withinRedisWait } from '../redis-bound.ts';
-import { MAX_WAIT_MS, parseAfter, readYourWritesQuery, waitForCatchUp } from '../read-your-writes.ts';
+import { MAX_WAIT_MS, parseAfter, readYourWritesQuery, waitForCatchUp, type AppliedThroughCheck } from '../read-your-writes.ts';
 
 /** The pattern admits nothing but a snapshot id, so a request can only ever read `<prefix><id>`. */
 const params = z.object({
@@ -24,9 +24,11 @@ export interface ProfileRoutesOptions {
   readonly snapshots: SnapshotStore;
   /** The streams `after=<stream>:<entry id>` may name. */
   readonly streams?: readonly string[];
+  /** Whether a user's snapshot reflects a stream up to an entry (see AppliedPositions). */
+  readonly appliedThrough: AppliedThroughCheck;
 }
 
-export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (app, { snapshots, streams = [] }) => {
+export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (app, { snapshots, streams = [], appliedThrough }) => {
   app.get(
     '/users/:id/profile',
     {
@@ -54,7 +56,7 @@ export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async 
       if (after) {
         const gone = new AbortController();
         reply.raw.once('close', () => gone.abort());
-        const outcome = await waitForCatchUp(snapshots, after, request.query.wait, gone.signal);
+        const outcome = await waitForCatchUp(appliedThrough, id, after, request.query.wait, gone.signal);
         if (!outcome.caughtUp) {
           return reply
             .code(504)
@@ -63,7 +65,7 @@ export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async 
               errorBody(
                 'notCaughtUp',
                 `The snapshots have not applied ${after.stream} up to ${after.entryId} within ${request.query.wait} ms ` +
-                  `(applied up to ${outcome.cursor}); retry, or ask with a longer wait (at most ${MAX_WAIT_MS}).`,
+                  `(user ${id}'s partition is applied up to ${outcome.cursor}); retry, or ask with a longer wait (at most ${MAX_WAIT_MS}).`,
               ),
             );
         }
