@@ -44,8 +44,8 @@ interface HeldPartition {
   readonly readFrom: Map<string, string>;
   /** Bumped when the read position is reset: replies of reads sent before are dropped. */
   generation: number;
-  /** The batch being applied, if any. */
-  busy: Promise<void> | undefined;
+  /** The batches being applied (one per stream at most). */
+  readonly busy: Set<Promise<void>>;
 }
 
 export interface HeldPartitionInfo {
@@ -89,8 +89,12 @@ export class StreamProcessor {
   /** What this processor waits on Redis for: per stream (its applies), and per loop. */
   private readonly waits = new RedisWaits();
   private readonly held = new Map<number, HeldPartition>();
-  private reader: BlockingConnection | undefined;
-  private routerConnection: BlockingConnection | undefined;
+  /**
+   * Per stream, two blocking connections: one waits for new entries to route, one reads the held
+   * partitions. Per stream, because one XREAD cannot span streams in different cluster slots.
+   */
+  private readonly readers = new Map<string, BlockingConnection>();
+  private readonly routers = new Map<string, BlockingConnection>();
   private loops: Promise<void>[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopRequestedAt: number | undefined;
@@ -168,12 +172,11 @@ export class StreamProcessor {
    */
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
-    this.reader = new BlockingConnection(this.redis, `redsource:${this.settings.consumer}:reader`, this.logger);
-    this.routerConnection = new BlockingConnection(this.redis, `redsource:${this.settings.consumer}:router`, this.logger);
     this.state = 'running';
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
-    this.loops = [this.ownershipLoop(), this.routeLoop(), this.readLoop()];
+    this.loops = [this.ownershipLoop()];
+    for (const stream of this.streamList) this.startStreamLoops(stream);
     this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams, partitions: this.settings.partitions }, 'processor started');
   }
 
@@ -188,14 +191,14 @@ export class StreamProcessor {
     this.stopping.abort();
     clearInterval(this.heartbeatTimer);
     this.signalOwnershipChanged();
-    await Promise.all([this.reader?.wake(), this.routerConnection?.wake()]);
+    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => c.wake()));
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
     const gaveUp = await within(settled, this.settings.shutdownTimeoutMs);
     if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it is applied by the next holder of its partition');
     else await within(this.handOver(), 2_000);
     this.held.clear();
-    await Promise.all([this.reader?.close(), this.routerConnection?.close()]);
+    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => c.close()));
     this.state = 'stopped';
     this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
   }
@@ -228,8 +231,19 @@ export class StreamProcessor {
       for (const stream of found) await this.takeStream(partition, stream);
     }
     this.streamList.push(...found);
+    for (const stream of found) this.startStreamLoops(stream);
     this.logger.info({ streams: found }, 'new streams matching a prefix');
-    await this.reader?.wake();
+  }
+
+  private startStreamLoops(stream: string): void {
+    const name = (role: string) => `redsource:${this.settings.consumer}:${role}:${stream}`.slice(0, 200);
+    this.readers.set(stream, new BlockingConnection(this.redis, name('reader'), this.logger));
+    this.routers.set(stream, new BlockingConnection(this.redis, name('router'), this.logger));
+    this.loops.push(this.routeLoop(stream), this.readLoop(stream));
+  }
+
+  private async wakeReaders(): Promise<void> {
+    await Promise.all([...this.readers.values()].map((c) => c.wake()));
   }
 
   private async ensureGroups(): Promise<void> {
@@ -290,7 +304,7 @@ export class StreamProcessor {
     }
     for (const [index, token] of leases) {
       if (this.held.has(index)) continue;
-      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), generation: 0, busy: undefined };
+      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), generation: 0, busy: new Set() };
       try {
         for (const stream of this.streams) await this.takeStream(partition, stream);
       } catch (error) {
@@ -313,7 +327,7 @@ export class StreamProcessor {
     }
     if (changed) {
       this.signalOwnershipChanged();
-      await this.reader?.wake();
+      await this.wakeReaders();
     }
   }
 
@@ -328,7 +342,7 @@ export class StreamProcessor {
   }
 
   private async release(partition: HeldPartition): Promise<void> {
-    await partition.busy?.catch(() => undefined);
+    await Promise.allSettled([...partition.busy]);
     if (this.held.get(partition.index) !== partition) return;
     this.held.delete(partition.index);
     try {
@@ -339,30 +353,25 @@ export class StreamProcessor {
     }
   }
 
-  /** Routes new entries of the source streams into the partitions, blocking while there are none. */
-  private async routeLoop(): Promise<void> {
+  /** Routes new entries of a source stream into the partitions, blocking while there are none. */
+  private async routeLoop(stream: string): Promise<void> {
     let backoff = 100;
-    const routedTo = new Map<string, string>();
+    let routedTo = '$';
     while (this.state === 'running') {
       try {
-        await this.ensureGroups();
-        if (this.streamList.length === 0) {
-          await sleep(this.settings.blockMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        if (!this.groupsReady) {
+          await this.untilOwnershipChanges();
           continue;
         }
-        let more = false;
-        for (const stream of this.streams) {
-          const result = await this.router.route(stream);
-          routedTo.set(stream, result.routedTo);
-          if (result.routed >= ROUTE_CHUNK) more = true;
-        }
+        const result = await this.router.route(stream);
+        routedTo = result.routedTo;
         this.waits.clear('route');
         backoff = 100;
-        if (more) continue;
-        const connection = this.routerConnection?.connection;
+        if (result.routed >= ROUTE_CHUNK) continue;
+        const connection = this.routers.get(stream)?.connection;
         if (!connection || this.state !== 'running') break;
-        // Wakes on the next entry appended to any of them (one entry read, not the backlog).
-        await connection.xread('COUNT', 1, 'BLOCK', this.settings.blockMs, 'STREAMS', ...this.streams, ...this.streams.map((s) => routedTo.get(s) ?? '$'));
+        // Wakes on the next entry appended (one entry read, not the backlog).
+        await connection.xread('COUNT', 1, 'BLOCK', this.settings.blockMs, 'STREAMS', stream, routedTo);
       } catch (error) {
         if (this.state !== 'running') return;
         const unavailable = this.onLoopError(error, 'route');
@@ -372,38 +381,35 @@ export class StreamProcessor {
     }
   }
 
-  /** Reads the held partitions' streams (one XREAD BLOCK) and applies what arrives, partitions in parallel. */
-  private async readLoop(): Promise<void> {
+  /** Waits until the held partitions change, or blockMs. */
+  private async untilOwnershipChanges(): Promise<void> {
+    const bound = new AbortController();
+    await Promise.race([this.ownershipChanged.promise, sleep(this.settings.blockMs, undefined, { signal: bound.signal }).catch(() => undefined)]);
+    bound.abort();
+  }
+
+  /** Reads the held partitions of one stream (one XREAD BLOCK) and applies what arrives, partitions in parallel. */
+  private async readLoop(stream: string): Promise<void> {
     let backoff = 100;
     while (this.state === 'running') {
       try {
-        const reading = [...this.held.values()].filter((p) => p.state === 'active');
-        if (reading.length === 0 || this.streamList.length === 0) {
-          const bound = new AbortController();
-          await Promise.race([this.ownershipChanged.promise, sleep(this.settings.blockMs, undefined, { signal: bound.signal }).catch(() => undefined)]);
-          bound.abort();
+        const reading = [...this.held.values()].filter((p) => p.state === 'active' && p.readFrom.has(stream));
+        if (reading.length === 0) {
+          await this.untilOwnershipChanges();
           continue;
         }
-        const connection = this.reader?.connection;
+        const connection = this.readers.get(stream)?.connection;
         if (!connection || this.state !== 'running') break;
-        const targets: { partition: HeldPartition; stream: string; generation: number }[] = [];
-        const keys: string[] = [];
-        const ids: string[] = [];
-        for (const partition of reading) {
-          for (const stream of this.streams) {
-            targets.push({ partition, stream, generation: partition.generation });
-            keys.push(partitionKeys.stream(stream, this.settings.group, partition.index));
-            ids.push(partition.readFrom.get(stream) ?? '0-0');
-          }
-        }
+        const generations = reading.map((p) => p.generation);
+        const keys = reading.map((p) => partitionKeys.stream(stream, this.settings.group, p.index));
+        const ids = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
         const reply = parseXReadReply(await connection.xread('COUNT', this.settings.batchSize, 'BLOCK', this.settings.blockMs, 'STREAMS', ...keys, ...ids));
         const byKey = new Map(reply.map((r) => [r.stream, r.entries] as const));
         const work: Promise<void>[] = [];
-        for (const [i, target] of targets.entries()) {
+        for (const [i, partition] of reading.entries()) {
           const entries = byKey.get(keys[i] as string);
-          const { partition, stream } = target;
           // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
-          if (!entries?.length || this.held.get(partition.index) !== partition || partition.generation !== target.generation) continue;
+          if (!entries?.length || this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
           partition.readFrom.set(stream, (entries[entries.length - 1] as StreamEntry).id);
           work.push(this.track(this.processPartition(partition, stream, keys[i] as string, entries)));
         }
@@ -415,21 +421,16 @@ export class StreamProcessor {
       } catch (error) {
         if (this.state !== 'running') return;
         const unavailable = this.onLoopError(error, 'read');
-        // Whatever was read but not applied is read again from each partition's applied position.
-        await this.resetReadPositions().catch(() => undefined);
         await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
         backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
       }
     }
   }
 
-  private async resetReadPositions(): Promise<void> {
-    for (const partition of this.held.values()) await this.resetReadPosition(partition);
-  }
-
-  private async resetReadPosition(partition: HeldPartition): Promise<void> {
+  /** Reads the partition's stream again from where it is applied: what was read but not applied is not lost. */
+  private async resetReadPosition(partition: HeldPartition, stream: string): Promise<void> {
     partition.generation++;
-    for (const stream of this.streams) partition.readFrom.set(stream, await this.snapshots.cursor(stream, partition.index));
+    partition.readFrom.set(stream, await this.snapshots.cursor(stream, partition.index));
   }
 
   /** Applies one read of one partition of one stream; a partition found taken over is dropped. */
@@ -443,17 +444,13 @@ export class StreamProcessor {
           this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
           return;
         }
-        // Read again from where it is applied: the failed batch is not lost.
-        await this.resetReadPosition(partition).catch(() => undefined);
+        await this.resetReadPosition(partition, stream).catch(() => undefined);
         throw error;
       }
     };
-    const previous = partition.busy;
-    const current = (previous ?? Promise.resolve()).catch(() => undefined).then(run);
-    partition.busy = current;
-    return current.finally(() => {
-      if (partition.busy === current) partition.busy = undefined;
-    });
+    const current = run();
+    partition.busy.add(current);
+    return current.finally(() => partition.busy.delete(current));
   }
 
   private async process(stream: string, partition: HeldPartition, partitionStream: string, read: readonly StreamEntry[]): Promise<void> {
