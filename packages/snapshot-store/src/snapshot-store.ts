@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
 import type { z } from 'zod';
 import { compareEntryIds } from './entry-ids.ts';
@@ -6,16 +5,24 @@ import { CorruptSnapshotError, InvalidMutationError, InvalidSnapshotIdError, Inv
 import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 import { decodeHash, type Snapshot } from './layout.ts';
 import { encodeMutations, type SnapshotChange } from './mutations.ts';
+import { keySlot } from './cluster-slot.ts';
+import { loadScript } from './scripts.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string, number], Context>;
+    redsourceCheckBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, string, string, ...string[]], Context>;
+    redsourceApplySnapshots(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, ...string[]], Context>;
   }
 }
 
 const ENTRY_ID = /^\d+-\d+$/;
 
-const applyBatchSource = readFileSync(new URL('./scripts/apply-batch.lua', import.meta.url), 'utf8');
+const scripts = {
+  redsourceApplyBatch: loadScript('apply-batch.lua'),
+  redsourceCheckBatch: loadScript('check-batch.lua'),
+  redsourceApplySnapshots: loadScript('apply-snapshots.lua'),
+};
 
 /** One stream entry in a batch: its changes to snapshots, or why it goes to the dead-letter stream. */
 export type BatchEntry =
@@ -91,8 +98,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     this.keyPrefix = options.keyPrefix;
     this.projection = options.projection ?? 'snapshots';
     this.fieldsSchema = options.fieldsSchema;
-    if (typeof (this.redis as Partial<Redis>).redsourceApplyBatch !== 'function') {
-      this.redis.defineCommand('redsourceApplyBatch', { lua: applyBatchSource });
+    for (const [name, lua] of Object.entries(scripts)) {
+      if (typeof (this.redis as unknown as Record<string, unknown>)[name] !== 'function') this.redis.defineCommand(name, { lua });
     }
   }
 
@@ -186,6 +193,12 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     if (entries.length === 0) {
       return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream, input.partition?.index), held: false };
     }
+    if (isCluster(this.redis)) return this.applyAcrossSlots(input, entries);
+    return this.applyInOneScript(input, entries);
+  }
+
+  /** One script call: the snapshot writes and the bookkeeping together, atomically (one Redis, or one slot). */
+  private async applyInOneScript(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
     const keyIndex = new Map<string, number>();
     const args: (string | number)[] = [];
     for (const entry of entries) {
@@ -231,6 +244,90 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };
   }
 
+  /**
+   * On a Redis Cluster the snapshot hashes are in other slots than the stream's bookkeeping, and one
+   * script cannot span slots. So: check-batch.lua reads what may be applied now (fence, hold, cursor,
+   * order, dead-lettered ids); apply-snapshots.lua writes each slot's snapshots, skipping what a
+   * snapshot's marker says it has (a retry, or a former holder) and refusing a stale fencing token;
+   * then apply-batch.lua records the batch (cursor, totals, dead letters, ack) with no snapshot
+   * writes left. A crash between the steps leaves markers ahead of the cursor: the retry skips those.
+   * An entry's changes to snapshots in different slots are each applied exactly once, not atomically together.
+   */
+  private async applyAcrossSlots(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
+    const source = input.partition?.stream ?? input.stream;
+    const checkKeys = [source, this.cursorKey(input.stream, input.partition?.index), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream)];
+    if (input.fence) checkKeys.push(input.fence.key);
+    const [held, cursor, blockedAt, ...deadLetteredBefore] = await this.redis.redsourceCheckBatch(
+      checkKeys.length,
+      ...checkKeys,
+      JSON.stringify(entries.map((e) => e.entryId)),
+      input.contiguous ? '1' : '0',
+      input.fence?.token ?? '',
+      input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+    );
+    if (held === 1) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: entries[0]?.entryId, handled: 0, cursor, held: true };
+    const skip = new Set(deadLetteredBefore);
+    const bySlot = new Map<number, { keys: Map<string, number>; args: (string | number)[]; count: number }>();
+    const recorded: BatchEntry[] = [];
+    for (const entry of entries) {
+      const isNew = compareEntryIds(entry.entryId, cursor) > 0;
+      if (blockedAt !== '' && compareEntryIds(entry.entryId, blockedAt) >= 0) break;
+      if (!('changes' in entry)) {
+        recorded.push(entry);
+        continue;
+      }
+      // Applied before, or dead-lettered before: apply-batch.lua counts it so; no snapshot write (no key in its call).
+      if (!isNew || skip.has(entry.entryId)) {
+        recorded.push({ entryId: entry.entryId, changes: [] });
+        continue;
+      }
+      // Encoded per slot; a value JSON cannot hold dead-letters the entry alone (as in one script).
+      const perSlot = new Map<number, (string | number)[][]>();
+      try {
+        for (const change of entry.changes) {
+          const key = this.key(change.snapshotId);
+          const slot = keySlot(key);
+          const group = bySlot.get(slot) ?? { keys: new Map<string, number>(), args: [], count: 0 };
+          bySlot.set(slot, group);
+          let index = group.keys.get(key);
+          if (index === undefined) group.keys.set(key, (index = group.keys.size + 1));
+          const encoded: (string | number)[] = [index, 0];
+          encoded[1] = encodeMutations(change.mutations, encoded);
+          JSON.stringify(encoded);
+          perSlot.set(slot, [...(perSlot.get(slot) ?? []), encoded]);
+        }
+      } catch (error) {
+        if (error instanceof SnapshotStoreError) throw error;
+        recorded.push({ entryId: entry.entryId, deadLetter: { reason: `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, fields: [] } });
+        continue;
+      }
+      for (const [slot, changes] of perSlot) {
+        const group = bySlot.get(slot) as { args: (string | number)[]; count: number };
+        group.args.push(entry.entryId, changes.length, ...changes.flat());
+        group.count++;
+      }
+      recorded.push({ entryId: entry.entryId, changes: [] });
+    }
+    const marker = `_at:${input.stream}${input.partition ? `:p${input.partition.index}` : ''}`;
+    const notHashes = new Map<string, string>();
+    await Promise.all(
+      [...bySlot.values()].filter((g) => g.count > 0).map(async (group) => {
+        const keys = [...group.keys.keys()];
+        const [, ...wrong] = await this.redis.redsourceApplySnapshots(
+          keys.length, ...keys, marker, input.fence?.token ?? '0', group.count, packEntries(group.args), input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+        );
+        for (let i = 0; i + 2 < wrong.length; i += 3) notHashes.set(wrong[i] as string, `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`);
+      }),
+    );
+    const bookkeeping = recorded.map((e) => {
+      const reason = notHashes.get(e.entryId);
+      return reason === undefined ? e : { entryId: e.entryId, deadLetter: { reason, fields: [] } };
+    });
+    const result = await this.applyInOneScript(input, bookkeeping);
+    // The entries from the blocked one on were not sent: say so, as the one script would.
+    return result.blockedAt === undefined && blockedAt !== '' ? { ...result, blockedAt } : result;
+  }
+
   private decode(id: string, key: string, hash: Record<string, string>): Snapshot<Fields> | undefined {
     if (Object.keys(hash).length === 0) return undefined;
     let snapshot: Snapshot;
@@ -244,6 +341,11 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     if (!parsed.success) throw new CorruptSnapshotError(key, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     return { ...snapshot, fields: parsed.data };
   }
+}
+
+/** An ioredis Cluster client (it says so itself). */
+function isCluster(redis: Redis): boolean {
+  return (redis as unknown as { isCluster?: boolean }).isCluster === true;
 }
 
 function isSorted(entries: readonly BatchEntry[]): boolean {

@@ -30,9 +30,7 @@ ARGV[4]   the entries as one JSON array; in it, for each entry, in ascending id 
           kind 'A' (apply): change count, then per change: snapshot key index (1 = KEYS[7]), op count, ops
           kind 'D' (dead-letter): reason, the fields as the caller decoded them, as JSON (the dead
           letter also gets the entry's exact bytes from the stream: field 'original', netstrings)
-Ops       (a set member's value is '<entry id>/<op index>': it orders the set)
-          'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name
-          | 'A' set member | 'M' set member | 'I' counter by
+Ops       see includes/snapshot-ops.lua
 ARGV[5]   optional fencing token ('' or absent = no fence): unless the last key (a rebuild's lease
           '<token> <holder>', or a partition's epoch '<token>') holds this token, the script writes
           nothing and fails with ARGV[6], so a holder that lost its lease cannot write
@@ -47,102 +45,8 @@ Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (
 -- The entries, packed by the caller into one JSON array (ARGV[4]): one argument instead of thousands.
 local A = cjson.decode(ARGV[4])
 
-local function compareNumbers(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
-
-local function compareIds(a, b)
-  local aMs, aSeq = string.match(a, '^(%d+)-(%d+)$')
-  local bMs, bSeq = string.match(b, '^(%d+)-(%d+)$')
-  local byMs = compareNumbers(aMs, bMs)
-  if byMs ~= 0 then return byMs end
-  return compareNumbers(aSeq, bSeq)
-end
-
-local function clearFields(key)
-  local names = redis.call('HKEYS', key)
-  local doomed = {}
-  for _, name in ipairs(names) do
-    if string.sub(name, 1, 2) == 'f:' then doomed[#doomed + 1] = name end
-  end
-  for i = 1, #doomed, 500 do
-    redis.call('HDEL', key, unpack(doomed, i, math.min(i + 499, #doomed)))
-  end
-end
-
--- Applies the ops of one change starting at A[pos]; returns the position after them.
--- Counts the ops of the entry being applied, across its changes: orders members added by one entry.
-local opSeq = 0
--- Changes per snapshot in this batch: `_rev` grows by that much once per key, at the end.
-local revisions = {}
--- Snapshots an op of this batch wrote a field to (so no EXISTS is needed for them at the end).
-local surelyExists = {}
--- Ops carried out so far: tells whether a failing change had written anything yet.
-local writes = 0
-
-local function applyChange(key, opCount, pos, entryId)
-  for _ = 1, opCount do
-    opSeq = opSeq + 1
-    local op = A[pos]
-    if op == 'X' then
-      redis.call('HSET', key, '_exists', '1')
-      pos = pos + 1
-    elseif op == 'R' then
-      clearFields(key)
-      redis.call('HDEL', key, '_exists')
-      pos = pos + 1
-    elseif op == 'C' then
-      clearFields(key)
-      pos = pos + 1
-    elseif op == 'F' then
-      redis.call('HSET', key, 'f:' .. A[pos + 1], A[pos + 2])
-      pos = pos + 3
-    elseif op == 'U' then
-      redis.call('HDEL', key, 'f:' .. A[pos + 1])
-      pos = pos + 2
-    elseif op == 'A' then
-      -- The value orders the set: the adding entry's id, then the op's place within the entry.
-      redis.call('HSETNX', key, 's:' .. A[pos + 1] .. ':' .. A[pos + 2], entryId .. '/' .. opSeq)
-      pos = pos + 3
-    elseif op == 'M' then
-      redis.call('HDEL', key, 's:' .. A[pos + 1] .. ':' .. A[pos + 2])
-      pos = pos + 3
-    elseif op == 'I' then
-      redis.call('HINCRBY', key, 'c:' .. A[pos + 1], A[pos + 2])
-      pos = pos + 3
-    else
-      error('redsource apply-batch: unknown op ' .. tostring(op))
-    end
-    writes = writes + 1
-    if op == 'X' or op == 'F' or op == 'A' or op == 'I' then surelyExists[key] = true end
-  end
-  -- Count a change only on a snapshot that exists after it: removing from nothing leaves nothing.
-  if opCount > 0 then revisions[key] = (revisions[key] or 0) + 1 end
-  return pos
-end
-
-local typeOf = {}
-local function keyType(key)
-  if typeOf[key] == nil then typeOf[key] = redis.call('TYPE', key).ok end
-  return typeOf[key]
-end
-local function isHashOrNone(key)
-  local t = keyType(key)
-  if t == 'none' then typeOf[key] = 'hash' end
-  return t == 'hash' or t == 'none'
-end
-
-local function skipOps(pos, opCount)
-  for _ = 1, opCount do
-    local op = A[pos]
-    if op == 'X' or op == 'R' or op == 'C' then pos = pos + 1
-    elseif op == 'U' then pos = pos + 2
-    else pos = pos + 3 end
-  end
-  return pos
-end
+--@include entry-ids.lua
+--@include snapshot-ops.lua
 
 local group = ARGV[1]
 
@@ -266,10 +170,7 @@ for _ = 1, count do
   acked[#acked + 1] = entryId
 end
 
-for key, changes in pairs(revisions) do
-  -- A change that only removed from a snapshot that does not exist leaves nothing to count on.
-  if surelyExists[key] or redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', changes) end
-end
+finishRevisions()
 if applied + deadLettered > 0 then
   redis.call('SET', KEYS[2], cursor)
   if ARGV[7] == '1' then redis.call('XTRIM', KEYS[1], 'MINID', cursor) end

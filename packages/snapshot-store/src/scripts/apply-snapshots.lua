@@ -1,0 +1,80 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
+-- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
+--[[
+The snapshot writes of a batch on a Redis Cluster, for the snapshots of one slot (apply-batch.lua
+then records the batch in the stream's slot). Each snapshot remembers, in a marker field, the last
+entry of this stream (or partition) applied to it and the fencing token that applied it, so:
+- an entry at or below a snapshot's marker is not applied again (a batch retried after a crash
+  between this step and apply-batch.lua, or applied by a former holder of the partition);
+- a holder whose token is lower than a snapshot's marker (it was paused past its lease and another
+  holder has written here since) writes nothing: the script fails with ARGV[5].
+
+KEYS[1..]  the snapshot hashes, all in one slot
+ARGV[1]    the marker field, e.g. '_at:user_updates:p3'
+ARGV[2]    the fencing token ('0' = none)
+ARGV[3]    entry count
+ARGV[4]    JSON array: per entry, ascending: entry id, change count, then per change: key index
+           (1 = KEYS[1]), op count, ops (see includes/snapshot-ops.lua)
+ARGV[5]    error code of a failed fence check
+Reply      {applied changes, then per entry not applied because a key is not a hash: entry id, key, type}
+]]
+local A = cjson.decode(ARGV[4])
+local marker, token = ARGV[1], tonumber(ARGV[2])
+
+--@include entry-ids.lua
+--@include snapshot-ops.lua
+
+-- Every check before any write.
+local appliedUpTo = {}
+for _, key in ipairs(KEYS) do
+  local found = redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, marker)
+  if found then
+    local by, id = string.match(found, '^(%d+) (.+)$')
+    if tonumber(by) > token then
+      return redis.error_reply(ARGV[5] .. ' ' .. key .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[2])
+    end
+    appliedUpTo[key] = id
+  end
+end
+
+local applied = 0
+local notHashes = {}
+local lastFor = {}
+local pos = 1
+for _ = 1, tonumber(ARGV[3]) do
+  local entryId, changeCount = A[pos], tonumber(A[pos + 1])
+  pos = pos + 2
+  opSeq = 0
+  local changes = {}
+  local wrong
+  for i = 1, changeCount do
+    local key, opCount = KEYS[tonumber(A[pos])], tonumber(A[pos + 1])
+    changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
+    pos = skipOps(pos + 2, opCount)
+    if not isHashOrNone(key) then wrong = key end
+  end
+  if wrong then
+    notHashes[#notHashes + 1] = entryId
+    notHashes[#notHashes + 1] = wrong
+    notHashes[#notHashes + 1] = keyType(wrong)
+  else
+    for _, change in ipairs(changes) do
+      local upTo = appliedUpTo[change.key]
+      if not upTo or compareIds(entryId, upTo) > 0 then
+        applyChange(change.key, change.opCount, change.pos, entryId)
+        applied = applied + 1
+      end
+      if not lastFor[change.key] or compareIds(entryId, lastFor[change.key]) > 0 then lastFor[change.key] = entryId end
+    end
+  end
+end
+finishRevisions()
+for key, last in pairs(lastFor) do
+  local upTo = appliedUpTo[key]
+  if upTo and compareIds(upTo, last) > 0 then last = upTo end
+  redis.call('HSET', key, marker, ARGV[2] .. ' ' .. last)
+end
+local reply = { applied }
+for _, item in ipairs(notHashes) do reply[#reply + 1] = item end
+return reply
