@@ -103,6 +103,7 @@ export class StreamProcessor {
   private readonly stopping = new AbortController();
   private groupsReady = false;
   private discoveredAt = 0;
+  private discovering: Promise<void> | undefined;
   private trimmedAt = 0;
   private forgotAt = 0;
   /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
@@ -219,8 +220,16 @@ export class StreamProcessor {
     this.ownershipChanged = signal();
   }
 
+  /** One discovery at a time: the loops calling it together (both at start) would each add a new stream. */
+  private discover(): Promise<void> {
+    this.discovering ??= this.discoverOnce().finally(() => {
+      this.discovering = undefined;
+    });
+    return this.discovering;
+  }
+
   /** Adds the streams that match a prefix and are not consumed yet, creating their groups. */
-  private async discover(): Promise<void> {
+  private async discoverOnce(): Promise<void> {
     if (this.streamPrefixes.length === 0) return;
     this.discoveredAt = Date.now();
     const found = (await discoverStreams(this.redis, this.streamPrefixes)).filter((s) => !this.streamList.includes(s));
