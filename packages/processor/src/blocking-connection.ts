@@ -4,7 +4,10 @@ import type { Logger } from './logger.ts';
 
 /**
  * A connection of its own for blocking reads (XREAD BLOCK), so they never delay other commands,
- * that can be woken at once (stop, or new partitions to read) through CLIENT UNBLOCK.
+ * that can be woken at once (stop, or new partitions to read) through CLIENT UNBLOCK. On a Redis
+ * Cluster the blocked read runs on whichever node owns the stream, where this client's id is
+ * another: there it is not woken (`canWake` is false; the caller blocks for shorter) and close()
+ * cuts the read off, which loses nothing, as a plain XREAD takes nothing from the stream.
  */
 export class BlockingConnection {
   readonly connection: Redis;
@@ -12,16 +15,25 @@ export class BlockingConnection {
   /** The CLIENT ID request sent when the connection became ready, until it answers. */
   private idRequest: Promise<void> | undefined;
 
+  /** False on a Redis Cluster: see the class comment. */
+  readonly canWake: boolean;
+
   constructor(
     private readonly commands: Redis,
     name: string,
     logger: Logger,
   ) {
-    this.connection = commands.duplicate({ connectionName: name });
+    this.canWake = (commands as unknown as { isCluster?: boolean }).isCluster !== true;
+    this.connection = this.canWake
+      ? commands.duplicate({ connectionName: name })
+      : // A Cluster's duplicate() takes cluster options; the connection name goes to each node's connection.
+        asCluster(commands).duplicate([], { redisOptions: { ...asCluster(commands).options.redisOptions, connectionName: name } });
     this.connection.on('error', (error: Error) => logger.debug({ err: error.message, connection: name }, 'blocking connection error'));
-    this.connection.on('ready', () => {
-      this.idRequest = this.refreshId();
-    });
+    if (this.canWake) {
+      this.connection.on('ready', () => {
+        this.idRequest = this.refreshId();
+      });
+    }
   }
 
   /**
@@ -29,6 +41,7 @@ export class BlockingConnection {
    * connection that cannot become ready has sent nothing (its commands wait in ioredis' queue).
    */
   async wake(): Promise<void> {
+    if (!this.canWake) return;
     const connection = this.connection;
     // Closed half-way through its handshake, ioredis keeps a 2 s timer running: let the handshake end first.
     if (connection.status === 'connecting' || connection.status === 'connect') await handshakeEnded(connection, 1_000);
@@ -58,6 +71,11 @@ export class BlockingConnection {
       this.clientId = undefined;
     }
   }
+}
+
+/** The few members of an ioredis Cluster used here (it is passed around typed as Redis). */
+function asCluster(redis: Redis): { options: { redisOptions?: object }; duplicate(nodes: unknown[], options: object): Redis } {
+  return redis as unknown as { options: { redisOptions?: object }; duplicate(nodes: unknown[], options: object): Redis };
 }
 
 /** Resolves when `connection` is ready or closed, or after `ms`; leaves no listener or timer behind. */

@@ -192,7 +192,7 @@ export class StreamProcessor {
     this.stopping.abort();
     clearInterval(this.heartbeatTimer);
     this.signalOwnershipChanged();
-    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => c.wake()));
+    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => (c.canWake ? c.wake() : c.close())));
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
     const gaveUp = await within(settled, this.settings.shutdownTimeoutMs);
@@ -412,7 +412,9 @@ export class StreamProcessor {
         const generations = reading.map((p) => p.generation);
         const keys = reading.map((p) => partitionKeys.stream(stream, this.settings.group, p.index));
         const ids = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
-        const reply = parseXReadReply(await connection.xread('COUNT', this.settings.batchSize, 'BLOCK', this.settings.blockMs, 'STREAMS', ...keys, ...ids));
+        // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
+        const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
+        const reply = parseXReadReply(await connection.xread('COUNT', this.settings.batchSize, 'BLOCK', blockMs, 'STREAMS', ...keys, ...ids));
         const byKey = new Map(reply.map((r) => [r.stream, r.entries] as const));
         const work: Promise<void>[] = [];
         for (const [i, partition] of reading.entries()) {
