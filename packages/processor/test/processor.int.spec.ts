@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { DeadLetters, HandlerRegistry, processorKeys, replay, StreamProcessor, type ReplayProgress } from '@redsource/processor';
-import { compareEntryIds, SnapshotStore } from '@redsource/snapshot-store';
+import { DeadLetters, HandlerRegistry, partitionKeys, processorKeys, replay, StreamProcessor, type ReplayProgress } from '@redsource/processor';
+import { compareEntryIds, SnapshotStore, type ApplyBatchInput, type ApplyBatchResult } from '@redsource/snapshot-store';
 import { z } from 'zod';
-import { eventually, pendingCount, unique, useTestRedis } from '../../../test/support/redis.ts';
+import { PartitionOwnership } from '../src/partitions/ownership.ts';
+import { PartitionRouter } from '../src/partitions/router.ts';
+import { eventually, pendingCount, unique, unprocessed, useTestRedis, type Unprocessed } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { randomCommands, referenceFold, snapshotDifferences, xaddAll } from '../../../test/support/model.ts';
@@ -16,8 +18,63 @@ const started = async (processor: StreamProcessor) => {
   return processor;
 };
 
+/** The processor's default partition count. */
+const PARTITIONS = 12;
+type Setup = ReturnType<typeof isolatedProfileSetup>;
+
+/** The snapshot totals over the setup's three streams. */
+async function totals(setup: Setup) {
+  const sum = { applied: 0, skipped: 0, deadLettered: 0 };
+  for (const stream of Object.values(setup.streams)) {
+    const t = await setup.snapshots.totals(stream);
+    sum.applied += t.applied;
+    sum.skipped += t.skipped;
+    sum.deadLettered += t.deadLettered;
+  }
+  return sum;
+}
+
+async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
+  let unrouted = 0;
+  let unapplied = 0;
+  for (const stream of Object.values(setup.streams)) {
+    const u = await unprocessed(ctx.redis, stream, setup.group, setup.snapshots);
+    unrouted += u.unrouted;
+    unapplied += u.unapplied;
+  }
+  return { unrouted, unapplied };
+}
+
+/** Routes every entry of the setup's streams into the group's partitions, as any processor of the group does (route.lua). */
+async function routeAll(setup: Setup): Promise<void> {
+  const router = new PartitionRouter(ctx.redis, setup.group, PARTITIONS, (stream) => setup.eventStore.catalog.subjectFields(stream));
+  for (const stream of Object.values(setup.streams)) while ((await router.route(stream)).routed > 0);
+}
+
+/** What a processor does on taking partitions: claims each of them on every stream with its lease's fencing token. */
+async function claimPartitions(setup: Setup, ownership: PartitionOwnership, leases: ReadonlyMap<number, string>): Promise<void> {
+  for (const [partition, token] of leases) {
+    for (const stream of Object.values(setup.streams)) {
+      await ownership.take(partitionKeys.epoch(stream, setup.group, partition), setup.snapshots.cursorKey(stream, partition), token);
+    }
+  }
+}
+
+/** A real snapshot store whose first apply runs in Redis and then loses its reply, as when the connection drops right after. */
+class ReplyLostOnce extends SnapshotStore {
+  lost = 0;
+  override async applyBatch(input: ApplyBatchInput): Promise<ApplyBatchResult> {
+    const result = await super.applyBatch(input);
+    if (this.lost === 0 && result.applied > 0) {
+      this.lost++;
+      throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    }
+    return result;
+  }
+}
+
 describe('StreamProcessor with the profile handlers', () => {
-  it('folds entries published before its first start into snapshots and acks them', async () => {
+  it('folds entries published before its first start into snapshots and routes every one of them', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const commands = randomCommands(setup.streams, 400, 20, 1);
     await xaddAll(ctx.redis, commands);
@@ -27,47 +84,76 @@ describe('StreamProcessor with the profile handlers', () => {
     // The script has run before its reply reaches the processor's counters: wait for those too.
     const applied = () => Object.values(processor.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
+    // Nothing left behind: the group has routed everything (nothing pending in it), no partition holds anything unapplied.
     for (const stream of Object.values(setup.streams)) {
-      expect(await eventually(async () => (await pendingCount(ctx.redis, stream, setup.group)) === 0)).toBe(true);
+      expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).toEqual({ unrouted: 0, unapplied: 0 });
+      expect(await pendingCount(ctx.redis, stream, setup.group)).toBe(0);
     }
   });
 
-  it('resumes a restarted consumer from its own pending entries first, with nothing lost or doubled', async () => {
+  it('resumes a restarted processor on its own partitions at once (no lease wait), from where each is applied, with nothing lost or doubled', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
-    await started(setup.processor(ctx.server.client(), { consumer: 'c1' })).then((p) => p.stop());
-    const commands = randomCommands(setup.streams, 300, 10, 2);
+    const earlier = randomCommands(setup.streams, 100, 10, 2);
+    await xaddAll(ctx.redis, earlier);
+    const first = await started(setup.processor(ctx.server.client(), { consumer: 'c1' }));
+    expect(await eventually(async () => (await totals(setup)).applied === earlier.length)).toBe(true);
+    await first.stop();
+    // Then 'c1' crashed: it had routed new entries into its partitions and held their leases (for a
+    // minute), and died before applying them.
+    const commands = randomCommands(setup.streams, 300, 10, 20);
     await xaddAll(ctx.redis, commands);
-    // 'c1' was handed entries and died before applying them: they sit in its pending list.
-    for (const stream of Object.values(setup.streams)) {
-      await ctx.redis.xreadgroup('GROUP', setup.group, 'c1', 'COUNT', 50, 'STREAMS', stream, '>');
-    }
-    const pendingBefore = await pendingCount(ctx.redis, setup.streams.updates, setup.group);
-    expect(pendingBefore).toBeGreaterThan(0);
+    await routeAll(setup);
+    const ownership = new PartitionOwnership(ctx.redis, setup.group, 'c1', PARTITIONS, 60_000);
+    const leases = (await ownership.round()).held;
+    expect(leases.size).toBe(PARTITIONS);
+    await claimPartitions(setup, ownership, leases);
+    expect((await unprocessedAll(setup)).unapplied).toBe(commands.length);
+
     const restarted = await started(setup.processor(ctx.server.client(), { consumer: 'c1' }));
     const expected = await referenceFold(setup.eventStore, setup.streams);
-    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    // Well within the lease: it goes on with its own leases instead of waiting for them to run out.
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 5_000)).toBe(true);
+    expect(restarted.partitions.map((p) => [p.partition, p.token])).toEqual([...leases].sort(([a], [b]) => a - b));
     const applied = () => Object.values(restarted.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
+    expect(await totals(setup)).toEqual({ applied: earlier.length + commands.length, skipped: 0, deadLettered: 0 });
+    expect(await unprocessedAll(setup)).toEqual({ unrouted: 0, unapplied: 0 });
   });
 
-  it('never applies an entry twice when it is redelivered after being applied', async () => {
+  it('never applies an entry twice when it is delivered again after being applied: its reply lost, or the group set back', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
-    await xaddAll(ctx.redis, [[setup.streams.activity, 'user_id', '1', 'command', 'kick', 'object', 'x']]);
-    const first = await started(setup.processor(ctx.server.client(), { consumer: 'a' }));
-    await eventually(async () => (await setup.snapshots.read('1'))?.counters['kick'] === 1);
-    await first.stop();
-    // Simulate a crash between apply and ack: make the entry pending again for consumer 'a'.
-    await ctx.redis.xgroup('SETID', setup.streams.activity, setup.group, '0');
-    await ctx.redis.xreadgroup('GROUP', setup.group, 'a', 'STREAMS', setup.streams.activity, '>');
-    const second = await started(setup.processor(ctx.server.client(), { consumer: 'a' }));
-    await eventually(async () => (await pendingCount(ctx.redis, setup.streams.activity, setup.group)) === 0);
-    expect(second.stats()[setup.streams.activity]?.skipped).toBe(1);
+    const stream = setup.streams.activity;
+    await xaddAll(ctx.redis, [[stream, 'user_id', '1', 'command', 'kick', 'object', 'x']]);
+    // The apply script runs and its reply is lost with the connection: the processor sends the same batch again.
+    const client = ctx.server.client();
+    const snapshots = new ReplyLostOnce({ redis: client, keyPrefix: setup.keyPrefix, projection: 'profiles' });
+    const first = await started(
+      new StreamProcessor({ redis: client, eventStore: new RedisEventStore({ redis: client, catalog: setup.eventStore.catalog }), snapshots, handlers: setup.handlers, group: setup.group, consumer: 'a', blockMs: 100 }),
+    );
+    expect(await eventually(async () => first.stats()[stream]?.skipped === 1)).toBe(true);
+    expect(snapshots.lost).toBe(1);
     expect((await setup.snapshots.read('1'))?.counters['kick']).toBe(1);
+    expect(await setup.snapshots.totals(stream)).toEqual({ applied: 1, skipped: 1, deadLettered: 0 });
+    await first.stop();
+
+    // The group set back to the start (an older copy restored, an operator's XGROUP SETID) and the
+    // partitions' copies gone: the entry is routed into its partition a second time.
+    await ctx.redis.xgroup('SETID', stream, setup.group, '0');
+    for (let p = 0; p < PARTITIONS; p++) await ctx.redis.del(partitionKeys.stream(stream, setup.group, p));
+    const second = await started(setup.processor(ctx.server.client(), { consumer: 'b' }));
+    expect(await eventually(async () => (await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).unrouted === 0)).toBe(true);
+    const copies = await Promise.all([...Array(PARTITIONS).keys()].map((p) => ctx.redis.xlen(partitionKeys.stream(stream, setup.group, p))));
+    expect(copies.reduce((a, b) => a + b, 0)).toBe(1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(second.stats()[stream]?.applied).toBe(0);
+    expect((await setup.snapshots.read('1'))?.counters['kick']).toBe(1);
+    expect((await setup.snapshots.totals(stream)).applied).toBe(1);
+    expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).toEqual({ unrouted: 0, unapplied: 0 });
   });
 
   it('shares a group between processors with the snapshots equal to the fold of the log', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
-    const processors = await Promise.all([1, 2, 3].map(() => started(setup.processor(ctx.server.client(), { batchSize: 20 }))));
+    const processors = await Promise.all([1, 2, 3].map(() => started(setup.processor(ctx.server.client(), { batchSize: 20, rebalanceIntervalMs: 100 }))));
     const commands = randomCommands(setup.streams, 3000, 25, 3);
     await xaddAll(ctx.redis, commands, 100);
     const expected = await referenceFold(setup.eventStore, setup.streams);
@@ -77,22 +163,49 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
     await new Promise((r) => setTimeout(r, 200));
     expect(applied()).toBe(commands.length);
+    // Shared fairly: 12 partitions, 4 each, every one held by exactly one of them.
+    expect(await eventually(async () => processors.every((p) => p.partitions.length === PARTITIONS / 3))).toBe(true);
+    expect(processors.flatMap((p) => p.partitions.map((h) => h.partition)).sort((a, b) => a - b)).toEqual([...Array(PARTITIONS).keys()]);
+    expect(processors.every((p) => p.share.members === 3 && p.share.share === PARTITIONS / 3)).toBe(true);
   });
 
-  it('claims the pending entries of a consumer that died for good and removes it from the group', async () => {
+  it('takes over the partitions of a processor that died for good once its lease runs out, and drops it from the group', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     await started(setup.processor(ctx.server.client(), { consumer: 'ghost' })).then((p) => p.stop());
-    await xaddAll(ctx.redis, randomCommands(setup.streams, 100, 5, 4));
-    for (const stream of Object.values(setup.streams)) {
-      await ctx.redis.xreadgroup('GROUP', setup.group, 'ghost', 'STREAMS', stream, '>');
-    }
-    await ctx.redis.hset(processorKeys.heartbeats(setup.group), 'ghost', Date.now() - 60_000);
-    const living = await started(setup.processor(ctx.server.client(), { claimTimeoutMs: 300, claimIntervalMs: 100, gapFillAfterMs: 60_000 }));
+    const commands = randomCommands(setup.streams, 100, 5, 4);
+    await xaddAll(ctx.redis, commands);
+    // 'ghost' routed the entries, holds every partition with a 1 s lease, and died before applying anything.
+    await routeAll(setup);
+    const ghost = new PartitionOwnership(ctx.redis, setup.group, 'ghost', PARTITIONS, 1_000);
+    const ghostLeases = (await ghost.round()).held;
+    await claimPartitions(setup, ghost, ghostLeases);
+    const living = await started(setup.processor(ctx.server.client(), { leaseMs: 1_000, rebalanceIntervalMs: 100, gapFillAfterMs: 60_000 }));
+    // While the ghost's leases run, its partitions are its own: nothing is applied by another.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(living.partitions).toEqual([]);
+    expect((await totals(setup)).applied).toBe(0);
+
     const expected = await referenceFold(setup.eventStore, setup.streams);
     expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
     expect(Object.values(living.stats()).reduce((n, s) => n + s.claimed, 0)).toBeGreaterThan(0);
-    const consumers = async () => ((await ctx.redis.xinfo('CONSUMERS', setup.streams.updates, setup.group)) as unknown[][]).map((c) => String(c[1]));
-    expect(await eventually(async () => !(await consumers()).includes('ghost'))).toBe(true);
+    expect(living.partitions).toHaveLength(PARTITIONS);
+    // Each with a later fencing token than the ghost's, so the ghost could no longer write there.
+    for (const held of living.partitions) expect(Number(held.token)).toBeGreaterThan(Number(ghostLeases.get(held.partition)));
+    expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
+    expect(await unprocessedAll(setup)).toEqual({ unrouted: 0, unapplied: 0 });
+    expect(await ctx.redis.zscore(partitionKeys.members(setup.group), 'ghost')).toBeNull();
+    // The ghost come back to life: its apply, with its old token, is refused and writes nothing.
+    const stream = setup.streams.activity;
+    const [partition, token] = [...ghostLeases][0] as [number, string];
+    const stale = setup.snapshots.applyBatch({
+      stream,
+      entries: [{ entryId: '1-1', changes: [] }],
+      deadLetterStream: processorKeys.deadLetters(stream),
+      partition: { index: partition, stream: partitionKeys.stream(stream, setup.group, partition) },
+      fence: { key: partitionKeys.epoch(stream, setup.group, partition), token, code: 'RS_PARTITION_LOST' },
+    });
+    expect(String(await rejection(stale))).toMatch(/RS_PARTITION_LOST/);
+    expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
   });
 
   it('dead-letters undecodable and invalid entries with the reason and keeps going', async () => {
@@ -227,7 +340,8 @@ describe('regressions: replay deletes only snapshot hashes and counts what it st
     expect(await snapshots.read('a')).toMatchObject({ exists: true, fields: {}, counters: { orders: 2 } });
     expect(await snapshots.read('b')).toMatchObject({ exists: true, counters: { orders: 1 } });
     expect(await snapshots.read('stale')).toBeUndefined();
-    expect(await snapshots.cursor(stream)).toBe(ids[4]);
+    // Every partition of the live processors goes on after the rebuilt fold.
+    for (let p = 0; p < PARTITIONS; p++) expect(await snapshots.cursor(stream, p)).toBe(ids[4]);
     // The bad entry is dead-lettered once, however many passes go over it.
     expect(await ctx.redis.xlen(processorKeys.deadLetters(stream))).toBe(1);
     await replay({ redis: ctx.redis, eventStore, snapshots, handlers, pageSize: 2 });
