@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { HandlerRegistry, processorKeys, replay, ReplayImpossibleError, StreamProcessor, trimApplied } from '@redsource/processor';
+import { HandlerRegistry, partitionOfSubject, processorKeys, replay, ReplayImpossibleError, StreamProcessor, trimApplied } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
+import { PartitionRouter } from '../src/partitions/router.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 
 const ctx = useTestRedis();
@@ -17,7 +18,7 @@ function ordersSetup(prefix: string) {
     mutations: [{ op: 'increment', counter: 'orders' }],
   }));
   const processor = (settings: Partial<ConstructorParameters<typeof StreamProcessor>[0]> = {}) => {
-    const p = new StreamProcessor({ redis: ctx.redis, eventStore, snapshots, handlers, group: unique('g'), blockMs: 50, claimIntervalMs: 50, discoverIntervalMs: 50, ...settings });
+    const p = new StreamProcessor({ redis: ctx.redis, eventStore, snapshots, handlers, group: unique('g'), blockMs: 50, rebalanceIntervalMs: 50, discoverIntervalMs: 50, ...settings });
     ctx.track(p);
     return p;
   };
@@ -93,5 +94,30 @@ describe('retention', () => {
     await ctx.redis.del(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
     expect(await trimApplied(ctx.redis, stream, snapshots)).toBe(ids[4]);
     expect(await ctx.redis.xlen(stream)).toBe(6);
+  });
+
+  it('on partitions, never trims an entry that its partition has not applied, however far the other partitions are', async () => {
+    const prefix = `${unique('orders')}:`;
+    const stream = `${prefix}eu`;
+    const { snapshots } = ordersSetup(prefix);
+    // Two customers in different partitions of two.
+    const a = 'a';
+    const b = ['b', 'c', 'd', 'e', 'f', 'g'].find((c) => partitionOfSubject(c, 2) !== partitionOfSubject(a, 2)) ?? '';
+    const ids: Record<string, string[]> = { [a]: [], [b]: [] };
+    for (let i = 0; i < 10; i++) {
+      const customer = i % 2 === 0 ? a : b;
+      ids[customer]?.push((await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', customer)) ?? '');
+    }
+    await ctx.redis.xgroup('CREATE', stream, 'g', '0');
+    await new PartitionRouter(ctx.redis, 'g', 2, () => ['customer']).route(stream);
+    const partitioned = { group: 'g', partitions: 2 };
+    // Nothing applied anywhere: nothing to trim.
+    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[a]?.[0]);
+    expect(await ctx.redis.xlen(stream)).toBe(10);
+    // a's partition has applied everything, b's only its first two entries: b's third is kept, and all after it.
+    await ctx.redis.set(snapshots.cursorKey(stream, partitionOfSubject(a, 2)), ids[a]?.[4] ?? '');
+    await ctx.redis.set(snapshots.cursorKey(stream, partitionOfSubject(b, 2)), ids[b]?.[1] ?? '');
+    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[b]?.[2]);
+    expect((await ctx.redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([ids[b]?.[2], ids[a]?.[3], ids[b]?.[3], ids[a]?.[4], ids[b]?.[4]]);
   });
 });
