@@ -46,7 +46,6 @@ export const bookkeeping: Benchmark = async (ctx) => {
     streams: [stream],
     group: 'bench-bookkeeping',
     retention: true,
-    claimIntervalMs: 100,
     blockMs: 100,
   });
   await processor.start();
