@@ -14,7 +14,7 @@ import { DeadLetters, replay, type StreamProcessor } from '@redsource/processor'
 import { anyBytes, anyName, personalFieldName } from './support/arbitraries.ts';
 import { isolatedProfileSetup } from './support/profile-setup.ts';
 import { referenceFold, snapshotDifferences } from './support/model.ts';
-import { eventually, useTestRedis } from './support/redis.ts';
+import { eventually, unprocessed, useTestRedis } from './support/redis.ts';
 
 const ctx = useTestRedis();
 
@@ -114,7 +114,7 @@ class RestartProcessor implements fc.AsyncCommand<Model, Real> {
   check = () => true;
   async run(_model: Model, real: Real): Promise<void> {
     await real.processor.stop();
-    real.processor = ctx.track(real.setup.processor(ctx.server.client(), { claimIntervalMs: 50 }));
+    real.processor = ctx.track(real.setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 }));
     await real.processor.start();
   }
   toString = () => 'RestartProcessor';
@@ -128,7 +128,7 @@ class Rebuild implements fc.AsyncCommand<Model, Real> {
     await real.processor.stop();
     const { setup } = real;
     await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers });
-    real.processor = ctx.track(setup.processor(ctx.server.client(), { claimIntervalMs: 50 }));
+    real.processor = ctx.track(setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 }));
     await real.processor.start();
   }
   toString = () => 'Rebuild';
@@ -153,6 +153,8 @@ async function checkAgainstModel(model: Model, setup: Setup): Promise<void> {
     };
     expect(await eventually(async () => (await handled()) >= entries.length, 10_000), `${key}: ${await handled()} of ${entries.length} handled`).toBe(true);
     expect(await handled()).toBe(entries.length);
+    // Nothing left to route, nothing routed into a partition and not applied there.
+    expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).toEqual({ unrouted: 0, unapplied: 0 });
     const letters = await dead.list(stream, { count: 10_000 });
     const byEntry = new Map(letters.map((l) => [l.entryId, l]));
     // Each entry dead-lettered at most once, every dead letter with a reason that has a code.
@@ -191,7 +193,7 @@ describe('the processor against the reference model (fast-check, real Redis)', (
     await fc.assert(
       fc.asyncProperty(commands, async (cmds) => {
         const setup = isolatedProfileSetup(ctx.redis);
-        const real: Real = { setup, processor: ctx.track(setup.processor(ctx.server.client(), { claimIntervalMs: 50 })) };
+        const real: Real = { setup, processor: ctx.track(setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 })) };
         await real.processor.start();
         const model: Model = { entries: [], eventIds: new Map() };
         try {
