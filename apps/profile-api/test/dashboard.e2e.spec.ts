@@ -12,6 +12,7 @@ import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
+import { partitionOfSubject } from '../../../packages/processor/src/partitions/subject.ts';
 
 /** Debian's chromium (`apt-get install -y chromium`; .ci/run installs it). Without it this file is skipped. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -30,6 +31,8 @@ let browser: Browser | undefined;
 let page: Page;
 let base: string;
 const consumer = unique('dashboard-consumer');
+/** The processor's default partition count (the app's too, without REDSOURCE_PARTITIONS). */
+const ALL_PARTITIONS = Array.from({ length: 12 }, (_, p) => p);
 /** A stream whose name is markup: it must show as text. Added to the status only for the escaping test. */
 const hostile = unique('<img src=x onerror="window.__xss=1">');
 const extraStreams: string[] = [];
@@ -110,10 +113,12 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     expect(await shown(updates, 'deadLetters')).toBe(1);
     expect(await shown(activity, 'length')).toBe(2);
     expect(await shown(friends, 'length')).toBe(1);
-    // The consumer, with its idle time.
+    // The consumer: a live member of the group holding every partition (it runs alone), with its heartbeat.
     const row = page.locator(`[data-stream="${updates}"] tr[data-consumer="${consumer}"]`);
     await row.waitFor();
-    expect(await row.locator('td').nth(2).textContent()).toMatch(/\d+(\.\d)? (ms|s)/);
+    expect(await row.locator('td').nth(1).textContent()).toBe('yes');
+    await expect.poll(() => row.locator('td').nth(2).textContent()).toBe(`0–${ALL_PARTITIONS.length - 1}`);
+    expect(await row.locator('td').nth(3).textContent()).toMatch(/^\d+(\.\d)? (ms|s) ago$/);
     await expect.poll(() => page.locator('#connection').getAttribute('data-state')).toBe('live');
 
     // Which figures are group-wide (kept in Redis) and which one process's own.
@@ -155,6 +160,39 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     expect(errors).toEqual([]);
   }, 60_000);
 
+  it("shows every partition of a stream: its owner, cursor and what waits in it", async () => {
+    const { friends } = setup.streams;
+    const card = page.locator(`[data-stream="${friends}"]`);
+    const rows = card.locator('table.partitions tbody tr');
+    await expect.poll(() => rows.count()).toBe(ALL_PARTITIONS.length);
+    await expect.poll(() => card.locator('[data-field="partitionSummary"]').textContent()).toBe(`${ALL_PARTITIONS.length} of ${ALL_PARTITIONS.length} owned`);
+    // The page shows what Redis holds: each partition's lease holder and applied position.
+    const status = await streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [friends] });
+    for (const p of status[0]?.partitions ?? []) {
+      const cells = rows.nth(p.partition).locator('td');
+      expect(await cells.allTextContents()).toEqual([String(p.partition), consumer, p.cursor, '0', '–']);
+    }
+    expect(status[0]?.partitions.some((p) => p.cursor !== '0-0')).toBe(true);
+
+    // A rebuild holds the stream: entries are routed, not applied; they wait in their user's partition, and only there.
+    await setup.snapshots.hold(friends);
+    try {
+      await xaddAll(ctx.redis, [1, 2, 3, 4].map((i): RawCommand => [friends, 'user_id', 'u5', 'command', 'add', 'friend_id', `f${i}`]));
+      const u5 = partitionOfSubject('u5', ALL_PARTITIONS.length);
+      await expect.poll(() => rows.nth(u5).locator('td').nth(3).textContent(), { timeout: 10_000 }).toBe('4');
+      expect(await rows.nth(u5).getAttribute('data-behind')).toBe('true');
+      expect(await rows.nth(u5).locator('td').nth(4).textContent()).toMatch(/^\d+(\.\d)? (ms|s)$/);
+      expect(await card.locator('tr[data-behind="true"]').count()).toBe(1);
+      expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('4');
+      expect(await card.locator('[data-field="lag"]').textContent()).toBe('0');
+      expect(await card.locator('[data-field="state"]').textContent()).toBe('held by a rebuild');
+    } finally {
+      await setup.snapshots.release(friends);
+    }
+    await expect.poll(() => card.locator('tr[data-behind="true"]').count(), { timeout: 10_000 }).toBe(0);
+    await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('up to date');
+  }, 30_000);
+
   it('puts names into the page as text, and shows catch-up and rebuild state', async () => {
     await xaddAll(ctx.redis, [[hostile, 'user_id', 'u1', 'command', 'register', 'name', '<b>x</b>'], [hostile, 'user_id', 'u2', 'command', 'delete']]);
     extraStreams.push(hostile);
@@ -165,14 +203,22 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     expect(await page.locator('img').count()).toBe(0);
     expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
 
-    // No processor reads it: two entries to apply, none applied.
-    expect(await card.locator('[data-field="state"]').textContent()).toBe('catching up');
+    // No processor of the group has started on it: no group, nothing says how much will be routed.
+    expect(await card.locator('[data-field="state"]').textContent()).toBe('no group yet');
+    expect(await card.locator('[data-field="lag"]').textContent()).toBe('–');
+    // The group's processors are listed all the same: they are the group's, not the stream's.
+    expect(await card.locator('table.consumers tbody tr').getAttribute('data-consumer')).toBe(consumer);
+
+    // With the group (as a processor creates it), nothing routed yet: two entries to apply, none applied.
+    await ctx.redis.xgroup('CREATE', hostile, setup.group, '0');
+    await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('catching up');
+    expect(await card.locator('[data-field="lag"]').textContent()).toBe('2');
+    expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('0');
     expect(await card.locator('.progress').isVisible()).toBe(true);
     expect(await card.locator('.progress-text').textContent()).toBe('2 to apply · 0.0% applied');
-    expect(await card.locator('tbody').textContent()).toBe('no consumers in the group');
 
-    // A replay holding the stream: its cursor reads "rebuilding".
-    await ctx.redis.set(setup.snapshots.cursorKey(hostile), 'rebuilding');
+    // A replay holding the stream.
+    await setup.snapshots.hold(hostile);
     await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('held by a rebuild');
     expect(await card.locator('.progress .bar').getAttribute('data-indeterminate')).toBe('true');
     // The panel for a running rebuild stays hidden while status.json names none.
@@ -199,8 +245,9 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     const stream = 'rate_stream';
     const state = { applied: 100, fail: false };
     const row = (): StreamStatus => ({
-      stream, length: state.applied, lastEntryId: undefined, lag: 0, pending: 0, oldestPendingMs: undefined, consumers: [], cursor: '0-0',
-      unapplied: 0, applied: state.applied, skipped: 0, deadLettered: 0, deadLetters: 0, avgBatchMs: undefined, lastBatchMs: undefined,
+      stream, group: 'g', length: state.applied, lastEntryId: undefined, lag: 0, routedTo: undefined, oldestUnroutedMs: undefined, unapplied: 0,
+      oldestUnappliedMs: undefined, backlog: 0, partitionCount: 1, partitions: [{ partition: 0, owner: 'c', token: '1', cursor: '0-0', unapplied: 0, oldestUnappliedMs: undefined }],
+      members: 1, consumers: [], heldByRebuild: false, applied: state.applied, skipped: 0, deadLettered: 0, deadLetters: 0, avgBatchMs: undefined, lastBatchMs: undefined,
       lastError: undefined, lastErrorAt: undefined, waiting: undefined,
     });
     const bare = Fastify();

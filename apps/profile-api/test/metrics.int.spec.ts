@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { streamStatus, type StreamStatus } from '@redsource/processor';
@@ -12,8 +13,13 @@ let app: FastifyInstance;
 let statusCalls = 0;
 const apps: FastifyInstance[] = [];
 
+/** The processors' partition count here: the app passes REDSOURCE_PARTITIONS the same way. */
+const PARTITIONS = 4;
 const readStatus = (): Promise<StreamStatus[]> =>
-  streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates, setup.streams.activity, setup.streams.friends] });
+  streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates, setup.streams.activity, setup.streams.friends], partitions: PARTITIONS });
+/** The partition route.lua puts a subject in (the first 32 bits of its SHA-1, modulo the count), computed here on its own. */
+const partitionOf = (subject: string) => Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
+const PARTITION_LABELS = Array.from({ length: PARTITIONS }, (_, p) => String(p));
 
 async function newApp(status?: () => Promise<readonly StreamStatus[]>): Promise<FastifyInstance> {
   const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: undefined }), ...(status ? { status } : {}) });
@@ -67,15 +73,15 @@ beforeAll(async () => {
   for (let i = 1; i <= 5; i++) commands.push([friends, 'user_id', 'u1', 'command', 'add', 'friend_id', `f${i}`]);
   await xaddAll(ctx.redis, commands);
 
-  const processor = setup.processor(ctx.server.client(), { heartbeatMs: 50 });
+  const processor = setup.processor(ctx.server.client(), { consumer: 'metrics-first', heartbeatMs: 50, partitions: PARTITIONS });
   await processor.start();
   try {
-    // Done: every entry applied or dead-lettered, nothing pending, and the consumer's report (batch timings) written.
+    // Done: every entry routed and applied or dead-lettered, and the consumer's report (batch timings) written.
     const settled = await eventually(async () => {
       const rows = await readStatus();
       const u = rows.find((r) => r.stream === updates);
       const f = rows.find((r) => r.stream === friends);
-      return u?.applied === 30 && u.deadLettered === 2 && u.pending === 0 && u.avgBatchMs !== undefined && f?.applied === 5 && f.pending === 0;
+      return u?.applied === 30 && u.deadLettered === 2 && u.lag === 0 && u.unapplied === 0 && u.avgBatchMs !== undefined && f?.applied === 5 && f.unapplied === 0;
     }, 20_000);
     expect(settled, 'processor did not finish the scenario').toBe(true);
   } finally {
@@ -107,10 +113,11 @@ describe('GET /metrics', () => {
     expect(value(samples, 'redsource_stream_dead_letters', updates)).toBe(2);
     expect(value(samples, 'redsource_stream_skipped_total', updates)).toBe(0);
     expect(value(samples, 'redsource_stream_unapplied', updates)).toBe(0);
-    expect(value(samples, 'redsource_stream_pending', updates)).toBe(0);
     expect(value(samples, 'redsource_stream_lag', updates)).toBe(0);
-    expect(value(samples, 'redsource_stream_oldest_pending_seconds', updates)).toBe(0);
-    expect(value(samples, 'redsource_stream_consumers', updates)).toBe(1);
+    expect(value(samples, 'redsource_stream_oldest_unrouted_seconds', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_oldest_unapplied_seconds', updates)).toBe(0);
+    expect(value(samples, 'redsource_stream_partitions', updates)).toBe(PARTITIONS);
+    expect(value(samples, 'redsource_stream_held_by_rebuild', updates)).toBe(0);
     expect(value(samples, 'redsource_stream_batch_avg_seconds', updates)).toBeGreaterThan(0);
     expect(value(samples, 'redsource_stream_batch_last_seconds', updates)).toBeGreaterThan(0);
 
@@ -119,9 +126,21 @@ describe('GET /metrics', () => {
     expect(value(samples, 'redsource_stream_dead_lettered_total', friends)).toBe(0);
     expect(value(samples, 'redsource_stream_length', activity)).toBe(0);
 
-    const consumer = samples.find((s) => s.name === 'redsource_consumer_idle_seconds' && s.labels['stream'] === setup.streams.updates);
-    expect(consumer?.labels['consumer']).toMatch(/.+/);
-    expect(consumer?.value).toBeGreaterThanOrEqual(0);
+    // The processor stopped: it gave every partition back and left the group; nothing waits in any partition.
+    for (const partition of PARTITION_LABELS) {
+      expect(value(samples, 'redsource_partition_owned', { ...updates, partition })).toBe(0);
+      expect(value(samples, 'redsource_partition_owned', { ...updates, partition, owner: '' })).toBe(0);
+      expect(value(samples, 'redsource_partition_unapplied', { ...updates, partition })).toBe(0);
+    }
+    expect(value(samples, 'redsource_group_members', { group: setup.group })).toBe(0);
+    const gone = { group: setup.group, consumer: 'metrics-first' };
+    expect(value(samples, 'redsource_consumer_member', gone)).toBe(0);
+    expect(value(samples, 'redsource_consumer_partitions', gone)).toBe(0);
+    expect(value(samples, 'redsource_consumer_heartbeat_age_seconds', gone)).toBeGreaterThanOrEqual(0);
+    // What only the old design had is gone.
+    for (const name of ['redsource_stream_pending', 'redsource_stream_oldest_pending_seconds', 'redsource_consumer_pending', 'redsource_consumer_idle_seconds', 'redsource_stream_consumers']) {
+      expect(text).not.toContain(name);
+    }
 
     // The totals Redis keeps are counters (rate() and increase() apply); the levels are gauges.
     expect(text).toContain('# TYPE redsource_stream_applied_total counter');
@@ -137,8 +156,52 @@ describe('GET /metrics', () => {
     await xaddAll(ctx.redis, [[setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'], [setup.streams.activity, 'user_id', 'u2', 'command', 'kick']]);
     const { samples } = await scrape(app);
     expect(value(samples, 'redsource_stream_length', { stream: setup.streams.activity })).toBe((before ?? 0) + 2);
-    // No processor runs now: both wait to be applied.
-    expect(value(samples, 'redsource_stream_unapplied', { stream: setup.streams.activity })).toBe(2);
+    // No processor runs now: both wait to be routed, none in a partition yet.
+    expect(value(samples, 'redsource_stream_lag', { stream: setup.streams.activity })).toBe(2);
+    expect(value(samples, 'redsource_stream_oldest_unrouted_seconds', { stream: setup.streams.activity })).toBeGreaterThanOrEqual(0);
+    expect(value(samples, 'redsource_stream_unapplied', { stream: setup.streams.activity })).toBe(0);
+  });
+
+  it('per partition: who holds it and what waits in it; the live members of the group', async () => {
+    const { friends } = setup.streams;
+    const consumer = 'metrics-live';
+    const processor = ctx.track(setup.processor(ctx.server.client(), { consumer, heartbeatMs: 50, partitions: PARTITIONS, rebalanceIntervalMs: 50, leaseMs: 1_000 }));
+    await processor.start();
+    expect(await eventually(async () => (await readStatus()).every((r) => r.lag === 0 && r.unapplied === 0 && r.partitions.every((p) => p.owner === consumer)), 10_000)).toBe(true);
+    let { samples } = await scrape(app);
+    expect(value(samples, 'redsource_group_members', { group: setup.group })).toBe(1);
+    expect(value(samples, 'redsource_consumer_partitions', { group: setup.group, consumer })).toBe(PARTITIONS);
+    expect(value(samples, 'redsource_consumer_member', { group: setup.group, consumer })).toBe(1);
+    for (const partition of PARTITION_LABELS) {
+      expect(value(samples, 'redsource_partition_owned', { stream: friends, partition, owner: consumer })).toBe(1);
+      expect(value(samples, 'redsource_partition_unapplied', { stream: friends, partition, owner: consumer })).toBe(0);
+    }
+
+    // A rebuild holds the stream: the processor routes new entries but applies none, so they wait in their subject's partition.
+    await setup.snapshots.hold(friends);
+    try {
+      await xaddAll(ctx.redis, [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]));
+      expect(await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 3, 10_000)).toBe(true);
+      ({ samples } = await scrape(app));
+      const u7 = partitionOf('u7');
+      for (const partition of PARTITION_LABELS) {
+        expect(value(samples, 'redsource_partition_unapplied', { stream: friends, partition, owner: consumer }), `partition ${partition}`).toBe(partition === String(u7) ? 3 : 0);
+      }
+      expect(value(samples, 'redsource_partition_oldest_unapplied_seconds', { stream: friends, partition: String(u7) })).toBeGreaterThanOrEqual(0);
+      expect(value(samples, 'redsource_stream_unapplied', { stream: friends })).toBe(3);
+      expect(value(samples, 'redsource_stream_lag', { stream: friends })).toBe(0);
+      expect(value(samples, 'redsource_stream_held_by_rebuild', { stream: friends })).toBe(1);
+    } finally {
+      await setup.snapshots.release(friends);
+    }
+    expect(await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 0, 10_000)).toBe(true);
+
+    // Stopped: it hands the partitions back and leaves; they show free until another processor takes them.
+    await processor.stop();
+    ({ samples } = await scrape(app));
+    expect(value(samples, 'redsource_group_members', { group: setup.group })).toBe(0);
+    expect(value(samples, 'redsource_consumer_member', { group: setup.group, consumer })).toBe(0);
+    for (const partition of PARTITION_LABELS) expect(value(samples, 'redsource_partition_owned', { stream: friends, partition, owner: '' })).toBe(0);
   });
 
   it('reads the status once per scrape, whatever the number of metrics', async () => {
@@ -186,7 +249,7 @@ describe('GET /metrics', () => {
     });
     const { samples } = await scrape(broken);
     expect(value(samples, 'redsource_status_up')).toBe(0);
-    expect(samples.filter((s) => s.name.startsWith('redsource_stream_'))).toEqual([]);
+    expect(samples.filter((s) => /^redsource_(stream|partition|group|consumer)_/.test(s.name))).toEqual([]);
     // The process metrics are still there. (Their value may be 0: prom-client counts CPU since the
     // registry was made, which a fast test can leave below a microsecond's resolution.)
     expect(samples.map((s) => s.name)).toContain('process_cpu_user_seconds_total');

@@ -8,7 +8,7 @@ export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
 export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError, RebuildRunningError, RebuildLeaseLostError } from './errors.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
-export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatus, type StatusOptions } from './status.ts';
+export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatus, type StatusOptions, type PartitionStatus } from './status.ts';
 export type { WaitingOnRedis } from './redis-wait.ts';
 export { trimApplied } from './retention.ts';
 export { discoverStreams } from './discovery.ts';

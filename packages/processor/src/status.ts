@@ -3,16 +3,25 @@ import type { SnapshotStore } from '@redsource/snapshot-store';
 import { describeRedisUnavailable, type RedisUnavailableKind } from '@redsource/event-store';
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
+import { processorSettingsSchema } from './options.ts';
+import { countFrom, idTime, readOwnership, readPartitionCount, readPartitions, type PartitionStatus } from './partitions/status.ts';
 import type { StreamStats } from './stats.ts';
+
+export type { PartitionStatus } from './partitions/status.ts';
 
 export interface ConsumerStatus {
   readonly name: string;
-  readonly pending: number;
-  /** Since its last read or claim (ms). */
-  readonly idleMs: number;
+  /**
+   * In the group's live members now (its membership renewed within the lease time): it gets a share
+   * of the partitions. False for a processor that stopped (it leaves) or died (its membership ran
+   * out); undefined when the members cannot be read.
+   */
+  readonly member: boolean | undefined;
+  /** The partitions it holds the lease of now (a lease covers that partition of every stream). */
+  readonly partitions: readonly number[];
   /** Since its last heartbeat (ms); undefined if it never sent one. */
   readonly heartbeatAgeMs: number | undefined;
-  /** What this consumer reported with its last heartbeat. */
+  /** What this consumer reported for this stream with its last heartbeat. */
   readonly stats: Readonly<StreamStats> | undefined;
 }
 
@@ -31,18 +40,35 @@ export interface StreamWaiting {
 
 export interface StreamStatus {
   readonly stream: string;
+  /** The consumer group (the processors' REDSOURCE_GROUP) these figures are of. */
+  readonly group: string;
   readonly length: number;
   readonly lastEntryId: string | undefined;
-  /** Entries not yet delivered to the group (XINFO GROUPS lag); undefined if Redis cannot tell. */
+  /**
+   * Entries of the stream not yet routed into the group's partitions (the source group's lag: the
+   * route script reads and acknowledges in one step). Undefined while the group does not exist on
+   * the stream (no processor of the group has started on it).
+   */
   readonly lag: number | undefined;
-  readonly pending: number;
-  /** How long the oldest pending entry has waited since its last delivery (ms). */
-  readonly oldestPendingMs: number | undefined;
-  readonly consumers: readonly ConsumerStatus[];
-  /** Applied position of the snapshots (last applied entry id). */
-  readonly cursor: string;
-  /** Entries between the cursor and the end of the stream. */
+  /** How far the stream is routed (the group's last-delivered-id); undefined without a group. */
+  readonly routedTo: string | undefined;
+  /** Age of the oldest entry not yet routed (now minus its id's time); undefined when none waits. */
+  readonly oldestUnroutedMs: number | undefined;
+  /** Entries routed and not yet applied: the sum over the partitions. */
   readonly unapplied: number;
+  /** Age of the oldest routed entry not yet applied, over every partition; undefined when none waits. */
+  readonly oldestUnappliedMs: number | undefined;
+  /** Entries of the stream not applied yet, wherever they wait: lag + unapplied (undefined without a group). */
+  readonly backlog: number | undefined;
+  /** How many partitions the group routes the stream to (the stored count once routing started). */
+  readonly partitionCount: number;
+  readonly partitions: readonly PartitionStatus[];
+  /** The group's live members (processors sharing the partitions); undefined when the members cannot be read. */
+  readonly members: number | undefined;
+  /** Every processor of the group known now: live members, lease holders and recent heartbeats. */
+  readonly consumers: readonly ConsumerStatus[];
+  /** A rebuild (`replay`) holds the stream: nothing is applied until it has switched the snapshots over. */
+  readonly heldByRebuild: boolean;
   readonly applied: number;
   readonly skipped: number;
   readonly deadLettered: number;
@@ -62,55 +88,80 @@ export interface StatusOptions {
   readonly streams: readonly string[];
   readonly group: string;
   readonly snapshots: SnapshotStore<unknown>;
+  /**
+   * The partition count the processors are configured with (REDSOURCE_PARTITIONS); a stream's
+   * stored count wins once it is routed. Default: the processor's default.
+   */
+  readonly partitions?: number | undefined;
 }
 
 /** Everything `redsource status` shows, per stream: read from Redis, so it covers every processor. */
 export async function streamStatus(options: StatusOptions): Promise<StreamStatus[]> {
   const { redis, group, snapshots } = options;
-  const reports = parseReports(await redis.hgetall(processorKeys.consumerStats(group)));
-  const heartbeats = await redis.hgetall(processorKeys.heartbeats(group));
-  // A processor waiting because Redis refuses writes cannot say so: its heartbeat is a write too.
-  // Redis's own state tells it for every consumer at once.
-  const refusal = await writeRefusal(redis);
+  const configured = options.partitions ?? DEFAULT_PARTITIONS;
   const now = Date.now();
+  const [reportHash, heartbeats, refusal, counts] = await Promise.all([
+    redis.hgetall(processorKeys.consumerStats(group)),
+    redis.hgetall(processorKeys.heartbeats(group)),
+    // A processor waiting because Redis refuses writes cannot say so: its heartbeat is a write too.
+    // Redis's own state tells it for every consumer at once.
+    writeRefusal(redis),
+    Promise.all(options.streams.map((stream) => readPartitionCount(redis, stream, group, configured))),
+  ]);
+  const reports = parseReports(reportHash);
+  // Leases are the group's, one per partition of every stream: read once, as many as the widest stream has.
+  const ownership = await readOwnership(redis, group, Math.max(configured, ...counts), now);
+  const holdings = new Map<string, number[]>();
+  for (const [p, lease] of [...ownership.leases].sort(([a], [b]) => a - b)) holdings.set(lease.owner, [...(holdings.get(lease.owner) ?? []), p]);
+  const live = ownership.members && new Set(ownership.members.map((m) => m.name));
+  const names = [...new Set([...(ownership.members ?? []).map((m) => m.name), ...holdings.keys(), ...Object.keys(heartbeats)])].sort();
   return Promise.all(
-    options.streams.map(async (stream): Promise<StreamStatus> => {
-      const [length, last, groupInfo, consumers, oldest, cursor, totals, deadLetters] = await Promise.all([
+    options.streams.map(async (stream, i): Promise<StreamStatus> => {
+      const count = counts[i] ?? configured;
+      const [length, last, groupInfo, totals, deadLetters, hold, partitions] = await Promise.all([
         redis.xlen(stream),
         redis.xrevrange(stream, '+', '-', 'COUNT', 1),
         redis.xinfo('GROUPS', stream).catch(() => []) as Promise<unknown[][]>,
-        redis.xinfo('CONSUMERS', stream, group).catch(() => []) as Promise<unknown[][]>,
-        redis.xpending(stream, group, 'IDLE', 0, '-', '+', 1).catch(() => []) as Promise<unknown[][]>,
-        snapshots.cursor(stream),
         snapshots.totals(stream),
         redis.xlen(processorKeys.deadLetters(stream)),
+        redis.get(snapshots.holdKey(stream)),
+        readPartitions(redis, stream, group, count, (p) => snapshots.cursorKey(stream, p), ownership, now),
       ]);
       const info = groupInfo.map(toObject).find((g) => g['name'] === group);
-      const consumerRows = consumers.map(toObject).map((c): ConsumerStatus => {
-        const name = String(c['name']);
+      const routedTo = info ? String(info['last-delivered-id'] ?? '0-0') : undefined;
+      const { lag, oldestUnroutedMs } = await unrouted(redis, stream, info, routedTo, now);
+      const consumers = names.map((name): ConsumerStatus => {
         const beat = heartbeats[name];
         return {
           name,
-          pending: Number(c['pending'] ?? 0),
-          idleMs: Number(c['idle'] ?? 0),
+          member: live?.has(name),
+          // A copy per row: a value shared between rows reads as a cycle to a serializer that guards against them.
+          partitions: [...(holdings.get(name) ?? [])],
           heartbeatAgeMs: beat === undefined ? undefined : now - Number(beat),
           stats: reports.get(name)?.[stream],
         };
       });
-      const stats = consumerRows.flatMap((c) => (c.stats ? [c.stats] : []));
+      const stats = consumers.flatMap((c) => (c.stats ? [c.stats] : []));
       const batches = stats.reduce((n, s) => n + s.batches, 0);
       const latestError = stats.filter((s) => s.lastErrorAt !== undefined).sort((a, b) => (b.lastErrorAt ?? 0) - (a.lastErrorAt ?? 0))[0];
-      const lastEntryId = last[0]?.[0];
+      const unapplied = partitions.reduce((n, p) => n + p.unapplied, 0);
+      const ages = partitions.flatMap((p) => (p.oldestUnappliedMs === undefined ? [] : [p.oldestUnappliedMs]));
       return {
         stream,
+        group,
         length,
-        lastEntryId,
-        lag: info && info['lag'] !== null && info['lag'] !== undefined ? Number(info['lag']) : undefined,
-        pending: info ? Number(info['pending'] ?? 0) : 0,
-        oldestPendingMs: oldest[0] ? Number(oldest[0][2]) : undefined,
-        consumers: consumerRows,
-        cursor,
-        unapplied: cursor === lastEntryId ? 0 : await countAfter(redis, stream, cursor),
+        lastEntryId: last[0]?.[0],
+        lag,
+        routedTo,
+        oldestUnroutedMs,
+        unapplied,
+        oldestUnappliedMs: ages.length > 0 ? Math.max(...ages) : undefined,
+        backlog: lag === undefined ? undefined : lag + unapplied,
+        partitionCount: count,
+        partitions,
+        members: ownership.members?.length,
+        consumers,
+        heldByRebuild: hold !== null,
         applied: totals.applied,
         skipped: totals.skipped,
         deadLettered: totals.deadLettered,
@@ -119,10 +170,36 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
         lastBatchMs: stats.map((s) => s.lastBatchMs).find((ms) => ms > 0),
         lastError: latestError?.lastError,
         lastErrorAt: latestError?.lastErrorAt,
-        waiting: waitingOf(consumerRows, refusal),
+        waiting: waitingOf(consumers, refusal),
       };
     }),
   );
+}
+
+/** The processor's default partition count, when the app passes none. */
+const DEFAULT_PARTITIONS = processorSettingsSchema.shape.partitions.parse(undefined);
+
+/**
+ * Entries not routed yet, and the oldest one's age. XINFO GROUPS counts them (lag) except where it
+ * cannot tell (null: entries deleted in between, or trimmed past the group): then they are counted
+ * from the group's last-delivered-id.
+ */
+async function unrouted(
+  redis: Redis,
+  stream: string,
+  info: Record<string, unknown> | undefined,
+  routedTo: string | undefined,
+  now: number,
+): Promise<{ lag: number | undefined; oldestUnroutedMs: number | undefined }> {
+  if (!info || routedTo === undefined) return { lag: undefined, oldestUnroutedMs: undefined };
+  const after = /^\d+-\d+$/.test(routedTo) ? `(${routedTo}` : '-';
+  const reported = info['lag'];
+  const [lag, next] = await Promise.all([
+    reported === null || reported === undefined ? countFrom(redis, stream, after) : Promise.resolve(Number(reported)),
+    redis.xrange(stream, after, '+', 'COUNT', 1),
+  ]);
+  const first = next[0]?.[0];
+  return { lag: first === undefined ? 0 : Math.max(lag, 1), oldestUnroutedMs: first === undefined ? undefined : Math.max(0, now - idTime(first)) };
 }
 
 function waitingOf(consumers: readonly ConsumerStatus[], refusal: Refusal | undefined): StreamWaiting | undefined {
@@ -163,20 +240,6 @@ async function writeRefusal(redis: Redis): Promise<Refusal | undefined> {
   // does not show: that case is known from the consumers' reports once a heartbeat gets through.
   if (info.get('aof_last_write_status') === 'err') return refusal('MISCONF', 'INFO aof_last_write_status:err');
   return undefined;
-}
-
-/** Entries after an id, counted without reading them all: XLEN minus the entries up to the id. */
-async function countAfter(redis: Redis, stream: string, cursor: string): Promise<number> {
-  if (!/^\d+-\d+$/.test(cursor)) return redis.xlen(stream);
-  // Redis 7.0 has no XCOUNT; the cursor is near the end when healthy, so page from it.
-  let count = 0;
-  let from = `(${cursor}`;
-  for (;;) {
-    const page = await redis.xrange(stream, from, '+', 'COUNT', 10_000);
-    count += page.length;
-    if (page.length < 10_000) return count;
-    from = `(${page[page.length - 1]?.[0] ?? ''}`;
-  }
 }
 
 function parseReports(hash: Record<string, string>): Map<string, Record<string, StreamStats>> {

@@ -3,36 +3,59 @@ import type { StreamStatus } from '@redsource/processor';
 
 const ms = (value: number | undefined) => (value === undefined ? '-' : value < 10_000 ? `${Math.round(value)}ms` : `${(value / 1000).toFixed(1)}s`);
 
-/** A plain-text table of `streamStatus()`; `--json` prints the objects instead. */
+const count = (value: number | undefined) => (value === undefined ? '-' : String(value));
+
+/**
+ * A plain-text view of `streamStatus()`: one line per stream, then each stream's partitions (owner,
+ * cursor, what waits in them) and the group's processors; `--json` prints the objects instead.
+ */
 export function renderStatus(rows: readonly StreamStatus[], group: string): string {
-  const header = ['stream', 'length', 'lag', 'pending', 'oldest pending', 'unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'avg batch', 'last batch', 'cursor', 'waiting'];
+  const header = ['stream', 'length', 'lag', 'oldest unrouted', 'unapplied', 'oldest unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'partitions owned', 'avg batch', 'last batch', 'state'];
   const body = rows.map((r) => [
     r.stream,
     String(r.length),
-    r.lag === undefined ? '-' : String(r.lag),
-    String(r.pending),
-    ms(r.oldestPendingMs),
+    r.lag === undefined ? 'no group' : String(r.lag),
+    ms(r.oldestUnroutedMs),
     String(r.unapplied),
+    ms(r.oldestUnappliedMs),
     String(r.applied),
     String(r.skipped),
     String(r.deadLettered),
     String(r.deadLetters),
+    `${r.partitions.filter((p) => p.owner !== undefined).length}/${r.partitionCount}`,
     r.avgBatchMs === undefined ? '-' : `${r.avgBatchMs.toFixed(2)}ms`,
     r.lastBatchMs === undefined ? '-' : `${r.lastBatchMs.toFixed(2)}ms`,
-    r.cursor,
-    r.waiting?.kind ?? '-',
+    r.waiting ? `waiting (${r.waiting.kind})` : r.heldByRebuild ? 'held by a rebuild' : 'ok',
   ]);
-  const lines = [`group ${group}`, table(header, body)];
+  const members = rows[0]?.members;
+  const lines = [`group ${group}${members === undefined ? '' : `, ${members} live member${members === 1 ? '' : 's'}`}`, table(header, body)];
   for (const r of rows) {
     if (r.waiting) lines.push(`${r.stream}: ${waitingLine(r.waiting)}`);
   }
   for (const r of rows) {
     if (r.lastError) lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
   }
-  const consumers = rows.flatMap((r) =>
-    r.consumers.map((c) => [r.stream, c.name, String(c.pending), ms(c.idleMs), ms(c.heartbeatAgeMs), String(c.stats?.applied ?? '-')]),
-  );
-  if (consumers.length > 0) lines.push('', table(['stream', 'consumer', 'pending', 'idle', 'heartbeat age', 'applied (its report)'], consumers));
+  for (const r of rows) {
+    lines.push('', `${r.stream}: ${r.partitionCount} partitions`);
+    lines.push(
+      table(
+        ['partition', 'owner', 'token', 'cursor', 'unapplied', 'oldest unapplied'],
+        r.partitions.map((p) => [String(p.partition), p.owner ?? '(free)', p.token ?? '-', p.cursor, String(p.unapplied), ms(p.oldestUnappliedMs)]),
+      ),
+    );
+  }
+  // The processors are the group's (a lease covers its partition of every stream): one table.
+  const consumers = (rows[0]?.consumers ?? []).map((c) => [
+    c.name,
+    c.member === undefined ? '?' : c.member ? 'yes' : 'no',
+    c.partitions.length === 0 ? '-' : c.partitions.join(','),
+    ms(c.heartbeatAgeMs),
+    count(rows.reduce<number | undefined>((n, r) => {
+      const applied = r.consumers.find((x) => x.name === c.name)?.stats?.applied;
+      return applied === undefined ? n : (n ?? 0) + applied;
+    }, undefined)),
+  ]);
+  if (consumers.length > 0) lines.push('', table(['consumer', 'live member', 'partitions', 'heartbeat age', 'applied (its report)'], consumers));
   else lines.push('', 'no consumers in the group yet');
   return lines.join('\n');
 }

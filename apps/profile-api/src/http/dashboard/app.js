@@ -74,6 +74,7 @@ function createCard(name) {
     progressBar: root.querySelector('.progress .bar'),
     progressText: root.querySelector('.progress .progress-text'),
     consumers: root.querySelector('.consumers tbody'),
+    partitions: root.querySelector('.partitions tbody'),
   };
   cards.set(name, card);
   return card;
@@ -157,35 +158,87 @@ function drawSpark(card, series) {
   return peak;
 }
 
-function consumerRow(consumer) {
+function tableRow(cells) {
   const row = document.createElement('tr');
-  row.dataset.consumer = consumer.name;
-  const stale = typeof consumer.heartbeatAgeMs === 'number' && consumer.heartbeatAgeMs > STALE_HEARTBEAT_MS;
-  row.dataset.stale = String(stale);
-  const cells = [
-    consumer.name,
-    formatNumber(consumer.pending),
-    formatMs(consumer.idleMs),
-    consumer.heartbeatAgeMs === undefined ? 'never' : `${formatMs(consumer.heartbeatAgeMs)} ago`,
-    formatNumber(consumer.stats ? consumer.stats.applied : undefined),
-  ];
   for (const text of cells) {
     const cell = document.createElement('td');
     cell.textContent = text;
+    // Cut to the column's width: the whole text on hover.
+    cell.title = text;
     row.append(cell);
   }
+  return row;
+}
+
+/** Partition numbers in short: [0, 1, 2, 3, 5, 7, 8] → "0–3, 5, 7–8". */
+function ranges(numbers) {
+  const sorted = [...numbers].sort((a, b) => a - b);
+  const parts = [];
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(j > i ? `${sorted[i]}–${sorted[j]}` : String(sorted[i]));
+    i = j;
+  }
+  return parts.join(', ');
+}
+
+/** A one-cell row saying the table is empty. */
+function noneRow(text, columns) {
+  const row = document.createElement('tr');
+  row.className = 'none';
+  const cell = document.createElement('td');
+  cell.colSpan = columns;
+  cell.textContent = text;
+  row.append(cell);
+  return row;
+}
+
+function consumerRow(consumer) {
+  const stale = typeof consumer.heartbeatAgeMs === 'number' && consumer.heartbeatAgeMs > STALE_HEARTBEAT_MS;
+  const row = tableRow([
+    consumer.name,
+    consumer.member === undefined ? '?' : consumer.member ? 'yes' : 'no',
+    consumer.partitions.length > 0 ? ranges(consumer.partitions) : '–',
+    consumer.heartbeatAgeMs === undefined ? 'never' : `${formatMs(consumer.heartbeatAgeMs)} ago`,
+    formatNumber(consumer.stats ? consumer.stats.applied : undefined),
+  ]);
+  row.dataset.consumer = consumer.name;
+  row.dataset.stale = String(stale);
+  row.dataset.member = String(consumer.member === true);
+  return row;
+}
+
+function partitionRow(partition) {
+  const row = tableRow([
+    String(partition.partition),
+    partition.owner === undefined ? 'free' : partition.owner,
+    partition.cursor,
+    formatNumber(partition.unapplied),
+    partition.oldestUnappliedMs === undefined ? '–' : formatMs(partition.oldestUnappliedMs),
+  ]);
+  row.dataset.partition = String(partition.partition);
+  row.dataset.owner = partition.owner === undefined ? '' : partition.owner;
+  row.dataset.free = String(partition.owner === undefined);
+  row.dataset.behind = String(partition.unapplied > 0);
   return row;
 }
 
 function renderStream(status, at) {
   const card = cards.get(status.stream) || createCard(status.stream);
   const f = card.fields;
-  const rebuilding = status.cursor === 'rebuilding';
+  const rebuilding = status.heldByRebuild === true;
   const recentError = typeof status.lastErrorAt === 'number' && at - status.lastErrorAt < 60_000;
   const waiting = status.waiting;
-  const state = rebuilding ? 'rebuilding' : waiting ? 'waiting' : recentError ? 'error' : status.unapplied > 0 ? 'behind' : 'ok';
+  // Not yet applied, wherever it waits: not routed (lag) or routed into a partition (unapplied).
+  const backlog = typeof status.backlog === 'number' ? status.backlog : status.unapplied;
+  const ungrouped = status.lag === undefined && status.length > 0;
+  const state = rebuilding ? 'rebuilding' : waiting ? 'waiting' : recentError ? 'error' : ungrouped ? 'ungrouped' : backlog > 0 ? 'behind' : 'ok';
   f.state.dataset.state = state;
-  setField(f.state, { rebuilding: 'held by a rebuild', waiting: `waiting on Redis (${waiting ? waiting.kind : ''})`, error: 'errors', behind: 'catching up', ok: 'up to date' }[state]);
+  setField(
+    f.state,
+    { rebuilding: 'held by a rebuild', waiting: `waiting on Redis (${waiting ? waiting.kind : ''})`, error: 'errors', ungrouped: 'no group yet', behind: 'catching up', ok: 'up to date' }[state],
+  );
   // Why nothing moves: Redis refuses writes or is unreachable; processing resumes by itself when it accepts them.
   f.waiting.hidden = !waiting;
   f.waiting.textContent = waiting
@@ -195,15 +248,15 @@ function renderStream(status, at) {
 
   setField(f.length, formatNumber(status.length), status.length);
   setField(f.lag, formatNumber(status.lag), status.lag);
-  setField(f.pending, formatNumber(status.pending), status.pending);
-  setField(f.oldestPending, status.oldestPendingMs === undefined ? '–' : formatMs(status.oldestPendingMs), status.oldestPendingMs);
+  setField(f.oldestUnrouted, status.oldestUnroutedMs === undefined ? '–' : formatMs(status.oldestUnroutedMs), status.oldestUnroutedMs);
   setField(f.unapplied, formatNumber(status.unapplied), status.unapplied);
+  setField(f.oldestUnapplied, status.oldestUnappliedMs === undefined ? '–' : formatMs(status.oldestUnappliedMs), status.oldestUnappliedMs);
   setField(f.applied, formatNumber(status.applied), status.applied);
   setField(f.skipped, formatNumber(status.skipped), status.skipped);
   setField(f.deadLettered, formatNumber(status.deadLettered), status.deadLettered);
   setField(f.deadLetters, formatNumber(status.deadLetters), status.deadLetters);
   f.deadLetters.dataset.alert = String(status.deadLetters > 0);
-  setField(f.consumerCount, formatNumber(status.consumers.length), status.consumers.length);
+  setField(f.members, formatNumber(status.members), status.members);
   setField(f.batch, status.avgBatchMs === undefined && status.lastBatchMs === undefined ? '–' : `${formatBatch(status.avgBatchMs)} / ${formatBatch(status.lastBatchMs)} ms`);
 
   const samples = record(status.stream, at, status.applied);
@@ -215,14 +268,14 @@ function renderStream(status, at) {
 
   // Catch-up or rebuild progress: the share of the stream the snapshots have applied.
   const progress = f.progress;
-  if (rebuilding || status.unapplied > 0) {
+  if (rebuilding || backlog > 0) {
     progress.hidden = false;
     card.progressBar.dataset.indeterminate = String(rebuilding);
-    const share = status.length > 0 ? (status.length - status.unapplied) / status.length : 0;
+    const share = status.length > 0 ? Math.max(0, status.length - backlog) / status.length : 0;
     card.progressFill.style.width = rebuilding ? '' : `${(share * 100).toFixed(1)}%`;
     card.progressText.textContent = rebuilding
       ? 'snapshots held while a rebuild swaps them in'
-      : `${formatNumber(status.unapplied)} to apply · ${(share * 100).toFixed(1)}% applied`;
+      : `${formatNumber(backlog)} to apply · ${(share * 100).toFixed(1)}% applied`;
   } else {
     progress.hidden = true;
   }
@@ -230,16 +283,13 @@ function renderStream(status, at) {
   f.lastError.hidden = !status.lastError;
   f.lastError.textContent = status.lastError ? `last error ${new Date(status.lastErrorAt || 0).toLocaleTimeString()}: ${status.lastError}` : '';
 
+  const partitions = status.partitions || [];
+  const owned = partitions.filter((p) => p.owner !== undefined).length;
+  setField(f.partitionSummary, `${owned} of ${formatNumber(status.partitionCount)} owned`, owned);
+  card.partitions.replaceChildren(...partitions.map(partitionRow));
+
   const rows = status.consumers.map(consumerRow);
-  if (rows.length === 0) {
-    const row = document.createElement('tr');
-    row.className = 'none';
-    const cell = document.createElement('td');
-    cell.colSpan = 5;
-    cell.textContent = 'no consumers in the group';
-    row.append(cell);
-    rows.push(row);
-  }
+  if (rows.length === 0) rows.push(noneRow('no consumers in the group', 5));
   card.consumers.replaceChildren(...rows);
   return card.root;
 }

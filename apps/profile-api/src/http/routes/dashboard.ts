@@ -39,7 +39,26 @@ const DEAD_LETTERS_SHOWN = 100;
 const statusSchema = z
   .looseObject({
     at: z.number().describe('When Redis was read (ms since epoch).'),
-    streams: z.array(z.looseObject({ stream: z.string(), length: z.number(), applied: z.number(), deadLetters: z.number() })),
+    streams: z.array(
+      z.looseObject({
+        stream: z.string(),
+        length: z.number(),
+        lag: z.number().optional().describe("Entries not yet routed into the group's partitions; absent while the group does not exist on the stream."),
+        unapplied: z.number().describe('Entries routed into the partitions and not yet applied.'),
+        applied: z.number(),
+        deadLetters: z.number(),
+        partitions: z
+          .array(
+            z.looseObject({
+              partition: z.number(),
+              owner: z.string().optional().describe('The processor holding the partition now; absent while it is free.'),
+              cursor: z.string().describe('Last entry id applied in the partition.'),
+              unapplied: z.number().describe('Entries routed to the partition and not yet applied.'),
+            }),
+          )
+          .describe('Every partition of the stream, partition 0 first.'),
+      }),
+    ),
     rebuild: z.looseObject({ phase: z.string(), done: z.number(), total: z.number() }).optional(),
     history: z
       .array(z.object({ stream: z.string(), samples: z.array(z.tuple([z.number(), z.number()])).describe('[at, applied] pairs, oldest first.') }))
@@ -61,7 +80,8 @@ const common = (reply: FastifyReply) => reply.header('x-content-type-options', '
 
 /**
  * `GET /dashboard`: one static page (no build step) that polls `GET /dashboard/status.json` every
- * second and draws every stream's figures, consumers, a processing-rate sparkline and rebuild progress.
+ * second and draws every stream's figures, its partitions (owner, cursor, unapplied), the group's
+ * processors, a processing-rate sparkline and rebuild progress.
  */
 export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (app, options) => {
   // Its own zod compilers (the app's same ones), so the plugin also stands alone in a bare Fastify.
@@ -114,7 +134,7 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
           .header('retry-after', String(UNAVAILABLE_RETRY_S))
           .send(errorBody('unavailable', `Redis is not reachable (since ${new Date(reading.since).toISOString()}); retrying.`));
       }
-      const body = { at: reading.status.at, rebuild: reading.status.rebuild && { ...reading.status.rebuild }, streams: reading.status.streams.map((row) => ({ ...row })) };
+      const body = { at: reading.status.at, rebuild: reading.status.rebuild && { ...reading.status.rebuild }, streams: reading.status.streams.map((row) => ({ ...row, partitions: row.partitions.map((p) => ({ ...p })) })) };
       return reply.send(request.query.history === '1' ? { ...body, history: cache.history().map((h) => ({ stream: h.stream, samples: h.samples.map(([at, applied]): [number, number] => [at, applied]) })) } : body);
     },
   );

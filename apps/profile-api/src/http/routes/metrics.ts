@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ConsumerStatus, StreamStatus } from '@redsource/processor';
+import type { ConsumerStatus, PartitionStatus, StreamStatus } from '@redsource/processor';
 
 export interface MetricsOptions {
   /** Per-stream figures, read from Redis at scrape time; without it only process and HTTP metrics are served. */
@@ -24,20 +24,31 @@ interface StreamFigure {
 
 const STREAM_FIGURES: readonly StreamFigure[] = [
   { name: 'redsource_stream_length', help: 'Entries in the stream (XLEN).', type: 'gauge', value: (s) => s.length },
-  { name: 'redsource_stream_lag', help: 'Entries not yet delivered to the consumer group (XINFO GROUPS lag).', type: 'gauge', value: (s) => s.lag },
-  { name: 'redsource_stream_pending', help: 'Entries delivered to the group and not yet acknowledged.', type: 'gauge', value: (s) => s.pending },
   {
-    name: 'redsource_stream_oldest_pending_seconds',
-    help: 'How long the oldest pending entry has waited since its last delivery; 0 when nothing is pending.',
+    name: 'redsource_stream_lag',
+    help: "Entries not yet routed into the group's partitions (the source group's XINFO GROUPS lag); no sample while the group does not exist on the stream.",
     type: 'gauge',
-    value: (s) => seconds(s.oldestPendingMs) ?? 0,
+    value: (s) => s.lag,
   },
-  { name: 'redsource_stream_unapplied', help: 'Entries after the snapshots\' applied position (the cursor).', type: 'gauge', value: (s) => s.unapplied },
+  {
+    name: 'redsource_stream_oldest_unrouted_seconds',
+    help: 'Age of the oldest entry not yet routed (from its id); 0 when none waits.',
+    type: 'gauge',
+    value: (s) => (s.lag === undefined ? undefined : (seconds(s.oldestUnroutedMs) ?? 0)),
+  },
+  { name: 'redsource_stream_unapplied', help: 'Entries routed into the partitions and not yet applied, over every partition.', type: 'gauge', value: (s) => s.unapplied },
+  {
+    name: 'redsource_stream_oldest_unapplied_seconds',
+    help: 'Age of the oldest routed entry not yet applied, over every partition (from its id); 0 when none waits.',
+    type: 'gauge',
+    value: (s) => seconds(s.oldestUnappliedMs) ?? 0,
+  },
+  { name: 'redsource_stream_partitions', help: 'Partitions the group routes the stream to.', type: 'gauge', value: (s) => s.partitionCount },
+  { name: 'redsource_stream_held_by_rebuild', help: 'A rebuild (replay) holds the stream: nothing is applied until it switches over (1), else 0.', type: 'gauge', value: (s) => (s.heldByRebuild ? 1 : 0) },
   { name: 'redsource_stream_applied_total', help: 'Entries applied to the snapshots, group-wide (kept in Redis; reset by a replay).', type: 'counter', value: (s) => s.applied },
   { name: 'redsource_stream_skipped_total', help: 'Redelivered entries recognised by the cursor and not applied again, group-wide.', type: 'counter', value: (s) => s.skipped },
   { name: 'redsource_stream_dead_lettered_total', help: 'Entries sent to the dead-letter stream, group-wide.', type: 'counter', value: (s) => s.deadLettered },
   { name: 'redsource_stream_dead_letters', help: 'Entries in the dead-letter stream now (after retries and drops).', type: 'gauge', value: (s) => s.deadLetters },
-  { name: 'redsource_stream_consumers', help: 'Consumers in the group on this stream.', type: 'gauge', value: (s) => s.consumers.length },
   { name: 'redsource_stream_batch_avg_seconds', help: 'Average batch duration over the consumers\' reports.', type: 'gauge', value: (s) => seconds(s.avgBatchMs) },
   { name: 'redsource_stream_batch_last_seconds', help: 'Duration of the last batch a consumer reported.', type: 'gauge', value: (s) => seconds(s.lastBatchMs) },
   {
@@ -48,16 +59,38 @@ const STREAM_FIGURES: readonly StreamFigure[] = [
   },
 ];
 
+interface PartitionFigure {
+  readonly name: string;
+  readonly help: string;
+  readonly value: (p: PartitionStatus) => number | undefined;
+}
+
+/** Per partition of each stream; `owner` is the lease holder's name, "" while the partition is free. */
+const PARTITION_FIGURES: readonly PartitionFigure[] = [
+  { name: 'redsource_partition_unapplied', help: 'Entries routed to the partition and not yet applied.', value: (p) => p.unapplied },
+  { name: 'redsource_partition_owned', help: 'A processor holds the partition\'s lease (1, its name in `owner`), or it is free (0, owner="").', value: (p) => (p.owner === undefined ? 0 : 1) },
+  {
+    name: 'redsource_partition_oldest_unapplied_seconds',
+    help: 'Age of the partition\'s oldest routed entry not yet applied (from its id); 0 when none waits.',
+    value: (p) => seconds(p.oldestUnappliedMs) ?? 0,
+  },
+];
+
 interface ConsumerFigure {
   readonly name: string;
   readonly help: string;
   readonly value: (c: ConsumerStatus) => number | undefined;
 }
 
+/** Per processor of the group (group-wide: a lease covers its partition of every stream). */
 const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
-  { name: 'redsource_consumer_pending', help: 'Entries pending for this consumer.', value: (c) => c.pending },
-  { name: 'redsource_consumer_idle_seconds', help: 'Since the consumer\'s last read or claim.', value: (c) => seconds(c.idleMs) },
   { name: 'redsource_consumer_heartbeat_age_seconds', help: 'Since the consumer\'s last heartbeat.', value: (c) => seconds(c.heartbeatAgeMs) },
+  { name: 'redsource_consumer_partitions', help: 'Partitions whose lease the consumer holds now.', value: (c) => c.partitions.length },
+  {
+    name: 'redsource_consumer_member',
+    help: 'The consumer is a live member of the group (1: it gets a share of the partitions), or not (0: stopped, or its membership ran out).',
+    value: (c) => (c.member === undefined ? undefined : c.member ? 1 : 0),
+  },
 ];
 
 type Scrape = { readonly ok: true; readonly rows: readonly StreamStatus[]; readonly seconds: number } | { readonly ok: false; readonly seconds: number };
@@ -102,7 +135,7 @@ export function createMetricsRegistry(status: MetricsOptions['status']): { regis
   const scrape = sharedScrape(status);
   new Gauge({
     name: 'redsource_status_up',
-    help: '1 if the processing figures could be read from Redis at this scrape, else 0 (and no redsource_stream_* samples).',
+    help: '1 if the processing figures could be read from Redis at this scrape, else 0 (and no redsource_stream_*, redsource_partition_*, redsource_group_* or redsource_consumer_* samples).',
     registers: [registry],
     async collect() {
       this.set((await scrape()).ok ? 1 : 0);
@@ -137,27 +170,65 @@ export function createMetricsRegistry(status: MetricsOptions['status']): { regis
       },
     });
   }
-  for (const figure of CONSUMER_FIGURES) {
-    const gauge: Gauge<'stream' | 'consumer'> = new Gauge({
+  for (const figure of PARTITION_FIGURES) {
+    const gauge: Gauge<'stream' | 'partition' | 'owner'> = new Gauge({
       name: figure.name,
       help: figure.help,
-      labelNames: ['stream', 'consumer'] as const,
+      labelNames: ['stream', 'partition', 'owner'] as const,
       registers: [registry],
       async collect() {
         const result = await scrape();
         gauge.reset();
         if (!result.ok) return;
         for (const row of result.rows) {
-          for (const consumer of row.consumers) {
-            const value = figure.value(consumer);
-            if (value !== undefined) gauge.set({ stream: row.stream, consumer: consumer.name }, value);
+          for (const p of row.partitions) {
+            const value = figure.value(p);
+            if (value !== undefined) gauge.set({ stream: row.stream, partition: String(p.partition), owner: p.owner ?? '' }, value);
           }
         }
       },
     });
   }
+  groupGauges(registry, scrape);
   waitingGauges(registry, scrape);
   return { registry, httpDuration };
+}
+
+/**
+ * The group's processors: how many are live members (they share the partitions), and per processor
+ * its heartbeat, partitions held and membership. Group-wide figures, the same in every stream's row:
+ * taken from the first.
+ */
+function groupGauges(registry: Registry, scrape: () => Promise<Scrape>): void {
+  const members: Gauge<'group'> = new Gauge({
+    name: 'redsource_group_members',
+    help: 'Live processors in the group (members whose membership is renewed within the lease time): the partitions are shared among them.',
+    labelNames: ['group'] as const,
+    registers: [registry],
+    async collect() {
+      const result = await scrape();
+      members.reset();
+      const row = result.ok ? result.rows[0] : undefined;
+      if (row?.members !== undefined) members.set({ group: row.group }, row.members);
+    },
+  });
+  for (const figure of CONSUMER_FIGURES) {
+    const gauge: Gauge<'group' | 'consumer'> = new Gauge({
+      name: figure.name,
+      help: figure.help,
+      labelNames: ['group', 'consumer'] as const,
+      registers: [registry],
+      async collect() {
+        const result = await scrape();
+        gauge.reset();
+        const row = result.ok ? result.rows[0] : undefined;
+        for (const consumer of row?.consumers ?? []) {
+          const value = figure.value(consumer);
+          if (row && value !== undefined) gauge.set({ group: row.group, consumer: consumer.name }, value);
+        }
+      },
+    });
+  }
 }
 
 /**
