@@ -51,7 +51,7 @@ async function withContext(command: string, body: (ctx: Context) => Promise<numb
   const components = profileComponents(config, redis);
   // A processor's last error is stored in Redis and shown by `status`, /dashboard and /metrics: redacted on the way out.
   const readStatus = async () =>
-    redactor.value(await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames })) as StreamStatus[];
+    redactor.value(await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames, partitions: components.partitioning.partitions })) as StreamStatus[];
   const closers: (() => Promise<unknown>)[] = [close];
   try {
     exitCode = await body({ config, logger, redis, watch, components, readStatus, closers });
@@ -95,7 +95,7 @@ function buildProgram(): Command {
     );
   program
     .command('status')
-    .description('per stream: length, lag, pending, applied, dead-lettered, consumers, timings')
+    .description('per stream: length, unrouted, unapplied, applied, dead-lettered; each partition's owner, cursor and backlog; the processors')
     .option('--json', 'the rows as one JSON array on stdout')
     .action((opts: { json?: boolean }) =>
       withContext('status', async ({ readStatus, config }) => {
