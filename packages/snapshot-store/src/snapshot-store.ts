@@ -74,8 +74,13 @@ export interface ApplyBatchResult {
 
 export interface SnapshotStoreOptions<Fields> {
   readonly redis: Redis;
-  /** Snapshot key = prefix + id, e.g. `user_snapshot_` for `user_snapshot_1`. */
+  /** Snapshot key = prefix + id (+ keySuffix), e.g. `user_snapshot_` for `user_snapshot_1`. */
   readonly keyPrefix: string;
+  /**
+   * Text after the id in every snapshot key (default none): a rebuild's shadow keys end in their
+   * generation, and wrap the live key in a hash tag to share its Redis Cluster slot.
+   */
+  readonly keySuffix?: string;
   /** Names the applied-position cursors; a rebuild uses a second projection beside the live one. */
   readonly projection?: string;
   /** Validates the fields of every snapshot read. */
@@ -85,6 +90,7 @@ export interface SnapshotStoreOptions<Fields> {
 /** Snapshot hashes: read them, and apply batches of entries to them exactly once. */
 export class SnapshotStore<Fields = Record<string, unknown>> {
   readonly keyPrefix: string;
+  readonly keySuffix: string;
   readonly projection: string;
   /** Its connection: the processor re-reads an entry's exact bytes through it (RS_NOT_UTF8). */
   readonly redis: Redis;
@@ -96,6 +102,10 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       throw new InvalidSnapshotStoreOptionsError(`keyPrefix '${options.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`);
     }
     this.keyPrefix = options.keyPrefix;
+    this.keySuffix = options.keySuffix ?? '';
+    if (!/^[A-Za-z0-9_:.{}-]{0,64}$/.test(this.keySuffix)) {
+      throw new InvalidSnapshotStoreOptionsError(`keySuffix '${this.keySuffix}' must be 0-64 characters from A-Z a-z 0-9 _ : . - { }`);
+    }
     this.projection = options.projection ?? 'snapshots';
     this.fieldsSchema = options.fieldsSchema;
     for (const [name, lua] of Object.entries(scripts)) {
@@ -105,7 +115,20 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
 
   key(id: string): string {
     if (!SNAPSHOT_ID.test(id)) throw new InvalidSnapshotIdError(id);
-    return snapshotKeys.snapshot(this.keyPrefix, id);
+    return snapshotKeys.snapshot(this.keyPrefix, id) + this.keySuffix;
+  }
+
+  /** A SCAN MATCH glob that every snapshot key of this store matches (check each key found with snapshotIdOf). */
+  keyPattern(): string {
+    const glob = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
+    return `${glob(this.keyPrefix)}*${glob(this.keySuffix)}`;
+  }
+
+  /** The snapshot id of one of this store's snapshot keys (prefix + valid id + suffix); undefined for any other key. */
+  snapshotIdOf(key: string): string | undefined {
+    if (!key.startsWith(this.keyPrefix) || !key.endsWith(this.keySuffix) || key.length < this.keyPrefix.length + this.keySuffix.length) return undefined;
+    const id = key.slice(this.keyPrefix.length, key.length - this.keySuffix.length);
+    return SNAPSHOT_ID.test(id) ? id : undefined;
   }
 
   cursorKey(stream: string, partition?: number): string {
@@ -315,6 +338,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         const keys = [...group.keys.keys()];
         const [, ...wrong] = await this.redis.redsourceApplySnapshots(
           keys.length, ...keys, marker, input.fence?.token ?? '0', group.count, packEntries(group.args), input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+          input.partition ? `_at:${input.stream}` : '',
         );
         for (let i = 0; i + 2 < wrong.length; i += 3) notHashes.set(wrong[i] as string, `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`);
       }),

@@ -17,6 +17,10 @@ ARGV[3]    entry count
 ARGV[4]    JSON array: per entry, ascending: entry id, change count, then per change: key index
            (1 = KEYS[1]), op count, ops (see includes/snapshot-ops.lua)
 ARGV[5]    error code of a failed fence check
+ARGV[6]    optional: another marker field whose entry id also counts as applied (not its token): a
+           partition's apply passes the stream's own marker, '_at:<stream>', which a rebuild writes
+           into the hashes it folds. A live apply that checked for a rebuild's hold, then was delayed
+           past the rebuild's switch, so finds a rebuilt hash, skips what the rebuild folded into it.
 Reply      {applied changes, then per entry not applied because a key is not a hash: entry id, key, type}
 ]]
 local A = cjson.decode(ARGV[4])
@@ -27,14 +31,21 @@ local marker, token = ARGV[1], tonumber(ARGV[2])
 
 -- Every check before any write.
 local appliedUpTo = {}
+local rebuiltUpTo = {}
 for _, key in ipairs(KEYS) do
-  local found = redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, marker)
+  local isHash = redis.call('TYPE', key).ok == 'hash'
+  local found = isHash and redis.call('HGET', key, marker)
   if found then
     local by, id = string.match(found, '^(%d+) (.+)$')
     if tonumber(by) > token then
       return redis.error_reply(ARGV[5] .. ' ' .. key .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[2])
     end
     appliedUpTo[key] = id
+  end
+  local folded = isHash and (ARGV[6] or '') ~= '' and redis.call('HGET', key, ARGV[6])
+  if folded then
+    local id = string.match(folded, '^%d+ (.+)$')
+    if id and (not appliedUpTo[key] or compareIds(id, appliedUpTo[key]) > 0) then rebuiltUpTo[key] = id end
   end
 end
 
@@ -60,7 +71,7 @@ for _ = 1, tonumber(ARGV[3]) do
     notHashes[#notHashes + 1] = keyType(wrong)
   else
     for _, change in ipairs(changes) do
-      local upTo = appliedUpTo[change.key]
+      local upTo = rebuiltUpTo[change.key] or appliedUpTo[change.key]
       if not upTo or compareIds(entryId, upTo) > 0 then
         applyChange(change.key, change.opCount, change.pos, entryId)
         applied = applied + 1
