@@ -18,7 +18,10 @@ await appendSeedEvents(components);
 // A processor: started, given time to apply the seed events, stopped.
 const processor = components.createProcessor({ debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined });
 await processor.start();
-for (let i = 0; i < 200 && (await snapshots.cursor(streams.friends)) === '0-0'; i++) await sleep(20);
+// Applied (or dead-lettered) in their partitions: the snapshot totals of the streams count every seed entry.
+const seeded = (await Promise.all(streamNames.map((s) => redis.xlen(s)))).reduce((a, b) => a + b, 0);
+const handled = async () => (await Promise.all(streamNames.map((s) => snapshots.totals(s)))).reduce((n, t) => n + t.applied + t.deadLettered, 0);
+for (let i = 0; i < 200 && (await handled()) < seeded; i++) await sleep(20);
 await processor.stop();
 
 // The event store's subscribe: ended by break, and by an abort while blocked.
