@@ -1,0 +1,459 @@
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { expect } from 'vitest';
+import { EventStoreError, RedisEventStore } from '@redsource/event-store';
+import { processorKeys, type Logger } from '@redsource/processor';
+import { SnapshotStore } from '@redsource/snapshot-store';
+import { partitionKeys } from '../../packages/processor/src/partitions/keys.ts';
+import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
+import { runCli, type CliProcess } from './cli.ts';
+import { prng, randomCommands, referenceFold, snapshotDifferences, type RawCommand } from './model.ts';
+import { unique, type TestRedis } from './redis.ts';
+
+/**
+ * Helpers for the partition tests: read the ownership and routing state straight from Redis, with
+ * the key layout and the hash written out here again (not taken from the processor), so a test
+ * checks the processor against the design rather than against itself.
+ */
+
+/** sha1(subject), first 32 bits, modulo the count: the design's routing function, written independently of subject.ts. */
+export function designPartition(subject: string | Buffer, partitions: number): number {
+  return Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % partitions;
+}
+
+export const keys = {
+  partitionStream: (stream: string, group: string, p: number) => `redsource:{${stream}}:p:${group}:${p}`,
+  epoch: (stream: string, group: string, p: number) => `redsource:{${stream}}:epoch:${group}:${p}`,
+  count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
+  members: (group: string) => `redsource:{group:${group}}:members`,
+  lease: (group: string, p: number) => `redsource:{group:${group}}:lease:${p}`,
+  fence: (group: string, p: number) => `redsource:{group:${group}}:fence:${p}`,
+} as const;
+
+/** The layout above is the processor's too: checked once, so a renamed key fails loudly here rather than as a silent "nothing found". */
+export function expectKeyLayout(): void {
+  expect(partitionKeys.stream('s', 'g', 3)).toBe(keys.partitionStream('s', 'g', 3));
+  expect(partitionKeys.epoch('s', 'g', 3)).toBe(keys.epoch('s', 'g', 3));
+  expect(partitionKeys.count('s', 'g')).toBe(keys.count('s', 'g'));
+  expect(partitionKeys.members('g')).toBe(keys.members('g'));
+  expect(partitionKeys.lease('g', 3)).toBe(keys.lease('g', 3));
+  expect(partitionKeys.fence('g', 3)).toBe(keys.fence('g', 3));
+}
+
+export interface Lease {
+  readonly token: string;
+  readonly holder: string;
+}
+
+/** Every lease of the group, partition 0 first: who holds it with which fencing token, or undefined when free. */
+export async function readLeases(redis: Redis, group: string, partitions: number): Promise<(Lease | undefined)[]> {
+  const values = await redis.mget(...Array.from({ length: partitions }, (_, p) => keys.lease(group, p)));
+  return values.map((v) => {
+    if (v === null) return undefined;
+    const match = /^(\d+) (.*)$/.exec(v);
+    if (!match) throw new Error(`lease value '${v}' is not '<token> <holder>'`);
+    return { token: match[1] as string, holder: match[2] as string };
+  });
+}
+
+/** The fencing counters of the group, partition 0 first (0 = never taken). */
+export async function readFences(redis: Redis, group: string, partitions: number): Promise<number[]> {
+  const values = await redis.mget(...Array.from({ length: partitions }, (_, p) => keys.fence(group, p)));
+  return values.map((v) => Number(v ?? 0));
+}
+
+/** Each holder's partitions, from the leases. */
+export function holdings(leases: readonly (Lease | undefined)[]): Map<string, number[]> {
+  const byHolder = new Map<string, number[]>();
+  leases.forEach((lease, p) => {
+    if (!lease) return;
+    byHolder.set(lease.holder, [...(byHolder.get(lease.holder) ?? []), p]);
+  });
+  return byHolder;
+}
+
+/** How many partitions each holder has, sorted, e.g. [4, 4, 4] (free partitions not counted). */
+export function shareCounts(leases: readonly (Lease | undefined)[]): number[] {
+  return [...holdings(leases).values()].map((ps) => ps.length).sort((a, b) => a - b);
+}
+
+export interface RoutedEntry {
+  readonly id: string;
+  readonly partition: number;
+  readonly fields: string[];
+}
+
+/** Everything in the group's partition streams of `stream`, partition 0 first. */
+export async function partitionContents(redis: Redis, stream: string, group: string, partitions: number): Promise<RoutedEntry[]> {
+  const pipeline = redis.pipeline();
+  for (let p = 0; p < partitions; p++) pipeline.xrange(keys.partitionStream(stream, group, p), '-', '+');
+  const replies = (await pipeline.exec()) ?? [];
+  return replies.flatMap(([error, entries], p) => {
+    if (error) throw error;
+    return (entries as [string, string[]][]).map(([id, fields]) => ({ id, partition: p, fields }));
+  });
+}
+
+/** Entries of the source stream after the group's last-delivered-id (not routed yet); NaN when the group does not exist. */
+export async function unrouted(redis: Redis, stream: string, group: string): Promise<number> {
+  let groups: unknown[][];
+  try {
+    groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
+  } catch {
+    return Number.NaN;
+  }
+  for (const g of groups) {
+    const info = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+    if (info.get('name') !== group) continue;
+    const last = String(info.get('last-delivered-id'));
+    return (await redis.xrange(stream, `(${last}`, '+')).length;
+  }
+  return Number.NaN;
+}
+
+/** The group's `lag` as XINFO GROUPS reports it (entries not yet delivered, i.e. not routed); null when Redis cannot tell, NaN without the group. */
+export async function groupLag(redis: Redis, stream: string, group: string): Promise<number | null> {
+  const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
+  for (const g of groups) {
+    const info = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+    if (info.get('name') === group) return info.get('lag') === null ? null : Number(info.get('lag'));
+  }
+  return Number.NaN;
+}
+
+/** Per partition: entries of its stream after its applied cursor (routed, not yet applied). */
+export async function unappliedPerPartition(redis: Redis, snapshots: SnapshotStore, stream: string, group: string, partitions: number): Promise<number[]> {
+  const counts: number[] = [];
+  for (let p = 0; p < partitions; p++) {
+    const cursor = await snapshots.cursor(stream, p);
+    counts.push((await redis.xrange(keys.partitionStream(stream, group, p), `(${cursor}`, '+')).length);
+  }
+  return counts;
+}
+
+/** Deletes every key named after `stream` (its hash tag): the source, its partitions, cursors, epochs... */
+export async function dropStreamKeys(redis: Redis, stream: string): Promise<void> {
+  const doomed: string[] = [stream];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `redsource:{${stream}}:*`, 'COUNT', 1000);
+    cursor = next;
+    doomed.push(...found);
+  } while (cursor !== '0');
+  for (let i = 0; i < doomed.length; i += 500) await redis.unlink(...doomed.slice(i, i + 500));
+}
+
+/** A logger that keeps every line, to check what a processor said. */
+export function capturingLogger(): Logger & { readonly lines: { level: string; msg: string; obj: object }[]; said(msg: RegExp): boolean } {
+  const lines: { level: string; msg: string; obj: object }[] = [];
+  const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, msg: msg ?? '', obj });
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), said: (msg) => lines.some((l) => msg.test(l.msg)) };
+}
+
+/**
+ * A TCP proxy in front of Redis that can be cut: the clients going through it lose Redis at once
+ * (their sockets reset, new ones refused) while the process itself runs on, as across a network
+ * partition. restore() lets them reconnect.
+ */
+export class CuttableProxy {
+  private readonly sockets = new Set<net.Socket>();
+  private cutOff = false;
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly url: string,
+  ) {}
+
+  static async start(targetUrl: string): Promise<CuttableProxy> {
+    const target = new URL(targetUrl);
+    let proxy: CuttableProxy | undefined;
+    const server = net.createServer((client) => proxy?.accept(client, target));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address() as net.AddressInfo;
+    proxy = new CuttableProxy(server, `redis://127.0.0.1:${address.port}`);
+    return proxy;
+  }
+
+  private accept(client: net.Socket, target: URL): void {
+    if (this.cutOff) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      this.sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        this.sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  cut(): void {
+    this.cutOff = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  restore(): void {
+    this.cutOff = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/** Polls `check` every `everyMs` until it holds or `timeoutMs` passes; returns whether it held and when (ms since the start). */
+export async function within(check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 10): Promise<{ ok: boolean; ms: number }> {
+  const start = performance.now();
+  for (;;) {
+    if (await check()) return { ok: true, ms: performance.now() - start };
+    if (performance.now() - start > timeoutMs) return { ok: false, ms: performance.now() - start };
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `redsource process` children on partitions, under a continuous load of raw XADDs.
+
+export interface PartitionSettings {
+  readonly partitions: number;
+  readonly leaseMs: number;
+  readonly rebalanceMs: number;
+}
+
+export interface PartitionOutcome {
+  /** Entries in the three source streams. */
+  readonly inStreams: number;
+  /** Of them, entries that cannot be decoded or fail their schema (dead-lettered by design). */
+  readonly undecodable: number;
+  readonly applied: number;
+  readonly skipped: number;
+  readonly deadLettered: number;
+  readonly deadLetterEntries: number;
+  /** Source entries not routed yet (after the group's last-delivered-id), over the three streams. */
+  readonly unrouted: number;
+  /** Source entries pending in the group (route.lua acks as it routes: always 0). */
+  readonly pending: number;
+  /** Routed entries after their partition's cursor, over every partition of the three streams. */
+  readonly unapplied: number;
+  readonly differences: string[];
+  readonly users: number;
+}
+
+/**
+ * A group of `redsource process` children on one test Redis, configured for partitions, and a
+ * load of raw XADDs (flat entries, envelopes naming the user as a JSON number, poison) to check
+ * them against the reference fold.
+ */
+export class PartitionScenario {
+  readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  readonly keyPrefix = `${unique('user_snapshot')}_`;
+  readonly group = unique('group');
+  readonly processes = new Map<string, CliProcess>();
+  /** Every line each consumer name printed, over all its runs. */
+  private readonly outputs = new Map<string, string[]>();
+  appended = 0;
+  appendFailures = 0;
+
+  constructor(
+    readonly server: TestRedis,
+    readonly redis: Redis,
+    readonly settings: PartitionSettings,
+  ) {}
+
+  env(consumer: string): Record<string, string> {
+    return {
+      REDIS_URL: this.server.url,
+      STREAM_UPDATES: this.streams.updates,
+      STREAM_ACTIVITY: this.streams.activity,
+      STREAM_FRIENDS: this.streams.friends,
+      SNAPSHOT_PREFIX: this.keyPrefix,
+      REDSOURCE_GROUP: this.group,
+      REDSOURCE_CONSUMER: consumer,
+      REDSOURCE_PARTITIONS: String(this.settings.partitions),
+      REDSOURCE_LEASE_MS: String(this.settings.leaseMs),
+      REDSOURCE_REBALANCE_MS: String(this.settings.rebalanceMs),
+      REDSOURCE_BLOCK_MS: '100',
+      REDSOURCE_BATCH_SIZE: '100',
+      REDSOURCE_HEARTBEAT_MS: '200',
+      REDSOURCE_GAP_FILL_AFTER_MS: '500',
+      LOG_LEVEL: 'info',
+    };
+  }
+
+  start(consumer: string): CliProcess {
+    if (this.processes.has(consumer)) throw new Error(`${consumer} is running`);
+    const cli = runCli(['process'], this.env(consumer));
+    this.processes.set(consumer, cli);
+    return cli;
+  }
+
+  /** Sends a signal and, unless it is SIGSTOP/SIGCONT, waits for the exit; returns the exit code. */
+  async signal(consumer: string, signal: NodeJS.Signals): Promise<number | null> {
+    const cli = this.processes.get(consumer);
+    if (!cli) throw new Error(`${consumer} is not running`);
+    cli.child.kill(signal);
+    if (signal === 'SIGSTOP' || signal === 'SIGCONT') return null;
+    const code = await cli.exited;
+    this.outputs.set(consumer, [...(this.outputs.get(consumer) ?? []), cli.output()]);
+    this.processes.delete(consumer);
+    return code;
+  }
+
+  /** All a consumer printed, over its runs (the current one included). */
+  output(consumer: string): string {
+    return [...(this.outputs.get(consumer) ?? []), this.processes.get(consumer)?.output() ?? ''].join('\n');
+  }
+
+  async stopAll(): Promise<void> {
+    for (const [consumer, cli] of this.processes) {
+      cli.child.kill('SIGCONT');
+      await this.signal(consumer, 'SIGKILL');
+    }
+  }
+
+  logs(): string {
+    const names = new Set([...this.outputs.keys(), ...this.processes.keys()]);
+    return [...names].map((c) => `--- ${c} ---\n${this.output(c).slice(-3_000)}`).join('\n');
+  }
+
+  /** The next `count` commands of a seeded mix: the model's flat commands, envelopes naming the user as a JSON number, and `poisonRate` of poison. */
+  commands(count: number, seed: number, poisonRate: number): RawCommand[] {
+    const r = prng(seed * 7 + 1);
+    return randomCommands(this.streams, count, 40, seed).map((c, i) => {
+      const roll = r.next();
+      if (roll < poisonRate) return poison(this.streams, i, r.int(3));
+      // The same user's events as an envelope with a numeric id: route.lua must put them in the user's partition.
+      const user = c[2];
+      if (roll < poisonRate + 0.1 && c[0] === this.streams.activity && c[1] === 'user_id' && user !== undefined && /^\d+$/.test(user)) {
+        const type = c[4] ?? 'comment';
+        const data = JSON.stringify({ userId: Number(user), object: c[6] ?? 'p1' });
+        return [c[0], 'specversion', '1.0', 'type', type, 'data', data];
+      }
+      return c;
+    });
+  }
+
+  /**
+   * Appends the seeded mix continuously, `chunk` entries every `everyMs`, until the returned stop()
+   * is called; stop() resolves with the number of XADDs Redis confirmed.
+   */
+  load(options: { seed: number; poisonRate: number; chunk: number; everyMs: number }): { stop: () => Promise<number> } {
+    let running = true;
+    const all = this.commands(200_000, options.seed, options.poisonRate);
+    const done = (async () => {
+      let next = 0;
+      while (running && next < all.length) {
+        const pipeline = this.redis.pipeline();
+        for (const [stream, ...fields] of all.slice(next, next + options.chunk)) pipeline.xadd(stream, '*', ...fields);
+        next += options.chunk;
+        try {
+          for (const [error] of (await pipeline.exec()) ?? []) {
+            if (error) this.appendFailures++;
+            else this.appended++;
+          }
+        } catch {
+          this.appendFailures += options.chunk;
+        }
+        await sleep(options.everyMs);
+      }
+    })();
+    return {
+      stop: async () => {
+        running = false;
+        await done;
+        return this.appended;
+      },
+    };
+  }
+
+  /** Waits until everything is routed and applied (or dead-lettered); then compares every snapshot with the reference fold. */
+  async settle(timeoutMs: number): Promise<PartitionOutcome> {
+    const snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
+    const eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
+    const end = Date.now() + timeoutMs;
+    let outcome = await this.measure(snapshots, eventStore);
+    while (Date.now() < end && !settled(outcome)) {
+      await sleep(200);
+      outcome = await this.measure(snapshots, eventStore);
+    }
+    const expected = await referenceFold(eventStore, this.streams);
+    return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
+  }
+
+  private async measure(snapshots: SnapshotStore, eventStore: RedisEventStore): Promise<PartitionOutcome> {
+    let inStreams = 0;
+    let undecodable = 0;
+    let applied = 0;
+    let skipped = 0;
+    let deadLettered = 0;
+    let deadLetterEntries = 0;
+    let notRouted = 0;
+    let pending = 0;
+    let unapplied = 0;
+    for (const stream of Object.values(this.streams)) {
+      for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
+        inStreams += page.length;
+        undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
+      }
+      const totals = await snapshots.totals(stream);
+      applied += totals.applied;
+      skipped += totals.skipped;
+      deadLettered += totals.deadLettered;
+      deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
+      notRouted += await unrouted(this.redis, stream, this.group);
+      pending += await this.redis.xpending(stream, this.group).then(
+        (summary) => Number((summary as unknown[])[0] ?? 0),
+        () => Number.NaN,
+      );
+      unapplied += (await unappliedPerPartition(this.redis, snapshots, stream, this.group, this.settings.partitions)).reduce((a, b) => a + b, 0);
+    }
+    return { inStreams, undecodable, applied, skipped, deadLettered, deadLetterEntries, unrouted: notRouted, pending, unapplied, differences: [], users: 0 };
+  }
+}
+
+function settled(o: PartitionOutcome): boolean {
+  return o.inStreams === o.applied + o.deadLettered && o.unrouted === 0 && o.pending === 0 && o.unapplied === 0;
+}
+
+export function describePartitionOutcome(name: string, o: PartitionOutcome, s: PartitionScenario): string {
+  return `[${name}] appended ${o.inStreams} (confirmed ${s.appended}, unconfirmed ${s.appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
+    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, unrouted ${o.unrouted}, pending ${o.pending}, unapplied ${o.unapplied}, ` +
+    `users ${o.users}, snapshot differences ${o.differences.length}`;
+}
+
+/**
+ * The guarantee, checked: every entry appended is applied or (poison) dead-lettered exactly once
+ * (the totals hash against the streams), nothing is left unrouted or unapplied in any partition,
+ * and every snapshot equals the reference fold, which depends on each user's order.
+ */
+export function expectPartitionedExactlyOnce(name: string, s: PartitionScenario, o: PartitionOutcome): void {
+  const line = describePartitionOutcome(name, o, s);
+  console.log(line);
+  const context = `${line}\n${o.differences.slice(0, 5).join('\n')}\n${s.logs()}`;
+  expect(o.inStreams, context).toBeGreaterThan(0);
+  expect(o.inStreams, context).toBe(s.appended);
+  expect(o.applied + o.deadLettered, context).toBe(o.inStreams);
+  expect(o.deadLettered, context).toBe(o.undecodable);
+  expect(o.deadLetterEntries, context).toBe(o.undecodable);
+  expect(o.unrouted, context).toBe(0);
+  expect(o.pending, context).toBe(0);
+  expect(o.unapplied, context).toBe(0);
+  expect(o.differences, context).toEqual([]);
+}
+
+function poison(streams: ProfileStreams, i: number, kind: number): RawCommand {
+  if (kind === 0) return [streams.updates, 'user_id', String(1 + (i % 40)), 'no_command_here', 'x'];
+  if (kind === 1) return [streams.friends, 'user_id', '1', 'command', 'add', 'friend_id', 'not a valid id!'];
+  return [streams.activity, 'specversion', '1.0', 'type', 'like', 'data', '{"userId": broken json'];
+}
