@@ -95,7 +95,7 @@ function buildProgram(): Command {
     );
   program
     .command('status')
-    .description('per stream: length, unrouted, unapplied, applied, dead-lettered; each partition’s owner, cursor and backlog; the processors')
+    .description('per stream: length, unrouted, unapplied, applied, dead-lettered; per partition: owner, cursor, backlog; the processors')
     .option('--json', 'the rows as one JSON array on stdout')
     .action((opts: { json?: boolean }) =>
       withContext('status', async ({ readStatus, config }) => {
