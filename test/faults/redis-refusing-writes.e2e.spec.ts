@@ -1,8 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { streamStatus } from '@redsource/processor';
-import { SnapshotStore } from '@redsource/snapshot-store';
 import { expectExactOnce, FaultScenario } from '../support/fault-driver.ts';
 import { startTestRedis, useTestRedis, type TestRedis } from '../support/redis.ts';
 
@@ -77,7 +75,7 @@ describe('Redis refusing writes is never the entry\'s fault', () => {
       await primary.call('CLIENT', 'UNPAUSE');
       // Appends keep arriving throughout, so the processors hold batches when the node turns read-only;
       // how much of the backlog is left by then depends on the machine's speed, not on the code.
-      expect(await unapplied(s), 'the node must turn read-only while the backlog is being processed').toBeGreaterThan(0);
+      expect(await s.unprocessed(), 'the node must turn read-only while the backlog is being processed').toBeGreaterThan(0);
       const readOnlySince = Date.now();
       expect(await until(async () => (await info(primary, 'replication'))['master_link_status'] === 'up', 10_000)).toBe(true);
       await sleep(3_000);
@@ -95,12 +93,6 @@ describe('Redis refusing writes is never the entry\'s fault', () => {
     expectExactOnce('readonly', s, outcome, EVENTS);
   }, 60_000);
 });
-
-async function unapplied(s: FaultScenario): Promise<number> {
-  const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
-  const rows = await streamStatus({ redis: ctx.redis, streams: Object.values(s.streams), group: s.group, snapshots });
-  return rows.reduce((n, r) => n + r.unapplied, 0);
-}
 
 const port = (server: TestRedis) => Number(new URL(server.url).port);
 
