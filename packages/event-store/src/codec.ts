@@ -91,6 +91,8 @@ export class EventCodec {
     if (!type) throw new UndecodableEntryError(stream, entryId, 'envelope without a type attribute');
     let payload: unknown = {};
     if (record['data'] !== undefined) {
+      // The router (Redis' cjson) reads no deeper: such an event could not be routed by its data's subject.
+      if (nestingDepth(record['data']) > MAX_DATA_DEPTH) throw new UndecodableEntryError(stream, entryId, `envelope data nests deeper than ${MAX_DATA_DEPTH} levels`);
       try {
         payload = JSON.parse(record['data']);
       } catch {
@@ -108,6 +110,25 @@ export class EventCodec {
     }
     return freezeEvent({ type, data, stream, entryId, format: 'envelope', metadata });
   }
+}
+
+const MAX_DATA_DEPTH = 1_000;
+
+/** How deep arrays and objects nest in a JSON text (brackets inside strings do not count). */
+export function nestingDepth(json: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) deepest = Math.max(deepest, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return deepest;
 }
 
 function toRecord(stream: string, entryId: string, fields: readonly string[]): Record<string, string> {

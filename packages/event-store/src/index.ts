@@ -1,6 +1,6 @@
 export { RedisEventStore, type EventStoreOptions, type ReadOptions, type SubscribeOptions } from './event-store.ts';
 export { EventCatalog, type EventSchemas, type StreamDefinition } from './catalog.ts';
-export { EventCodec, DEFAULT_TYPE_FIELDS, type CodecOptions } from './codec.ts';
+export { EventCodec, DEFAULT_TYPE_FIELDS, nestingDepth, type CodecOptions } from './codec.ts';
 export { eventStoreKeys } from './keys.ts';
 export { idempotencySettingsSchema, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';
 export { parseXReadReply, toStreamEntries } from './replies.ts';
@@ -28,3 +28,4 @@ export type {
   WireFormat,
 } from './types.ts';
 export { isRedisUnavailable, redisUnavailableKind, describeRedisUnavailable, type RedisUnavailableKind } from './redis-errors.ts';
+export { scanKeys, globEscape, isCluster, type ScanKeysOptions } from './scan.ts';

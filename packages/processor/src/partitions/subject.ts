@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { nestingDepth } from '@redsource/event-store';
 
 /**
  * Which partition a subject belongs to: the first 32 bits of its SHA-1, modulo the count. Written
@@ -11,7 +12,9 @@ export function partitionOfSubject(subject: string, partitions: number): number 
 /**
  * The subject of a raw entry, as route.lua finds it: the first of `subjectFields` among a flat
  * entry's fields, or in an envelope's `data` object (a non-negative integer counts, written
- * plainly), else the envelope's `subject` attribute.
+ * plainly), else the envelope's `subject` attribute. `data` nested deeper than 1000 levels is not
+ * looked into (cjson's limit). Text only cjson takes for JSON (`0x10`, `01`) may differ here: such an
+ * entry fails to decode anyway and is dead-lettered, so its partition orders nothing.
  */
 export function subjectOfEntry(fields: readonly string[], subjectFields: readonly string[]): string | undefined {
   const flat = new Map<string, string>();
@@ -24,7 +27,8 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
     return undefined;
   }
   const data = flat.get('data');
-  if (data !== undefined) {
+  // route.lua's JSON decoder (Redis' cjson) stops at 1000 levels of nesting: so does this mirror.
+  if (data !== undefined && nestingDepth(data) <= MAX_DEPTH) {
     let decoded: unknown;
     try {
       decoded = JSON.parse(data);
@@ -41,6 +45,8 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
   }
   return flat.get('subject');
 }
+
+const MAX_DEPTH = 1_000;
 
 /** The partition route.lua puts a raw entry in. */
 export function partitionOfEntry(fields: readonly string[], subjectFields: readonly string[], partitions: number): number {

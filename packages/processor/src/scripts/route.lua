@@ -43,12 +43,23 @@ end
 
 local wanted = cjson.decode(ARGV[4])
 
--- A JSON number names a subject only as a non-negative integer, written without exponent.
+-- A JSON number names a subject only as a non-negative integer, written without exponent (-0 is 0).
 local function asSubject(value)
   if type(value) == 'string' then return value end
   if type(value) == 'number' and value >= 0 and value == math.floor(value) and value < 9007199254740992 then
+    if value == 0 then return '0' end
     return string.format('%.0f', value)
   end
+  return nil
+end
+
+-- cjson refuses a lone surrogate escape ('\ud800'), which JSON allows: such escapes (never part of a
+-- valid subject) are read as '?' on a second try, so the event keeps its user's partition.
+local function decodeData(data)
+  local ok, decoded = pcall(cjson.decode, data)
+  if ok then return decoded end
+  ok, decoded = pcall(cjson.decode, (string.gsub(data, '\\[uU][dD][89a-fA-F]%x%x', '?')))
+  if ok then return decoded end
   return nil
 end
 
@@ -68,8 +79,8 @@ local function subjectOf(fields)
     return nil
   end
   if data then
-    local ok, decoded = pcall(cjson.decode, data)
-    if ok and type(decoded) == 'table' then
+    local decoded = decodeData(data)
+    if type(decoded) == 'table' then
       for _, name in ipairs(wanted) do
         local subject = asSubject(decoded[name])
         if subject then return subject end
