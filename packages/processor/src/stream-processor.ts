@@ -89,6 +89,8 @@ export class StreamProcessor {
   /** What this processor waits on Redis for: per stream (its applies), and per loop. */
   private readonly waits = new RedisWaits();
   private readonly held = new Map<number, HeldPartition>();
+  /** Partitions being given back: a round that still sees their lease must not take them again. */
+  private readonly releasing = new Set<number>();
   /**
    * Per stream, two blocking connections: one waits for new entries to route, one reads the held
    * partitions. Per stream, because one XREAD cannot span streams in different cluster slots.
@@ -312,7 +314,7 @@ export class StreamProcessor {
       this.logger.warn({ partition: index }, 'partition lease lost; another processor takes it over');
     }
     for (const [index, token] of leases) {
-      if (this.held.has(index)) continue;
+      if (this.held.has(index) || this.releasing.has(index)) continue;
       const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), generation: 0, busy: new Set() };
       try {
         for (const stream of this.streams) await this.takeStream(partition, stream);
@@ -354,11 +356,14 @@ export class StreamProcessor {
     await Promise.allSettled([...partition.busy]);
     if (this.held.get(partition.index) !== partition) return;
     this.held.delete(partition.index);
+    this.releasing.add(partition.index);
     try {
       await this.ownership.release(new Map([[partition.index, partition.token]]), false);
       this.logger.info({ partition: partition.index }, 'partition handed over');
     } catch (error) {
       this.logger.warn({ partition: partition.index, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
+    } finally {
+      this.releasing.delete(partition.index);
     }
   }
 
