@@ -1,5 +1,6 @@
-// Fold a stream into snapshots with a consumer group, watch a failing handler end in the
-// dead-letter stream, rebuild the snapshots with replay() while the processor keeps running, stop.
+// Fold a stream into snapshots with a partitioned processor (each order's entries routed to one
+// partition, applied in order), watch a failing handler end in the dead-letter stream, rebuild the
+// snapshots with replay() while the processor keeps running, stop.
 // Run from the repo root: REDIS_URL=redis://127.0.0.1:6379 npx tsx packages/processor/examples/quickstart.ts
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,7 +8,7 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore, eventStoreKeys } from '@redsource/event-store';
 import { SnapshotStore, snapshotKeys } from '@redsource/snapshot-store';
-import { DeadLetters, HandlerRegistry, StreamProcessor, processorKeys, replay, type Logger } from '@redsource/processor';
+import { DeadLetters, HandlerRegistry, StreamProcessor, partitionKeys, processorKeys, replay, type Logger } from '@redsource/processor';
 
 const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
 const run = randomBytes(4).toString('hex'); // unique per run: the Redis may be shared
@@ -15,7 +16,8 @@ const stream = `quickstart_orders_${run}`;
 const group = `quickstart_${run}`;
 
 const order = z.object({ orderId: z.string(), item: z.string().optional() });
-const catalog = new EventCatalog({ [stream]: { schemas: { placed: order, cancelled: order, audited: order } } });
+// subjectFields: an order's entries share a partition (found in a flat entry's fields or the event's data).
+const catalog = new EventCatalog({ [stream]: { schemas: { placed: order, cancelled: order, audited: order }, subjectFields: ['orderId'] } });
 const eventStore = new RedisEventStore({ redis, catalog });
 // The projection names the cursors and the rebuild state: unique per run too.
 const snapshots = new SnapshotStore({ redis, keyPrefix: `quickstart_order_${run}_`, projection: `orders_${run}` });
@@ -40,7 +42,7 @@ const logger: Logger = {
 
 const processor = new StreamProcessor({
   redis, eventStore, snapshots, handlers, logger,
-  group, consumer: 'worker-1', blockMs: 200, maxDeliveries: 3, retryBackoffMs: 20,
+  group, consumer: 'worker-1', partitions: 4, blockMs: 200, maxDeliveries: 3, retryBackoffMs: 20,
 });
 const deadLetters = new DeadLetters(redis);
 
@@ -55,8 +57,8 @@ try {
     { type: 'placed', data: { orderId: 'o1', item: 'book' } },
     { type: 'placed', data: { orderId: 'o2', item: 'lamp' } },
   ]);
-  // start() returns at once; the read loop creates the group (start: 'beginning') as soon as Redis
-  // answers, so the two entries above are processed too.
+  // start() returns at once; the processor creates the group (start: 'beginning') as soon as Redis
+  // answers, takes the partitions (it is alone: all 4) and routes the two entries above too.
   await processor.start();
 
   await eventStore.append(stream, [
@@ -84,6 +86,7 @@ try {
   // stepped over, not dead-lettered again.
   const result = await replay({
     redis, eventStore, snapshots, handlers,
+    partitioning: { group, partitions: processor.settings.partitions }, // the switch moves each partition's cursor
     onProgress: (p) => console.log('replay', p.phase, `${p.done}/${p.total}`, 'applied', p.applied, 'stepped', p.stepped, 'switched', p.switched),
   });
   console.log('replayed', result.done, 'of', result.total, '- o1:', (await snapshots.read('o1'))?.fields, '- dead letters:', await deadLetters.count(stream));
@@ -93,11 +96,22 @@ try {
   await until(async () => (await snapshots.read('o3')) !== undefined);
   console.log('o3', (await snapshots.read('o3'))?.fields);
 
-  await processor.stop(); // wakes its blocked XREADGROUP with CLIENT UNBLOCK, closes its reader connection
+  await processor.stop(); // finishes its batches, hands its partitions back, leaves the group, closes its connections
 } finally {
   await processor.stop();
   // Delete what this run created. DEL of the stream also drops its consumer group.
+  const partitions = [...Array(processor.settings.partitions).keys()];
   await redis.del(
+    ...partitions.flatMap((p) => [
+      partitionKeys.stream(stream, group, p), // the entries routed to the partition (what is not applied yet)
+      partitionKeys.epoch(stream, group, p), // the fencing token of its last holder
+      partitionKeys.lease(group, p), // released by stop(); left only by a processor that died
+      partitionKeys.fence(group, p), // the last fencing token given
+      snapshots.cursorKey(stream, p), // where the partition is applied up to
+    ]),
+    partitionKeys.count(stream, group),
+    partitionKeys.members(group), // stop() leaves it; left only by a processor that died
+    processorKeys.attempts(stream, group), // failed handler attempts, while an entry has some
     stream,
     eventStoreKeys.versions(stream),
     eventStoreKeys.eventIds(stream),
