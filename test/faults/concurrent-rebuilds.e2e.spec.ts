@@ -52,7 +52,7 @@ async function settledDifferences(s: FaultScenario): Promise<string[]> {
   return differences();
 }
 
-/** Every key a rebuild or processor could write, with its value (heartbeats and consumer stats left out: they tick). */
+/** Every key a rebuild or processor could write, with its value (the group's keys left out: heartbeats and consumer stats tick). */
 async function fingerprint(): Promise<Map<string, string>> {
   const values = new Map<string, string>();
   let cursor = '0';
@@ -60,7 +60,7 @@ async function fingerprint(): Promise<Map<string, string>> {
     const [next, keys] = await ctx.redis.scan(cursor, 'COUNT', 1_000);
     cursor = next;
     for (const key of keys) {
-      if (key.startsWith('redsource:group:')) continue;
+      if (key.startsWith('redsource:group:') || key.startsWith('redsource:{group:')) continue;
       const type = await ctx.redis.type(key);
       const value =
         type === 'hash' ? JSON.stringify(Object.entries(await ctx.redis.hgetall(key)).sort())

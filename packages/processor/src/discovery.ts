@@ -1,16 +1,16 @@
 import type { Redis } from 'ioredis';
+import { globEscape, scanKeys } from '@redsource/event-store';
 
-/** Streams whose names start with one of the prefixes (SCAN … TYPE stream, never KEYS); redsource's own keys excluded. */
+/**
+ * Streams whose names start with one of the prefixes (SCAN … TYPE stream, never KEYS; every master
+ * of a Redis Cluster); redsource's own keys excluded.
+ */
 export async function discoverStreams(redis: Redis, prefixes: readonly string[]): Promise<string[]> {
   const found = new Set<string>();
   for (const prefix of prefixes) {
-    const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
-    let cursor = '0';
-    do {
-      const [next, keys] = (await redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1_000, 'TYPE', 'stream')) as [string, string[]];
+    for await (const keys of scanKeys(redis, { match: `${globEscape(prefix)}*`, type: 'stream', count: 1_000 })) {
       for (const key of keys) if (!key.startsWith('redsource:')) found.add(key);
-      cursor = next;
-    } while (cursor !== '0');
+    }
   }
   return [...found].sort();
 }

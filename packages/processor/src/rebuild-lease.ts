@@ -89,6 +89,8 @@ export interface AcquireOptions {
  * The exclusive right to rebuild one projection: a lease in Redis that expires unless renewed (so a
  * dead holder's rebuild is taken over) and a fencing token every write of the rebuild checks (so a
  * holder that was paused past its lease writes nothing). Renewed on a timer while the rebuild works.
+ * The lease, the fencing counter and the rebuild's state share one Redis Cluster slot; how the
+ * writes elsewhere are fenced on a cluster is told at FencedWrites.
  */
 export class RebuildLease {
   readonly writes: FencedWrites;
@@ -101,9 +103,15 @@ export class RebuildLease {
   private constructor(
     redis: Redis,
     lease: { key: string; token: string; requestedAt: number },
+    target: { readonly projection: string; readonly keyPrefix: string },
     private readonly settings: RebuildLeaseSettings,
   ) {
-    this.writes = new FencedWrites(redis, { key: lease.key, token: lease.token });
+    this.writes = new FencedWrites(
+      redis,
+      { key: lease.key, token: lease.token },
+      // On a Redis Cluster the stream's keys are fenced by the stream's epoch (see FencedWrites).
+      { epochKey: (stream) => processorKeys.rebuildEpoch(stream, target.projection, target.keyPrefix), guard: () => this.assertHeld() },
+    );
     this.confirmedAt = lease.requestedAt;
     this.timer = setInterval(() => void this.renew(), settings.renewMs);
   }
@@ -117,7 +125,7 @@ export class RebuildLease {
     for (;;) {
       const requestedAt = Date.now();
       const attempt = await tryAcquireRebuildLease(redis, keys, settings.leaseMs, { ...holder, startedAt: requestedAt });
-      if ('token' in attempt) return new RebuildLease(redis, { key: keys.lease, token: attempt.token, requestedAt }, settings);
+      if ('token' in attempt) return new RebuildLease(redis, { key: keys.lease, token: attempt.token, requestedAt }, target, settings);
       const phase = (await redis.hget(processorKeys.rebuild(target.projection, target.keyPrefix), 'phase')) ?? 'starting';
       const running: RunningRebuild = { ...attempt.heldBy, phase };
       if (!options.wait) throw new RebuildRunningError(running, target, settings.leaseMs);

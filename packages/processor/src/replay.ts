@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { RedisEventStore } from '@redsource/event-store';
-import type { StreamEntry } from '@redsource/event-store';
-import { compareEntryIds, SNAPSHOT_ID, snapshotKeys, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
+import { globEscape, isCluster, scanKeys, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
+import { compareEntryIds, snapshotKeys, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
-import { ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
+import { ProcessorError, ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
 import { discoverStreams } from './discovery.ts';
-import type { FencedWrites } from './fenced-writes.ts';
+import { NO_MARKERS, type FencedWrites, type SnapshotMarkers } from './fenced-writes.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { processorSettingsSchema } from './options.ts';
@@ -67,6 +66,16 @@ export interface ReplayOptions {
 const SWITCH_BATCH = 500;
 
 /**
+ * The live key prefix cannot be rebuilt on a Redis Cluster: a shadow key in the same slot as each
+ * live key cannot be named for it (a `}` with no valid hash tag before it), or it is too long.
+ */
+export class RebuildKeyPrefixError extends ProcessorError {
+  constructor(keyPrefix: string, why: string) {
+    super('RS_REBUILD_KEY_PREFIX', `Cannot rebuild the snapshots under '${keyPrefix}' on a Redis Cluster: ${why}.`);
+  }
+}
+
+/**
  * Rebuilds snapshots from the streams with no downtime. The fold runs into shadow hashes (another
  * key prefix and cursor) while the live snapshots keep being served and updated. Then the live
  * streams are held for a moment, the shadow catches up with the live cursor if it is behind, every
@@ -79,6 +88,34 @@ const SWITCH_BATCH = 500;
  * One rebuild of a projection runs at a time: it holds a lease (RebuildRunningError for a second
  * one, or `wait`), and every write it makes carries its fencing token, checked by Redis, so a rebuild
  * paused or cut off past its lease writes nothing (RebuildLeaseLostError) while the next one resumes.
+ *
+ * On a Redis Cluster (an ioredis Cluster client, passed as `redis`) the same steps run. What holds
+ * there, and how it differs from one Redis:
+ * - the RENAME: each shadow hash shares its live key's slot (shadowNaming), so it is one atomic
+ *   step per snapshot, as on one Redis; SCAN runs on every master (scanKeys), and the switch scans
+ *   again until none is left, as a reshard can hide a key from one scan;
+ * - one rebuild at a time: the lease, its fencing counter and the state share a slot, so taking
+ *   the lease (RebuildRunningError) and writing the state are checked as on one Redis;
+ * - fencing: every other write is checked against what its own slot holds (see FencedWrites):
+ *   a stream's keys against the stream's rebuild epoch (the token copied there right after the
+ *   lease was taken), snapshot hashes against their markers and `_rebuild` marks. A rebuild that
+ *   lost its lease and was taken over is refused by the first check in a slot its successor has
+ *   written, and stops in the process before any new write (`guard`). Where one Redis writes
+ *   nothing at all, a cluster may still land a write the former holder had already started, and
+ *   none of those changes the outcome: the snapshot writes of an apply whose check passed (the
+ *   same fold of the same entries, skipped by the successor through the markers, or a shadow
+ *   hash of its own generation re-created after the switch: never switched, deleted by the next
+ *   fresh start), or switches and deletions already sent (refused where the successor has
+ *   written, no-ops where it switched). Unlike one Redis, a lease that expired with no successor
+ *   yet does not by itself stop the stream writes (nothing else wrote there; `guard` stops the
+ *   rebuild);
+ * - an entry's changes to snapshots in different slots are applied each exactly once, not together
+ *   (SnapshotStore.applyBatch), and readers see each snapshot switched on its own, as on one Redis;
+ * - the hold: the live processors' bookkeeping is held atomically (apply-batch.lua), but the
+ *   snapshot writes of a live apply whose check passed just before the hold can land later, after
+ *   the switch. The rebuilt hash keeps the rebuild's markers (`_at:<stream>`, the last entry folded
+ *   into it), and a live apply skips what they cover (apply-snapshots.lua), so such a late write
+ *   applies nothing twice; one that lands before the switch is replaced by it.
  */
 export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const { redis, snapshots: live } = options;
@@ -86,6 +123,8 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const streams = options.streams ?? [...new Set([...options.handlers.streams, ...(await discoverStreams(redis, options.handlers.streamPrefixes))])];
   if (streams.length === 0) throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
   const settings = parseRebuildLeaseSettings(options.lease ?? {});
+  // A live prefix no shadow can be named for on a cluster is refused before the lease is taken.
+  shadowNaming(live.keyPrefix, 'g0', isCluster(redis));
   for (const stream of streams) {
     const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
     if (trimmed) throw new ReplayImpossibleError(stream, trimmed);
@@ -104,11 +143,18 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const writes = lease.writes;
   const only = options.only ? new Set(options.only) : undefined;
   const logger = options.logger ?? silentLogger;
-  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: shadowPrefix(live.keyPrefix), projection: `${live.projection}:rebuild` });
+  const cluster = isCluster(redis);
   const stateKey = processorKeys.rebuild(live.projection, live.keyPrefix);
-  const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   const started = Date.now();
-  const rebuildId = (await redis.hget(stateKey, 'id')) ?? `${started}`;
+  const state = await redis.hgetall(stateKey);
+  const phaseFound = state['phase'] ?? null;
+  // A rebuild's id names its shadow's generation: 'g' and the token of the holder that started it
+  // (a rebuild taken over keeps it). A fresh start never meets what an earlier one left (see shadowNaming).
+  const rebuildId = phaseFound === null ? `g${lease.token}` : (state['id'] ?? '');
+  if (!/^g\d+$/.test(rebuildId)) throw new ProcessorStateError(`The rebuild state '${stateKey}' has no valid id ('${rebuildId}'): delete that key to start the rebuild over.`);
+  const naming = shadowNaming(live.keyPrefix, rebuildId, cluster);
+  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: naming.keyPrefix, keySuffix: naming.keySuffix, projection: `${live.projection}:rebuild` });
+  const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
   const partitions = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
   const subjectFields = (stream: string) => (options.eventStore.catalog.has(stream) ? options.eventStore.catalog.subjectFields(stream) : []);
   /** The live snapshots' applied position in each partition of a stream. */
@@ -116,24 +162,34 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const highest = (ids: readonly string[]) => ids.reduce((a, b) => maxId(a, b), '0-0');
 
   const asked = only ? [...only].sort().join(',') : '';
-  const resumed = await redis.hget(stateKey, 'only');
-  if (resumed !== null && resumed !== asked) {
+  const resumed = state['only'];
+  if (resumed !== undefined && resumed !== asked) {
     throw new ProcessorStateError(
       `A rebuild of ${resumed ? `users ${resumed}` : 'every snapshot'} was interrupted; resume it with the same users (or none) before starting another.`,
     );
   }
-  const phaseFound = await redis.hget(stateKey, 'phase');
+  // On a cluster: this rebuild's token into each stream's epoch, before any write to the stream's keys.
+  await writes.claimStreams(streams);
+  // The markers a shadow apply writes on a cluster (apply-snapshots.lua: `_at:<stream>`, no partition).
+  const rebuildMarkers: SnapshotMarkers = cluster ? { rebuild: streams.map((s) => `_at:${s}`), live: [] } : NO_MARKERS;
   if (phaseFound === null) {
     // A fresh start: clear what an abandoned shadow may hold. The dead-lettered ids stay (see resetProgress).
-    await deleteSnapshotHashes(redis, writes, shadow.keyPrefix);
+    await deleteShadows(redis, writes, naming, rebuildMarkers);
     for (const stream of streams) {
-      await writes.set(shadow.cursorKey(stream), '0-0');
-      await writes.set(shadow.totalsKey(stream), '');
+      await writes.set(shadow.cursorKey(stream), '0-0', stream);
+      await writes.set(shadow.totalsKey(stream), '', stream);
     }
-  } else if (phaseFound !== 'switching') {
+  }
+  // Taking over an `only` rebuild that was catching up: its holds stay (set again), so the live
+  // cursors stay where its catch-up saw them and this run leaves out the same entries it did (a
+  // write of it that lands late, on a cluster, is then the same as this run's).
+  const resumedHeld = only !== undefined && phaseFound === 'catching-up';
+  if (resumedHeld) {
+    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()), stream);
+  } else if (phaseFound !== null && phaseFound !== 'switching') {
     // Taking over a rebuild that lost its lease while catching up: its holds would stall the live
     // processors through this run's whole fold. Nothing was switched yet; this run holds them again.
-    for (const stream of streams) await writes.set(live.holdKey(stream), '');
+    for (const stream of streams) await writes.set(live.holdKey(stream), '', stream);
   }
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
@@ -153,20 +209,29 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   if (phaseFound === null) await writes.hset(stateKey, { id: rebuildId, phase: 'building', startedAt: started, only: asked, total: progress.total, done: progress.done });
   await report({});
 
-  const fold = async (stream: string, upTo: () => Promise<string>) => {
+  /**
+   * Folds the stream into the shadow from its cursor up to `upTo`. `stopAtUnapplied` (`only`, before
+   * the hold): stops before the first entry its live partition has not applied yet, as the live
+   * cursors still move then; under the hold each entry beyond its partition's cursor is decided.
+   */
+  const fold = async (stream: string, upTo: () => Promise<string>, stopAtUnapplied = false) => {
     const from = await shadow.cursor(stream);
     const limit = await upTo();
     if (compareEntryIds(from, limit) >= 0) return;
     const cursors = only ? await liveCursors(stream) : [];
+    const partitionOf = (entry: StreamEntry) => partitionOfEntry(entry.fields, subjectFields(stream), partitions);
     const pages = options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 });
     let next = pages.next();
     for (;;) {
-      const { value: page, done } = await next;
-      if (done || page.length === 0) return;
+      const { value: read, done } = await next;
+      if (done || read.length === 0) return;
       lease.assertHeld();
       // The next page is read while this one is folded and applied.
       next = pages.next();
       next.catch(() => undefined);
+      const cut = stopAtUnapplied ? read.findIndex((entry) => compareEntryIds(entry.id, cursors[partitionOf(entry)] ?? '0-0') > 0) : -1;
+      const page = cut < 0 ? read : read.slice(0, cut);
+      if (page.length === 0) return;
       const bad: { entryId: string; reason: string }[] = [];
       const built = await builder.build(stream, page, { onBad: (entryId, reason) => bad.push({ entryId, reason }) });
       const before = await deadLetteredBefore(redis, stream, bad.map((b) => b.entryId));
@@ -175,8 +240,7 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
       const entries = only
         ? built.map((e, i) => {
             // Applied live only if its partition's cursor is past it: else the live processors apply it after the switch.
-            const partition = partitionOfEntry((page[i] as StreamEntry).fields, subjectFields(stream), partitions);
-            return keepOnly(e, only, compareEntryIds(e.entryId, cursors[partition] ?? '0-0') <= 0);
+            return keepOnly(e, only, compareEntryIds(e.entryId, cursors[partitionOf(page[i] as StreamEntry)] ?? '0-0') <= 0);
           })
         : built;
       const result = await writes.applyBatch(shadow, { stream, entries, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
@@ -189,50 +253,66 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
         stepped: progress.stepped + bad.length,
         deadLetteredBefore: progress.deadLetteredBefore + before.size,
       });
+      if (cut >= 0) return;
     }
   };
 
   if ((await redis.hget(stateKey, 'phase')) !== 'switching') {
-    // 1. Fold into the shadow while the live processors carry on.
-    for (const stream of streams) {
-      const end = await target(stream);
-      await fold(stream, async () => end);
+    // 1. Fold into the shadow while the live processors carry on. `only`: up to the first entry not
+    // applied live yet (an entry left out of the shadow now could be applied live before the hold).
+    if (!resumedHeld) {
+      for (const stream of streams) {
+        const end = await target(stream);
+        await fold(stream, async () => end, only !== undefined);
+      }
     }
     // 2. Hold the live streams and catch up with the live cursor where it is ahead; then switch.
     await report({ phase: 'catching-up' });
-    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
+    if (!resumedHeld) for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()), stream);
     // Held: no live apply moves now. A full rebuild takes in what arrived meanwhile; `only` what the live partitions applied.
     for (const stream of streams) await fold(stream, async () => (only ? highest(await liveCursors(stream)) : lastId(stream)));
     await writes.hset(stateKey, { phase: 'switching' });
   } else {
-    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()));
+    for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()), stream);
   }
 
   // 3. Switch: every shadow hash over its live key, then the live snapshots the fold did not produce.
   await report({ phase: 'switching' });
   try {
-    const switched = await switchOver(redis, writes, shadow.keyPrefix, live.keyPrefix, rebuildId);
+    // Where each live partition stands once switched: everything up to the shadow's cursor (a full
+    // rebuild), or up to the partition's own cursor (`only`). Read under the hold, so it stays put.
+    const switchedAt = new Map<string, string[]>();
+    for (const stream of streams) {
+      const folded = await shadow.cursor(stream);
+      switchedAt.set(stream, (await liveCursors(stream)).map((cursor) => (only ? cursor : maxId(folded, cursor))));
+    }
+    // On a cluster the switch and the deletions read the snapshots' markers (see FencedWrites):
+    // the live processors' are `_at:<stream>:p<n>` (SnapshotStore.applyBatch on a cluster).
+    const markers: SnapshotMarkers = cluster
+      ? { rebuild: rebuildMarkers.rebuild, live: streams.flatMap((s) => (switchedAt.get(s) ?? []).map((at, p) => [`_at:${s}:p${p}`, at] as const)) }
+      : NO_MARKERS;
+    const switched = await switchOver(redis, writes, shadow, live, rebuildId, markers);
     await report({ switched });
-    await deleteUnswitched(redis, writes, live.keyPrefix, rebuildId, only);
+    await deleteUnswitched(redis, writes, live, rebuildId, only, markers);
     // The snapshots now hold everything up to the shadow's cursor: each live partition goes on from
     // there (an entry of it at or before that is skipped as applied). `only` leaves them as they are.
     if (!only) {
       for (const stream of streams) {
-        const folded = await shadow.cursor(stream);
         const cursors = await liveCursors(stream);
         for (const [p, cursor] of cursors.entries()) {
-          if (compareEntryIds(folded, cursor) > 0) await writes.set(live.cursorKey(stream, p), folded);
+          const at = switchedAt.get(stream)?.[p] ?? cursor;
+          if (compareEntryIds(at, cursor) > 0) await writes.set(live.cursorKey(stream, p), at, stream);
         }
       }
     }
   } finally {
     // Released also when switching failed. A rebuild that lost its lease cannot: the holds stay for
     // the one that took over, which finishes the switch.
-    for (const stream of streams) await writes.set(live.holdKey(stream), '').catch(unlessLeaseLost);
+    for (const stream of streams) await writes.set(live.holdKey(stream), '', stream).catch(unlessLeaseLost);
   }
   for (const stream of streams) {
-    await writes.set(shadow.cursorKey(stream), '');
-    await writes.set(shadow.totalsKey(stream), '');
+    await writes.set(shadow.cursorKey(stream), '', stream);
+    await writes.set(shadow.totalsKey(stream), '', stream);
   }
   await report({ phase: 'done' });
   await writes.set(stateKey, '');
@@ -247,10 +327,68 @@ export async function rebuildState(redis: Redis, snapshots: Pick<SnapshotStore<u
   return { phase: state['phase'], done: Number(state['done'] ?? 0), total: Number(state['total'] ?? 0), startedAt: Number(state['startedAt'] ?? 0), updatedAt: Number(state['updatedAt'] ?? 0) };
 }
 
-/** The shadow's key prefix; a long live prefix is hashed so the shadow's stays within the allowed length. */
-function shadowPrefix(livePrefix: string): string {
-  const plain = `redsource:rebuild:${livePrefix}`;
-  return plain.length <= 256 ? plain : `redsource:rebuild:${createHash('sha1').update(livePrefix).digest('hex')}:`;
+const SHADOW = 'redsource:rebuild:';
+const MAX_PREFIX = 256;
+const ID_PATTERN = '[A-Za-z0-9_-]{1,64}';
+
+/** How a rebuild names its shadow hashes: the shadow store's key prefix and suffix, and how to find every shadow hash of these snapshots. */
+export interface ShadowNaming {
+  readonly keyPrefix: string;
+  /** Ends in the rebuild's id (its generation). */
+  readonly keySuffix: string;
+  /** SCAN MATCH globs that every shadow hash of these snapshots matches, of any generation or of the naming before generations. */
+  readonly patterns: readonly string[];
+  /** Whether a key is a shadow hash of these snapshots, of any generation (this one included) or of the naming before generations. */
+  isShadow(key: string): boolean;
+}
+
+/**
+ * The shadow's key naming. Each shadow hash shares its live key's Redis Cluster slot, so the switch
+ * RENAMEs within one slot: with a hash tag in the live prefix (`{users}:user_`), the shadow key is
+ * `redsource:rebuild:` + live key (the same tag); without one, the live key is wrapped in a tag,
+ * `redsource:rebuild:{` + live key + `}` (the tag is the whole live key, which is what Redis hashes
+ * for it). Then `:` and the rebuild id, `g<n>`: a shadow hash written late by a rebuild that lost its
+ * lease (a write it had already started; on a cluster nothing in the hash's slot can refuse that)
+ * lands in its own generation, never in the shadow of a rebuild started after it. The same naming on
+ * one Redis. Refused on a cluster (RebuildKeyPrefixError): a live prefix with a `}` and no valid tag
+ * before it (no shadow key can share its slot), or one too long for the shadow prefix (256); on one
+ * Redis such a long one is hashed.
+ */
+export function shadowNaming(livePrefix: string, rebuildId: string, cluster: boolean): ShadowNaming {
+  const tag = hashTag(livePrefix);
+  if (cluster && tag === undefined && livePrefix.includes('}')) {
+    throw new RebuildKeyPrefixError(livePrefix, "it has a '}' with no valid hash tag ('{…}', not empty) before it, so no shadow key can be named in each live key's slot");
+  }
+  let keyPrefix = tag === undefined ? `${SHADOW}{${livePrefix}` : `${SHADOW}${livePrefix}`;
+  let beforeId = tag === undefined ? '}:' : ':';
+  const hashed = createHash('sha1').update(livePrefix).digest('hex');
+  if (keyPrefix.length > MAX_PREFIX) {
+    beforeId = ':';
+    if (!cluster) keyPrefix = `${SHADOW}${hashed}:`;
+    else if (tag !== undefined && `${SHADOW}{${tag}}:${hashed}:`.length <= MAX_PREFIX) keyPrefix = `${SHADOW}{${tag}}:${hashed}:`;
+    else throw new RebuildKeyPrefixError(livePrefix, `the shadow key prefix would be longer than ${MAX_PREFIX} characters`);
+  }
+  // Before generations: `redsource:rebuild:` + live prefix (hashed when long) + id, nothing after.
+  const legacyPrefix = `${SHADOW}${livePrefix}`.length <= MAX_PREFIX ? `${SHADOW}${livePrefix}` : `${SHADOW}${hashed}:`;
+  const generations = new RegExp(`^${regexEscape(keyPrefix)}${ID_PATTERN}${regexEscape(beforeId)}g\\d+$`);
+  const legacy = new RegExp(`^${regexEscape(legacyPrefix)}${ID_PATTERN}$`);
+  return {
+    keyPrefix,
+    keySuffix: `${beforeId}${rebuildId}`,
+    patterns: [...new Set([`${globEscape(keyPrefix)}*`, `${globEscape(legacyPrefix)}*`])],
+    isShadow: (key) => generations.test(key) || legacy.test(key),
+  };
+}
+
+/** A key's hash tag as Redis Cluster finds it: between the first `{` and the next `}`, if not empty. */
+function hashTag(key: string): string | undefined {
+  const open = key.indexOf('{');
+  const close = open < 0 ? -1 : key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : undefined;
+}
+
+function regexEscape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** The entry's changes to those snapshots, if the live snapshots have it applied; else none (it still moves the shadow's cursor). */
@@ -298,45 +436,51 @@ async function countUpTo(redis: Redis, stream: string, id: string): Promise<numb
   }
 }
 
-/** RENAMEs each shadow hash over its live key (marking it with the rebuild id first); returns how many. */
-async function switchOver(redis: Redis, writes: FencedWrites, shadowPrefix: string, livePrefix: string, rebuildId: string): Promise<number> {
+/**
+ * RENAMEs each shadow hash of this rebuild over its live key (marking it with the rebuild id first);
+ * returns how many. Scans again until a whole scan finds none left: on a cluster a key whose slot
+ * moves to a master already scanned (a reshard meanwhile) is missed by that scan, and a live
+ * snapshot whose shadow was not switched would be deleted next.
+ */
+async function switchOver(redis: Redis, writes: FencedWrites, shadow: SnapshotStore<unknown>, live: SnapshotStore<unknown>, rebuildId: string, markers: SnapshotMarkers): Promise<number> {
   let switched = 0;
-  for await (const keys of scanSnapshotHashes(redis, shadowPrefix)) {
-    switched += await writes.switchSnapshots(keys.map((key) => [key, `${livePrefix}${key.slice(shadowPrefix.length)}`] as const), rebuildId);
+  for (let found = true; found; ) {
+    found = false;
+    for await (const keys of scanKeys(redis, { match: shadow.keyPattern(), type: 'hash', count: SWITCH_BATCH })) {
+      const pairs = keys.flatMap((key) => {
+        const id = shadow.snapshotIdOf(key);
+        return id === undefined ? [] : [[key, live.key(id)] as const];
+      });
+      if (pairs.length === 0) continue;
+      found = true;
+      switched += await writes.switchSnapshots(pairs, rebuildId, markers);
+    }
   }
   return switched;
 }
 
 /** Deletes live snapshots that this rebuild did not write (the fold of the streams has no such snapshot). */
-async function deleteUnswitched(redis: Redis, writes: FencedWrites, livePrefix: string, rebuildId: string, only: ReadonlySet<string> | undefined): Promise<void> {
-  for await (const keys of scanSnapshotHashes(redis, livePrefix)) {
-    const candidates = only ? keys.filter((k) => only.has(k.slice(livePrefix.length))) : keys;
-    if (candidates.length > 0) await writes.unlinkSnapshots(candidates, rebuildId);
+async function deleteUnswitched(redis: Redis, writes: FencedWrites, live: SnapshotStore<unknown>, rebuildId: string, only: ReadonlySet<string> | undefined, markers: SnapshotMarkers): Promise<void> {
+  for await (const keys of scanKeys(redis, { match: live.keyPattern(), type: 'hash', count: SWITCH_BATCH })) {
+    const candidates = keys.filter((key) => {
+      const id = live.snapshotIdOf(key);
+      return id !== undefined && (!only || only.has(id));
+    });
+    if (candidates.length > 0) await writes.unlinkSnapshots(candidates, rebuildId, markers);
   }
 }
 
-/** Deletes every snapshot hash under a prefix. */
-async function deleteSnapshotHashes(redis: Redis, writes: FencedWrites, prefix: string): Promise<void> {
-  for await (const keys of scanSnapshotHashes(redis, prefix)) await writes.unlinkSnapshots(keys, undefined);
+/** Deletes every shadow hash of these snapshots: every generation, and the naming before generations. */
+async function deleteShadows(redis: Redis, writes: FencedWrites, naming: ShadowNaming, markers: SnapshotMarkers): Promise<void> {
+  for (const match of naming.patterns) {
+    for await (const keys of scanKeys(redis, { match, type: 'hash', count: SWITCH_BATCH })) {
+      const doomed = keys.filter((key) => naming.isShadow(key));
+      if (doomed.length > 0) await writes.unlinkSnapshots(doomed, undefined, markers);
+    }
+  }
 }
 
 /** For clean-up after a failure: a lost lease is expected there, anything else is not. */
 function unlessLeaseLost(error: unknown): void {
   if (!(error instanceof RebuildLeaseLostError)) throw error;
-}
-
-/**
- * Snapshot hashes under a prefix: keys that are the prefix plus a valid snapshot id and hold a hash
- * (never a stream or anything else that happens to share the prefix). SCAN, never KEYS.
- */
-async function* scanSnapshotHashes(redis: Redis, prefix: string): AsyncGenerator<string[]> {
-  const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
-  const isSnapshotKey = (key: string) => key.startsWith(prefix) && SNAPSHOT_ID.test(key.slice(prefix.length));
-  let cursor = '0';
-  do {
-    const [next, keys] = (await redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', SWITCH_BATCH, 'TYPE', 'hash')) as [string, string[]];
-    const found = keys.filter(isSnapshotKey);
-    if (found.length > 0) yield found;
-    cursor = next;
-  } while (cursor !== '0');
 }

@@ -7,7 +7,8 @@ higher than any given before: every write of the rebuild checks that its token s
 lease, so a holder that lost it (paused past it, cut off) writes nothing.
 
 KEYS[1]  the lease: '<token> <holder JSON>', expiring after ARGV[1] ms unless renewed
-KEYS[2]  the fencing counter: the last token given out (never reset, so tokens only grow)
+KEYS[2]  the fencing counter: the last token given out (never reset, so tokens only grow); one
+         hash tag with the lease (one Redis Cluster slot)
 ARGV[1]  lease time, ms
 ARGV[2]  the holder as JSON: {host, pid, startedAt}
 Reply    {1, token} when taken; {0, the lease's value} when someone holds it

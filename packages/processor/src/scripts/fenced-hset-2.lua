@@ -5,7 +5,8 @@
 HSET of the rebuild state (phase, progress, id) by a rebuild, only while its fencing token holds
 the lease.
 
-KEYS[1]  the rebuild lease: '<token> <holder JSON>'
+KEYS[1]  the rebuild lease: '<token> <holder JSON>' (same slot as the state on a cluster), or
+         any key holding the token in the hash's slot (see fenced-set-2.lua)
 KEYS[2]  the hash
 ARGV[1]  the rebuild's fencing token
 ARGV[2..] field, value, field, value, ...

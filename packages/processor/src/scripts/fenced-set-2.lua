@@ -5,7 +5,9 @@
 SET or DEL of one key by a rebuild, only while its fencing token holds the lease: the hold flag,
 the live and shadow cursors, the shadow totals, the rebuild state at the end.
 
-KEYS[1]  the rebuild lease: '<token> <holder JSON>'
+KEYS[1]  the key holding the token, in KEYS[2]'s slot: the rebuild lease '<token> <holder JSON>'
+         (one Redis; the state on a cluster), or on a Redis Cluster the rebuild epoch '<token>' in
+         the stream's slot for the stream's keys (the lease is in another slot; take-rebuild-epoch-1.lua)
 KEYS[2]  the key to write
 ARGV[1]  the rebuild's fencing token
 ARGV[2]  the value to SET, or '' to DEL the key
