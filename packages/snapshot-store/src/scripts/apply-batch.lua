@@ -70,6 +70,11 @@ local function deadLetter(entryId, reason, fieldsJson)
   -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
   -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
   local found = redis.call('XRANGE', KEYS[1], entryId, entryId)[1]
+  -- A partition's copy of an entry too large to copy is a reference: the bytes are in the source
+  -- stream, ARGV[8] (same slot: a partition stream carries its source stream's hash tag).
+  if found and #found[2] == 2 and found[2][1] == '__redsource_ref' and found[2][2] == '1' and sourceStream ~= KEYS[1] then
+    found = redis.call('XRANGE', sourceStream, entryId, entryId)[1]
+  end
   if found then
     local original = {}
     for i, item in ipairs(found[2]) do original[i] = #item .. ':' .. item .. ',' end
