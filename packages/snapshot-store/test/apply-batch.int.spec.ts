@@ -698,3 +698,31 @@ describe('the packed batch argument', () => {
     expect(snapshot?.fields['note']).toBe(text);
   });
 });
+
+describe('a partition entry routed as a reference', () => {
+  it('is dead-lettered with the bytes of the source entry, not the reference marker', async () => {
+    const stream = unique('ref_stream');
+    const partitionStream = `redsource:{${stream}}:p:g:0`;
+    const deadLetterStream = `redsource:{${stream}}:dead`;
+    const fields: string[] = [];
+    for (let i = 0; i < 3_600; i++) fields.push(`f${i}`, `v${i}`);
+    const id = String(await ctx.redis.xadd(stream, '*', ...fields));
+    // What route.lua writes for an entry of more than 7000 field items.
+    await ctx.redis.xadd(partitionStream, id, '__redsource_ref', '1');
+    const store = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('snap')}_` });
+    const result = await store.applyBatch({
+      stream,
+      entries: [{ entryId: id, deadLetter: { reason: 'RS_TEST', fields: [] } }],
+      deadLetterStream,
+      partition: { index: 0, stream: partitionStream },
+      group: 'g',
+    });
+    expect(result.deadLettered).toBe(1);
+    const [letter] = await ctx.redis.xrange(deadLetterStream, '-', '+');
+    const letterFields = letter?.[1] ?? [];
+    const original = letterFields[letterFields.indexOf('original') + 1] ?? '';
+    expect(letterFields[letterFields.indexOf('stream') + 1]).toBe(stream);
+    expect(original.startsWith('2:f0,2:v0,2:f1,2:v1,')).toBe(true);
+    expect(original).not.toContain('__redsource_ref');
+  });
+});
