@@ -73,7 +73,7 @@ const LEASE_LOST = 'RS_REBUILD_LEASE_LOST';
  * it, cut off until it expired, taken over) gets RebuildLeaseLostError and nothing is written: a
  * check in the process before the write could not promise that, as the process may stop between.
  *
- * One Redis: every script checks the lease itself (`fence.key`).
+ * One Redis: every script checks the lease itself (`fence.key`), and nothing else decides.
  *
  * Redis Cluster: a script can only read keys of its own slot, and the lease shares a slot only with
  * the rebuild's state (and fencing counter). So:

@@ -7,8 +7,9 @@ unswitched snapshots spares it) and RENAMEs it over its live key (atomic: a read
 the new snapshot, never none).
 
 Fencing. On one Redis the lease is passed (KEYS[3]) and checked here: a rebuild that lost it
-switches nothing. On a Redis Cluster the lease is in another slot; the shadow hash shares its live
-key's slot (see shadowNaming in replay.ts), and what is checked is what this slot holds:
+switches nothing. On a Redis Cluster (no KEYS[3]) the lease is in another slot; the shadow hash
+shares its live key's slot (see shadowNaming in replay.ts), and what is checked is what this slot
+holds:
 - the shadow's markers (ARGV rebuild markers, '<token> <entry id>', written by every shadow apply
   on a cluster): one with a higher token than the caller's means a later holder has written this
   shadow since, so the caller has lost the lease (RS_REBUILD_LEASE_LOST, nothing written);
@@ -41,13 +42,16 @@ if KEYS[3] then
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 4, 3 + tonumber(ARGV[3]) do
-  local by = tonumber(string.match(redis.call('HGET', KEYS[1], ARGV[i]) or '', '^(%d+) '))
-  if by and by > token then return lost(KEYS[1] .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[1]) end
+-- A live key of another type is replaced, as before (the snapshot is rebuilt into a hash).
+local mark = redis.call('TYPE', KEYS[2]).ok == 'hash' and redis.call('HGET', KEYS[2], '_rebuild') or nil
+if not KEYS[3] then
+  for i = 4, 3 + tonumber(ARGV[3]) do
+    local by = tonumber(string.match(redis.call('HGET', KEYS[1], ARGV[i]) or '', '^(%d+) '))
+    if by and by > token then return lost(KEYS[1] .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[1]) end
+  end
+  local switchedBy = tonumber(string.match(mark or '', '^g(%d+)$'))
+  if switchedBy and switchedBy > token then return lost(KEYS[2] .. ' was switched since by the rebuild ' .. mark) end
 end
-local mark = redis.call('HGET', KEYS[2], '_rebuild')
-local switchedBy = tonumber(string.match(mark or '', '^g(%d+)$'))
-if switchedBy and switchedBy > token then return lost(KEYS[2] .. ' was switched since by the rebuild ' .. mark) end
 if mark == ARGV[2] then
   redis.call('UNLINK', KEYS[1])
   return 0

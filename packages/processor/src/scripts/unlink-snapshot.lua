@@ -6,8 +6,8 @@ Deletes one snapshot hash for a rebuild: a live snapshot the rebuild did not swi
 has no such snapshot), or a hash of an abandoned shadow. The marks are read in the same step, so a
 snapshot switched meanwhile is never deleted.
 
-Fencing. On one Redis the lease is passed (KEYS[2]) and checked here. On a Redis Cluster it is in
-another slot, and what is checked is what the hash itself holds:
+Fencing. On one Redis the lease is passed (KEYS[2]) and checked here. On a Redis Cluster (no
+KEYS[2]) it is in another slot, and what is checked is what the hash itself holds:
 - a rebuild marker ('_at:<stream>' = '<token> <entry id>') with a higher token than the caller's,
   or a `_rebuild` mark 'g<n>' above it: a later rebuild wrote or switched this hash, so the caller
   has lost the lease (RS_REBUILD_LEASE_LOST, nothing deleted);
@@ -36,13 +36,15 @@ if KEYS[2] then
   end
 end
 local n = tonumber(ARGV[3])
-for i = 4, 3 + n do
-  local by = tonumber(string.match(redis.call('HGET', KEYS[1], ARGV[i]) or '', '^(%d+) '))
-  if by and by > token then return lost(KEYS[1] .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[1]) end
-end
 local mark = redis.call('HGET', KEYS[1], '_rebuild')
-local switchedBy = tonumber(string.match(mark or '', '^g(%d+)$'))
-if switchedBy and switchedBy > token then return lost(KEYS[1] .. ' was switched since by the rebuild ' .. mark) end
+if not KEYS[2] then
+  for i = 4, 3 + n do
+    local by = tonumber(string.match(redis.call('HGET', KEYS[1], ARGV[i]) or '', '^(%d+) '))
+    if by and by > token then return lost(KEYS[1] .. ' was written since by fencing token ' .. by .. ', not ' .. ARGV[1]) end
+  end
+  local switchedBy = tonumber(string.match(mark or '', '^g(%d+)$'))
+  if switchedBy and switchedBy > token then return lost(KEYS[1] .. ' was switched since by the rebuild ' .. mark) end
+end
 if ARGV[2] ~= '' and mark == ARGV[2] then return 0 end
 
 -- Entry ids compared as numbers ('<ms>-<seq>', each part any length).
