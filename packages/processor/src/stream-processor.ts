@@ -266,6 +266,8 @@ export class StreamProcessor {
 
   private async ensureGroup(stream: string): Promise<void> {
     await this.group.ensure(stream);
+    const adopted = await this.router.adoptStreamCursor(stream, this.snapshots.cursorKey(stream), (p) => this.snapshots.cursorKey(stream, p));
+    if (adopted) this.logger.info({ stream, cursor: adopted }, 'stream processed before partitions: every partition goes on from its applied position');
     this.statsFor(stream);
   }
 

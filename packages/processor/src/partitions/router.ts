@@ -5,10 +5,12 @@ import { partitionKeys } from './keys.ts';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     redsourceRoute(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, string], Context>;
+    redsourceAdoptStreamCursor(numKeys: number, ...keysAndArgs: (string | number)[]): Result<string, Context>;
   }
 }
 
 const routeSource = readFileSync(new URL('../scripts/route.lua', import.meta.url), 'utf8');
+const adoptSource = readFileSync(new URL('../scripts/adopt-stream-cursor.lua', import.meta.url), 'utf8');
 
 /** Entries moved per route call: the script holds Redis for ~1 ms per thousand. */
 export const ROUTE_CHUNK = 1_000;
@@ -31,6 +33,19 @@ export class PartitionRouter {
     private readonly subjectFields: (stream: string) => readonly string[],
   ) {
     if (typeof (redis as Partial<Redis>).redsourceRoute !== 'function') redis.defineCommand('redsourceRoute', { lua: routeSource });
+    if (typeof (redis as Partial<Redis>).redsourceAdoptStreamCursor !== 'function') redis.defineCommand('redsourceAdoptStreamCursor', { lua: adoptSource });
+  }
+
+  /**
+   * A stream processed before partitions (one cursor for the stream: `oldCursorKey`) goes on from
+   * there, once (adopt-stream-cursor.lua): nothing applied is applied again, nothing delivered to a
+   * consumer of the old kind and left unacked is lost. Returns the adopted cursor, or undefined.
+   */
+  async adoptStreamCursor(stream: string, oldCursorKey: string, partitionCursorKey: (partition: number) => string): Promise<string | undefined> {
+    const keys = [stream, oldCursorKey];
+    for (let p = 0; p < this.partitions; p++) keys.push(partitionCursorKey(p));
+    const adopted = await this.redis.redsourceAdoptStreamCursor(keys.length, ...keys, this.group);
+    return adopted === '' ? undefined : adopted;
   }
 
   async route(stream: string, max = ROUTE_CHUNK): Promise<RouteResult> {
