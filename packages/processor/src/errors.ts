@@ -70,3 +70,10 @@ export class RebuildLeaseLostError extends ProcessorError {
     );
   }
 }
+
+/** A snapshot key prefix the rebuild cannot give a same-slot shadow on a Redis Cluster (a `}` without a hash tag, or too long). */
+export class RebuildKeyPrefixError extends ProcessorError {
+  constructor(keyPrefix: string, why: string) {
+    super('RS_REBUILD_KEY_PREFIX', `Cannot rebuild the snapshots under '${keyPrefix}' on a Redis Cluster: ${why}.`);
+  }
+}

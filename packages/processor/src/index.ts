@@ -6,7 +6,7 @@ export { processorSettingsSchema, parseProcessorSettings, type ProcessorSettings
 export { processorKeys } from './keys.ts';
 export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
-export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError, RebuildRunningError, RebuildLeaseLostError } from './errors.ts';
+export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError, RebuildRunningError, RebuildLeaseLostError, RebuildKeyPrefixError } from './errors.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
 export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatus, type StatusOptions, type PartitionStatus } from './status.ts';
 export type { WaitingOnRedis } from './redis-wait.ts';

@@ -3,12 +3,13 @@ import type { Redis } from 'ioredis';
 import { globEscape, isCluster, scanKeys, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, snapshotKeys, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { BatchBuilder } from './batch-builder.ts';
-import { ProcessorError, ProcessorStateError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
+import { ProcessorStateError, RebuildKeyPrefixError, RebuildLeaseLostError, ReplayImpossibleError } from './errors.ts';
 import { discoverStreams } from './discovery.ts';
 import { NO_MARKERS, type FencedWrites, type SnapshotMarkers } from './fenced-writes.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { processorSettingsSchema } from './options.ts';
+import { partitionKeys } from './partitions/keys.ts';
 import { partitionOfEntry } from './partitions/subject.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { parseRebuildLeaseSettings, RebuildLease, type RebuildLeaseSettingsInput, type RunningRebuild } from './rebuild-lease.ts';
@@ -69,11 +70,6 @@ const SWITCH_BATCH = 500;
  * The live key prefix cannot be rebuilt on a Redis Cluster: a shadow key in the same slot as each
  * live key cannot be named for it (a `}` with no valid hash tag before it), or it is too long.
  */
-export class RebuildKeyPrefixError extends ProcessorError {
-  constructor(keyPrefix: string, why: string) {
-    super('RS_REBUILD_KEY_PREFIX', `Cannot rebuild the snapshots under '${keyPrefix}' on a Redis Cluster: ${why}.`);
-  }
-}
 
 /**
  * Rebuilds snapshots from the streams with no downtime. The fold runs into shadow hashes (another
@@ -155,7 +151,10 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const naming = shadowNaming(live.keyPrefix, rebuildId, cluster);
   const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: naming.keyPrefix, keySuffix: naming.keySuffix, projection: `${live.projection}:rebuild` });
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
-  const partitions = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
+  // The count the group routes with wins (it is stored once routing starts); then the option, then the default.
+  const configured = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
+  const stored = options.partitioning ? await redis.get(partitionKeys.count(streams[0] ?? '', options.partitioning.group)) : null;
+  const partitions = stored !== null && /^\d+$/.test(stored) ? Number(stored) : configured;
   const subjectFields = (stream: string) => (options.eventStore.catalog.has(stream) ? options.eventStore.catalog.subjectFields(stream) : []);
   /** The live snapshots' applied position in each partition of a stream. */
   const liveCursors = async (stream: string) => Promise.all(Array.from({ length: partitions }, (_, p) => live.cursor(stream, p)));

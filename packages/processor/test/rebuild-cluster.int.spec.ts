@@ -10,7 +10,8 @@ import { profileCatalog, type ProfileStreams } from '../../../apps/profile-api/s
 import { profileHandlers } from '../../../apps/profile-api/src/domain/handlers.ts';
 import { FencedWrites } from '../src/fenced-writes.ts';
 import { tryAcquireRebuildLease } from '../src/rebuild-lease.ts';
-import { RebuildKeyPrefixError, shadowNaming } from '../src/replay.ts';
+import { RebuildKeyPrefixError } from '../src/errors.ts';
+import { shadowNaming } from '../src/replay.ts';
 import { keySlot, useTestCluster } from '../../../test/support/cluster.ts';
 import { eventually, unique } from '../../../test/support/redis.ts';
 import { prng, randomCommands, referenceFold, type RawCommand } from '../../../test/support/model.ts';
