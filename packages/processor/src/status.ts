@@ -184,6 +184,8 @@ const DEFAULT_PARTITIONS = processorSettingsSchema.shape.partitions.parse(undefi
  * cannot tell (null: entries deleted in between, or trimmed past the group): then they are counted
  * from the group's last-delivered-id.
  */
+const EXACT_LAG_UP_TO = 1_000;
+
 async function unrouted(
   redis: Redis,
   stream: string,
@@ -194,12 +196,16 @@ async function unrouted(
   if (!info || routedTo === undefined) return { lag: undefined, oldestUnroutedMs: undefined };
   const after = /^\d+-\d+$/.test(routedTo) ? `(${routedTo}` : '-';
   const reported = info['lag'];
-  const [lag, next] = await Promise.all([
-    reported === null || reported === undefined ? countFrom(redis, stream, after) : Promise.resolve(Number(reported)),
-    redis.xrange(stream, after, '+', 'COUNT', 1),
-  ]);
+  // A short backlog is counted exactly: Redis 7.0's own lag can stay too high on a node promoted
+  // back by a failover (entries-read is not replicated; redis/redis#12898). A long one takes
+  // Redis' figure, or is counted when Redis has none.
+  const next = await redis.xrange(stream, after, '+', 'COUNT', EXACT_LAG_UP_TO + 1);
   const first = next[0]?.[0];
-  return { lag: first === undefined ? 0 : Math.max(lag, 1), oldestUnroutedMs: first === undefined ? undefined : Math.max(0, now - idTime(first)) };
+  if (first === undefined) return { lag: 0, oldestUnroutedMs: undefined };
+  const oldestUnroutedMs = Math.max(0, now - idTime(first));
+  if (next.length <= EXACT_LAG_UP_TO) return { lag: next.length, oldestUnroutedMs };
+  const lag = reported === null || reported === undefined ? await countFrom(redis, stream, after) : Number(reported);
+  return { lag: Math.max(lag, next.length), oldestUnroutedMs };
 }
 
 function waitingOf(consumers: readonly ConsumerStatus[], refusal: Refusal | undefined): StreamWaiting | undefined {
