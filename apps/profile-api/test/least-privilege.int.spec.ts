@@ -98,7 +98,9 @@ describe('least privilege: every role with only the rules the README documents',
       await refused('redsource-redrive', streamWrites(s).slice(1));
       await allowed('redsource-redrive', [['XADD', s, '*', 'a', 'b']]);
       // Each role keeps what its job needs on the stream.
-      await allowed('redsource-processor', [['XREADGROUP', 'GROUP', 'profiles', 'c', 'STREAMS', s, '>'], ['XACK', s, 'profiles', '1-0'], ['XAUTOCLAIM', s, 'profiles', 'c', '1000', '0-0'], ['XRANGE', s, '-', '+']]);
+      await allowed('redsource-processor', [['XREADGROUP', 'GROUP', 'profiles', 'c', 'STREAMS', s, '>'], ['XACK', s, 'profiles', '1-0'], ['XPENDING', s, 'profiles'], ['XGROUP', 'SETID', s, 'profiles', '0'], ['XREAD', 'STREAMS', s, '0'], ['XRANGE', s, '-', '+']]);
+      // Partition streams are the processor's own keys: it writes and trims them, never the event stream.
+      await allowed('redsource-processor', [['XADD', `redsource:{${s}}:p:profiles:0`, '1-1', 'a', 'b'], ['XTRIM', `redsource:{${s}}:p:profiles:0`, 'MINID', '1-0']]);
       await allowed('redsource-replay', [['XRANGE', s, '-', '+'], ['XLEN', s]]);
     }
     // Dead letters: the operator deletes them, nothing else; nobody else deletes them.
