@@ -20,7 +20,14 @@ export interface BenchConfig {
     readonly users: number;
     /** Extra backlog sizes for the events/s + peak RSS curve (the main size is always included). */
     readonly sizes: readonly number[];
+    /**
+     * Partitioned runs, in this order: that many processors (separate processes) in a group of their
+     * own, the partitions shared out before the backlog appears. A number given twice is run twice
+     * and reported over both (1, 2, 4, 2, 1: a drift of machine load hits 1 and 2 alike).
+     */
     readonly instances: readonly number[];
+    /** Also that many processors started together on the backlog (partitions shared out during the run). */
+    readonly coldStarts: readonly number[];
     /** Also run the main backlog with this XREADGROUP COUNT (the app's default is 500); 0 = skip. */
     readonly batchSizeVariant: number;
   };
@@ -38,7 +45,7 @@ export interface BenchConfig {
 const full: BenchConfig = {
   size: 'full',
   append: { events: 400_000, batch: 500, inFlight: 4, serverRequests: 2_000_000, pipeline: 64, latencySamples: 20_000 },
-  processing: { events: 200_000, users: 10_000, sizes: [50_000, 100_000], instances: [1, 2, 4], batchSizeVariant: 1_000 },
+  processing: { events: 200_000, users: 10_000, sizes: [50_000, 100_000], instances: [1, 2, 4, 2, 1], coldStarts: [2, 4], batchSizeVariant: 1_000 },
   freshness: { rate: 10_000, seconds: 10, users: 10_000 },
   replay: { sizes: [100_000, 1_000_000], users: 10_000 },
   http: { rounds: 5, seconds: 2, warmupSeconds: 2, connections: 10 },
@@ -48,7 +55,7 @@ const full: BenchConfig = {
 const smoke: BenchConfig = {
   size: 'smoke',
   append: { events: 20_000, batch: 500, inFlight: 4, serverRequests: 200_000, pipeline: 64, latencySamples: 1_000 },
-  processing: { events: 10_000, users: 1_000, sizes: [], instances: [1, 2], batchSizeVariant: 0 },
+  processing: { events: 10_000, users: 1_000, sizes: [], instances: [1, 2, 4], coldStarts: [], batchSizeVariant: 0 },
   freshness: { rate: 10_000, seconds: 2, users: 1_000 },
   replay: { sizes: [5_000, 10_000], users: 1_000 },
   http: { rounds: 1, seconds: 1, warmupSeconds: 0, connections: 10 },

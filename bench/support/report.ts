@@ -44,7 +44,10 @@ What is compared with what:
    and one XACK per entry, each awaited) and (b) a batched ioredis loop (\`COUNT 1000\`, one pipeline per batch:
    one HSET/HDEL/HINCRBY per entry, one XACK per stream). Each on its own copy of the backlog and its own
    group. The baselines give no ordering or exactly-once guarantee and validate nothing. Also at several
-   backlog sizes (peak RSS of the processor process) and with several processors in one group.
+   backlog sizes (peak RSS of the processor process), and partitioned: 1, 2 and 4 processors of one group,
+   each a process of its own, their partitions shared out before the backlog appears on their streams, with
+   their CPU per event (/proc), the apply calls that waited on another processor's entries (from the
+   counters they publish), and the same numbers started together on the backlog (handovers included).
 4. **freshness**: the API and a processor in one process (as \`redsource serve\`), a steady background load of
    XADDs, and a probe measuring XADD → the change visible in \`GET /users/:id/profile\`.
 5. **replay**: \`replay()\` (rebuild every snapshot from the log) vs an XRANGE-page loop with a pipelined write

@@ -92,6 +92,7 @@ export class Applier {
       await this.attempts?.forget(stream, remaining.slice(0, result.handled).map((e) => e.entryId));
       remaining = remaining.slice(result.handled);
       if (remaining.length === 0 || result.blockedAt === undefined) break;
+      options.stats.blocked++;
 
       const now = Date.now();
       blockedSince ??= now;

@@ -9,6 +9,8 @@ export interface StreamStats {
   /** Entries that arrived already deleted from the stream (XAUTOCLAIM); acked and dropped. */
   deleted: number;
   claimed: number;
+  /** Apply calls refused in part because an earlier entry was not applied yet (`blockedAt`): waits on another processor's entries. */
+  blocked: number;
   totalBatchMs: number;
   lastBatchMs: number;
   lastError: string | undefined;
@@ -24,6 +26,7 @@ export const emptyStreamStats = (): StreamStats => ({
   batches: 0,
   deleted: 0,
   claimed: 0,
+  blocked: 0,
   totalBatchMs: 0,
   lastBatchMs: 0,
   lastError: undefined,
