@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { redactUrl } from './runtime/redact.ts';
+import { parseRedisSeeds } from './runtime/redis-connection.ts';
 
 export { redactUrl };
 
@@ -39,13 +40,27 @@ function userinfoDecodes(value: string): boolean {
   }
 }
 
+const firstNode = (value: string) => value.split(',')[0] ?? value;
+
+function seedsParse(value: string): boolean {
+  if (!value.includes(',')) return true;
+  try {
+    parseRedisSeeds(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Every environment variable the app reads, with its default: the one place defaults live. */
 export const envSchema = z.object({
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (e.g. redis://127.0.0.1:6379)')
-    .refine(parsesAsUrl, 'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)')
-    .refine(userinfoDecodes, "the user or password holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)")
+    // A Redis Cluster may be named by several seed nodes, comma-separated: the first is a full URL.
+    .refine((v) => parsesAsUrl(firstNode(v)), 'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)')
+    .refine((v) => userinfoDecodes(firstNode(v)), "the user or password holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)")
+    .refine(seedsParse, 'several nodes must be comma-separated redis://host:port URLs or host:port pairs of one Redis Cluster (e.g. redis://10.0.0.1:7000,10.0.0.2:7000)')
     .optional(),
   /** With rediss://: a PEM file of the CA that signed the server's certificate (else the system's CAs). */
   REDIS_TLS_CA: z.string().min(1).refine(existsSync, 'no such file (a PEM CA certificate is expected)').optional(),

@@ -172,7 +172,9 @@ describe('least privilege: every role with only the rules the README documents',
       const base = `http://127.0.0.1:${port}`;
       const profile = await eventually(async () => {
         const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
-        return res?.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
+        const body = res?.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
+        // The three streams are applied in parallel: wait for the last of them.
+        return (body?.['friends'] as unknown[] | undefined)?.length && (body?.['likedPages'] as unknown[] | undefined)?.length ? body : undefined;
       }, 20_000, 100);
       expect(profile, logs()).toMatchObject({ id: '1', name: 'Duffy', friends: expect.arrayContaining(['2']), likedPages: ['P'] });
       const last = String(await admin.xadd('user_friends', '*', 'user_id', '1', 'command', 'add', 'friend_id', `p${port}`));

@@ -114,7 +114,7 @@ describe('Redis with an ACL user and password in the URL', () => {
     children.push(seed);
     const code = await Promise.race([seed.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
     expect(code, seed.output()).not.toBe(0);
-    expect(seed.output()).toMatch(/WRONGPASS|NOAUTH|invalid username-password/i);
+    expect(seed.output()).toMatch(/WRONGPASS|NOAUTH|invalid username-password|refused the login for user/i);
     expect(seed.output()).not.toContain('Wrong-Pa55word');
   });
 });

@@ -1,10 +1,9 @@
-import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { Logger } from '@redsource/processor';
 import type { AppConfig } from '../config.ts';
 import { connectRedis, redisTls, resolveRedis, type RedisTarget } from './redis.ts';
-import { logRedisTarget, RedisWatch } from './redis-watch.ts';
+import { connectCluster, openRedisConnection, parseRedisSeeds, type RedisConnection } from './redis-connection.ts';
+import { logRedisTarget, RedisFailureError, RedisWatch } from './redis-watch.ts';
 
 /** The Redis of one process: found (REDIS_URL, local, embedded), named once in the log, connected and watched. */
 export interface OpenedRedis {
@@ -22,16 +21,29 @@ export interface OpenedRedis {
 export async function openRedis(command: string, config: AppConfig, logger: Logger, service: boolean): Promise<OpenedRedis> {
   const target = await resolveRedis(config, logger);
   logRedisTarget(logger, target);
-  const redis = connectRedis(target.url, `redsource:${command}`, redisTls(config), { oneShot: !service });
-  const watch = new RedisWatch(redis, target, logger, service);
+  let connection: RedisConnection;
   try {
-    await refuseCluster(redis, watch, service);
+    // The server says whether it is a Redis Cluster node; a service that finds no Redis yet starts
+    // all the same (one node named: a standalone Redis) and waits for it, as documented.
+    connection = await openRedisConnection(target.url, `redsource:${command}`, redisTls(config), {
+      oneShot: !service,
+      whenUnreachable: service ? 'guess' : 'throw',
+    });
   } catch (error) {
-    redis.disconnect();
-    watch.dispose();
-    await target.stop();
-    throw error;
+    // A service starts whatever Redis answers (a refused login included) and says why it waits;
+    // the mode is then what REDIS_URL suggests: several nodes a cluster, one a standalone Redis.
+    if (service && error instanceof RedisFailureError) {
+      connection = guessedConnection(target.url, `redsource:${command}`, redisTls(config));
+    } else {
+      await target.stop();
+      throw error;
+    }
   }
+  if (connection.mode === 'cluster') logger.info({ redis: { cluster: true, answeredBy: connection.answeredBy } }, 'Redis is a Redis Cluster: using the cluster client');
+  // The Cluster client is passed around typed as Redis: the commands used are the same, and the few
+  // places that must differ ask `isCluster` (SCAN per master, blocking reads, cross-slot applies).
+  const redis = connection.client as unknown as Redis;
+  const watch = new RedisWatch(redis, target, logger, service);
   return {
     target,
     redis,
@@ -46,35 +58,9 @@ export async function openRedis(command: string, config: AppConfig, logger: Logg
   };
 }
 
-/** REDIS_URL names a Redis Cluster node: the scripts and keys span slots, so nothing could be applied. */
-export class ClusterNotSupportedError extends Error {
-  readonly code = 'RS_CLUSTER_UNSUPPORTED';
-  constructor(address: string) {
-    super(
-      `RS_CLUSTER_UNSUPPORTED: Redis at ${address} is a Redis Cluster node, and redsource does not run on Redis Cluster yet ` +
-        '(its scripts span keys in several slots): point REDIS_URL at a standalone Redis (or the primary of a replicated one).',
-    );
-    this.name = 'ClusterNotSupportedError';
-  }
-}
-
-/**
- * Refuses a Redis Cluster node at start, in one line, rather than retrying MOVED replies forever. A
- * one-shot command asks at once (an unreachable Redis fails it as usual); a service asks if Redis
- * answers within a second, and otherwise starts and waits for it as documented.
- */
-async function refuseCluster(redis: Redis, watch: RedisWatch, service: boolean): Promise<void> {
-  if (service) {
-    // `once` rejects on the connection's 'error' (Redis away): then there is nothing to ask yet.
-    const ready = await Promise.race([
-      once(redis, 'ready').then(() => true, () => false),
-      sleep(1_000, false, { ref: false }),
-    ]);
-    if (!ready) return;
-  }
-  const info = await redis.info('cluster').catch((error: unknown) => {
-    if (service) return '';
-    throw watch.explain(error);
-  });
-  if (/^cluster_enabled:1\s*$/m.test(info)) throw new ClusterNotSupportedError(watch.endpoint.address);
+function guessedConnection(url: string, name: string, tls: ReturnType<typeof redisTls>): RedisConnection {
+  const seeds = parseRedisSeeds(url);
+  return seeds.seeds.length > 1
+    ? { mode: 'cluster', client: connectCluster(seeds, name, tls), seeds, answeredBy: undefined }
+    : { mode: 'standalone', client: connectRedis(seeds.url, name, tls), seeds, answeredBy: undefined };
 }

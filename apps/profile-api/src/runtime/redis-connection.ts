@@ -12,8 +12,7 @@ import { explainKind, RedisFailureError, redisEndpoint, type RedisEndpoint } fro
  * (`INFO cluster` → `cluster_enabled:1`), and the client fits: an ioredis `Cluster` (masters only,
  * following MOVED/ASK, retrying through failovers) or the usual `Redis`.
  *
- * Not wired in yet: open-redis.ts still refuses a cluster node (RS_CLUSTER_UNSUPPORTED) until the
- * processor's keys and scripts are cluster-safe (see the cluster audit).
+ * open-redis.ts opens every process's connection with it.
  */
 
 export type RedisMode = 'standalone' | 'cluster';

@@ -14,8 +14,9 @@ export interface RedisEndpoint {
   readonly db: number;
 }
 
+/** Where REDIS_URL points (the first node of a cluster's seed list). */
 export function redisEndpoint(url: string): RedisEndpoint {
-  const parsed = new URL(url);
+  const parsed = new URL(url.split(',')[0] ?? url);
   let user = 'default';
   try {
     user = decodeURIComponent(parsed.username) || 'default';
