@@ -3,7 +3,7 @@
 // external (resolved from apps/profile-api/node_modules); the Lua scripts and the dashboard's files
 // are copied next to the bundle, where their `new URL(…, import.meta.url)` lookups expect them.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 
@@ -32,6 +32,8 @@ for (const pkg of readdirSync('packages')) {
   for (const file of readdirSync(scripts, { withFileTypes: true }).filter((f) => f.name.endsWith('.lua'))) {
     cpSync(join(scripts, file.name), join(out, 'cli/scripts', file.name));
   }
+  // Shared Lua parts (`--@include`), read when a script is loaded.
+  if (existsSync(join(scripts, 'includes'))) cpSync(join(scripts, 'includes'), join(out, 'cli/scripts/includes'), { recursive: true });
 }
 cpSync('apps/profile-api/src/http/dashboard', join(out, 'dashboard'), { recursive: true });
 console.log(`built ${out}/cli/redsource.mjs (run: node ${out}/cli/redsource.mjs serve)`);

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
 import { isCluster } from '@redsource/event-store';
 import type { ApplyBatchInput, ApplyBatchResult, SnapshotStore } from '@redsource/snapshot-store';
+import { processorScript } from './scripts.ts';
 import { RebuildLeaseLostError } from './errors.ts';
 
 declare module 'ioredis' {
@@ -16,7 +16,7 @@ declare module 'ioredis' {
   }
 }
 
-const script = (name: string) => readFileSync(new URL(`./scripts/${name}`, import.meta.url), 'utf8');
+const script = processorScript;
 const scripts = {
   redsourceRenewRebuildLease: { numberOfKeys: 1, lua: script('renew-rebuild-lease-1.lua') },
   redsourceReleaseRebuildLease: { numberOfKeys: 1, lua: script('release-rebuild-lease-1.lua') },

@@ -10,3 +10,5 @@ export { checkMutations, encodeMutations, type Mutation, type SnapshotChange } f
 export { compareEntryIds } from './entry-ids.ts';
 export { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 export { SnapshotStoreError, InvalidMutationError, CorruptSnapshotError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError } from './errors.ts';
+export { keySlot } from './cluster-slot.ts';
+export { withLuaIncludes } from './scripts.ts';

@@ -6,6 +6,10 @@ import { readFileSync } from 'node:fs';
  * self-contained script, loaded once per connection (EVALSHA).
  */
 export function loadScript(name: string): string {
-  const read = (path: string) => readFileSync(new URL(path, import.meta.url), 'utf8');
-  return read(`./scripts/${name}`).replace(/^--@include (\S+)$/gm, (_, file: string) => read(`./scripts/includes/${file}`).trimEnd());
+  return withLuaIncludes(readFileSync(new URL(`./scripts/${name}`, import.meta.url), 'utf8'));
+}
+
+/** A script's `--@include <file>` lines replaced by this package's shared Lua parts (scripts/includes/). */
+export function withLuaIncludes(source: string): string {
+  return source.replace(/^--@include (\S+)$/gm, (_, file: string) => readFileSync(new URL(`./scripts/includes/${file}`, import.meta.url), 'utf8').trimEnd());
 }

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
+import { processorScript } from '../scripts.ts';
 import { partitionKeys } from './keys.ts';
 
 declare module 'ioredis' {
@@ -10,7 +10,7 @@ declare module 'ioredis' {
   }
 }
 
-const script = (name: string) => readFileSync(new URL(`../scripts/${name}`, import.meta.url), 'utf8');
+const script = processorScript;
 
 export interface OwnershipRound {
   /** This processor's fair share of the partitions. */

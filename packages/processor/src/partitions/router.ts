@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { Redis, Result } from 'ioredis';
+import { processorScript } from '../scripts.ts';
 import { partitionKeys } from './keys.ts';
 
 declare module 'ioredis' {
@@ -9,8 +9,8 @@ declare module 'ioredis' {
   }
 }
 
-const routeSource = readFileSync(new URL('../scripts/route.lua', import.meta.url), 'utf8');
-const adoptSource = readFileSync(new URL('../scripts/adopt-stream-cursor.lua', import.meta.url), 'utf8');
+const routeSource = processorScript('route.lua');
+const adoptSource = processorScript('adopt-stream-cursor.lua');
 
 /** Entries moved per route call: the script holds Redis for ~1 ms per thousand. */
 export const ROUTE_CHUNK = 1_000;
