@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { keySlot } from '@redsource/snapshot-store';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -424,25 +425,5 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-const CRC16_TABLE = (() => {
-  const table = new Uint16Array(256);
-  for (let i = 0; i < 256; i++) {
-    let crc = i << 8;
-    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-    table[i] = crc;
-  }
-  return table;
-})();
-
-/** Redis Cluster's key slot: CRC16/XMODEM of the hash tag (first `{…}` with something inside) or the whole key, mod 16384. */
-export function keySlot(key: string | Buffer): number {
-  let bytes = typeof key === 'string' ? Buffer.from(key) : key;
-  const open = bytes.indexOf(0x7b);
-  if (open !== -1) {
-    const close = bytes.indexOf(0x7d, open + 1);
-    if (close > open + 1) bytes = bytes.subarray(open + 1, close);
-  }
-  let crc = 0;
-  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ (CRC16_TABLE[((crc >> 8) ^ byte) & 0xff] as number);
-  return crc % 16_384;
-}
+/** Redis Cluster's key slot: the snapshot store's own computation (checked against CLUSTER KEYSLOT in test/cluster/harness.int.spec.ts). */
+export { keySlot };
