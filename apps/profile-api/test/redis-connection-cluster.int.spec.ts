@@ -193,10 +193,10 @@ describe('openRedisConnection', () => {
     expect(shown(error)).not.toContain('wrong');
 
     // The cluster client itself, given a wrong password (no probe): a command fails with "Failed to
-    // refresh slots cache." or "None of startup nodes is available" (read as CONNECTION), and the
-    // client emits "Failed to refresh slots cache." errors that keep the refused AUTH, password
-    // included, in `lastNodeError.command`. The kind is read from there (clusterErrorKind), and the
-    // app's redactor hides the password wherever such an error is logged.
+    // refresh slots cache." or "None of startup nodes is available", and the client emits "Failed to
+    // refresh slots cache." errors that keep the refused AUTH, password included, in
+    // `lastNodeError.command`. The kind is read from there (redisUnavailableKind, clusterErrorKind),
+    // and the app's redactor hides the password wherever such an error is logged.
     const seeds = parseRedisSeeds(list);
     const client = connectCluster(seeds, 'test:wrongpass', undefined, { oneShot: true });
     const errors: Error[] = [];
@@ -204,11 +204,12 @@ describe('openRedisConnection', () => {
     opened.push(client);
     const failed = await rejection(client.get('x'));
     expect(failed.message).toMatch(/^(Failed to refresh slots cache\.|None of startup nodes is available)$/);
-    expect(unavailableKindOf(failed)).toBe('CONNECTION');
+    // "None of startup nodes is available" names no cause: CONNECTION; a refresh failure has its lastNodeError.
+    expect(unavailableKindOf(failed)).toMatch(/^(CONNECTION|WRONGPASS)$/);
     const refreshFailure = errors.find((e) => e.message === 'Failed to refresh slots cache.');
     expect(refreshFailure, errors.map((e) => e.message).join('; ')).toBeDefined();
     expect(JSON.stringify(refreshFailure)).toContain(PASSWORD);
-    expect(unavailableKindOf(refreshFailure)).toBe('CONNECTION');
+    expect(unavailableKindOf(refreshFailure)).toBe('WRONGPASS');
     expect(clusterErrorKind(refreshFailure)).toBe('WRONGPASS');
     const redactor = createRedactor();
     for (const e of [failed, ...errors]) {
