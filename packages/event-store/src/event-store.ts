@@ -133,16 +133,56 @@ export class RedisEventStore {
   /**
    * Follows several streams at once with XREAD BLOCK (no consumer group), on a connection of its
    * own so blocking never delays other commands. Ends when the signal aborts.
+   *
+   * On a Redis Cluster one XREAD cannot span streams of different slots (CROSSSLOT): each stream is
+   * then followed by its own XREAD on its own connection, and the streams' events are merged, each
+   * stream's in order (there is no order across streams to keep).
    */
   subscribe(streams: readonly string[], options: SubscribeOptions = {}): AsyncGenerator<RecordedEvent> {
     const positions = new Map(streams.map((s) => [s, startId(pickStart(options.from, s))]));
     // `latest` means latest when subscribe() is called, not when iteration begins: resolve it now.
     const resolved = resolveLatest(this.redis, positions);
     resolved.catch(() => undefined);
-    return this.follow(positions, resolved, options);
+    const cluster = (this.redis as { isCluster?: boolean }).isCluster === true;
+    if (!cluster || positions.size <= 1) return this.follow([...positions.keys()], positions, resolved, options);
+    return this.followEach([...positions.keys()], positions, resolved, options);
   }
 
-  private async *follow(positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
+  /** One reader per stream (a Redis Cluster), merged as each yields; the merge ends all of them when it ends. */
+  private async *followEach(streams: readonly string[], positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
+    if (options.signal?.aborted) return;
+    // Ends every reader when the caller's signal aborts, and when the merge ends otherwise (a reader
+    // failed, the caller returned or threw): a reader blocked in XREAD is cut off by its disconnect.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const readers = streams.map((stream) => this.follow([stream], positions, resolved, { ...options, signal: stop.signal }));
+    const pending = new Map<number, Promise<{ index: number; result: IteratorResult<RecordedEvent> }>>();
+    const request = (index: number) => {
+      const next = (readers[index] as AsyncGenerator<RecordedEvent>).next().then((result) => ({ index, result }));
+      // Read ahead while the caller holds an event: a failure then is thrown by the merge's next call, not left unhandled.
+      next.catch(() => undefined);
+      pending.set(index, next);
+    };
+    try {
+      readers.forEach((_, index) => request(index));
+      while (pending.size > 0) {
+        const { index, result } = await Promise.race(pending.values());
+        pending.delete(index);
+        if (result.done) continue;
+        request(index);
+        yield result.value;
+      }
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      stop.abort();
+      // Each reader ends its XREAD and closes its connection (a failed one is the error being thrown).
+      await Promise.allSettled(pending.values());
+      await Promise.allSettled(readers.map((reader) => reader.return(undefined)));
+    }
+  }
+
+  private async *follow(streams: readonly string[], positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
     const reader = this.redis.duplicate();
     let closed = false;
     const onAbort = () => {
@@ -155,7 +195,8 @@ export class RedisEventStore {
       while (!options.signal?.aborted) {
         let reply: unknown;
         try {
-          reply = await reader.xread('COUNT', options.count ?? 500, 'BLOCK', options.blockMs ?? 5000, 'STREAMS', ...positions.keys(), ...positions.values());
+          const ids = streams.map((stream) => positions.get(stream) as string);
+          reply = await reader.xread('COUNT', options.count ?? 500, 'BLOCK', options.blockMs ?? 5000, 'STREAMS', ...streams, ...ids);
         } catch (error) {
           if (options.signal?.aborted) return;
           throw error;

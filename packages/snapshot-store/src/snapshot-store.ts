@@ -191,16 +191,35 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     return this.decode(id, key, await this.redis.hgetall(key));
   }
 
-  /** Several snapshots in one round trip; `undefined` where none exists. */
+  /**
+   * Several snapshots in one round trip; `undefined` where none exists. On a Redis Cluster the
+   * snapshots live on several nodes, and ioredis refuses a pipeline across nodes: one pipeline per
+   * slot then (its keys are on one node, even while the slot moves), all sent at once.
+   */
   async readMany(ids: readonly string[]): Promise<(Snapshot<Fields> | undefined)[]> {
     if (ids.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hgetall(this.key(id));
-    const replies = (await pipeline.exec()) ?? [];
+    const keys = ids.map((id) => this.key(id));
+    const cluster = isCluster(this.redis);
+    const groups = new Map<number, number[]>();
+    keys.forEach((key, i) => {
+      const slot = cluster ? keySlot(key) : 0;
+      const group = groups.get(slot);
+      if (group) group.push(i);
+      else groups.set(slot, [i]);
+    });
+    const replies: [Error | null, unknown][] = [];
+    await Promise.all(
+      [...groups.values()].map(async (indexes) => {
+        const pipeline = this.redis.pipeline();
+        for (const i of indexes) pipeline.hgetall(keys[i] as string);
+        const answered = (await pipeline.exec()) ?? [];
+        indexes.forEach((i, n) => (replies[i] = answered[n] ?? [new Error('no reply'), null]));
+      }),
+    );
     return ids.map((id, i) => {
       const [error, hash] = replies[i] ?? [new Error('no reply'), null];
       if (error) throw error;
-      return this.decode(id, this.key(id), hash as Record<string, string>);
+      return this.decode(id, keys[i] as string, hash as Record<string, string>);
     });
   }
 
