@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import type { SnapshotStore } from '@redsource/snapshot-store';
+import type { Cluster, Redis } from 'ioredis';
+import { keySlot, type SnapshotStore } from '@redsource/snapshot-store';
 import { describeRedisUnavailable, type RedisUnavailableKind } from '@redsource/event-store';
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
@@ -100,12 +100,12 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
   const { redis, group, snapshots } = options;
   const configured = options.partitions ?? DEFAULT_PARTITIONS;
   const now = Date.now();
-  const [reportHash, heartbeats, refusal, counts] = await Promise.all([
+  const [reportHash, heartbeats, refusals, counts] = await Promise.all([
     redis.hgetall(processorKeys.consumerStats(group)),
     redis.hgetall(processorKeys.heartbeats(group)),
     // A processor waiting because Redis refuses writes cannot say so: its heartbeat is a write too.
     // Redis's own state tells it for every consumer at once.
-    writeRefusal(redis),
+    writeRefusals(redis, options.streams),
     Promise.all(options.streams.map((stream) => readPartitionCount(redis, stream, group, configured))),
   ]);
   const reports = parseReports(reportHash);
@@ -170,7 +170,7 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
         lastBatchMs: stats.map((s) => s.lastBatchMs).find((ms) => ms > 0),
         lastError: latestError?.lastError,
         lastErrorAt: latestError?.lastErrorAt,
-        waiting: waitingOf(consumers, refusal),
+        waiting: waitingOf(consumers, refusals[i]),
       };
     }),
   );
@@ -222,16 +222,43 @@ interface Refusal {
 }
 
 /**
+ * Per stream, whether Redis refuses the writes its processing needs now (see writeRefusal). On a
+ * Redis Cluster, INFO would be answered by any one node, so every master is asked: the refusal of
+ * the master of the stream's slot (its bookkeeping and partitions) comes first, else that of any
+ * other master (the snapshots are spread over all of them), naming the node.
+ */
+async function writeRefusals(redis: Redis, streams: readonly string[]): Promise<(Refusal | undefined)[]> {
+  if ((redis as { isCluster?: boolean }).isCluster !== true) {
+    const refusal = await writeRefusal(redis, false);
+    return streams.map(() => refusal);
+  }
+  const cluster = redis as unknown as Cluster;
+  const answers = await Promise.all(
+    cluster.nodes('master').map(async (node) => {
+      const at = `${node.options.host ?? '?'}:${node.options.port ?? '?'}`;
+      const refusal = await writeRefusal(node, true);
+      return refusal && { at, refusal: { kind: refusal.kind, reason: `${refusal.reason} (Redis Cluster node ${at})` } };
+    }),
+  );
+  const refusing = answers.filter((a) => a !== undefined).sort((a, b) => a.at.localeCompare(b.at));
+  return streams.map((stream) => {
+    const owner = (cluster.slots[keySlot(stream)] ?? [])[0];
+    return (refusing.find((a) => a.at === owner) ?? refusing[0])?.refusal;
+  });
+}
+
+/**
  * Whether Redis refuses writes now, read from INFO: out of memory (used_memory past maxmemory with a
  * policy that evicts nothing the processors write), a read-only replica, loading, or a failed AOF
- * write. Undefined when it accepts them, or INFO is not allowed (an ACL without it).
+ * write. Undefined when it accepts them, or INFO is not allowed (an ACL without it). A cluster node
+ * that turned replica is not read-only to a cluster client: it answers MOVED, which the client follows.
  */
-async function writeRefusal(redis: Redis): Promise<Refusal | undefined> {
+async function writeRefusal(redis: Redis, clusterNode: boolean): Promise<Refusal | undefined> {
   const text = await redis.info().catch(() => '');
   const info = new Map(text.split('\r\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
   const refusal = (kind: RedisUnavailableKind, detail: string): Refusal => ({ kind, reason: `${kind}: ${describeRedisUnavailable(kind)}; ${detail}` });
   if (info.get('loading') === '1') return refusal('LOADING', 'INFO loading:1');
-  if (info.get('role') === 'slave' && info.get('slave_read_only') === '1') {
+  if (!clusterNode && info.get('role') === 'slave' && info.get('slave_read_only') === '1') {
     return refusal('READONLY', `INFO role:slave of ${info.get('master_host') ?? '?'}:${info.get('master_port') ?? '?'}`);
   }
   // What Redis compares with maxmemory: replication and AOF buffers are not counted.
