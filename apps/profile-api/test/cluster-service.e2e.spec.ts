@@ -71,4 +71,30 @@ describe('the service on a Redis Cluster', () => {
     expect(serve.output()).toMatch(/Redis Cluster/);
     expect(serve.output()).not.toMatch(/CROSSSLOT|non local key|at .*\.ts:\d+/);
   }, 90_000);
+
+  it('with REDIS_URL a seed list: seed appends, `api` and `process` as separate processes serve it; both exit 0 on SIGTERM', async () => {
+    const { cluster } = clusterContext;
+    const env = { ...isolatedServiceEnv(cluster.seeds), HOST: '127.0.0.1', PORT: String(await freePort()), REDSOURCE_REBALANCE_MS: '200' };
+    const seeded = await cli(['seed'], env);
+    expect(seeded.code, seeded.output).toBe(0);
+    expect(seeded.output).toContain('appended 5 seed event(s)');
+    const api = runCli(['api'], env);
+    const processor = runCli(['process'], env);
+    children.push(api, processor);
+    const base = `http://127.0.0.1:${env.PORT}`;
+    const duffy = await eventually(async () => {
+      const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
+      const body = res?.status === 200 ? ((await res.json()) as { activity?: Record<string, number>; friends?: string[] }) : undefined;
+      return body?.activity?.['dislike'] === 1 && body.friends?.length === 0 ? body : undefined;
+    }, 30_000, 100);
+    expect(duffy, `${api.output()}\n${processor.output()}`).toMatchObject({ id: '1', name: 'Duffy', surname: 'Duck', activity: { kick: 1, dislike: 1 } });
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    for (const run of [api, processor]) {
+      run.child.kill('SIGTERM');
+      expect(await run.exited, run.output()).toBe(0);
+      // The start-up line names every seed node, and says it is a cluster.
+      expect(run.output()).toContain(`using a Redis Cluster, seed nodes ${cluster.ports.map((p) => `127.0.0.1:${p}`).join(', ')}`);
+      expect(run.output()).not.toMatch(/CROSSSLOT|non local key|at .*\.ts:\d+/);
+    }
+  }, 90_000);
 });

@@ -25,6 +25,18 @@ describe('the Redis a process uses, as logged', () => {
     expect(JSON.stringify(lines)).not.toMatch(/p%40ss|p@ss/);
   });
 
+  it("a Redis Cluster's seed list: every node named, the first URL's user and TLS, never the password", () => {
+    const lines = logged({ url: 'rediss://ops:p%40ss@10.0.0.1:7000,rediss://ops:p%40ss@10.0.0.2:7001,10.0.0.3:7002', source: 'REDIS_URL', stop: noop });
+    expect(lines).toEqual([
+      {
+        obj: { redis: { address: '10.0.0.1:7000', cluster: true, seeds: ['10.0.0.1:7000', '10.0.0.2:7001', '10.0.0.3:7002'], tls: true, user: 'ops', db: 0, source: 'REDIS_URL' } },
+        msg: 'using a Redis Cluster, seed nodes 10.0.0.1:7000, 10.0.0.2:7001, 10.0.0.3:7002 (TLS, user ops; from REDIS_URL)',
+      },
+    ]);
+    expect(JSON.stringify(lines)).not.toMatch(/p%40ss|p@ss/);
+    expect(redisEndpoint('redis://a:7000,redis://b:7001').address).toBe('a:7000');
+  });
+
   it('the embedded redis-server: its port and data directory', () => {
     const [line] = logged({ url: 'redis://127.0.0.1:6390', source: 'embedded', dataDir: '/srv/redsource/data', stop: noop });
     expect(line?.msg).toBe(

@@ -53,6 +53,27 @@ describe('the redaction every log line and error message passes through', () => 
     expect(JSON.stringify(nested)).not.toContain('hunter44');
   });
 
+  it('a Redis Cluster seed list: every password hidden, every node still named; a node error kept in lastNodeError', () => {
+    const encoded = encodeURIComponent(PASSWORD);
+    const seeds = `redis://${USER}:${encoded}@10.0.0.1:7000,redis://${USER}:${encoded}@10.0.0.2:7001,10.0.0.3:7002`;
+    const own = createRedactor(urlSecrets(seeds));
+    const text = own.text(`REDIS_URL=${seeds} failed`);
+    expectNoPassword('seed list', text);
+    expect(text).toBe(`REDIS_URL=redis://${USER}:***@10.0.0.1:7000,redis://${USER}:***@10.0.0.2:7001,10.0.0.3:7002 failed`);
+    // A password that itself holds ',redis://' is not cut in two (it is REDIS_URL's, so known).
+    const odd = 'x,redis://y@z';
+    const oddUrl = `redis://${USER}:${odd}@10.0.0.1:7000,redis://${USER}:${odd}@10.0.0.2:7001`;
+    expect(createRedactor([odd]).text(oddUrl)).not.toMatch(/x,redis:\/\/y|y@z/);
+    // ioredis Cluster's "Failed to refresh slots cache." keeps the last node's refused AUTH, password included.
+    const refresh = Object.assign(new Error('Failed to refresh slots cache.'), {
+      name: 'ClusterAllFailedError',
+      lastNodeError: replyError('WRONGPASS invalid username-password pair or user is disabled.', 'auth', [USER, PASSWORD]),
+    });
+    const shown = JSON.stringify(own.value({ err: refresh }));
+    expectNoPassword('lastNodeError', shown);
+    expect(shown).toContain('WRONGPASS');
+  });
+
   it('is what the pino logger writes: err objects, messages, bindings of child loggers', () => {
     const lines: string[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(chunk.toString()), done()) });

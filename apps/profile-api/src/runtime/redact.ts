@@ -37,7 +37,9 @@ const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>`]+/gi;
  * `file:///…/@scope+pkg@1.0/…` in a stack trace stays readable.
  */
 function redactUrlInText(url: string): string {
-  if (/^rediss?:/i.test(url)) return redactUrl(url);
+  // A Redis Cluster's seed list (`redis://u:pw@a:7000,redis://u:pw@b:7001`) is one match: each URL
+  // on its own, so only the passwords go, not the nodes between them.
+  if (/^rediss?:/i.test(url)) return url.split(/,(?=rediss?:\/\/)/i).map(redactUrl).join(',');
   const start = url.indexOf('://') + 3;
   const end = url.slice(start).search(/[/?#]/);
   const authorityEnd = end === -1 ? url.length : start + end;
@@ -99,11 +101,14 @@ export interface Redactor {
 
 export function createRedactor(secrets: readonly string[] = []): Redactor {
   const literals = [...new Set(secrets)].filter((s) => s.length >= MIN_LITERAL_SECRET).sort((a, b) => b.length - a.length);
-  const text = (input: string): string => {
-    let out = input.replace(URL_IN_TEXT, redactUrlInText);
+  const hideLiterals = (input: string): string => {
+    let out = input;
     for (const secret of literals) if (out.includes(secret)) out = out.split(secret).join(HIDDEN);
     return out;
   };
+  // The configured secrets go first too: a password holding `,redis://` must not be cut in two by
+  // the split of a seed list, and then missed.
+  const text = (input: string): string => hideLiterals(hideLiterals(input).replace(URL_IN_TEXT, redactUrlInText));
 
   const walk = (value: unknown, seen: WeakSet<object>, depth: number): unknown => {
     if (typeof value === 'string') return text(value);
