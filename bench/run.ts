@@ -11,6 +11,7 @@ import { appendLatency } from './append-latency.ts';
 import { appendThroughput } from './append-throughput.ts';
 import { benchConfig } from './config.ts';
 import { bookkeeping } from './bookkeeping.ts';
+import { clusterProcessing } from './cluster-processing.ts';
 import { freshness } from './freshness.ts';
 import { httpRead } from './http-read.ts';
 import { processing } from './processing.ts';
@@ -30,6 +31,7 @@ const SECTIONS: readonly { n: number; name: string; run: Benchmark }[] = [
   { n: 5, name: 'replay', run: rebuild },
   { n: 6, name: 'GET profile', run: httpRead },
   { n: 7, name: 'bookkeeping memory', run: bookkeeping },
+  { n: 8, name: 'processing on a Redis Cluster', run: clusterProcessing },
 ];
 
 async function main(): Promise<number> {
