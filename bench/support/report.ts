@@ -57,6 +57,10 @@ What is compared with what:
    window each batch) and raw entries that are dead-lettered, one processor with retention; at checkpoints,
    once it caught up, \`MEMORY USAGE\` of the event-id window and of the dead-lettered-ids set and the server's
    \`used_memory\` (the operator drops the dead letters at each checkpoint). Flat, vs what was kept forever before.
+8. **Redis Cluster processing**: the processing backlog on a 3-master Redis Cluster the bench starts itself, 1, 2
+   and 4 processors (processes of their own, connected as the app connects), the streams' slots on three masters
+   (and once the default layout), each master's share of redis-server CPU, CPU per event per component, and the
+   throughput it projects for N processors on N masters.
 
 Reading the table: *ratio* is redsource ÷ baseline (for latencies, lower is better); *met* compares with the
 issue's goal and says by how much it is missed. The notes under each table give the run's details: seconds,
