@@ -4,7 +4,9 @@
 --[[
 Routes the next entries of a source stream (as any client XADDs them) into the projection's
 partition streams: each entry is copied, under its own id, to the partition of its subject, and
-taken from the consumer group in the same atomic step. Every key shares the source stream's slot.
+taken from the consumer group in the same atomic step: read with XREADGROUP NOACK, which moves the
+group's last-delivered-id and entries-read (so XINFO GROUPS lag stays exact) without a pending entry
+to insert and ack again per entry; the group is left with nothing pending. Every key shares the source stream's slot.
 
 The group's last-delivered-id is how far the stream is routed: an entry is routed exactly once
 whoever calls this, and concurrent callers each take the next entries. A partition stream gets its
@@ -30,7 +32,11 @@ if stored and stored ~= ARGV[3] then
 end
 if not stored then redis.call('SET', KEYS[2], ARGV[3]) end
 
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], 'redsource-router', 'COUNT', ARGV[2], 'STREAMS', KEYS[1], '>')
+-- Entries left pending by consumers of before partitions (adopt-stream-cursor.lua sets the group
+-- back below them) are acked once routed, as XREADGROUP without NOACK and XACK would leave them.
+-- Otherwise nothing is pending (XPENDING's summary: O(consumers)) and nothing needs an ack.
+local pendingBefore = redis.call('XPENDING', KEYS[1], ARGV[1])[1] > 0
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], 'redsource-router', 'COUNT', ARGV[2], 'NOACK', 'STREAMS', KEYS[1], '>')
 if not reply then
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     for i = 1, #group, 2 do
@@ -64,17 +70,20 @@ local function decodeData(data)
 end
 
 local function subjectOf(fields)
-  local flat, envelope, attribute, data = {}, false, nil, nil
-  for i = 1, #fields, 2 do
+  local envelope, attribute, data = false, nil, nil
+  local n = #fields
+  for i = 1, n, 2 do
     local name = fields[i]
     if name == 'specversion' then envelope = true
     elseif name == 'subject' then attribute = fields[i + 1]
     elseif name == 'data' then data = fields[i + 1] end
-    flat[name] = fields[i + 1]
   end
   if not envelope then
-    for _, name in ipairs(wanted) do
-      if flat[name] then return flat[name] end
+    -- The last occurrence of a field name counts (as a table of the fields would keep it).
+    for _, wantedName in ipairs(wanted) do
+      for i = n - 1, 1, -2 do
+        if fields[i] == wantedName then return fields[i + 1] end
+      end
     end
     return nil
   end
@@ -93,12 +102,20 @@ end
 -- unpack() takes at most ~8000 values: an entry with more fields is routed as a reference, and the
 -- processor reads it from the source stream.
 local MAX_FIELDS = 7000
-local routed = {}
+-- A subject's partition, once per call (a batch often holds a subject many times).
+local partitionOf = {}
+local routed, last, acks = 0, nil, {}
 for _, entry in ipairs(reply[1][2]) do
   local id, fields = entry[1], entry[2]
   local subject = subjectOf(fields)
   local partition = 0
-  if subject then partition = tonumber(string.sub(redis.sha1hex(subject), 1, 8), 16) % count end
+  if subject then
+    partition = partitionOf[subject]
+    if not partition then
+      partition = tonumber(string.sub(redis.sha1hex(subject), 1, 8), 16) % count
+      partitionOf[subject] = partition
+    end
+  end
   local target = KEYS[3 + partition]
   local ok
   if #fields > MAX_FIELDS then
@@ -110,9 +127,11 @@ for _, entry in ipairs(reply[1][2]) do
   if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
     return redis.error_reply(ok.err)
   end
-  routed[#routed + 1] = id
+  routed = routed + 1
+  last = id
+  if pendingBefore then acks[#acks + 1] = id end
 end
-for i = 1, #routed, 1000 do
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(routed, i, math.min(i + 999, #routed)))
+for i = 1, #acks, 1000 do
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(acks, i, math.min(i + 999, #acks)))
 end
-return { #routed, routed[#routed] }
+return { routed, last }
