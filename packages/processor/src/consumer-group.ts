@@ -1,6 +1,5 @@
 import type { Redis } from 'ioredis';
 import { processorKeys } from './keys.ts';
-import { toObject } from './replies.ts';
 import type { ProcessorSettings } from './options.ts';
 
 /**
@@ -29,16 +28,6 @@ export class ConsumerGroup {
       if (error instanceof Error && error.message.includes('BUSYGROUP')) return false;
       throw error;
     }
-  }
-
-  /** The id the group has routed up to. */
-  async lastDeliveredId(stream: string): Promise<string> {
-    const groups = (await this.redis.xinfo('GROUPS', stream)) as unknown[][];
-    for (const group of groups) {
-      const info = toObject(group);
-      if (info['name'] === this.settings.group) return String(info['last-delivered-id']);
-    }
-    return '0-0';
   }
 
   /** Says this consumer is alive, and publishes its counters for `status` in the same round trip (both keys share a slot). */

@@ -6,8 +6,7 @@ export interface StreamStats {
   skipped: number;
   deadLettered: number;
   batches: number;
-  /** Entries that arrived already deleted from the stream (XAUTOCLAIM); acked and dropped. */
-  deleted: number;
+  /** Partitions this processor took since it started. */
   claimed: number;
   /** Apply calls refused in part because an earlier entry was not applied yet (`blockedAt`): waits on another processor's entries. */
   blocked: number;
@@ -24,7 +23,6 @@ export const emptyStreamStats = (): StreamStats => ({
   skipped: 0,
   deadLettered: 0,
   batches: 0,
-  deleted: 0,
   claimed: 0,
   blocked: 0,
   totalBatchMs: 0,
