@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
+import { toObject } from '../replies.ts';
 import { partitionKeys } from './keys.ts';
 import { partitionOfSubject } from './subject.ts';
 
@@ -40,20 +41,11 @@ export class AppliedPositions {
     if (compareEntryIds(cursor, entryId) >= 0) return { applied: true, cursor };
     // No stream yet (XINFO fails): nothing of it is applied.
     if (groupsReply?.[0]) return { applied: false, cursor };
-    const routed = routedTo(groupsReply?.[1] as unknown[][], group);
+    const routed = (groupsReply?.[1] as unknown[][]).map(toObject).find((g) => g['name'] === group)?.['last-delivered-id'] as string | undefined;
     if (routed === undefined || compareEntryIds(routed, entryId) < 0) return { applied: false, cursor };
     if (pendingReply?.[0]) throw pendingReply[0];
     // What is left in the partition up to the id: the cursor's own entry (kept by the trim) or unapplied ones.
     const left = (pendingReply?.[1] as [string, string[]][]).filter(([id]) => compareEntryIds(id, cursor) > 0);
     return { applied: left.length === 0, cursor };
   }
-}
-
-function routedTo(groups: unknown[][], group: string): string | undefined {
-  for (const row of groups) {
-    const info = new Map<string, unknown>();
-    for (let i = 0; i + 1 < row.length; i += 2) info.set(String(row[i]), row[i + 1]);
-    if (info.get('name') === group) return String(info.get('last-delivered-id'));
-  }
-  return undefined;
 }
