@@ -96,43 +96,8 @@ export class FaultScenario {
 
   /** Waits until every entry in the streams is applied or dead-lettered, nothing is left to route or to apply; then compares with the model. */
   async settle(timeoutMs: number): Promise<Outcome> {
-    const snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
-    const eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
-    const end = Date.now() + timeoutMs;
-    let outcome = await this.measure(snapshots, eventStore);
-    while (Date.now() < end && !settled(outcome)) {
-      await sleep(200);
-      outcome = await this.measure(snapshots, eventStore);
-    }
-    const expected = await referenceFold(eventStore, this.streams);
-    return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
-  }
-
-  private async measure(snapshots: SnapshotStore, eventStore: RedisEventStore): Promise<Outcome> {
-    let inStreams = 0;
-    let undecodable = 0;
-    let applied = 0;
-    let skipped = 0;
-    let deadLettered = 0;
-    let deadLetterEntries = 0;
-    let unrouted = 0;
-    let unapplied = 0;
-    for (const stream of Object.values(this.streams)) {
-      for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
-        inStreams += page.length;
-        undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
-      }
-      const totals = await snapshots.totals(stream);
-      applied += totals.applied;
-      skipped += totals.skipped;
-      deadLettered += totals.deadLettered;
-      deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
-      // Before a processor has created the group, every entry counts as unrouted.
-      const left = await unprocessed(this.redis, stream, this.group, snapshots);
-      unrouted += left.unrouted;
-      unapplied += left.unapplied;
-    }
-    return { inStreams, undecodable, applied, skipped, deadLettered, deadLetterEntries, unrouted, unapplied, differences: [], users: 0 };
+    // Before a processor has created the group, every entry counts as unrouted.
+    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots), settled);
   }
 
   /** The processors in the group now (their membership not expired), by name. */
@@ -157,6 +122,64 @@ export class FaultScenario {
     }
     return left;
   }
+}
+
+/** What is left of one stream's entries to route and to apply (and, when counted, pending in the group). */
+export interface StreamBacklog {
+  readonly unrouted: number;
+  readonly unapplied: number;
+  readonly pending?: number;
+}
+
+/** The streams against the totals and the dead letters, with what `backlog` says is left of each stream. */
+async function measureOutcome(
+  redis: Redis,
+  streams: ProfileStreams,
+  snapshots: SnapshotStore,
+  eventStore: RedisEventStore,
+  backlog: (stream: string, snapshots: SnapshotStore) => Promise<StreamBacklog>,
+): Promise<Outcome & { pending: number }> {
+  const outcome = { inStreams: 0, undecodable: 0, applied: 0, skipped: 0, deadLettered: 0, deadLetterEntries: 0, unrouted: 0, pending: 0, unapplied: 0, differences: [], users: 0 };
+  for (const stream of Object.values(streams)) {
+    for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
+      outcome.inStreams += page.length;
+      outcome.undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
+    }
+    const totals = await snapshots.totals(stream);
+    outcome.applied += totals.applied;
+    outcome.skipped += totals.skipped;
+    outcome.deadLettered += totals.deadLettered;
+    outcome.deadLetterEntries += await redis.xlen(processorKeys.deadLetters(stream));
+    const left = await backlog(stream, snapshots);
+    outcome.unrouted += left.unrouted;
+    outcome.unapplied += left.unapplied;
+    outcome.pending += left.pending ?? 0;
+  }
+  return outcome;
+}
+
+/**
+ * Measures until `done` (or the timeout), every 200 ms; then compares every snapshot with the
+ * reference fold of the streams (which depends on each user's order).
+ */
+export async function settleOutcome(
+  redis: Redis,
+  streams: ProfileStreams,
+  keyPrefix: string,
+  timeoutMs: number,
+  backlog: (stream: string, snapshots: SnapshotStore) => Promise<StreamBacklog>,
+  done: (o: Outcome & { pending: number }) => boolean,
+): Promise<Outcome & { pending: number }> {
+  const snapshots = new SnapshotStore({ redis, keyPrefix, projection: 'profiles' });
+  const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams) });
+  const end = Date.now() + timeoutMs;
+  let outcome = await measureOutcome(redis, streams, snapshots, eventStore, backlog);
+  while (Date.now() < end && !done(outcome)) {
+    await sleep(200);
+    outcome = await measureOutcome(redis, streams, snapshots, eventStore, backlog);
+  }
+  const expected = await referenceFold(eventStore, streams);
+  return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
 }
 
 function settled(o: Outcome): boolean {

@@ -3,14 +3,14 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { expect } from 'vitest';
-import { EventStoreError, RedisEventStore } from '@redsource/event-store';
-import { processorKeys, type Logger } from '@redsource/processor';
+import type { Logger } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { partitionKeys } from '../../packages/processor/src/partitions/keys.ts';
-import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
+import type { ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
 import { runCli, type CliProcess } from './cli.ts';
-import { prng, randomCommands, referenceFold, snapshotDifferences, type RawCommand } from './model.ts';
+import { prng, randomCommands, type RawCommand } from './model.ts';
 import { unique, type TestRedis } from './redis.ts';
+import { settleOutcome } from './fault-driver.ts';
 
 /**
  * Helpers for the partition tests: read the ownership and routing state straight from Redis, with
@@ -379,46 +379,15 @@ export class PartitionScenario {
 
   /** Waits until everything is routed and applied (or dead-lettered); then compares every snapshot with the reference fold. */
   async settle(timeoutMs: number): Promise<PartitionOutcome> {
-    const snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
-    const eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
-    const end = Date.now() + timeoutMs;
-    let outcome = await this.measure(snapshots, eventStore);
-    while (Date.now() < end && !settled(outcome)) {
-      await sleep(200);
-      outcome = await this.measure(snapshots, eventStore);
-    }
-    const expected = await referenceFold(eventStore, this.streams);
-    return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
-  }
-
-  private async measure(snapshots: SnapshotStore, eventStore: RedisEventStore): Promise<PartitionOutcome> {
-    let inStreams = 0;
-    let undecodable = 0;
-    let applied = 0;
-    let skipped = 0;
-    let deadLettered = 0;
-    let deadLetterEntries = 0;
-    let notRouted = 0;
-    let pending = 0;
-    let unapplied = 0;
-    for (const stream of Object.values(this.streams)) {
-      for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
-        inStreams += page.length;
-        undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
-      }
-      const totals = await snapshots.totals(stream);
-      applied += totals.applied;
-      skipped += totals.skipped;
-      deadLettered += totals.deadLettered;
-      deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
-      notRouted += await unrouted(this.redis, stream, this.group);
-      pending += await this.redis.xpending(stream, this.group).then(
+    // Counted from the group's last-delivered-id, not its reported lag; pending read on its own.
+    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, async (stream, snapshots) => ({
+      unrouted: await unrouted(this.redis, stream, this.group),
+      pending: await this.redis.xpending(stream, this.group).then(
         (summary) => Number((summary as unknown[])[0] ?? 0),
         () => Number.NaN,
-      );
-      unapplied += (await unappliedPerPartition(this.redis, snapshots, stream, this.group, this.settings.partitions)).reduce((a, b) => a + b, 0);
-    }
-    return { inStreams, undecodable, applied, skipped, deadLettered, deadLetterEntries, unrouted: notRouted, pending, unapplied, differences: [], users: 0 };
+      ),
+      unapplied: (await unappliedPerPartition(this.redis, snapshots, stream, this.group, this.settings.partitions)).reduce((a, b) => a + b, 0),
+    }), settled);
   }
 }
 
