@@ -282,7 +282,7 @@ async function spawnRun(bench: BenchCluster, tag: string, n: number, layout: Lay
   const consumers = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
   const workers = consumers.map(
     (consumer) =>
-      new Worker(`cluster processor ${consumer}`, '../support/cluster-processor.ts', [bench.seeds, JSON.stringify(STREAMS), keyPrefix, projection, group, consumer, JSON.stringify(PROCESSOR_SETTINGS)]),
+      new Worker(`cluster processor ${consumer}`, '../support/partitioned-processor.ts', [bench.seeds, JSON.stringify(STREAMS), keyPrefix, projection, group, consumer, JSON.stringify(PROCESSOR_SETTINGS)]),
   );
   return { n, tag, layout, group, groupMaster, keyPrefix, projection, consumers, workers };
 }
