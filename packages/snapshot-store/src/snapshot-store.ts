@@ -336,7 +336,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
           const encoded: (string | number)[] = [index, 0];
           encoded[1] = encodeMutations(change.mutations, encoded);
           JSON.stringify(encoded);
-          perSlot.set(slot, [...(perSlot.get(slot) ?? []), encoded]);
+          const changes = perSlot.get(slot);
+          if (changes) changes.push(encoded);
+          else perSlot.set(slot, [encoded]);
         }
       } catch (error) {
         if (error instanceof SnapshotStoreError) throw error;
