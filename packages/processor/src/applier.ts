@@ -70,7 +70,10 @@ export class Applier {
       const stopAt = options.stopRequestedAt();
       return stopAt !== undefined && Date.now() - stopAt >= this.settings.shutdownTimeoutMs;
     };
-    while (remaining.length > 0) {
+    // A partition's batch goes out even when empty: it moves the partition's cursor.
+    let first = options.partition !== undefined;
+    while (first || remaining.length > 0) {
+      first = false;
       const started = performance.now();
       const input = {
         stream,
@@ -123,7 +126,7 @@ export class Applier {
     let applied = 0;
     let deadLettered = 0;
     const stats = options.stats;
-    for await (const page of this.store.readPages(options.partition?.stream ?? stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
+    for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
       const batch = await this.builder.build(stream, page, {});
       const input = {
         stream,

@@ -3,9 +3,9 @@ import { processorKeys } from './keys.ts';
 import type { ProcessorSettings } from './options.ts';
 
 /**
- * The consumer-group commands the processor uses, in one place. The group on a source stream is
- * how far the stream is routed into partitions (route.lua reads it with XREADGROUP and acks at
- * once); processors publish their counters beside it for `status`.
+ * The consumer-group commands the processor uses, in one place. The group on a source stream marks
+ * where the projection starts (prepare-stream.lua creates it); processors publish their liveness
+ * and counters beside it for `status`.
  */
 export class ConsumerGroup {
   constructor(
@@ -17,17 +17,10 @@ export class ConsumerGroup {
     return this.settings.group;
   }
 
-  /** Creates the group (and the stream) if missing; returns whether it was created now. */
-  async ensure(stream: string): Promise<boolean> {
+  /** Where a new group starts (XGROUP CREATE): the beginning, after the last entry, or after an id. */
+  get startId(): string {
     const start = this.settings.start;
-    const id = start === 'beginning' ? '0' : start === 'latest' ? '$' : start.after;
-    try {
-      await this.redis.xgroup('CREATE', stream, this.settings.group, id, 'MKSTREAM');
-      return true;
-    } catch (error) {
-      if (error instanceof Error && error.message.includes('BUSYGROUP')) return false;
-      throw error;
-    }
+    return start === 'beginning' ? '0' : start === 'latest' ? '$' : start.after;
   }
 
   /** Says this consumer is alive, and publishes its counters for `status` in the same round trip (both keys share a slot). */

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
-import type { SnapshotStore } from '@redsource/snapshot-store';
+import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { Applier } from './applier.ts';
 import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
@@ -15,7 +15,8 @@ import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsI
 import { discoverStreams } from './discovery.ts';
 import { partitionKeys } from './partitions/keys.ts';
 import { PartitionOwnership } from './partitions/ownership.ts';
-import { PartitionRouter, ROUTE_CHUNK } from './partitions/router.ts';
+import { PartitionedStreams } from './partitions/streams.ts';
+import { PartitionFinder } from './partitions/subject.ts';
 import { RedisWaits, type WaitingOnRedis } from './redis-wait.ts';
 import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
@@ -40,8 +41,13 @@ interface HeldPartition {
   token: string;
   /** `draining`: beyond this processor's share; no new reads, released once its batch is done. */
   state: 'active' | 'draining';
-  /** Per stream: the last entry id read (the next read starts after it). */
+  /**
+   * Per stream: how far the stream is read for this partition, every entry of it up to there
+   * applied (the next read starts after it), and the cursor as last written in Redis (an idle
+   * partition's cursor is moved up to the read position now and then, not at every read).
+   */
   readonly readFrom: Map<string, string>;
+  readonly stored: Map<string, { cursor: string; at: number }>;
   /** Bumped when the read position is reset: replies of reads sent before are dropped. */
   generation: number;
   /** The batches being applied (one per stream at most). */
@@ -58,18 +64,24 @@ const MAX_ERROR_BACKOFF_MS = 5_000;
 /** Redis refusing or unreachable: looked at again within a second, so work resumes as soon as it can. */
 const MAX_UNAVAILABLE_BACKOFF_MS = 1_000;
 const PARTITION_LOST = 'RS_PARTITION_LOST';
-const REFERENCE_FIELDS = ['__redsource_ref', '1'];
+const PARTITION_GAP = 'RS_PARTITION_GAP';
+/** An idle partition's cursor (no entries of it in the reads) is written at most this often. */
+const IDLE_CURSOR_EVERY_MS = 1_000;
+/** Entries one read of a stream takes at most, whatever the number of partitions held. */
+const MAX_READ = 10_000;
 
 /**
- * Partitioned processing. Every entry of a source stream is routed (route.lua, exactly once,
- * atomically with the consumer group) to one of the group's partitions by its subject, and each
- * partition is held by one processor of the group at a time: a lease with a fencing token, taken
- * and given back cooperatively (rebalance.lua) so the group's processors share the partitions
- * fairly and only partitions that move pause. The holder applies its partitions' entries in order
- * through the apply script, which checks the token against the partition's epoch in the same step
- * as its writes: a processor paused past its lease and resumed cannot apply anything once its
- * successor has claimed the partition. So a subject's entries are applied exactly once and in
- * stream order, while N processors apply N shares in parallel, none waiting on another.
+ * Partitioned processing. Every entry of a source stream belongs to one of the group's partitions
+ * by its subject, and each partition is held by one processor of the group at a time: a lease
+ * with a fencing token, taken and given back cooperatively (rebalance.lua) so the group's
+ * processors share the partitions fairly and only partitions that move pause. A processor reads
+ * the stream itself (nothing is copied) from where its partitions are applied up to, keeps the
+ * entries of the partitions it holds, and applies each partition's entries in order through the
+ * apply script, which checks the token against the partition's epoch and the partition's cursor
+ * in the same step as its writes: a processor paused past its lease and resumed cannot apply
+ * anything once its successor has claimed the partition. So a subject's entries are applied
+ * exactly once and in stream order, while N processors apply N shares in parallel, none waiting
+ * on another.
  */
 export class StreamProcessor {
   readonly settings: ProcessorSettings;
@@ -79,7 +91,8 @@ export class StreamProcessor {
   private readonly group: ConsumerGroup;
   private readonly builder: BatchBuilder;
   private readonly applier: Applier;
-  private readonly router: PartitionRouter;
+  private readonly partitionedStreams: PartitionedStreams;
+  private readonly partitionOf: PartitionFinder;
   private readonly ownership: PartitionOwnership;
   /** Failed handler attempts per entry (REDSOURCE_MAX_DELIVERIES), counted in Redis. */
   private readonly attempts: HandlerAttempts;
@@ -92,11 +105,10 @@ export class StreamProcessor {
   /** Partitions being given back: a round that still sees their lease must not take them again. */
   private readonly releasing = new Set<number>();
   /**
-   * Per stream, two blocking connections: one waits for new entries to route, one reads the held
-   * partitions. Per stream, because one XREAD cannot span streams in different cluster slots.
+   * Per stream, a blocking connection that reads it. Per stream, because one XREAD cannot span
+   * streams in different cluster slots.
    */
   private readonly readers = new Map<string, BlockingConnection>();
-  private readonly routers = new Map<string, BlockingConnection>();
   private loops: Promise<void>[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopRequestedAt: number | undefined;
@@ -128,7 +140,8 @@ export class StreamProcessor {
     this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
     this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
     const catalog = options.eventStore.catalog;
-    this.router = new PartitionRouter(this.redis, this.settings.group, this.settings.partitions, (stream) => (catalog.has(stream) ? catalog.subjectFields(stream) : []));
+    this.partitionedStreams = new PartitionedStreams(this.redis, this.settings.group, this.settings.partitions);
+    this.partitionOf = new PartitionFinder(this.settings.partitions, (stream) => (catalog.has(stream) ? catalog.subjectFields(stream) : []));
     this.ownership = new PartitionOwnership(this.redis, this.settings.group, this.settings.consumer, this.settings.partitions, this.settings.leaseMs);
   }
 
@@ -165,7 +178,7 @@ export class StreamProcessor {
 
   /** Counters per stream since start, and why the stream waits on Redis if it does. */
   stats(): Record<string, Readonly<StreamStats>> {
-    const loopWait = () => this.waits.get('read') ?? this.waits.get('route') ?? this.waits.get('ownership');
+    const loopWait = () => this.waits.get('read') ?? this.waits.get('ownership');
     return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? loopWait() }]));
   }
 
@@ -194,14 +207,14 @@ export class StreamProcessor {
     this.stopping.abort();
     clearInterval(this.heartbeatTimer);
     this.signalOwnershipChanged();
-    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => (c.canWake ? c.wake() : c.close())));
+    await Promise.all([...this.readers.values()].map((c) => (c.canWake ? c.wake() : c.close())));
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
     const gaveUp = await within(settled, this.settings.shutdownTimeoutMs);
     if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it is applied by the next holder of its partition');
     else await within(this.handOver(), 2_000);
     this.held.clear();
-    await Promise.all([...this.readers.values(), ...this.routers.values()].map((c) => c.close()));
+    await Promise.all([...this.readers.values()].map((c) => c.close()));
     this.state = 'stopped';
     this.logger.info({ consumer: this.settings.consumer }, 'processor stopped');
   }
@@ -249,8 +262,7 @@ export class StreamProcessor {
   private startStreamLoops(stream: string): void {
     const name = (role: string) => `redsource:${this.settings.consumer}:${role}:${stream}`.slice(0, 200);
     this.readers.set(stream, new BlockingConnection(this.redis, name('reader'), this.logger));
-    this.routers.set(stream, new BlockingConnection(this.redis, name('router'), this.logger));
-    this.loops.push(this.routeLoop(stream), this.readLoop(stream));
+    this.loops.push(this.readLoop(stream));
   }
 
   private async wakeReaders(): Promise<void> {
@@ -265,8 +277,7 @@ export class StreamProcessor {
   }
 
   private async ensureGroup(stream: string): Promise<void> {
-    await this.group.ensure(stream);
-    const adopted = await this.router.adoptStreamCursor(stream, this.snapshots.cursorKey(stream), (p) => this.snapshots.cursorKey(stream, p));
+    const { adopted } = await this.partitionedStreams.prepare(stream, this.group.startId, this.snapshots.cursorKey(stream), (p) => this.snapshots.cursorKey(stream, p));
     if (adopted) this.logger.info({ stream, cursor: adopted }, 'stream processed before partitions: every partition goes on from its applied position');
     this.statsFor(stream);
   }
@@ -317,7 +328,7 @@ export class StreamProcessor {
     }
     for (const [index, token] of leases) {
       if (this.held.has(index) || this.releasing.has(index)) continue;
-      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), generation: 0, busy: new Set() };
+      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), stored: new Map(), generation: 0, busy: new Set() };
       try {
         for (const stream of this.streams) await this.takeStream(partition, stream);
       } catch (error) {
@@ -352,6 +363,7 @@ export class StreamProcessor {
       partition.token,
     );
     partition.readFrom.set(stream, cursor);
+    partition.stored.set(stream, { cursor, at: Date.now() });
   }
 
   private async release(partition: HeldPartition): Promise<void> {
@@ -369,34 +381,6 @@ export class StreamProcessor {
     }
   }
 
-  /** Routes new entries of a source stream into the partitions, blocking while there are none. */
-  private async routeLoop(stream: string): Promise<void> {
-    let backoff = 100;
-    let routedTo = '$';
-    while (this.state === 'running') {
-      try {
-        if (!this.groupsReady) {
-          await this.untilOwnershipChanges();
-          continue;
-        }
-        const result = await this.router.route(stream);
-        routedTo = result.routedTo;
-        this.waits.clear('route');
-        backoff = 100;
-        if (result.routed >= ROUTE_CHUNK) continue;
-        const connection = this.routers.get(stream)?.connection;
-        if (!connection || this.state !== 'running') break;
-        // Wakes on the next entry appended (one entry read, not the backlog).
-        await connection.xread('COUNT', 1, 'BLOCK', this.settings.blockMs, 'STREAMS', stream, routedTo);
-      } catch (error) {
-        if (this.state !== 'running') return;
-        const unavailable = this.onLoopError(error, 'route');
-        await sleep(backoff, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-        backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
-      }
-    }
-  }
-
   /** Waits until the held partitions change, or blockMs. */
   private async untilOwnershipChanges(): Promise<void> {
     const bound = new AbortController();
@@ -404,7 +388,11 @@ export class StreamProcessor {
     bound.abort();
   }
 
-  /** Reads the held partitions of one stream (one XREAD BLOCK) and applies what arrives, partitions in parallel. */
+  /**
+   * Reads one stream (one XREAD BLOCK) from where the partitions held are applied up to, and
+   * applies the entries of each held partition, partitions in parallel; an idle partition's cursor
+   * follows now and then.
+   */
   private async readLoop(stream: string): Promise<void> {
     let backoff = 100;
     while (this.state === 'running') {
@@ -417,19 +405,36 @@ export class StreamProcessor {
         const connection = this.readers.get(stream)?.connection;
         if (!connection || this.state !== 'running') break;
         const generations = reading.map((p) => p.generation);
-        const keys = reading.map((p) => partitionKeys.stream(stream, this.settings.group, p.index));
-        const ids = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
+        const positions = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
+        const from = positions.reduce((min, id) => (compareEntryIds(id, min) < 0 ? id : min));
         // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
         const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
-        const reply = parseXReadReply(await connection.xread('COUNT', this.settings.batchSize, 'BLOCK', blockMs, 'STREAMS', ...keys, ...ids));
-        const byKey = new Map(reply.map((r) => [r.stream, r.entries] as const));
+        const count = Math.min(this.settings.batchSize * reading.length, MAX_READ);
+        const entries = parseXReadReply(await connection.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from))[0]?.entries ?? [];
+        if (entries.length === 0) continue;
+        const through = (entries[entries.length - 1] as StreamEntry).id;
+        const byPartition = new Map<number, StreamEntry[]>();
+        for (const entry of entries) {
+          const index = this.partitionOf.entry(stream, entry.fields);
+          const mine = byPartition.get(index);
+          if (mine) mine.push(entry);
+          else if (this.held.has(index)) byPartition.set(index, [entry]);
+        }
+        const now = Date.now();
         const work: Promise<void>[] = [];
         for (const [i, partition] of reading.entries()) {
-          const entries = byKey.get(keys[i] as string);
           // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
-          if (!entries?.length || this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
-          partition.readFrom.set(stream, (entries[entries.length - 1] as StreamEntry).id);
-          work.push(this.track(this.processPartition(partition, stream, keys[i] as string, entries)));
+          if (this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
+          const position = positions[i] as string;
+          if (compareEntryIds(through, position) <= 0) continue;
+          const after = (byPartition.get(partition.index) ?? []).filter((e) => compareEntryIds(e.id, position) > 0);
+          const stored = partition.stored.get(stream) ?? { cursor: position, at: 0 };
+          if (after.length === 0 && now - stored.at < IDLE_CURSOR_EVERY_MS) {
+            // Nothing of this partition up to `through`: read on from there; the cursor follows later.
+            partition.readFrom.set(stream, through);
+            continue;
+          }
+          work.push(this.track(this.processPartition(partition, stream, after, stored.cursor, through)));
         }
         // Every batch settles before the next read, so a failure cannot race a batch still applying.
         const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
@@ -445,25 +450,34 @@ export class StreamProcessor {
     }
   }
 
-  /** Reads the partition's stream again from where it is applied: what was read but not applied is not lost. */
+  /** Reads the partition's entries of the stream again from where it is applied: what was read but not applied is not lost. */
   private async resetReadPosition(partition: HeldPartition, stream: string): Promise<void> {
     partition.generation++;
-    partition.readFrom.set(stream, await this.snapshots.cursor(stream, partition.index));
+    const cursor = await this.snapshots.cursor(stream, partition.index);
+    partition.readFrom.set(stream, cursor);
+    partition.stored.set(stream, { cursor, at: Date.now() });
   }
 
-  /** Applies one read of one partition of one stream; a partition found taken over is dropped. */
-  private processPartition(partition: HeldPartition, stream: string, partitionStream: string, entries: readonly StreamEntry[]): Promise<void> {
+  /**
+   * Applies one partition's entries of one read (none: its cursor only moves up to `through`);
+   * a partition found taken over is dropped.
+   */
+  private processPartition(partition: HeldPartition, stream: string, entries: readonly StreamEntry[], cursor: string, through: string): Promise<void> {
     const run = async () => {
       try {
-        await this.process(stream, partition, partitionStream, entries);
+        // Cut short by stop(): the rest is read again by whoever holds the partition next.
+        if (!(await this.process(stream, partition, entries, cursor, through))) return;
+        partition.readFrom.set(stream, through);
+        partition.stored.set(stream, { cursor: through, at: Date.now() });
       } catch (error) {
         if (String(error).includes(PARTITION_LOST)) {
           if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
           this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
           return;
         }
+        if (String(error).includes(PARTITION_GAP)) this.logger.warn({ stream, partition: partition.index, err: String(error) }, 'partition cursor moved under this processor: reading on from it');
         await this.resetReadPosition(partition, stream).catch(() => undefined);
-        throw error;
+        if (!String(error).includes(PARTITION_GAP)) throw error;
       }
     };
     const current = run();
@@ -471,43 +485,29 @@ export class StreamProcessor {
     return current.finally(() => partition.busy.delete(current));
   }
 
-  private async process(stream: string, partition: HeldPartition, partitionStream: string, read: readonly StreamEntry[]): Promise<void> {
-    const entries = await this.resolveReferences(stream, read);
-    if (entries.length === 0) return;
+  /** Returns false when stopping cut it short. */
+  private async process(stream: string, partition: HeldPartition, entries: readonly StreamEntry[], cursor: string, through: string): Promise<boolean> {
     const stats = this.statsFor(stream);
-    const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
+    const batch = entries.length === 0 ? [] : await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       group: this.settings.group,
-      contiguous: true,
       stats,
       stopRequestedAt: () => this.stopRequestedAt,
-      partition: { index: partition.index, stream: partitionStream },
+      partition: { index: partition.index, readFrom: cursor, readThrough: through },
       fence: { key: partitionKeys.epoch(stream, this.settings.group, partition.index), token: partition.token, code: PARTITION_LOST },
     });
-    this.logger.debug(
-      { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
-      'batch applied',
-    );
-  }
-
-  /** An entry too large for the route script to copy is routed as a reference: read it from the source stream. */
-  private async resolveReferences(stream: string, entries: readonly StreamEntry[]): Promise<readonly StreamEntry[]> {
-    if (!entries.some(isReference)) return entries;
-    const resolved: StreamEntry[] = [];
-    for (const entry of entries) {
-      if (!isReference(entry)) {
-        resolved.push(entry);
-        continue;
-      }
-      const [found] = await this.redis.xrange(stream, entry.id, entry.id);
-      // Gone from the source (trimmed or XDELed): nothing is left to apply.
-      resolved.push(found ? { id: found[0], fields: found[1] } : { id: entry.id, fields: [] });
+    if (!outcome.complete) return false;
+    if (entries.length > 0) {
+      this.logger.debug(
+        { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
+        'batch applied',
+      );
     }
-    return resolved;
+    return true;
   }
 
   /** Records a loop's failure; returns whether it is Redis refusing or unreachable (then the loop waits, and says so). */
-  private onLoopError(error: unknown, source: 'read' | 'route' | 'ownership'): boolean {
+  private onLoopError(error: unknown, source: 'read' | 'ownership'): boolean {
     const message = error instanceof Error ? error.message : String(error);
     const noted = this.waits.note(source, error);
     const unavailable = noted !== undefined;
@@ -551,10 +551,6 @@ const FORGET_SILENT_AFTER_MS = 10 * 60_000;
 
 /** Retention trims at most this often. */
 const RETENTION_INTERVAL_MS = 5_000;
-
-function isReference(entry: StreamEntry): boolean {
-  return entry.fields.length === 2 && entry.fields[0] === REFERENCE_FIELDS[0] && entry.fields[1] === REFERENCE_FIELDS[1];
-}
 
 /** Resolves true if `promise` did not settle within `ms`; leaves no timer behind. */
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {

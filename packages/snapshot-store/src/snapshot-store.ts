@@ -43,11 +43,13 @@ export interface ApplyBatchInput {
    */
   readonly contiguous?: boolean;
   /**
-   * The entries come from one partition of the stream (a partitioned processor's own stream of it,
-   * same slot): checked and acked there, applied position kept per partition, and the partition
-   * stream trimmed below it as it goes.
+   * The entries are one partition's entries of the stream after `readFrom` up to `readThrough`, as
+   * its holder read them from the stream (entries of other partitions left out; none is fine). The
+   * partition's cursor (all of its entries up to it are applied) must not be below `readFrom`
+   * (else RS_PARTITION_GAP, nothing written: read again from the cursor); entries at or below it
+   * are skipped as applied; afterwards it is at least `readThrough`.
    */
-  readonly partition?: { readonly index: number; readonly stream: string };
+  readonly partition?: { readonly index: number; readonly readFrom: string; readonly readThrough: string };
   /**
    * A fencing token and the key that must hold it (a rebuild's lease, a partition's epoch): the
    * script checks it before any write and fails with `code` (default RS_REBUILD_LEASE_LOST),
@@ -232,8 +234,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       if (!ENTRY_ID.test(entry.entryId)) throw new InvalidMutationError(`entry id '${entry.entryId}' is not a stream id like 1700000000000-0`);
     }
     const entries = isSorted(input.entries) ? input.entries : [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
-    if (entries.length === 0) {
-      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream, input.partition?.index), held: false };
+    if (entries.length === 0 && !input.partition) {
+      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream), held: false };
     }
     if (isCluster(this.redis)) return this.applyAcrossSlots(input, entries);
     return this.applyInOneScript(input, entries);
@@ -267,7 +269,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         args.push(entry.entryId, 'D', `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, '[]');
       }
     }
-    const keys = [input.partition?.stream ?? input.stream, this.cursorKey(input.stream, input.partition?.index), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
+    const keys = [input.stream, this.cursorKey(input.stream, input.partition?.index), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
     if (input.fence) keys.push(input.fence.key);
     const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(
       keys.length,
@@ -278,8 +280,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       packEntries(args),
       input.fence?.token ?? '',
       input.fence?.code ?? '',
-      input.partition ? '1' : '0',
-      input.stream,
+      input.partition?.readFrom ?? '',
+      input.partition?.readThrough ?? '',
       input.group ?? '',
     );
     const handled = applied + skipped + deadLettered;
@@ -296,8 +298,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
    * An entry's changes to snapshots in different slots are each applied exactly once, not atomically together.
    */
   private async applyAcrossSlots(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
-    const source = input.partition?.stream ?? input.stream;
-    const checkKeys = [source, this.cursorKey(input.stream, input.partition?.index), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream)];
+    const checkKeys = [input.stream, this.cursorKey(input.stream, input.partition?.index), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream)];
     if (input.fence) checkKeys.push(input.fence.key);
     const [held, cursor, blockedAt, ...deadLetteredBefore] = await this.redis.redsourceCheckBatch(
       checkKeys.length,
@@ -306,6 +307,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.contiguous ? '1' : '0',
       input.fence?.token ?? '',
       input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+      input.partition?.readFrom ?? '',
     );
     if (held === 1) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: entries[0]?.entryId, handled: 0, cursor, held: true };
     const skip = new Set(deadLetteredBefore);

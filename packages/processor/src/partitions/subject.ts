@@ -2,19 +2,19 @@ import { createHash } from 'node:crypto';
 import { nestingDepth } from '@redsource/event-store';
 
 /**
- * Which partition a subject belongs to: the first 32 bits of its SHA-1, modulo the count. Written
- * once here and once in route.lua (redis.sha1hex); the two must agree.
+ * Which partition a subject belongs to: the first 32 bits of its SHA-1, modulo the count (stable
+ * across processes, versions and languages: a cursor means the same entries to every processor).
  */
 export function partitionOfSubject(subject: string, partitions: number): number {
   return Number.parseInt(createHash('sha1').update(subject, 'utf8').digest('hex').slice(0, 8), 16) % partitions;
 }
 
 /**
- * The subject of a raw entry, as route.lua finds it: the first of `subjectFields` among a flat
- * entry's fields, or in an envelope's `data` object (a non-negative integer counts, written
- * plainly), else the envelope's `subject` attribute. `data` nested deeper than 1000 levels is not
- * looked into (cjson's limit). Text only cjson takes for JSON (`0x10`, `01`) may differ here: such an
- * entry fails to decode anyway and is dead-lettered, so its partition orders nothing.
+ * The subject of a raw entry: the first of `subjectFields` among a flat entry's fields (the last
+ * occurrence of a name counts), or in an envelope's `data` object (a non-negative integer counts,
+ * written plainly), else the envelope's `subject` attribute. `data` nested deeper than 1000 levels
+ * is not looked into (an entry the event store refuses anyway: it is dead-lettered, its partition
+ * orders nothing).
  */
 export function subjectOfEntry(fields: readonly string[], subjectFields: readonly string[]): string | undefined {
   const flat = new Map<string, string>();
@@ -27,7 +27,7 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
     return undefined;
   }
   const data = flat.get('data');
-  // route.lua's JSON decoder (Redis' cjson) stops at 1000 levels of nesting: so does this mirror.
+  // The event store's decoder stops at 1000 levels of nesting (Redis' cjson did too): so does this.
   if (data !== undefined && nestingDepth(data) <= MAX_DEPTH) {
     let decoded: unknown;
     try {
@@ -48,8 +48,54 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
 
 const MAX_DEPTH = 1_000;
 
-/** The partition route.lua puts a raw entry in. */
+/** The partition of a raw entry. */
 export function partitionOfEntry(fields: readonly string[], subjectFields: readonly string[], partitions: number): number {
   const subject = subjectOfEntry(fields, subjectFields);
   return subject === undefined ? 0 : partitionOfSubject(subject, partitions);
+}
+
+/** Subjects hashed once each, up to this many remembered (then forgotten all at once). */
+const REMEMBERED_SUBJECTS = 100_000;
+
+/**
+ * The partition of each entry a processor reads (every entry of its streams: it keeps its own
+ * partitions' ones). The flat form (the seed's, any client's XADD) is looked up without a copy of
+ * the fields, and each subject is hashed once.
+ */
+export class PartitionFinder {
+  private readonly bySubject = new Map<string, number>();
+
+  constructor(
+    readonly partitions: number,
+    private readonly subjectFields: (stream: string) => readonly string[],
+  ) {}
+
+  entry(stream: string, fields: readonly string[]): number {
+    const subject = isEnvelope(fields) ? subjectOfEntry(fields, this.subjectFields(stream)) : flatSubject(fields, this.subjectFields(stream));
+    return subject === undefined ? 0 : this.subject(subject);
+  }
+
+  subject(subject: string): number {
+    let partition = this.bySubject.get(subject);
+    if (partition === undefined) {
+      if (this.bySubject.size >= REMEMBERED_SUBJECTS) this.bySubject.clear();
+      partition = partitionOfSubject(subject, this.partitions);
+      this.bySubject.set(subject, partition);
+    }
+    return partition;
+  }
+}
+
+function isEnvelope(fields: readonly string[]): boolean {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'specversion') return true;
+  return false;
+}
+
+function flatSubject(fields: readonly string[], subjectFields: readonly string[]): string | undefined {
+  for (const name of subjectFields) {
+    for (let i = fields.length - (fields.length % 2) - 2; i >= 0; i -= 2) {
+      if (fields[i] === name) return fields[i + 1];
+    }
+  }
+  return undefined;
 }

@@ -35,9 +35,14 @@ ARGV[5]   optional fencing token ('' or absent = no fence): unless the last key 
           '<token> <holder>', or a partition's epoch '<token>') holds this token, the script writes
           nothing and fails with ARGV[6], so a holder that lost its lease cannot write
 ARGV[6]   the error code of a failed fence check (default RS_REBUILD_LEASE_LOST)
-ARGV[7]   '1': trim KEYS[1] below the cursor afterwards (a partition stream: what is applied there
-          is not needed again; the source stream keeps every entry)
-ARGV[8]   the stream a dead letter names (default KEYS[1]): the source stream of a partition stream
+ARGV[7]   a partition's read start ('' = not a partition): the entries are this partition's entries of
+          KEYS[1] after ARGV[7] up to ARGV[8], as its holder read them from the stream (entries of
+          other partitions left out). No predecessor check: the cursor (all of the partition's entries
+          up to it are applied) must not be below ARGV[7], or entries would be skipped: the script
+          then fails RS_PARTITION_GAP, writing nothing. Entries at or below the cursor were applied
+          before (a retry) and are skipped; afterwards the cursor is at least ARGV[8].
+ARGV[8]   with ARGV[7]: the last entry id of the stream the holder read (the partition has no other
+          entries up to it): the cursor moves there even when the batch is empty
 ARGV[9]   the consumer group a dead letter names (default ARGV[1])
 Reply     {applied, skipped, deadLettered, blockedAt ('' = none), cursor, held (1 = the hold flag stopped it)}
 ]]
@@ -59,22 +64,17 @@ end
 
 local letterGroup = ARGV[9] or ''
 if letterGroup == '' then letterGroup = group end
-local sourceStream = ARGV[8] or ''
-if sourceStream == '' then sourceStream = KEYS[1] end
+local readFrom = ARGV[7] or ''
+local partitioned = readFrom ~= ''
 
 local function deadLetter(entryId, reason, fieldsJson)
   if redis.call('SADD', KEYS[6], entryId) == 0 then return end
   local now = redis.call('TIME')
-  local letter = { 'stream', sourceStream, 'entry_id', entryId, 'reason', reason,
+  local letter = { 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
     'fields', fieldsJson, 'group', letterGroup, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
   -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
   -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
   local found = redis.call('XRANGE', KEYS[1], entryId, entryId)[1]
-  -- A partition's copy of an entry too large to copy is a reference: the bytes are in the source
-  -- stream, ARGV[8] (same slot: a partition stream carries its source stream's hash tag).
-  if found and #found[2] == 2 and found[2][1] == '__redsource_ref' and found[2][2] == '1' and sourceStream ~= KEYS[1] then
-    found = redis.call('XRANGE', sourceStream, entryId, entryId)[1]
-  end
   if found then
     local original = {}
     for i, item in ipairs(found[2]) do original[i] = #item .. ':' .. item .. ',' end
@@ -106,7 +106,10 @@ end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
-if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, A[1], cursor, 1 } end
+if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, A[1] or '', cursor, 1 } end
+if partitioned and compareIds(cursor, readFrom) < 0 then
+  return redis.error_reply('RS_PARTITION_GAP the partition is applied up to ' .. cursor .. ', not ' .. readFrom .. ': read it again from there')
+end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}
@@ -119,7 +122,7 @@ for _ = 1, count do
   pos = pos + 2
   opSeq = 0
   local isNew = compareIds(entryId, cursor) > 0
-  if isNew and not (contiguous and predecessorChecked) then
+  if isNew and not partitioned and not (contiguous and predecessorChecked) then
     if #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
       blockedAt = entryId
       break
@@ -176,10 +179,12 @@ for _ = 1, count do
 end
 
 finishRevisions()
-if applied + deadLettered > 0 then
-  redis.call('SET', KEYS[2], cursor)
-  if ARGV[7] == '1' then redis.call('XTRIM', KEYS[1], 'MINID', cursor) end
+local moved = applied + deadLettered > 0
+if partitioned and compareIds(ARGV[8], cursor) > 0 then
+  cursor = ARGV[8]
+  moved = true
 end
+if moved then redis.call('SET', KEYS[2], cursor) end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
 if deadLettered > 0 then redis.call('HINCRBY', KEYS[4], 'deadLettered', deadLettered) end

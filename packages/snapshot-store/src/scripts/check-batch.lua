@@ -5,7 +5,7 @@ slots than the stream's bookkeeping: before any snapshot is written, checks in t
 what apply-batch.lua would refuse or skip, so the snapshot writes that follow apply only entries
 that may be applied now. Reads only; apply-batch.lua checks it all again with its writes.
 
-KEYS[1]  the stream the entries come from (a partition stream, or the stream itself)
+KEYS[1]  the stream the entries come from
 KEYS[2]  the cursor: last applied entry id
 KEYS[3]  the hold flag (a rebuild switching over)
 KEYS[4]  the stream's dead-lettered entry ids
@@ -14,6 +14,8 @@ ARGV[1]  the entry ids, ascending, as a JSON array
 ARGV[2]  '1' if they are consecutive entries of the stream
 ARGV[3]  fencing token ('' = none)
 ARGV[4]  error code of a failed fence check
+ARGV[5]  a partition's read start ('' = not a partition; see apply-batch.lua ARGV[7]): no predecessor
+         check, but the cursor must not be below it (RS_PARTITION_GAP)
 Reply    {held (1/0), cursor, first entry blocked by an unapplied predecessor ('' = none), then the
           ids among the new ones already dead-lettered (never to be applied)}
 ]]
@@ -28,6 +30,11 @@ if fence ~= '' then
 end
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 if redis.call('EXISTS', KEYS[3]) == 1 then return { 1, cursor, '' } end
+local readFrom = ARGV[5] or ''
+local partitioned = readFrom ~= ''
+if partitioned and compareIds(cursor, readFrom) < 0 then
+  return redis.error_reply('RS_PARTITION_GAP the partition is applied up to ' .. cursor .. ', not ' .. readFrom .. ': read it again from there')
+end
 
 local ids = cjson.decode(ARGV[1])
 local fresh = {}
@@ -35,7 +42,7 @@ local blockedAt = ''
 local previous = cursor
 for _, id in ipairs(ids) do
   if compareIds(id, cursor) > 0 then
-    if #fresh == 0 or ARGV[2] ~= '1' then
+    if not partitioned and (#fresh == 0 or ARGV[2] ~= '1') then
       if #redis.call('XRANGE', KEYS[1], '(' .. previous, '(' .. id, 'COUNT', 1) > 0 then
         blockedAt = id
         break
