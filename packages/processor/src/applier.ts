@@ -71,9 +71,9 @@ export class Applier {
       return stopAt !== undefined && Date.now() - stopAt >= this.settings.shutdownTimeoutMs;
     };
     // A partition's batch goes out even when empty: it moves the partition's cursor.
-    let first = options.partition !== undefined;
-    while (first || remaining.length > 0) {
-      first = false;
+    let again = options.partition !== undefined;
+    while (again || remaining.length > 0) {
+      again = false;
       const started = performance.now();
       const input = {
         stream,
@@ -94,13 +94,15 @@ export class Applier {
       deadLettered += result.deadLettered;
       await this.attempts?.forget(stream, remaining.slice(0, result.handled).map((e) => e.entryId));
       remaining = remaining.slice(result.handled);
-      if (remaining.length === 0 || result.blockedAt === undefined) break;
+      // Held by a rebuild's switch-over: wait, even for an empty batch (its cursor move counts too).
+      if (!result.held && (remaining.length === 0 || result.blockedAt === undefined)) break;
+      again = options.partition !== undefined;
       options.stats.blocked++;
 
       const now = Date.now();
       blockedSince ??= now;
       if (outOfTime()) return { applied, skipped, deadLettered, complete: false };
-      if (!result.held && now - blockedSince >= this.settings.gapFillAfterMs) {
+      if (!result.held && result.blockedAt !== undefined && now - blockedSince >= this.settings.gapFillAfterMs) {
         this.logger.info({ stream, from: result.cursor, to: result.blockedAt }, 'filling a gap from the stream');
         const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options, outOfTime);
         if (!filled.complete) return { applied, skipped, deadLettered, complete: false };

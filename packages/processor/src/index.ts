@@ -14,5 +14,5 @@ export { trimApplied } from './retention.ts';
 export { discoverStreams } from './discovery.ts';
 export { partitionKeys } from './partitions/keys.ts';
 export { partitionOfSubject, partitionOfEntry, subjectOfEntry } from './partitions/subject.ts';
-export { AppliedPositions, type AppliedThrough } from './partitions/applied-through.ts';
+export { AppliedPositions, type AppliedThrough, type AppliedPositionsPartitioning } from './partitions/applied-through.ts';
 export type { HeldPartitionInfo } from './stream-processor.ts';

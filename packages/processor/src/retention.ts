@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import { compareEntryIds, snapshotKeys, type SnapshotStore } from '@redsource/snapshot-store';
 import { processorKeys } from './keys.ts';
-import { partitionKeys } from './partitions/keys.ts';
 import { toObject } from './replies.ts';
 
 /** The partitioned processing of the stream, when the snapshots are applied that way. */
@@ -11,9 +10,10 @@ export interface PartitionedBy {
 }
 
 /**
- * Trims a stream below the oldest point still needed: for every consumer group on the stream, its
- * oldest pending entry (or, with nothing pending, what it was last given or routed), and the
- * snapshots' applied position (partitioned: each partition's first unapplied entry).
+ * Trims a stream below the oldest point still needed: for every consumer group on the stream (other
+ * than the processors' own, which only marks where they started), its oldest pending entry (or,
+ * with nothing pending, what it was last given), and the snapshots' applied position (partitioned:
+ * the lowest partition cursor, every entry up to which is applied in every partition).
  * Skipped while a rebuild runs, since that reads the stream from its first entry. Every input only
  * moves forward, so a point computed a moment ago is still safe when XTRIM runs. Returns the MINID
  * used, or undefined when nothing could be trimmed.
@@ -21,21 +21,15 @@ export interface PartitionedBy {
 export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>, partitioned?: PartitionedBy): Promise<string | undefined> {
   if ((await redis.exists(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix))) === 1) return undefined;
   let safe: string | undefined;
-  if (partitioned) {
-    // An entry of a partition is needed until applied: keep from the first one after its cursor.
-    for (let p = 0; p < partitioned.partitions; p++) {
-      const cursor = await snapshots.cursor(stream, p);
-      const [next] = await redis.xrange(partitionKeys.stream(stream, partitioned.group, p), `(${cursor}`, '+', 'COUNT', 1);
-      if (next && (safe === undefined || compareEntryIds(next[0], safe) < 0)) safe = next[0];
-    }
-  } else {
-    const cursor = await snapshots.cursor(stream);
+  const cursors = partitioned ? await Promise.all(Array.from({ length: partitioned.partitions }, (_, p) => snapshots.cursor(stream, p))) : [await snapshots.cursor(stream)];
+  for (const cursor of cursors) {
     if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
-    safe = cursor;
+    if (safe === undefined || compareEntryIds(cursor, safe) < 0) safe = cursor;
   }
   const groups = ((await redis.xinfo('GROUPS', stream)) as unknown[][]).map(toObject);
   for (const group of groups) {
     const name = String(group['name']);
+    if (name === partitioned?.group) continue;
     const pending = Number(group['pending'] ?? 0);
     let needed = String(group['last-delivered-id'] ?? '0-0');
     if (pending > 0) {

@@ -5,7 +5,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import { AppliedPositions, processorSettingsSchema, type StreamStatus } from '@redsource/processor';
+import { AppliedPositions, processorSettingsSchema, type AppliedPositionsPartitioning, type StreamStatus } from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { registerDocs } from './docs.ts';
 import { RequestLogController } from './request-log.ts';
@@ -36,7 +36,7 @@ export interface AppOptions {
    * How the processors apply the snapshots (their group and partition count), so `after` can tell
    * when a user's partition has caught up. Default: group `profile-api`, the processor's default count.
    */
-  readonly partitioning?: { readonly group: string; readonly partitions: number };
+  readonly partitioning?: AppliedPositionsPartitioning;
   /** Per client IP; absent or `max: 0` = no limit. */
   readonly rateLimit?: RateLimitSettings | undefined;
   /** Absent = no CORS headers. */

@@ -36,7 +36,11 @@ export function profileComponents(config: AppConfig, redis: Redis) {
     });
   const streamNames: readonly string[] = [streams.updates, streams.activity, streams.friends];
   /** How the processors apply the snapshots: what read-your-writes and `replay` need to know of it. */
-  const partitioning = { group: config.REDSOURCE_GROUP, partitions: config.REDSOURCE_PARTITIONS ?? processorSettingsSchema.shape.partitions.parse(undefined) };
+  const partitioning = {
+    group: config.REDSOURCE_GROUP,
+    partitions: config.REDSOURCE_PARTITIONS ?? processorSettingsSchema.shape.partitions.parse(undefined),
+    subjectFields: (stream: string) => (eventStore.catalog.has(stream) ? eventStore.catalog.subjectFields(stream) : []),
+  };
   return { streams, streamNames, eventStore, snapshots, handlers, createProcessor, partitioning };
 }
 
