@@ -98,9 +98,11 @@ describe('least privilege: every role with only the rules the README documents',
       await refused('redsource-redrive', streamWrites(s).slice(1));
       await allowed('redsource-redrive', [['XADD', s, '*', 'a', 'b']]);
       // Each role keeps what its job needs on the stream.
-      await allowed('redsource-processor', [['XREADGROUP', 'GROUP', 'profiles', 'c', 'STREAMS', s, '>'], ['XACK', s, 'profiles', '1-0'], ['XPENDING', s, 'profiles'], ['XGROUP', 'SETID', s, 'profiles', '0'], ['XREAD', 'STREAMS', s, '0'], ['XRANGE', s, '-', '+']]);
-      // Partition streams are the processor's own keys: it writes and trims them, never the event stream.
-      await allowed('redsource-processor', [['XADD', `redsource:{${s}}:p:profiles:0`, '1-1', 'a', 'b'], ['XTRIM', `redsource:{${s}}:p:profiles:0`, 'MINID', '1-0']]);
+      await allowed('redsource-processor', [['XREAD', 'STREAMS', s, '0'], ['XRANGE', s, '-', '+'], ['XGROUP', 'CREATE', s, 'profiles', '0'], ['XINFO', 'GROUPS', s], ['XPENDING', s, 'profiles'], ['XACK', s, 'profiles', '1-0']]);
+      // Nothing reads the group any more (each processor reads the stream): it neither takes nor moves entries of it.
+      await refused('redsource-processor', [['XREADGROUP', 'GROUP', 'profiles', 'c', 'STREAMS', s, '>'], ['XGROUP', 'SETID', s, 'profiles', '0']]);
+      // Dead letters are the processor's own stream: it appends to them.
+      await allowed('redsource-processor', [['XADD', `redsource:{${s}}:dead`, '*', 'a', 'b']]);
       await allowed('redsource-replay', [['XRANGE', s, '-', '+'], ['XLEN', s]]);
     }
     // Dead letters: the operator deletes them, nothing else; nobody else deletes them.
