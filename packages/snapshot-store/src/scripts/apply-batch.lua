@@ -116,12 +116,15 @@ local acked = {}
 local contiguous = ARGV[3] == '1'
 local predecessorChecked = false
 local pos = 1
+local allNew = false
 
 for _ = 1, count do
   local entryId, kind = A[pos], A[pos + 1]
   pos = pos + 2
   opSeq = 0
-  local isNew = compareIds(entryId, cursor) > 0
+  -- The entries ascend: once one is past the cursor, so is every later one (no id parsing then).
+  local isNew = allNew or compareIds(entryId, cursor) > 0
+  allNew = isNew
   if isNew and not partitioned and not (contiguous and predecessorChecked) then
     if #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
       blockedAt = entryId
