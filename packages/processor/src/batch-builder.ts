@@ -57,16 +57,19 @@ export class BatchBuilder {
   }
 
   private firstAttempt(entry: StreamEntry, event: RecordedEvent): BatchEntry | Failure | Promise<BatchEntry | Failure> {
-    const accept = (changes: readonly SnapshotChange[]): BatchEntry => {
-      this.check(changes);
-      return { entryId: entry.id, changes };
-    };
     try {
       const result = this.handlers.run(event);
-      return result instanceof Promise ? result.then(accept).catch((failure: unknown) => ({ failure })) : accept(result);
+      // No closure per entry on the common, synchronous path.
+      if (!(result instanceof Promise)) return this.accept(entry, result);
+      return result.then((changes) => this.accept(entry, changes)).catch((failure: unknown) => ({ failure }));
     } catch (failure) {
       return { failure };
     }
+  }
+
+  private accept(entry: StreamEntry, changes: readonly SnapshotChange[]): BatchEntry {
+    this.check(changes);
+    return { entryId: entry.id, changes };
   }
 
   /** One bad change dead-letters its entry instead of failing the whole batch: checked here. */
