@@ -496,8 +496,8 @@ function combineByN(results: readonly ClusterResult[]): Combined[] {
 }
 
 /**
- * The scaling model. Redis' work per event has two parts: the stream's (routing, partition
- * streams, check-batch, cursors, totals: all in the stream's slot, so on one master per stream)
+ * The scaling model. Redis' work per event has two parts: the stream's (its reads by every
+ * processor, check-batch, cursors, totals: all in the stream's slot, so on one master per stream)
  * and the snapshots' (apply-snapshots calls, spread over every master by the users' keys).
  *
  * - Snapshot part per event, W: the default layout leaves one master with no stream and no group

@@ -333,7 +333,7 @@ async function startSettled(runs: readonly PartitionedRun[]): Promise<void> {
  * Settled runs, one after another: their processors have started (startSettled) and shared their
  * group's partitions out; then each run's backlog appears at once (a server-side COPY of the
  * backlog, its group created at 0, RENAMEd over the run's streams in one MULTI, which wakes the
- * routers) and is timed to the last entry applied. Each run's processors stop after it.
+ * readers) and is timed to the last entry applied. Each run's processors stop after it.
  */
 async function runSettled(ctx: BenchContext, runs: readonly PartitionedRun[], backlog: ProfileStreams, total: number): Promise<PartitionedResult[]> {
   const began = performance.now();
