@@ -465,10 +465,18 @@ export class StreamProcessor {
   private processPartition(partition: HeldPartition, stream: string, entries: readonly StreamEntry[], cursor: string, through: string): Promise<void> {
     const run = async () => {
       try {
-        // Cut short by stop(): the rest is read again by whoever holds the partition next.
-        if (!(await this.process(stream, partition, entries, cursor, through))) return;
-        partition.readFrom.set(stream, through);
-        partition.stored.set(stream, { cursor: through, at: Date.now() });
+        // At most batchSize entries per apply call (one call holds Redis for its whole run).
+        let from = cursor;
+        for (let start = 0; start === 0 || start < entries.length; start += this.settings.batchSize) {
+          const chunk = entries.slice(start, start + this.settings.batchSize);
+          const last = start + this.settings.batchSize >= entries.length;
+          const upTo = last ? through : (chunk[chunk.length - 1] as StreamEntry).id;
+          // Cut short by stop(): the rest is read again by whoever holds the partition next.
+          if (!(await this.process(stream, partition, chunk, from, upTo))) return;
+          partition.readFrom.set(stream, upTo);
+          partition.stored.set(stream, { cursor: upTo, at: Date.now() });
+          from = upTo;
+        }
       } catch (error) {
         if (String(error).includes(PARTITION_LOST)) {
           if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
