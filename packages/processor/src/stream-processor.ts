@@ -1,13 +1,15 @@
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
 import type { SnapshotStore } from '@redsource/snapshot-store';
-import { Applier } from './applier.ts';
+import { Applier, type ApplyOutcome } from './applier.ts';
 import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
 import { BlockingConnection } from './blocking-connection.ts';
 import { ConsumerGroup } from './consumer-group.ts';
-import { ProcessorStateError } from './errors.ts';
+import { ProcessorLoopError, ProcessorStateError } from './errors.ts';
+import type { PartitionsChangedEvent, ProcessorEvents } from './events.ts';
 import { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
@@ -16,6 +18,7 @@ import { discoverStreams } from './discovery.ts';
 import { partitionKeys } from './partitions/keys.ts';
 import { PartitionOwnership } from './partitions/ownership.ts';
 import { PartitionRouter, ROUTE_CHUNK } from './partitions/router.ts';
+import { untilReady } from './readiness.ts';
 import { RedisWaits, type WaitingOnRedis } from './redis-wait.ts';
 import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
@@ -71,7 +74,7 @@ const REFERENCE_FIELDS = ['__redsource_ref', '1'];
  * successor has claimed the partition. So a subject's entries are applied exactly once and in
  * stream order, while N processors apply N shares in parallel, none waiting on another.
  */
-export class StreamProcessor {
+export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   readonly settings: ProcessorSettings;
   private readonly streamList: string[];
   private readonly streamPrefixes: readonly string[];
@@ -111,8 +114,11 @@ export class StreamProcessor {
   /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
   private ownershipChanged = signal();
   private lastRound: { share: number; members: number } = { share: 0, members: 0 };
+  /** What is left before `ready`: the first ownership round, and a first routing of each stream. */
+  private unready = new Set<string>();
 
   constructor(options: StreamProcessorOptions) {
+    super();
     this.settings = parseProcessorSettings(options);
     this.redis = options.redis;
     this.logger = options.logger ?? silentLogger;
@@ -143,6 +149,20 @@ export class StreamProcessor {
 
   get running(): boolean {
     return this.state === 'running';
+  }
+
+  /** Running, with its groups created, its share of the partitions taken and each stream routed once. */
+  get isReady(): boolean {
+    return this.state === 'running' && this.unready.size === 0;
+  }
+
+  /**
+   * Resolves once the processor is ready (see `isReady`, and the `ready` event); rejects with
+   * ProcessorStartError on what retrying cannot cure (a refused login, a key of another type, a
+   * partition count mismatch), after `startTimeoutMs`, or if stopped first. It does not stop the processor.
+   */
+  ready(): Promise<void> {
+    return untilReady(this, this.settings.startTimeoutMs, this.stopping.signal);
   }
 
   /** The partitions this processor holds now, with the fencing token of each. */
@@ -176,6 +196,7 @@ export class StreamProcessor {
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
     this.state = 'running';
+    this.unready = new Set([OWNERSHIP_ROUND, ...this.streamList]);
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
     this.loops = [this.ownershipLoop()];
@@ -284,6 +305,7 @@ export class StreamProcessor {
         const round = await this.ownership.round();
         this.lastRound = { share: round.share, members: round.members };
         await this.reconcile(round.held, round.share);
+        this.progressed(OWNERSHIP_ROUND);
         if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
         if (this.settings.retention && Date.now() - this.trimmedAt >= RETENTION_INTERVAL_MS) {
           this.trimmedAt = Date.now();
@@ -308,10 +330,12 @@ export class StreamProcessor {
   /** Brings the held partitions in line with a round's answer. */
   private async reconcile(leases: ReadonlyMap<number, string>, share: number): Promise<void> {
     let changed = false;
+    const change = { taken: [] as number[], lost: [] as number[], draining: [] as number[] };
     // Lost: the lease ran out (a pause, Redis away) and another holds it now, or it is free again.
     for (const [index, partition] of this.held) {
       if (leases.get(index) === partition.token) continue;
       this.held.delete(index);
+      change.lost.push(index);
       changed = true;
       this.logger.warn({ partition: index }, 'partition lease lost; another processor takes it over');
     }
@@ -327,6 +351,7 @@ export class StreamProcessor {
       }
       this.held.set(index, partition);
       for (const stats of this.statsByStream.values()) stats.claimed++;
+      change.taken.push(index);
       changed = true;
       this.logger.info({ partition: index, token }, 'partition taken');
     }
@@ -335,10 +360,12 @@ export class StreamProcessor {
     const excess = active.length - share;
     for (const partition of excess > 0 ? active.slice(-excess) : []) {
       partition.state = 'draining';
+      change.draining.push(partition.index);
       changed = true;
       void this.track(this.release(partition));
     }
     if (changed) {
+      this.partitionsChanged(change);
       this.signalOwnershipChanged();
       await this.wakeReaders();
     }
@@ -362,6 +389,7 @@ export class StreamProcessor {
     try {
       await this.ownership.release(new Map([[partition.index, partition.token]]), false);
       this.logger.info({ partition: partition.index }, 'partition handed over');
+      this.partitionsChanged({ released: [partition.index] });
     } catch (error) {
       this.logger.warn({ partition: partition.index, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
     } finally {
@@ -381,6 +409,7 @@ export class StreamProcessor {
         }
         const result = await this.router.route(stream);
         routedTo = result.routedTo;
+        this.progressed(stream);
         this.waits.clear('route');
         backoff = 100;
         if (result.routed >= ROUTE_CHUNK) continue;
@@ -459,6 +488,7 @@ export class StreamProcessor {
       } catch (error) {
         if (String(error).includes(PARTITION_LOST)) {
           if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
+          this.partitionsChanged({ lost: [partition.index] });
           this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
           return;
         }
@@ -475,6 +505,7 @@ export class StreamProcessor {
     const entries = await this.resolveReferences(stream, read);
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
+    const started = this.listenerCount('batch') > 0 ? performance.now() : 0;
     const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       group: this.settings.group,
@@ -488,6 +519,27 @@ export class StreamProcessor {
       { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
       'batch applied',
     );
+    if (started > 0) this.emitBatch(stream, partition.index, entries, outcome, performance.now() - started);
+    if (outcome.complete && this.listenerCount('deadLetter') > 0) {
+      for (const entry of batch) if ('deadLetter' in entry) this.emit('deadLetter', { stream, partition: partition.index, entryId: entry.entryId, reason: entry.deadLetter.reason });
+    }
+  }
+
+  private emitBatch(stream: string, partition: number, entries: readonly StreamEntry[], outcome: ApplyOutcome, durationMs: number): void {
+    const { applied, skipped, deadLettered } = outcome;
+    const [first, last] = [entries[0]?.id ?? '', entries[entries.length - 1]?.id ?? ''];
+    this.emit('batch', { stream, partition, count: entries.length, firstEntryId: first, lastEntryId: last, applied, skipped, deadLettered, durationMs });
+  }
+
+  /** A step towards `ready` is done; the last one emits it. */
+  private progressed(step: string): void {
+    if (this.unready.delete(step) && this.unready.size === 0) this.emit('ready');
+  }
+
+  private partitionsChanged(change: Partial<Omit<PartitionsChangedEvent, 'held'>>): void {
+    if (this.listenerCount('partitionsChanged') === 0) return;
+    const held = [...this.held.keys()].sort((a, b) => a - b);
+    this.emit('partitionsChanged', { held, taken: [], draining: [], released: [], lost: [], ...change });
   }
 
   /** An entry too large for the route script to copy is routed as a reference: read it from the source stream. */
@@ -522,6 +574,7 @@ export class StreamProcessor {
     } else {
       this.logger.warn({ err: message, loop: source }, 'processor loop error; retrying');
     }
+    if (this.listenerCount('error') > 0) this.emit('error', new ProcessorLoopError(source, error, this.waits.get(source)));
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
     return unavailable;
@@ -545,6 +598,9 @@ function signal(): { promise: Promise<void>; resolve: () => void } {
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
 }
+
+/** The step of `ready` that is the first ownership round (the others are the stream names). */
+const OWNERSHIP_ROUND = '\u0000ownership';
 
 /** A processor silent this long is dropped from `status` (its partitions moved on long before). */
 const FORGET_SILENT_AFTER_MS = 10 * 60_000;
