@@ -1,3 +1,7 @@
+import type { EventEmitter } from 'node:events';
+import type { StreamEntry } from '@redsource/event-store';
+import type { BatchEntry } from '@redsource/snapshot-store';
+import type { ApplyOutcome } from './applier.ts';
 import type { ProcessorLoopError } from './errors.ts';
 
 /** One batch of one partition of one stream, applied (`processor.on('batch', …)`). */
@@ -52,4 +56,37 @@ export interface ProcessorEvents {
   partitionsChanged: [PartitionsChangedEvent];
   /** A loop (read, route, ownership) failed and retries with backoff. */
   error: [ProcessorLoopError];
+}
+
+/**
+ * Emits `batch` and, for a batch applied to its end, `deadLetter` for each entry it dead-lettered
+ * (decided when the batch was built). Called only while one of them has a listener.
+ */
+export function reportBatch(
+  processor: EventEmitter<ProcessorEvents>,
+  applied: {
+    readonly stream: string;
+    readonly partition: number;
+    readonly entries: readonly StreamEntry[];
+    readonly batch: readonly BatchEntry[];
+    readonly outcome: ApplyOutcome;
+    readonly durationMs: number;
+  },
+): void {
+  const { stream, partition, entries, batch, outcome } = applied;
+  if (processor.listenerCount('batch') > 0) {
+    processor.emit('batch', {
+      stream,
+      partition,
+      count: entries.length,
+      firstEntryId: entries[0]?.id ?? '',
+      lastEntryId: entries[entries.length - 1]?.id ?? '',
+      applied: outcome.applied,
+      skipped: outcome.skipped,
+      deadLettered: outcome.deadLettered,
+      durationMs: applied.durationMs,
+    });
+  }
+  if (!outcome.complete || processor.listenerCount('deadLetter') === 0) return;
+  for (const entry of batch) if ('deadLetter' in entry) processor.emit('deadLetter', { stream, partition, entryId: entry.entryId, reason: entry.deadLetter.reason });
 }

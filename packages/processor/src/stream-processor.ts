@@ -3,13 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
 import type { SnapshotStore } from '@redsource/snapshot-store';
-import { Applier, type ApplyOutcome } from './applier.ts';
+import { Applier } from './applier.ts';
 import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
 import { BlockingConnection } from './blocking-connection.ts';
 import { ConsumerGroup } from './consumer-group.ts';
 import { ProcessorLoopError, ProcessorStateError } from './errors.ts';
-import type { PartitionsChangedEvent, ProcessorEvents } from './events.ts';
+import { reportBatch, type PartitionsChangedEvent, type ProcessorEvents } from './events.ts';
 import { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
@@ -505,7 +505,8 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     const entries = await this.resolveReferences(stream, read);
     if (entries.length === 0) return;
     const stats = this.statsFor(stream);
-    const started = this.listenerCount('batch') > 0 ? performance.now() : 0;
+    const observed = this.listenerCount('batch') + this.listenerCount('deadLetter') > 0;
+    const started = observed ? performance.now() : 0;
     const batch = await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       group: this.settings.group,
@@ -519,16 +520,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
       { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
       'batch applied',
     );
-    if (started > 0) this.emitBatch(stream, partition.index, entries, outcome, performance.now() - started);
-    if (outcome.complete && this.listenerCount('deadLetter') > 0) {
-      for (const entry of batch) if ('deadLetter' in entry) this.emit('deadLetter', { stream, partition: partition.index, entryId: entry.entryId, reason: entry.deadLetter.reason });
-    }
-  }
-
-  private emitBatch(stream: string, partition: number, entries: readonly StreamEntry[], outcome: ApplyOutcome, durationMs: number): void {
-    const { applied, skipped, deadLettered } = outcome;
-    const [first, last] = [entries[0]?.id ?? '', entries[entries.length - 1]?.id ?? ''];
-    this.emit('batch', { stream, partition, count: entries.length, firstEntryId: first, lastEntryId: last, applied, skipped, deadLettered, durationMs });
+    if (observed) reportBatch(this, { stream, partition: partition.index, entries, batch, outcome, durationMs: performance.now() - started });
   }
 
   /** A step towards `ready` is done; the last one emits it. */
