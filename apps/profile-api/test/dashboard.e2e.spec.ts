@@ -6,13 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { DeadLetters, streamStatus, type StreamProcessor, type StreamStatus } from '@redsource/processor';
+import { DeadLetters, partitionOfSubject, streamStatus, type StreamProcessor, type StreamStatus } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
 import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
-import { partitionOfSubject } from '../../../packages/processor/src/partitions/subject.ts';
 
 /** Debian's chromium (`apt-get install -y chromium`; .ci/run installs it). Without it this file is skipped. */
 const CHROMIUM = '/usr/bin/chromium';

@@ -5,6 +5,11 @@ import { EventValidationError, UnknownEventTypeError, UnknownStreamError, type F
 export type EventSchemas = Readonly<Record<string, z.ZodType>>;
 
 export interface StreamDefinition {
+  /**
+   * The stream's name in Redis, when the catalog key is not that name: the key then names the stream
+   * in code (`orders`) and the name can come from configuration (`orders_v2`, `orders:*`). Default: the key.
+   */
+  readonly stream?: string;
   readonly schemas: EventSchemas;
   /** Which entity an event concerns (the user id); used for per-subject versions on append. */
   readonly subjectOf?: (data: unknown) => string | undefined;
@@ -21,12 +26,37 @@ export interface StreamDefinition {
   readonly otherTypes?: { readonly pattern: RegExp; readonly message: string };
 }
 
-/** Which event types each stream carries. Stream names are keys here: configuration, not constants. */
-export class EventCatalog {
+/** Catalog key → its stream's definition. */
+export type StreamDefinitions = Readonly<Record<string, StreamDefinition>>;
+
+/** The event types a stream declares (`*` included when it has a schema for the others). */
+export type EventTypeOf<Definition extends StreamDefinition> = Extract<keyof Definition['schemas'], string>;
+
+/** The data of an event of that type as its schema outputs it (what decoding gives a handler). */
+export type EventDataOf<Definition extends StreamDefinition, Type extends string> = Type extends keyof Definition['schemas']
+  ? z.output<Definition['schemas'][Type]>
+  : never;
+
+/**
+ * Which event types each stream carries. Keys are the stream names, or names for them in code whose
+ * `stream` gives the name in Redis (from configuration). `Definitions` keeps the schemas' types, so a
+ * projection's handlers get each event's data typed from its schema (see `EventDataOf`).
+ */
+export class EventCatalog<Definitions extends StreamDefinitions = StreamDefinitions> {
+  /** The definitions as given, by catalog key. */
+  readonly definitions: Definitions;
   private readonly streams: ReadonlyMap<string, StreamDefinition>;
 
-  constructor(definitions: Readonly<Record<string, StreamDefinition>>) {
-    this.streams = new Map(Object.entries(definitions));
+  constructor(definitions: Definitions) {
+    this.definitions = definitions;
+    this.streams = new Map(Object.entries(definitions).map(([key, definition]) => [definition.stream ?? key, definition]));
+  }
+
+  /** The stream name in Redis of a catalog key (its `stream`, else the key itself). */
+  streamOf(key: Extract<keyof Definitions, string>): string {
+    const definition: StreamDefinition | undefined = Object.hasOwn(this.definitions, key) ? this.definitions[key] : undefined;
+    if (!definition) throw new UnknownStreamError(key, Object.keys(this.definitions));
+    return definition.stream ?? key;
   }
 
   get streamNames(): string[] {

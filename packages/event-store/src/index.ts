@@ -1,5 +1,5 @@
 export { RedisEventStore, type EventStoreOptions, type ReadOptions, type SubscribeOptions } from './event-store.ts';
-export { EventCatalog, type EventSchemas, type StreamDefinition } from './catalog.ts';
+export { EventCatalog, type EventSchemas, type StreamDefinition, type StreamDefinitions, type EventTypeOf, type EventDataOf } from './catalog.ts';
 export { EventCodec, DEFAULT_TYPE_FIELDS, nestingDepth, type CodecOptions } from './codec.ts';
 export { eventStoreKeys } from './keys.ts';
 export { idempotencySettingsSchema, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';

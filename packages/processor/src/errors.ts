@@ -1,4 +1,5 @@
 import type { RunningRebuild } from './rebuild-lease.ts';
+import type { WaitingOnRedis } from './redis-wait.ts';
 
 /** Every error the processor throws; `code` is stable, grep for it. */
 export class ProcessorError extends Error {
@@ -75,5 +76,82 @@ export class RebuildLeaseLostError extends ProcessorError {
 export class RebuildKeyPrefixError extends ProcessorError {
   constructor(keyPrefix: string, why: string) {
     super('RS_REBUILD_KEY_PREFIX', `Cannot rebuild the snapshots under '${keyPrefix}' on a Redis Cluster: ${why}.`);
+  }
+}
+
+/** The leading code of a Redis error reply (`WRONGTYPE`, `NOAUTH`, `RS_PARTITIONS_MISMATCH`), if the message starts with one. */
+export function replyCode(error: unknown): string | undefined {
+  const message = error instanceof Error ? error.message : String(error);
+  return /^([A-Z][A-Z0-9_]{2,})\b/.exec(message)?.[1];
+}
+
+/**
+ * A processor loop (read or ownership) failed; it retries with backoff. Emitted as the
+ * processor's `error` event: `cause` is what failed, `redisCode` its Redis reply code if it has one,
+ * `waiting` why the processor waits when Redis refuses or cannot be reached.
+ */
+export class ProcessorLoopError extends ProcessorError {
+  readonly redisCode: string | undefined;
+  constructor(
+    readonly loop: 'read' | 'ownership',
+    cause: unknown,
+    readonly waiting: WaitingOnRedis | undefined,
+  ) {
+    const message = cause instanceof Error ? cause.message : String(cause);
+    super('RS_PROCESSOR_LOOP', `The processor's ${loop} loop failed and retries with backoff: ${message}`, { cause });
+    this.redisCode = replyCode(cause);
+  }
+}
+
+export type StartFailure = 'WRONGPASS' | 'NOAUTH' | 'NOPERM' | 'WRONGTYPE' | 'RS_PARTITIONS_MISMATCH' | 'TIMEOUT' | 'STOPPED';
+
+const START_ADVICE: Record<StartFailure, string> = {
+  WRONGPASS: 'Redis refused the login: check the user name and password of the connection (REDIS_URL), and that the ACL user is enabled',
+  NOAUTH: 'Redis requires a password: give it in the connection options (REDIS_URL: redis://:<password>@host:port)',
+  NOPERM: "the connection's ACL user lacks a permission the processor needs: grant it the stream, hash, sorted-set and script commands on the projection's keys",
+  WRONGTYPE: "a key the processor needs holds another type of value (a stream name of the catalog names a key that is not a stream?): rename the stream in the catalog, or delete that key",
+  RS_PARTITIONS_MISMATCH: 'the stream is already processed in another partition count: give every processor of the group that count (`partitions`), or use a new group',
+  TIMEOUT: 'check that Redis is reachable at the address of the connection, or raise `startTimeoutMs`',
+  STOPPED: 'stop() was called before the processor was ready',
+};
+
+/**
+ * `start()` could not make the processor ready (groups created, partitions taken):
+ * a refusal that retrying cannot cure, or not ready within `startTimeoutMs`. The processor was
+ * stopped; fix the cause and create a new one. `reason` says which, `cause` is the last error.
+ */
+export class ProcessorStartError extends ProcessorError {
+  constructor(
+    readonly reason: StartFailure,
+    cause: unknown,
+    detail: string,
+  ) {
+    super('RS_PROCESSOR_START', `The processor could not start (${detail}): ${START_ADVICE[reason]}.`, cause === undefined ? {} : { cause });
+  }
+}
+
+/** A name or key prefix a projection cannot have. */
+export class InvalidProjectionError extends ProcessorError {
+  constructor(detail: string) {
+    super('RS_PROJECTION_INVALID', `Invalid projection: ${detail}.`);
+  }
+}
+
+/** removeProjection() while a processor of the projection's group (or a rebuild of it) is alive. */
+export class ProjectionInUseError extends ProcessorError {
+  constructor(
+    readonly projection: string,
+    readonly group: string,
+    readonly members: readonly string[],
+    rebuilding: boolean,
+  ) {
+    const who = [
+      ...(members.length > 0 ? [`processors ${members.join(', ')} of group '${group}' are alive`] : []),
+      ...(rebuilding ? ['a rebuild of it holds its lease'] : []),
+    ].join(' and ');
+    super(
+      'RS_PROJECTION_IN_USE',
+      `Cannot remove projection '${projection}': ${who}. Stop them first (their leases run out within leaseMs once they are gone), or pass force: true to remove it anyway.`,
+    );
   }
 }

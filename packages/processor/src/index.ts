@@ -6,7 +6,25 @@ export { processorSettingsSchema, parseProcessorSettings, type ProcessorSettings
 export { processorKeys } from './keys.ts';
 export type { StreamStats } from './stats.ts';
 export { silentLogger, type Logger } from './logger.ts';
-export { ProcessorError, InvalidProcessorOptionsError, DuplicateHandlerError, ProcessorStateError, ReplayImpossibleError, RebuildRunningError, RebuildLeaseLostError, RebuildKeyPrefixError } from './errors.ts';
+export {
+  ProcessorError,
+  InvalidProcessorOptionsError,
+  DuplicateHandlerError,
+  ProcessorStateError,
+  ReplayImpossibleError,
+  RebuildRunningError,
+  RebuildLeaseLostError,
+  RebuildKeyPrefixError,
+  ProcessorLoopError,
+  ProcessorStartError,
+  InvalidProjectionError,
+  ProjectionInUseError,
+  type StartFailure,
+} from './errors.ts';
+export type { ProcessorEvents, BatchEvent, DeadLetterEvent, PartitionsChangedEvent } from './events.ts';
+export { defineProjection, Projection, type ProjectionDefinition, type ProjectionHandler, type ProjectionHandlers, type HandlerResult } from './projection/define.ts';
+export { createProcessor, ProjectionProcessor, type ProjectionProcessorOptions, type StartOptions } from './projection/processor.ts';
+export { removeProjection, type RemoveProjectionOptions, type RemovedProjection } from './projection/remove.ts';
 export { DeadLetters, type DeadLetter } from './dead-letters.ts';
 export { streamStatus, type StreamStatus, type StreamWaiting, type ConsumerStatus, type StatusOptions, type PartitionStatus } from './status.ts';
 export type { WaitingOnRedis } from './redis-wait.ts';

@@ -52,6 +52,11 @@ export const processorSettingsSchema = z.object({
   retention: z.boolean().default(false),
   /** How long stop() waits for the batch in hand before leaving it pending (ms). */
   shutdownTimeoutMs: z.number().int().min(0).default(10_000),
+  /**
+   * How long `ready()` (and a projection processor's `start()`) waits for the processor to be ready
+   * while Redis cannot be reached or refuses writes, before it rejects (ms).
+   */
+  startTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
 });
 
 export type ProcessorSettings = z.output<typeof processorSettingsSchema>;

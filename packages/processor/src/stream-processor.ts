@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
@@ -7,7 +8,8 @@ import { HandlerAttempts } from './attempts.ts';
 import { BatchBuilder } from './batch-builder.ts';
 import { BlockingConnection } from './blocking-connection.ts';
 import { ConsumerGroup } from './consumer-group.ts';
-import { ProcessorStateError } from './errors.ts';
+import { ProcessorLoopError, ProcessorStateError } from './errors.ts';
+import { reportBatch, type PartitionsChangedEvent, type ProcessorEvents } from './events.ts';
 import { HandlerRegistry } from './handlers.ts';
 import { processorKeys } from './keys.ts';
 import { silentLogger, type Logger } from './logger.ts';
@@ -17,6 +19,7 @@ import { partitionKeys } from './partitions/keys.ts';
 import { PartitionOwnership } from './partitions/ownership.ts';
 import { PartitionedStreams } from './partitions/streams.ts';
 import { PartitionFinder } from './partitions/subject.ts';
+import { untilReady } from './readiness.ts';
 import { RedisWaits, type WaitingOnRedis } from './redis-wait.ts';
 import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
@@ -83,7 +86,7 @@ const MAX_READ = 10_000;
  * exactly once and in stream order, while N processors apply N shares in parallel, none waiting
  * on another.
  */
-export class StreamProcessor {
+export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   readonly settings: ProcessorSettings;
   private readonly streamList: string[];
   private readonly streamPrefixes: readonly string[];
@@ -123,8 +126,11 @@ export class StreamProcessor {
   /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
   private ownershipChanged = signal();
   private lastRound: { share: number; members: number } = { share: 0, members: 0 };
+  /** What is left before `ready`: the first ownership round, and a first routing of each stream. */
+  private unready = new Set<string>();
 
   constructor(options: StreamProcessorOptions) {
+    super();
     this.settings = parseProcessorSettings(options);
     this.redis = options.redis;
     this.logger = options.logger ?? silentLogger;
@@ -158,6 +164,20 @@ export class StreamProcessor {
     return this.state === 'running';
   }
 
+  /** Running, with its groups created, its share of the partitions taken and each stream routed once. */
+  get isReady(): boolean {
+    return this.state === 'running' && this.unready.size === 0;
+  }
+
+  /**
+   * Resolves once the processor is ready (see `isReady`, and the `ready` event); rejects with
+   * ProcessorStartError on what retrying cannot cure (a refused login, a key of another type, a
+   * partition count mismatch), after `startTimeoutMs`, or if stopped first. It does not stop the processor.
+   */
+  ready(): Promise<void> {
+    return untilReady(this, this.settings.startTimeoutMs, this.stopping.signal);
+  }
+
   /** The partitions this processor holds now, with the fencing token of each. */
   get partitions(): readonly HeldPartitionInfo[] {
     return [...this.held.values()].map((p) => ({ partition: p.index, token: p.token, state: p.state })).sort((a, b) => a.partition - b.partition);
@@ -189,6 +209,7 @@ export class StreamProcessor {
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
     this.state = 'running';
+    this.unready = new Set([OWNERSHIP_ROUND, ...this.streamList]);
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
     this.loops = [this.ownershipLoop()];
@@ -280,6 +301,7 @@ export class StreamProcessor {
     const { adopted } = await this.partitionedStreams.prepare(stream, this.group.startId, this.snapshots.cursorKey(stream), (p) => this.snapshots.cursorKey(stream, p));
     if (adopted) this.logger.info({ stream, cursor: adopted }, 'stream processed before partitions: every partition goes on from its applied position');
     this.statsFor(stream);
+    this.progressed(stream);
   }
 
   private async heartbeat(): Promise<void> {
@@ -295,6 +317,7 @@ export class StreamProcessor {
         const round = await this.ownership.round();
         this.lastRound = { share: round.share, members: round.members };
         await this.reconcile(round.held, round.share);
+        this.progressed(OWNERSHIP_ROUND);
         if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
         if (this.settings.retention && Date.now() - this.trimmedAt >= RETENTION_INTERVAL_MS) {
           this.trimmedAt = Date.now();
@@ -319,10 +342,12 @@ export class StreamProcessor {
   /** Brings the held partitions in line with a round's answer. */
   private async reconcile(leases: ReadonlyMap<number, string>, share: number): Promise<void> {
     let changed = false;
+    const change = { taken: [] as number[], lost: [] as number[], draining: [] as number[] };
     // Lost: the lease ran out (a pause, Redis away) and another holds it now, or it is free again.
     for (const [index, partition] of this.held) {
       if (leases.get(index) === partition.token) continue;
       this.held.delete(index);
+      change.lost.push(index);
       changed = true;
       this.logger.warn({ partition: index }, 'partition lease lost; another processor takes it over');
     }
@@ -338,6 +363,7 @@ export class StreamProcessor {
       }
       this.held.set(index, partition);
       for (const stats of this.statsByStream.values()) stats.claimed++;
+      change.taken.push(index);
       changed = true;
       this.logger.info({ partition: index, token }, 'partition taken');
     }
@@ -346,10 +372,12 @@ export class StreamProcessor {
     const excess = active.length - share;
     for (const partition of excess > 0 ? active.slice(-excess) : []) {
       partition.state = 'draining';
+      change.draining.push(partition.index);
       changed = true;
       void this.track(this.release(partition));
     }
     if (changed) {
+      this.partitionsChanged(change);
       this.signalOwnershipChanged();
       await this.wakeReaders();
     }
@@ -374,6 +402,7 @@ export class StreamProcessor {
     try {
       await this.ownership.release(new Map([[partition.index, partition.token]]), false);
       this.logger.info({ partition: partition.index }, 'partition handed over');
+      this.partitionsChanged({ released: [partition.index] });
     } catch (error) {
       this.logger.warn({ partition: partition.index, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
     } finally {
@@ -480,6 +509,7 @@ export class StreamProcessor {
       } catch (error) {
         if (String(error).includes(PARTITION_LOST)) {
           if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
+          this.partitionsChanged({ lost: [partition.index] });
           this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
           return;
         }
@@ -496,6 +526,8 @@ export class StreamProcessor {
   /** Returns false when stopping cut it short. */
   private async process(stream: string, partition: HeldPartition, entries: readonly StreamEntry[], cursor: string, through: string): Promise<boolean> {
     const stats = this.statsFor(stream);
+    const observed = entries.length > 0 && this.listenerCount('batch') + this.listenerCount('deadLetter') > 0;
+    const started = observed ? performance.now() : 0;
     const batch = entries.length === 0 ? [] : await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       group: this.settings.group,
@@ -511,7 +543,19 @@ export class StreamProcessor {
         'batch applied',
       );
     }
+    if (observed) reportBatch(this, { stream, partition: partition.index, entries, batch, outcome, durationMs: performance.now() - started });
     return true;
+  }
+
+  /** A step towards `ready` is done; the last one emits it. */
+  private progressed(step: string): void {
+    if (this.unready.delete(step) && this.unready.size === 0) this.emit('ready');
+  }
+
+  private partitionsChanged(change: Partial<Omit<PartitionsChangedEvent, 'held'>>): void {
+    if (this.listenerCount('partitionsChanged') === 0) return;
+    const held = [...this.held.keys()].sort((a, b) => a - b);
+    this.emit('partitionsChanged', { held, taken: [], draining: [], released: [], lost: [], ...change });
   }
 
   /** Records a loop's failure; returns whether it is Redis refusing or unreachable (then the loop waits, and says so). */
@@ -530,6 +574,7 @@ export class StreamProcessor {
     } else {
       this.logger.warn({ err: message, loop: source }, 'processor loop error; retrying');
     }
+    if (this.listenerCount('error') > 0) this.emit('error', new ProcessorLoopError(source, error, this.waits.get(source)));
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
     return unavailable;
@@ -553,6 +598,9 @@ function signal(): { promise: Promise<void>; resolve: () => void } {
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
 }
+
+/** The step of `ready` that is the first ownership round (the others are the stream names). */
+const OWNERSHIP_ROUND = '\u0000ownership';
 
 /** A processor silent this long is dropped from `status` (its partitions moved on long before). */
 const FORGET_SILENT_AFTER_MS = 10 * 60_000;

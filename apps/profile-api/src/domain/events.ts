@@ -146,12 +146,19 @@ const subjectFields = ['user_id', 'userId'];
 /** An activity command is counted under its own name: one a snapshot counter can have. */
 const ACTIVITY_COMMAND = { pattern: /^[A-Za-z_][A-Za-z0-9_]{0,63}$/, message: 'an activity command must be 1-64 of A-Z, a-z, 0-9 and _, not starting with a digit (it names a counter)' };
 
-export function profileCatalog(streams: ProfileStreams = DEFAULT_STREAMS): EventCatalog {
+/**
+ * The profile app's streams and their events. Keyed by what the streams are in code (`updates`,
+ * `activity`, `friends`), each with its name in Redis from configuration: the projection's handlers
+ * are typed from these schemas.
+ */
+export function profileCatalog(streams: ProfileStreams = DEFAULT_STREAMS) {
   return new EventCatalog({
-    [streams.updates]: { schemas: { register: registerSchema, update: updateSchema, delete: deleteSchema }, subjectOf, subjectFields },
+    updates: { stream: streams.updates, schemas: { register: registerSchema, update: updateSchema, delete: deleteSchema }, subjectOf, subjectFields },
     // Any other reaction or action (comment, kick, dislike, …) counts as activity.
     // Each activity command is counted under its name (`c:<command>`), which must be a counter name.
-    [streams.activity]: { schemas: { like: pageSchema, unlike: pageSchema, '*': activitySchema }, subjectOf, subjectFields, otherTypes: ACTIVITY_COMMAND },
-    [streams.friends]: { schemas: { add: friendSchema, remove: friendSchema }, subjectOf, subjectFields },
+    activity: { stream: streams.activity, schemas: { like: pageSchema, unlike: pageSchema, '*': activitySchema }, subjectOf, subjectFields, otherTypes: ACTIVITY_COMMAND },
+    friends: { stream: streams.friends, schemas: { add: friendSchema, remove: friendSchema }, subjectOf, subjectFields },
   });
 }
+
+export type ProfileCatalog = ReturnType<typeof profileCatalog>;

@@ -1,24 +1,23 @@
 import type { Redis } from 'ioredis';
 import { RedisEventStore } from '@redsource/event-store';
-import { processorSettingsSchema, StreamProcessor, type Logger } from '@redsource/processor';
-import { SnapshotStore } from '@redsource/snapshot-store';
+import { createProcessor, processorSettingsSchema, type Logger } from '@redsource/processor';
 import type { AppConfig } from '../config.ts';
 import { profileCatalog, type ProfileStreams } from '../domain/events.ts';
-import { profileHandlers } from '../domain/handlers.ts';
+import { profileProjection } from '../domain/handlers.ts';
 
 /** The framework pieces of the profile app, wired from configuration. */
 export function profileComponents(config: AppConfig, redis: Redis) {
   const streams: ProfileStreams = { updates: config.STREAM_UPDATES, activity: config.STREAM_ACTIVITY, friends: config.STREAM_FRIENDS };
   const idempotency = definedOnly({ windowMs: config.REDSOURCE_APPEND_ID_WINDOW_MS, maxIds: config.REDSOURCE_APPEND_ID_MAX });
-  const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams), source: 'redsource/profile-api', idempotency });
-  const snapshots = new SnapshotStore({ redis, keyPrefix: config.SNAPSHOT_PREFIX, projection: 'profiles' });
-  const handlers = profileHandlers(streams);
-  const createProcessor = (logger: Logger) =>
-    new StreamProcessor({
-      redis,
-      eventStore,
-      snapshots,
-      handlers,
+  const catalog = profileCatalog(streams);
+  // The write side: appends carry the app's CloudEvents source and its idempotency window.
+  const eventStore = new RedisEventStore({ redis, catalog, source: 'redsource/profile-api', idempotency });
+  const projection = profileProjection(catalog, config.SNAPSHOT_PREFIX);
+  const snapshots = projection.snapshots(redis);
+  const handlers = projection.handlers;
+  const newProcessor = (logger: Logger) =>
+    createProcessor(projection, {
+      connection: redis,
       logger: quietRepeats(logger),
       group: config.REDSOURCE_GROUP,
       ...(config.REDSOURCE_CONSUMER ? { consumer: config.REDSOURCE_CONSUMER } : {}),
@@ -41,7 +40,7 @@ export function profileComponents(config: AppConfig, redis: Redis) {
     partitions: config.REDSOURCE_PARTITIONS ?? processorSettingsSchema.shape.partitions.parse(undefined),
     subjectFields: (stream: string) => (eventStore.catalog.has(stream) ? eventStore.catalog.subjectFields(stream) : []),
   };
-  return { streams, streamNames, eventStore, snapshots, handlers, createProcessor, partitioning };
+  return { streams, streamNames, eventStore, projection, snapshots, handlers, createProcessor: newProcessor, partitioning };
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;

@@ -70,7 +70,9 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
     closers.push(() => app.close());
   }
   if (processor) {
-    await processor.start();
+    // Not waiting until it is ready: the service comes up while Redis is away (/readyz says so) and
+    // the processor takes up its work as soon as Redis answers.
+    await processor.start({ waitUntilReady: false });
     closers.push(() => processor.stop());
   }
   return async () => {
