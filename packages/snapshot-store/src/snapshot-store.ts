@@ -311,7 +311,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     );
     if (held === 1) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: entries[0]?.entryId, handled: 0, cursor, held: true };
     const skip = new Set(deadLetteredBefore);
-    const bySlot = new Map<number, { keys: Map<string, number>; args: (string | number)[]; count: number }>();
+    // Each new entry's changes, encoded once with their key's slot: sent per node (or per slot).
+    const writes: { entryId: string; changes: { slot: number; key: string; encoded: (string | number)[] }[] }[] = [];
     const recorded: BatchEntry[] = [];
     for (const entry of entries) {
       const isNew = compareEntryIds(entry.entryId, cursor) > 0;
@@ -325,45 +326,70 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         recorded.push({ entryId: entry.entryId, changes: [] });
         continue;
       }
-      // Encoded per slot; a value JSON cannot hold dead-letters the entry alone (as in one script).
-      const perSlot = new Map<number, (string | number)[][]>();
+      // A value JSON cannot hold dead-letters the entry alone (as in one script).
+      const changes: { slot: number; key: string; encoded: (string | number)[] }[] = [];
       try {
         for (const change of entry.changes) {
           const key = this.key(change.snapshotId);
-          const slot = keySlot(key);
-          const group = bySlot.get(slot) ?? { keys: new Map<string, number>(), args: [], count: 0 };
-          bySlot.set(slot, group);
-          let index = group.keys.get(key);
-          if (index === undefined) group.keys.set(key, (index = group.keys.size + 1));
-          const encoded: (string | number)[] = [index, 0];
-          encoded[1] = encodeMutations(change.mutations, encoded);
+          const encoded: (string | number)[] = [0];
+          encoded[0] = encodeMutations(change.mutations, encoded);
           JSON.stringify(encoded);
-          const changes = perSlot.get(slot);
-          if (changes) changes.push(encoded);
-          else perSlot.set(slot, [encoded]);
+          changes.push({ slot: keySlot(key), key, encoded });
         }
       } catch (error) {
         if (error instanceof SnapshotStoreError) throw error;
         recorded.push({ entryId: entry.entryId, deadLetter: { reason: `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, fields: [] } });
         continue;
       }
-      for (const [slot, changes] of perSlot) {
-        const group = bySlot.get(slot) as { args: (string | number)[]; count: number };
-        group.args.push(entry.entryId, changes.length, ...changes.flat());
-        group.count++;
-      }
+      if (changes.length > 0) writes.push({ entryId: entry.entryId, changes });
       recorded.push({ entryId: entry.entryId, changes: [] });
     }
     const marker = `_at:${input.stream}${input.partition ? `:p${input.partition.index}` : ''}`;
     const notHashes = new Map<string, string>();
+    /** One apply-snapshots call for the snapshots of `slots` (one slot, or every slot of one node: then only the first key routes it). */
+    const applyIn = async (slots: ReadonlySet<number>) => {
+      const keys = new Map<string, number>();
+      const args: (string | number)[] = [];
+      let count = 0;
+      for (const write of writes) {
+        const mine = write.changes.filter((c) => slots.has(c.slot));
+        if (mine.length === 0) continue;
+        args.push(write.entryId, mine.length);
+        for (const change of mine) {
+          let index = keys.get(change.key);
+          if (index === undefined) keys.set(change.key, (index = keys.size + 1));
+          args.push(index, ...change.encoded);
+        }
+        count++;
+      }
+      const list = [...keys.keys()];
+      const rest = [marker, input.fence?.token ?? '0', count, packEntries(args), input.fence?.code ?? 'RS_REBUILD_LEASE_LOST', input.partition ? `_at:${input.stream}` : ''];
+      const [, ...wrong] =
+        slots.size === 1
+          ? await this.redis.redsourceApplySnapshots(list.length, ...list, ...rest)
+          : await this.redis.redsourceApplySnapshots(1, list[0] as string, ...rest, JSON.stringify(list));
+      for (let i = 0; i + 2 < wrong.length; i += 3) notHashes.set(wrong[i] as string, `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`);
+    };
+    // One call per node for the slots it serves (as the client's slot map says); where a slot has
+    // moved meanwhile, the call fails before any write and its slots go one by one (ioredis then
+    // follows MOVED and ASK for each).
+    const slotsByNode = new Map<string, Set<number>>();
+    for (const write of writes) {
+      for (const { slot } of write.changes) {
+        const node = nodeServing(this.redis, slot);
+        let slots = slotsByNode.get(node);
+        if (!slots) slotsByNode.set(node, (slots = new Set()));
+        slots.add(slot);
+      }
+    }
     await Promise.all(
-      [...bySlot.values()].filter((g) => g.count > 0).map(async (group) => {
-        const keys = [...group.keys.keys()];
-        const [, ...wrong] = await this.redis.redsourceApplySnapshots(
-          keys.length, ...keys, marker, input.fence?.token ?? '0', group.count, packEntries(group.args), input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
-          input.partition ? `_at:${input.stream}` : '',
-        );
-        for (let i = 0; i + 2 < wrong.length; i += 3) notHashes.set(wrong[i] as string, `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`);
+      [...slotsByNode.values()].map(async (slots) => {
+        try {
+          await applyIn(slots);
+        } catch (error) {
+          if (slots.size === 1 || !isSlotMoved(error)) throw error;
+          await Promise.all([...slots].map((slot) => applyIn(new Set([slot]))));
+        }
       }),
     );
     const bookkeeping = recorded.map((e) => {
@@ -388,6 +414,17 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     if (!parsed.success) throw new CorruptSnapshotError(key, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     return { ...snapshot, fields: parsed.data };
   }
+}
+
+/** The node serving a slot, as an ioredis Cluster client's slot map has it (`host:port`); the slot itself when unknown. */
+function nodeServing(redis: Redis, slot: number): string {
+  return (redis as unknown as { slots?: (string[] | undefined)[] }).slots?.[slot]?.[0] ?? `slot ${slot}`;
+}
+
+/** The node refused a key it does not serve (a slot moving or moved): nothing was written. */
+function isSlotMoved(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  return /non local key|do not hash to the same slot|CROSSSLOT|\bMOVED\b|\bASK\b|TRYAGAIN/.test(message);
 }
 
 /** An ioredis Cluster client (it says so itself). */

@@ -1,6 +1,7 @@
-#!lua
--- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
--- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
+#!lua flags=allow-cross-slot-keys
+-- The shebang (without no-writes or allow-oom) makes Redis refuse the whole script before it runs
+-- when it cannot write (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
+-- allow-cross-slot-keys: one call may write the snapshots of every slot a node serves (ARGV[7]).
 --[[
 The snapshot writes of a batch on a Redis Cluster, for the snapshots of one slot (apply-batch.lua
 then records the batch in the stream's slot). Each snapshot remembers, in a marker field, the last
@@ -10,7 +11,7 @@ entry of this stream (or partition) applied to it and the fencing token that app
 - a holder whose token is lower than a snapshot's marker (it was paused past its lease and another
   holder has written here since) writes nothing: the script fails with ARGV[5].
 
-KEYS[1..]  the snapshot hashes, all in one slot
+KEYS[1..]  the snapshot hashes, all in one slot; or only the first of ARGV[7]'s (it routes the call)
 ARGV[1]    the marker field, e.g. '_at:user_updates:p3'
 ARGV[2]    the fencing token ('0' = none)
 ARGV[3]    entry count
@@ -21,9 +22,14 @@ ARGV[6]    optional: another marker field whose entry id also counts as applied 
            partition's apply passes the stream's own marker, '_at:<stream>', which a rebuild writes
            into the hashes it folds. A live apply that checked for a rebuild's hold, then was delayed
            past the rebuild's switch, so finds a rebuilt hash, skips what the rebuild folded into it.
+ARGV[7]    optional: the snapshot hashes as a JSON array, in several slots of this node (KEYS[1] is one
+           of them). Every key is read before any write, so a key this node does not serve (a slot
+           moved) fails the script before it has written anything; the caller then goes slot by slot.
 Reply      {applied changes, then per entry not applied because a key is not a hash: entry id, key, type}
 ]]
 local A = cjson.decode(ARGV[4])
+local K = KEYS
+if (ARGV[7] or '') ~= '' then K = cjson.decode(ARGV[7]) end
 local marker, token = ARGV[1], tonumber(ARGV[2])
 
 --@include entry-ids.lua
@@ -32,7 +38,7 @@ local marker, token = ARGV[1], tonumber(ARGV[2])
 -- Every check before any write.
 local appliedUpTo = {}
 local rebuiltUpTo = {}
-for _, key in ipairs(KEYS) do
+for _, key in ipairs(K) do
   local isHash = redis.call('TYPE', key).ok == 'hash'
   local found = isHash and redis.call('HGET', key, marker)
   if found then
@@ -60,7 +66,7 @@ for _ = 1, tonumber(ARGV[3]) do
   local changes = {}
   local wrong
   for i = 1, changeCount do
-    local key, opCount = KEYS[tonumber(A[pos])], tonumber(A[pos + 1])
+    local key, opCount = K[tonumber(A[pos])], tonumber(A[pos + 1])
     changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
     pos = skipOps(pos + 2, opCount)
     if not isHashOrNone(key) then wrong = key end

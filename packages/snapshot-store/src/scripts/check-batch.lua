@@ -40,8 +40,11 @@ local ids = cjson.decode(ARGV[1])
 local fresh = {}
 local blockedAt = ''
 local previous = cursor
+-- The ids ascend: once one is past the cursor, so is every later one (no id parsing then).
+local allNew = false
 for _, id in ipairs(ids) do
-  if compareIds(id, cursor) > 0 then
+  allNew = allNew or compareIds(id, cursor) > 0
+  if allNew then
     if not partitioned and (#fresh == 0 or ARGV[2] ~= '1') then
       if #redis.call('XRANGE', KEYS[1], '(' .. previous, '(' .. id, 'COUNT', 1) > 0 then
         blockedAt = id
