@@ -1,15 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RedisEventStore } from '@redsource/event-store';
 import type { ApplyBatchInput, BatchEntry, SnapshotStore } from '@redsource/snapshot-store';
 import { compareEntryIds } from '@redsource/snapshot-store';
 import type { HandlerAttempts } from './attempts.ts';
-import type { BatchBuilder } from './batch-builder.ts';
 import type { Logger } from './logger.ts';
 import { GAVE_UP, untilRedisAccepts, type RedisWaits } from './redis-wait.ts';
 import type { StreamStats } from './stats.ts';
 
 export interface ApplierSettings {
-  readonly gapFillAfterMs: number;
   readonly shutdownTimeoutMs: number;
 }
 
@@ -22,10 +19,8 @@ export interface ApplyOutcome {
 }
 
 /**
- * Applies built batches through the apply script. When an earlier entry of the stream is still
- * held by another consumer the batch waits; if the wait outlasts gapFillAfterMs (the holder may be
- * dead or stalled), it applies the missing entries itself, straight from the stream. Exactly-once
- * holds either way: the script's cursor lets only one application of each entry through.
+ * Applies built batches of a partition through the apply script. While a rebuild holds the stream
+ * (switching the snapshots over) the batch waits and is sent again.
  *
  * When Redis refuses the apply (out of memory, read-only, a lost connection...) the same batch is
  * sent again with capped backoff until Redis takes it: never thrown back to the read loop, whose
@@ -34,9 +29,7 @@ export interface ApplyOutcome {
  */
 export class Applier {
   constructor(
-    private readonly store: RedisEventStore,
     private readonly snapshots: SnapshotStore<unknown>,
-    private readonly builder: BatchBuilder,
     private readonly settings: ApplierSettings,
     private readonly deadLetterStream: (stream: string) => string,
     private readonly logger: Logger,
@@ -64,7 +57,6 @@ export class Applier {
     let applied = 0;
     let skipped = 0;
     let deadLettered = 0;
-    let blockedSince: number | undefined;
     let pause = 1;
     const outOfTime = () => {
       const stopAt = options.stopRequestedAt();
@@ -98,56 +90,11 @@ export class Applier {
       if (!result.held && (remaining.length === 0 || result.blockedAt === undefined)) break;
       again = options.partition !== undefined;
       options.stats.blocked++;
-
-      const now = Date.now();
-      blockedSince ??= now;
       if (outOfTime()) return { applied, skipped, deadLettered, complete: false };
-      if (!result.held && result.blockedAt !== undefined && now - blockedSince >= this.settings.gapFillAfterMs) {
-        this.logger.info({ stream, from: result.cursor, to: result.blockedAt }, 'filling a gap from the stream');
-        const filled = await this.fillGap(stream, result.cursor, result.blockedAt, options, outOfTime);
-        if (!filled.complete) return { applied, skipped, deadLettered, complete: false };
-        applied += filled.applied;
-        deadLettered += filled.deadLettered;
-        blockedSince = undefined;
-      } else {
-        await sleep(pause);
-        pause = Math.min(pause * 2, 4);
-      }
+      await sleep(pause);
+      pause = Math.min(pause * 2, 4);
     }
     return { applied, skipped, deadLettered, complete: true };
-  }
-
-  /** Applies the entries after `cursor` and before `until` from the stream (or partition) itself (no ack: their holder acks them). */
-  private async fillGap(
-    stream: string,
-    cursor: string,
-    until: string,
-    options: { stats: StreamStats; group?: string; partition?: ApplyBatchInput['partition']; fence?: ApplyBatchInput['fence'] },
-    outOfTime: () => boolean,
-  ) {
-    let applied = 0;
-    let deadLettered = 0;
-    const stats = options.stats;
-    for await (const page of this.store.readPages(stream, { from: `(${cursor}`, to: `(${until}`, pageSize: 500 })) {
-      const batch = await this.builder.build(stream, page, {});
-      const input = {
-        stream,
-        entries: batch,
-        deadLetterStream: this.deadLetterStream(stream),
-        contiguous: true,
-        ...(options.group === undefined ? {} : { group: options.group }),
-        ...(options.partition === undefined ? {} : { partition: options.partition }),
-        ...(options.fence === undefined ? {} : { fence: options.fence }),
-      };
-      const result = await this.untilAccepted(stream, () => this.snapshots.applyBatch(input), stats, outOfTime);
-      if (result === GAVE_UP) return { applied, deadLettered, complete: false };
-      record(stats, result, 0);
-      applied += result.applied;
-      deadLettered += result.deadLettered;
-      await this.attempts?.forget(stream, batch.slice(0, result.handled).map((e) => e.entryId));
-      if (result.blockedAt !== undefined) break;
-    }
-    return { applied, deadLettered, complete: true };
   }
 
   /** Sends a batch until Redis takes it; the stream's stats say why it waits meanwhile. */

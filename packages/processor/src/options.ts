@@ -40,7 +40,7 @@ export const processorSettingsSchema = z.object({
   maxDeliveries: z.number().int().min(1).max(1_000).default(5),
   /** First retry delay of a failing handler (ms); doubles each attempt, capped at 5 s. */
   retryBackoffMs: z.number().int().min(0).default(100),
-  /** A batch waiting this long for an earlier entry of its partition (a handover) applies that entry itself (ms). */
+  /** Deprecated, no effect: a partition's batch never waits on an entry another processor holds. Accepted so older configurations still start. */
   gapFillAfterMs: z.number().int().min(0).default(1_000),
   /** How often streams matching a registered prefix (`orders:*`) are looked for (ms). */
   discoverIntervalMs: z.number().int().min(50).default(5_000),

@@ -144,7 +144,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     this.group = new ConsumerGroup(this.redis, this.settings);
     const attempts = (this.attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger));
     this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
-    this.applier = new Applier(options.eventStore, options.snapshots, this.builder, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
+    this.applier = new Applier(options.snapshots, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
     const catalog = options.eventStore.catalog;
     this.partitionedStreams = new PartitionedStreams(this.redis, this.settings.group, this.settings.partitions);
     this.partitionOf = new PartitionFinder(this.settings.partitions, (stream) => (catalog.has(stream) ? catalog.subjectFields(stream) : []));
