@@ -3,7 +3,7 @@ import { expect, it } from 'vitest';
 import { streamStatus } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { runCli } from '../support/cli.ts';
-import { describeOutcome, FaultScenario } from '../support/fault-driver.ts';
+import { describeOutcome, FaultScenario, subjectFields } from '../support/fault-driver.ts';
 import { randomCommands, xaddAll } from '../support/model.ts';
 import { freePort, useTestRedis } from '../support/redis.ts';
 
@@ -43,7 +43,7 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
       for (const child of frozen) child.kill('SIGCONT');
     }
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
-    const status = () => streamStatus({ redis: ctx.redis, streams: Object.values(s.streams), group: s.group, snapshots });
+    const status = () => streamStatus({ redis: ctx.redis, streams: Object.values(s.streams), group: s.group, snapshots, subjectFields: (stream) => subjectFields(s.streams, stream) });
     const unappliedAtStart = await s.unprocessed();
     expect(unappliedAtStart, 'the episode must start while the backlog is being processed').toBeGreaterThan(1_000);
 
@@ -78,7 +78,7 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
     expect(outcome.deadLettered, context).toBe(0);
     expect(outcome.deadLetterEntries, context).toBe(0);
     expect(outcome.applied, context).toBe(BACKLOG);
-    expect(outcome.unrouted, context).toBe(0);
+    expect(outcome.pending, context).toBe(0);
     expect(outcome.unapplied, context).toBe(0);
     expect(outcome.differences, context).toEqual([]);
     // Writable again: the waiting reason is gone everywhere.

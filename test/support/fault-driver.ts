@@ -7,7 +7,8 @@ import { SnapshotStore } from '@redsource/snapshot-store';
 import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
 import { runCli, type CliProcess } from './cli.ts';
 import { prng, randomCommands, referenceFold, snapshotDifferences, type RawCommand } from './model.ts';
-import { unique, unprocessed, type TestRedis } from './redis.ts';
+import { unprocessed } from './backlog.ts';
+import { unique, type TestRedis } from './redis.ts';
 
 /** A group of `redsource process` children on one test Redis, with the model to check them against. */
 export class FaultScenario {
@@ -94,10 +95,10 @@ export class FaultScenario {
     }
   }
 
-  /** Waits until every entry in the streams is applied or dead-lettered, nothing is left to route or to apply; then compares with the model. */
+  /** Waits until every entry in the streams is applied or dead-lettered, nothing is left to apply in any partition; then compares with the model. */
   async settle(timeoutMs: number): Promise<Outcome> {
-    // Before a processor has created the group, every entry counts as unrouted.
-    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots), settled);
+    // Before a processor has prepared a stream, every entry of it counts as unapplied.
+    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)), settled);
   }
 
   /** The processors in the group now (their membership not expired), by name. */
@@ -112,23 +113,27 @@ export class FaultScenario {
     return leases.map((lease) => lease?.slice(lease.indexOf(' ') + 1));
   }
 
-  /** Entries not applied yet, read from Redis: not routed by the group yet, or in a partition after its applied position. */
+  /** Entries not applied yet, read from Redis: entries of the source streams after their partition's cursor. */
   async unprocessed(): Promise<number> {
     const snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
     let left = 0;
     for (const stream of Object.values(this.streams)) {
-      const u = await unprocessed(this.redis, stream, this.group, snapshots);
-      left += u.unrouted + u.unapplied;
+      const u = await unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream));
+      left += u.unapplied + u.pending;
     }
     return left;
   }
 }
 
-/** What is left of one stream's entries to route and to apply (and, when counted, pending in the group). */
+/** The profile app's subject fields of one of its streams (what partitions its entries). */
+export function subjectFields(streams: ProfileStreams, stream: string): readonly string[] {
+  return profileCatalog(streams).subjectFields(stream);
+}
+
+/** What is left of one stream's entries to apply, and what is pending in the group. */
 export interface StreamBacklog {
-  readonly unrouted: number;
   readonly unapplied: number;
-  readonly pending?: number;
+  readonly pending: number;
 }
 
 /** The streams against the totals and the dead letters, with what `backlog` says is left of each stream. */
@@ -138,8 +143,8 @@ async function measureOutcome(
   snapshots: SnapshotStore,
   eventStore: RedisEventStore,
   backlog: (stream: string, snapshots: SnapshotStore) => Promise<StreamBacklog>,
-): Promise<Outcome & { pending: number }> {
-  const outcome = { inStreams: 0, undecodable: 0, applied: 0, skipped: 0, deadLettered: 0, deadLetterEntries: 0, unrouted: 0, pending: 0, unapplied: 0, differences: [], users: 0 };
+): Promise<Outcome> {
+  const outcome = { inStreams: 0, undecodable: 0, applied: 0, skipped: 0, deadLettered: 0, deadLetterEntries: 0, pending: 0, unapplied: 0, differences: [], users: 0 };
   for (const stream of Object.values(streams)) {
     for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
       outcome.inStreams += page.length;
@@ -151,9 +156,8 @@ async function measureOutcome(
     outcome.deadLettered += totals.deadLettered;
     outcome.deadLetterEntries += await redis.xlen(processorKeys.deadLetters(stream));
     const left = await backlog(stream, snapshots);
-    outcome.unrouted += left.unrouted;
     outcome.unapplied += left.unapplied;
-    outcome.pending += left.pending ?? 0;
+    outcome.pending += left.pending;
   }
   return outcome;
 }
@@ -168,8 +172,8 @@ export async function settleOutcome(
   keyPrefix: string,
   timeoutMs: number,
   backlog: (stream: string, snapshots: SnapshotStore) => Promise<StreamBacklog>,
-  done: (o: Outcome & { pending: number }) => boolean,
-): Promise<Outcome & { pending: number }> {
+  done: (o: Outcome) => boolean,
+): Promise<Outcome> {
   const snapshots = new SnapshotStore({ redis, keyPrefix, projection: 'profiles' });
   const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams) });
   const end = Date.now() + timeoutMs;
@@ -183,7 +187,7 @@ export async function settleOutcome(
 }
 
 function settled(o: Outcome): boolean {
-  return o.inStreams === o.applied + o.deadLettered && o.unrouted === 0 && o.unapplied === 0;
+  return o.inStreams === o.applied + o.deadLettered && o.unapplied === 0 && o.pending === 0;
 }
 
 export interface Outcome {
@@ -196,9 +200,9 @@ export interface Outcome {
   skipped: number;
   deadLettered: number;
   deadLetterEntries: number;
-  /** Entries the group has not routed into its partitions (its lag, and any pending in it). */
-  unrouted: number;
-  /** Entries in a partition after its applied position. */
+  /** Entries pending in the group (nobody reads through it: always 0). */
+  pending: number;
+  /** Entries of the streams after their partition's applied position. */
   unapplied: number;
   differences: string[];
   users: number;
@@ -206,12 +210,12 @@ export interface Outcome {
 
 export function describeOutcome(name: string, o: Outcome, appendFailures: number): string {
   return `[${name}] appended ${o.inStreams} (unconfirmed ${appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
-    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, unrouted ${o.unrouted}, unapplied ${o.unapplied}, users ${o.users}, snapshot differences ${o.differences.length}`;
+    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, unapplied ${o.unapplied}, users ${o.users}, snapshot differences ${o.differences.length}`;
 }
 
 /**
  * The guarantee, checked: every entry in the streams applied or (if it cannot be decoded)
- * dead-lettered exactly once, nothing left to route or apply, every snapshot equal to the fold. `appended` is what
+ * dead-lettered exactly once, nothing left to apply, every snapshot equal to the fold. `appended` is what
  * the test tried to append: at least half of it must have reached Redis for the check to mean much.
  */
 export function expectExactOnce(name: string, s: FaultScenario, outcome: Outcome, appended: number): void {
@@ -222,7 +226,7 @@ export function expectExactOnce(name: string, s: FaultScenario, outcome: Outcome
   expect(outcome.applied + outcome.deadLettered, context).toBe(outcome.inStreams);
   expect(outcome.deadLettered, context).toBe(outcome.undecodable);
   expect(outcome.deadLetterEntries, context).toBe(outcome.undecodable);
-  expect(outcome.unrouted, context).toBe(0);
+  expect(outcome.pending, context).toBe(0);
   expect(outcome.unapplied, context).toBe(0);
   expect(outcome.differences, context).toEqual([]);
 }

@@ -1,30 +1,25 @@
-import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { expect } from 'vitest';
 import type { Logger } from '@redsource/processor';
-import { SnapshotStore } from '@redsource/snapshot-store';
 import { partitionKeys } from '../../packages/processor/src/partitions/keys.ts';
 import type { ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
 import { runCli, type CliProcess } from './cli.ts';
 import { prng, randomCommands, type RawCommand } from './model.ts';
 import { unique, type TestRedis } from './redis.ts';
-import { settleOutcome } from './fault-driver.ts';
+import { settleOutcome, subjectFields } from './fault-driver.ts';
+import { unprocessed } from './backlog.ts';
 
 /**
- * Helpers for the partition tests: read the ownership and routing state straight from Redis, with
- * the key layout and the hash written out here again (not taken from the processor), so a test
- * checks the processor against the design rather than against itself.
+ * Helpers for the partition tests: read the ownership state straight from Redis, with the key
+ * layout (and, in backlog.ts, the hash) written out here again (not taken from the processor), so a
+ * test checks the processor against the design rather than against itself.
  */
 
-/** sha1(subject), first 32 bits, modulo the count: the design's routing function, written independently of subject.ts. */
-export function designPartition(subject: string | Buffer, partitions: number): number {
-  return Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % partitions;
-}
+export { designPartition, designPartitionOfEntry, unappliedPerPartition } from './backlog.ts';
 
 export const keys = {
-  partitionStream: (stream: string, group: string, p: number) => `redsource:{${stream}}:p:${group}:${p}`,
   epoch: (stream: string, group: string, p: number) => `redsource:{${stream}}:epoch:${group}:${p}`,
   count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
   members: (group: string) => `redsource:{group:${group}}:members`,
@@ -34,7 +29,6 @@ export const keys = {
 
 /** The layout above is the processor's too: checked once, so a renamed key fails loudly here rather than as a silent "nothing found". */
 export function expectKeyLayout(): void {
-  expect(partitionKeys.stream('s', 'g', 3)).toBe(keys.partitionStream('s', 'g', 3));
   expect(partitionKeys.epoch('s', 'g', 3)).toBe(keys.epoch('s', 'g', 3));
   expect(partitionKeys.count('s', 'g')).toBe(keys.count('s', 'g'));
   expect(partitionKeys.members('g')).toBe(keys.members('g'));
@@ -79,63 +73,7 @@ export function shareCounts(leases: readonly (Lease | undefined)[]): number[] {
   return [...holdings(leases).values()].map((ps) => ps.length).sort((a, b) => a - b);
 }
 
-export interface RoutedEntry {
-  readonly id: string;
-  readonly partition: number;
-  readonly fields: string[];
-}
-
-/** Everything in the group's partition streams of `stream`, partition 0 first. */
-export async function partitionContents(redis: Redis, stream: string, group: string, partitions: number): Promise<RoutedEntry[]> {
-  const pipeline = redis.pipeline();
-  for (let p = 0; p < partitions; p++) pipeline.xrange(keys.partitionStream(stream, group, p), '-', '+');
-  const replies = (await pipeline.exec()) ?? [];
-  return replies.flatMap(([error, entries], p) => {
-    if (error) throw error;
-    return (entries as [string, string[]][]).map(([id, fields]) => ({ id, partition: p, fields }));
-  });
-}
-
-/** Entries of the source stream after the group's last-delivered-id (not routed yet); NaN when the group does not exist. */
-export async function unrouted(redis: Redis, stream: string, group: string): Promise<number> {
-  let groups: unknown[][];
-  try {
-    groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-  } catch {
-    return Number.NaN;
-  }
-  for (const g of groups) {
-    const info = new Map<string, unknown>();
-    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-    if (info.get('name') !== group) continue;
-    const last = String(info.get('last-delivered-id'));
-    return (await redis.xrange(stream, `(${last}`, '+')).length;
-  }
-  return Number.NaN;
-}
-
-/** The group's `lag` as XINFO GROUPS reports it (entries not yet delivered, i.e. not routed); null when Redis cannot tell, NaN without the group. */
-export async function groupLag(redis: Redis, stream: string, group: string): Promise<number | null> {
-  const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-  for (const g of groups) {
-    const info = new Map<string, unknown>();
-    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-    if (info.get('name') === group) return info.get('lag') === null ? null : Number(info.get('lag'));
-  }
-  return Number.NaN;
-}
-
-/** Per partition: entries of its stream after its applied cursor (routed, not yet applied). */
-export async function unappliedPerPartition(redis: Redis, snapshots: SnapshotStore, stream: string, group: string, partitions: number): Promise<number[]> {
-  const counts: number[] = [];
-  for (let p = 0; p < partitions; p++) {
-    const cursor = await snapshots.cursor(stream, p);
-    counts.push((await redis.xrange(keys.partitionStream(stream, group, p), `(${cursor}`, '+')).length);
-  }
-  return counts;
-}
-
-/** Deletes every key named after `stream` (its hash tag): the source, its partitions, cursors, epochs... */
+/** Deletes every key named after `stream` (its hash tag): the source, its cursors, epochs, partition count... */
 export async function dropStreamKeys(redis: Redis, stream: string): Promise<void> {
   const doomed: string[] = [stream];
   let cursor = '0';
@@ -240,11 +178,9 @@ export interface PartitionOutcome {
   readonly skipped: number;
   readonly deadLettered: number;
   readonly deadLetterEntries: number;
-  /** Source entries not routed yet (after the group's last-delivered-id), over the three streams. */
-  readonly unrouted: number;
-  /** Source entries pending in the group (route.lua acks as it routes: always 0). */
+  /** Source entries pending in the group (nobody reads through it: always 0). */
   readonly pending: number;
-  /** Routed entries after their partition's cursor, over every partition of the three streams. */
+  /** Source entries after their partition's cursor, over every partition of the three streams. */
   readonly unapplied: number;
   readonly differences: string[];
   readonly users: number;
@@ -333,7 +269,7 @@ export class PartitionScenario {
     return randomCommands(this.streams, count, 40, seed).map((c, i) => {
       const roll = r.next();
       if (roll < poisonRate) return poison(this.streams, i, r.int(3));
-      // The same user's events as an envelope with a numeric id: route.lua must put them in the user's partition.
+      // The same user's events as an envelope with a numeric id: they must be in the user's partition.
       const user = c[2];
       if (roll < poisonRate + 0.1 && c[0] === this.streams.activity && c[1] === 'user_id' && user !== undefined && /^\d+$/.test(user)) {
         const type = c[4] ?? 'comment';
@@ -377,33 +313,25 @@ export class PartitionScenario {
     };
   }
 
-  /** Waits until everything is routed and applied (or dead-lettered); then compares every snapshot with the reference fold. */
+  /** Waits until everything is applied (or dead-lettered) in every partition; then compares every snapshot with the reference fold. */
   async settle(timeoutMs: number): Promise<PartitionOutcome> {
-    // Counted from the group's last-delivered-id, not its reported lag; pending read on its own.
-    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, async (stream, snapshots) => ({
-      unrouted: await unrouted(this.redis, stream, this.group),
-      pending: await this.redis.xpending(stream, this.group).then(
-        (summary) => Number((summary as unknown[])[0] ?? 0),
-        () => Number.NaN,
-      ),
-      unapplied: (await unappliedPerPartition(this.redis, snapshots, stream, this.group, this.settings.partitions)).reduce((a, b) => a + b, 0),
-    }), settled);
+    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)), settled);
   }
 }
 
 function settled(o: PartitionOutcome): boolean {
-  return o.inStreams === o.applied + o.deadLettered && o.unrouted === 0 && o.pending === 0 && o.unapplied === 0;
+  return o.inStreams === o.applied + o.deadLettered && o.pending === 0 && o.unapplied === 0;
 }
 
 export function describePartitionOutcome(name: string, o: PartitionOutcome, s: PartitionScenario): string {
   return `[${name}] appended ${o.inStreams} (confirmed ${s.appended}, unconfirmed ${s.appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
-    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, unrouted ${o.unrouted}, pending ${o.pending}, unapplied ${o.unapplied}, ` +
+    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, unapplied ${o.unapplied}, ` +
     `users ${o.users}, snapshot differences ${o.differences.length}`;
 }
 
 /**
  * The guarantee, checked: every entry appended is applied or (poison) dead-lettered exactly once
- * (the totals hash against the streams), nothing is left unrouted or unapplied in any partition,
+ * (the totals hash against the streams), nothing is left unapplied in any partition,
  * and every snapshot equals the reference fold, which depends on each user's order.
  */
 export function expectPartitionedExactlyOnce(name: string, s: PartitionScenario, o: PartitionOutcome): void {
@@ -415,7 +343,6 @@ export function expectPartitionedExactlyOnce(name: string, s: PartitionScenario,
   expect(o.applied + o.deadLettered, context).toBe(o.inStreams);
   expect(o.deadLettered, context).toBe(o.undecodable);
   expect(o.deadLetterEntries, context).toBe(o.undecodable);
-  expect(o.unrouted, context).toBe(0);
   expect(o.pending, context).toBe(0);
   expect(o.unapplied, context).toBe(0);
   expect(o.differences, context).toEqual([]);

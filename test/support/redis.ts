@@ -6,8 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { partitionKeys, type StreamProcessor } from '@redsource/processor';
-import type { SnapshotStore } from '@redsource/snapshot-store';
+import type { StreamProcessor } from '@redsource/processor';
 import { freePort, pings } from './net.ts';
 
 export { freePort } from './net.ts';
@@ -171,53 +170,6 @@ async function container(): Promise<TestRedis> {
 
 /** How many entries of `stream` the consumer group `group` has pending (the count in XPENDING's summary). */
 export const pendingCount = async (redis: Redis, stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
-
-/** What a partitioned processor group has not applied yet on a stream (see `unprocessed`). */
-export interface Unprocessed {
-  /** Entries the group has not routed into its partitions yet (its lag), and any left pending in it. */
-  readonly unrouted: number;
-  /** Entries routed into a partition and not applied there yet (after the partition's cursor). */
-  readonly unapplied: number;
-}
-
-/**
- * Read from Redis, so it covers every processor of the group: both 0 means every entry of the
- * stream is applied or dead-lettered. A stream without the group counts every entry as unrouted.
- */
-export async function unprocessed(redis: Redis, stream: string, group: string, snapshots: Pick<SnapshotStore<unknown>, 'cursor'>): Promise<Unprocessed> {
-  const groups = ((await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][]).map(flatObject);
-  const info = groups.find((g) => g['name'] === group);
-  if (!info) return { unrouted: await redis.xlen(stream), unapplied: 0 };
-  const lag = info['lag'];
-  // XINFO's lag is nil when Redis cannot tell (entries deleted in between): count them instead.
-  const unrouted = (typeof lag === 'number' ? lag : await countEntries(redis, stream, `(${String(info['last-delivered-id'])}`, '+')) + Number(info['pending'] ?? 0);
-  const partitions = Number((await redis.get(partitionKeys.count(stream, group))) ?? 0);
-  let unapplied = 0;
-  for (let p = 0; p < partitions; p++) {
-    const key = partitionKeys.stream(stream, group, p);
-    const cursor = await snapshots.cursor(stream, p);
-    unapplied += (await redis.xlen(key)) - (await countEntries(redis, key, '-', cursor));
-  }
-  return { unrouted, unapplied };
-}
-
-/** Entries of a stream between two XRANGE bounds, counted a page at a time. */
-async function countEntries(redis: Redis, key: string, start: string, end: string): Promise<number> {
-  let count = 0;
-  let from = start;
-  for (;;) {
-    const page = await redis.xrange(key, from, end, 'COUNT', 1_000);
-    count += page.length;
-    if (page.length < 1_000) return count;
-    from = `(${(page[page.length - 1] as [string, string[]])[0]}`;
-  }
-}
-
-function flatObject(reply: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = reply[i + 1];
-  return out;
-}
 
 /** Polls until `check` returns a truthy value or the time is up; returns the last value. */
 export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {

@@ -15,7 +15,7 @@ function countedStatus() {
   const read = async (): Promise<StreamStatus[]> => {
     counter.calls += 1;
     if (counter.fail) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6390'), { code: 'ECONNREFUSED' });
-    return streamStatus({ redis: ctx.redis, snapshots: apps.setup.snapshots, group: apps.setup.group, streams: apps.streams });
+    return streamStatus({ redis: ctx.redis, snapshots: apps.setup.snapshots, group: apps.setup.group, streams: apps.streams, subjectFields: (s) => apps.setup.eventStore.catalog.subjectFields(s) });
   };
   return { counter, read };
 }

@@ -12,6 +12,7 @@ import { dashboardRoutes } from '../src/http/routes/dashboard.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { xaddAll, type RawCommand } from '../../../test/support/model.ts';
+import { PartitionedStreams } from '../../../packages/processor/src/partitions/streams.ts';
 
 /** Debian's chromium (`apt-get install -y chromium`; .ci/run installs it). Without it this file is skipped. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -35,6 +36,8 @@ const ALL_PARTITIONS = Array.from({ length: 12 }, (_, p) => p);
 /** A stream whose name is markup: it must show as text. Added to the status only for the escaping test. */
 const hostile = unique('<img src=x onerror="window.__xss=1">');
 const extraStreams: string[] = [];
+/** The catalog's subject fields (none for a stream outside it), as the app passes them. */
+const subjectFields = (stream: string) => (setup.eventStore.catalog.has(stream) ? setup.eventStore.catalog.subjectFields(stream) : []);
 
 const updateCommands = (from: number, count: number): RawCommand[] =>
   Array.from({ length: count }, (_, i) => [setup.streams.updates, 'user_id', `u${from + i}`, 'command', 'register', 'name', `User ${from + i}`]);
@@ -60,7 +63,7 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     ]);
     processor = setup.processor(ctx.server.client(), { consumer, heartbeatMs: 200 });
     await processor.start();
-    const status = () => streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, activity, friends, ...extraStreams] });
+    const status = () => streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, activity, friends, ...extraStreams], subjectFields });
     const settled = await eventually(async () => (await status()).find((s) => s.stream === updates)?.applied === 5, 15_000);
     expect(settled, 'the processor did not apply the first entries').toBe(true);
 
@@ -166,14 +169,14 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     await expect.poll(() => rows.count()).toBe(ALL_PARTITIONS.length);
     await expect.poll(() => card.locator('[data-field="partitionSummary"]').textContent()).toBe(`${ALL_PARTITIONS.length} of ${ALL_PARTITIONS.length} owned`);
     // The page shows what Redis holds: each partition's lease holder and applied position.
-    const status = await streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [friends] });
+    const status = await streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [friends], subjectFields });
     for (const p of status[0]?.partitions ?? []) {
       const cells = rows.nth(p.partition).locator('td');
       expect(await cells.allTextContents()).toEqual([String(p.partition), consumer, p.cursor, '0', '–']);
     }
     expect(status[0]?.partitions.some((p) => p.cursor !== '0-0')).toBe(true);
 
-    // A rebuild holds the stream: entries are routed, not applied; they wait in their user's partition, and only there.
+    // A rebuild holds the stream: entries are read, not applied; they wait in their user's partition, and only there.
     await setup.snapshots.hold(friends);
     try {
       await xaddAll(ctx.redis, [1, 2, 3, 4].map((i): RawCommand => [friends, 'user_id', 'u5', 'command', 'add', 'friend_id', `f${i}`]));
@@ -183,7 +186,8 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
       expect(await rows.nth(u5).locator('td').nth(4).textContent()).toMatch(/^\d+(\.\d)? (ms|s)$/);
       expect(await card.locator('tr[data-behind="true"]').count()).toBe(1);
       expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('4');
-      expect(await card.locator('[data-field="lag"]').textContent()).toBe('0');
+      // After the lowest partition cursor too (with those of other partitions' entries read but not yet recorded).
+      expect(await shown(friends, 'lag')).toBeGreaterThanOrEqual(4);
       expect(await card.locator('[data-field="state"]').textContent()).toBe('held by a rebuild');
     } finally {
       await setup.snapshots.release(friends);
@@ -202,17 +206,20 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     expect(await page.locator('img').count()).toBe(0);
     expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
 
-    // No processor of the group has started on it: no group, nothing says how much will be routed.
+    // No processor of the group has started on it: no group, nothing says where its projection will start.
     expect(await card.locator('[data-field="state"]').textContent()).toBe('no group yet');
     expect(await card.locator('[data-field="lag"]').textContent()).toBe('–');
     // The group's processors are listed all the same: they are the group's, not the stream's.
     expect(await card.locator('table.consumers tbody tr').getAttribute('data-consumer')).toBe(consumer);
 
-    // With the group (as a processor creates it), nothing routed yet: two entries to apply, none applied.
-    await ctx.redis.xgroup('CREATE', hostile, setup.group, '0');
+    // Prepared as a processor does (group, partition cursors), nothing applied yet: two entries to apply, none applied.
+    await new PartitionedStreams(ctx.redis, setup.group, ALL_PARTITIONS.length).prepare(hostile, '0', setup.snapshots.cursorKey(hostile), (p) => setup.snapshots.cursorKey(hostile, p));
     await expect.poll(() => card.locator('[data-field="state"]').textContent()).toBe('catching up');
     expect(await card.locator('[data-field="lag"]').textContent()).toBe('2');
-    expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('0');
+    expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('2');
+    // Outside the event catalog a stream has no subject fields: all its entries are partition 0's, as for the processors.
+    expect(await card.locator('tr[data-behind="true"]').count()).toBe(1);
+    expect(await card.locator('tr[data-behind="true"]').getAttribute('data-partition')).toBe('0');
     expect(await card.locator('.progress').isVisible()).toBe(true);
     expect(await card.locator('.progress-text').textContent()).toBe('2 to apply · 0.0% applied');
 
@@ -240,12 +247,42 @@ describe.skipIf(!hasChromium)(`the dashboard in a real browser${hasChromium ? ''
     }
   }, 30_000);
 
+  it('marks the counts of a status that stopped at its scan limit as lower bounds: ≥N', async () => {
+    const stream = 'huge_backlog';
+    const partition = { partition: 0, owner: 'c', token: '1', cursor: '1-0', unapplied: 20_000, unappliedExact: false, oldestUnappliedMs: 5_000 };
+    const row: StreamStatus = {
+      stream, group: 'g', length: 25_000, lastEntryId: undefined, lag: 20_000, unapplied: 20_000, unappliedExact: false,
+      oldestUnappliedMs: 5_000, backlog: 20_000, partitionCount: 1, partitions: [partition],
+      members: 1, consumers: [], heldByRebuild: false, applied: 10_000, skipped: 0, deadLettered: 0, deadLetters: 0, avgBatchMs: undefined, lastBatchMs: undefined,
+      lastError: undefined, lastErrorAt: undefined, waiting: undefined,
+    };
+    const bare = Fastify();
+    await bare.register(dashboardRoutes, { status: async () => [row] });
+    const fresh = await browser?.newPage({ viewport: { width: 1120, height: 720 } });
+    if (!fresh) throw new Error('no browser');
+    try {
+      await bare.listen({ port: 0, host: '127.0.0.1' });
+      const address = bare.server.address();
+      await fresh.goto(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/dashboard`);
+      const card = fresh.locator(`[data-stream="${stream}"]`);
+      await card.waitFor();
+      expect(await card.locator('[data-field="lag"]').textContent()).toBe('≥20,000');
+      expect(await card.locator('[data-field="unapplied"]').textContent()).toBe('≥20,000');
+      expect(await card.locator('table.partitions tbody tr td').nth(3).textContent()).toBe('≥20,000');
+      expect(await card.locator('.progress-text').textContent()).toBe('≥20,000 to apply · 20.0% applied');
+      expect(await fresh.locator('text=unrouted').count()).toBe(0);
+    } finally {
+      await fresh.close();
+      await bare.close();
+    }
+  }, 30_000);
+
   it('keeps the last figures, marked stale since when, while status.json fails; honours Retry-After; shows the recent rate at once', async () => {
     const stream = 'rate_stream';
     const state = { applied: 100, fail: false };
     const row = (): StreamStatus => ({
-      stream, group: 'g', length: state.applied, lastEntryId: undefined, lag: 0, routedTo: undefined, oldestUnroutedMs: undefined, unapplied: 0,
-      oldestUnappliedMs: undefined, backlog: 0, partitionCount: 1, partitions: [{ partition: 0, owner: 'c', token: '1', cursor: '0-0', unapplied: 0, oldestUnappliedMs: undefined }],
+      stream, group: 'g', length: state.applied, lastEntryId: undefined, lag: 0, unapplied: 0, unappliedExact: true,
+      oldestUnappliedMs: undefined, backlog: 0, partitionCount: 1, partitions: [{ partition: 0, owner: 'c', token: '1', cursor: '0-0', unapplied: 0, unappliedExact: true, oldestUnappliedMs: undefined }],
       members: 1, consumers: [], heldByRebuild: false, applied: state.applied, skipped: 0, deadLettered: 0, deadLetters: 0, avgBatchMs: undefined, lastBatchMs: undefined,
       lastError: undefined, lastErrorAt: undefined, waiting: undefined,
     });

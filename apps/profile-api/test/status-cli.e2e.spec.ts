@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { streamStatus, type StreamProcessor, type StreamStatus } from '@redsource/processor';
+import { renderStatus } from '../src/cli/status.ts';
 import { ROOT } from '../../../test/support/cli.ts';
 import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
@@ -16,8 +17,12 @@ const ctx = useTestRedis();
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let processor: StreamProcessor | undefined;
 
-/** The partition route.lua puts a subject in, computed here on its own. */
+/** The partition of a subject (the processors' function), computed here on its own. */
 const partitionOf = (subject: string) => Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
+
+/** The status of `streams` as the CLI reads it (the catalog's subject fields, REDSOURCE_PARTITIONS). */
+const readStatus = (streams: readonly string[], scanLimit?: number): Promise<StreamStatus[]> =>
+  streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams, partitions: PARTITIONS, subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream), scanLimit });
 
 /** `redsource <args>` on this file's names, stdout apart from stderr (where the start line and logs go). */
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -63,9 +68,9 @@ describe('redsource status', () => {
     ]);
     processor = setup.processor(ctx.server.client(), { consumer: CONSUMER, partitions: PARTITIONS, heartbeatMs: 50, rebalanceIntervalMs: 50 });
     await processor.start();
-    const read = () => streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [updates, friends], partitions: PARTITIONS });
+    const read = () => readStatus([updates, friends]);
     expect(await eventually(async () => (await read()).every((r) => r.applied === r.length && r.partitions.every((p) => p.owner === CONSUMER)), 15_000)).toBe(true);
-    // A rebuild holds friends: new entries are routed and wait, applied by nobody, in u7's partition.
+    // A rebuild holds friends: new entries are read and wait, applied by nobody, in u7's partition.
     await setup.snapshots.hold(friends);
     await xaddAll(ctx.redis, [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]));
     expect(await eventually(async () => (await read()).find((r) => r.stream === friends)?.unapplied === 3, 10_000)).toBe(true);
@@ -83,12 +88,16 @@ describe('redsource status', () => {
     expect(rows.map((r) => r.stream)).toEqual([setup.streams.updates, setup.streams.activity, setup.streams.friends]);
     const friends = rows.find((r) => r.stream === setup.streams.friends);
     const u7 = partitionOf('u7');
-    expect(friends).toMatchObject({ group: setup.group, length: 4, lag: 0, unapplied: 3, backlog: 3, heldByRebuild: true, partitionCount: PARTITIONS, members: 1 });
+    expect(friends).toMatchObject({ group: setup.group, length: 4, unapplied: 3, unappliedExact: true, backlog: 3, heldByRebuild: true, partitionCount: PARTITIONS, members: 1 });
+    // Not applied in their partition, so after the lowest partition cursor too.
+    expect(friends?.lag).toBeGreaterThanOrEqual(3);
+    expect(friends).not.toHaveProperty('routedTo');
+    expect(friends).not.toHaveProperty('oldestUnroutedMs');
     expect(friends?.partitions.map((p) => [p.partition, p.owner, p.unapplied])).toEqual([0, 1, 2, 3].map((p) => [p, CONSUMER, p === u7 ? 3 : 0]));
     expect(friends?.partitions[u7]?.oldestUnappliedMs).toBeGreaterThanOrEqual(0);
     expect(friends?.consumers).toEqual([expect.objectContaining({ name: CONSUMER, member: true, partitions: [0, 1, 2, 3] })]);
     // The same as the library reads from Redis (less what ages between the two reads).
-    const direct = await streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.updates], partitions: PARTITIONS });
+    const direct = await readStatus([setup.streams.updates]);
     const updates = rows[0];
     expect(updates?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({ partition, owner, token, cursor, unapplied }))).toEqual(
       direct[0]?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({ partition, owner, token, cursor, unapplied })),
@@ -103,13 +112,15 @@ describe('redsource status', () => {
     expect(text).toMatch(new RegExp(`^group ${setup.group}, 1 live member$`, 'm'));
     const streams = tableAfter(text, `group ${setup.group}, 1 live member`);
     const friendsLine = streams.find((r) => r[0] === setup.streams.friends);
-    // stream, length, lag, oldest unrouted, unapplied, oldest unapplied, applied, ..., partitions owned, ..., state
-    expect(friendsLine?.slice(0, 3)).toEqual([setup.streams.friends, '4', '0']);
-    expect(friendsLine?.[4]).toBe('3');
-    expect(friendsLine?.[10]).toBe(`${PARTITIONS}/${PARTITIONS}`);
+    const status = await readStatus([setup.streams.friends]);
+    // stream, length, lag, unapplied, oldest unapplied, applied, ..., partitions owned, ..., state
+    expect(text).not.toContain('unrouted');
+    expect(friendsLine?.slice(0, 4)).toEqual([setup.streams.friends, '4', String(status[0]?.lag), '3']);
+    expect(friendsLine?.[4]).toMatch(/^\d+(\.\d)?m?s$/);
+    expect(friendsLine?.[9]).toBe(`${PARTITIONS}/${PARTITIONS}`);
     expect(friendsLine?.at(-1)).toBe('held by a rebuild');
+    expect(text).not.toContain('≥');
 
-    const status = await streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams: [setup.streams.friends], partitions: PARTITIONS });
     const partitions = tableAfter(text, `${setup.streams.friends}: ${PARTITIONS} partitions`);
     const u7 = partitionOf('u7');
     expect(partitions.map((r) => r.slice(0, 5))).toEqual(
@@ -122,4 +133,17 @@ describe('redsource status', () => {
     const consumers = tableAfter(`processors\n${text.slice(text.lastIndexOf('\n┌') + 1)}`, 'processors');
     expect(consumers.map((r) => r.slice(0, 3))).toEqual([[CONSUMER, 'yes', '0,1,2,3']]);
   }, 30_000);
+
+  it('marks the counts of a status that stopped at its scan limit as lower bounds: ≥N', async () => {
+    const { friends } = setup.streams;
+    // One entry read per stream: friends has at least the 3 held ones after its lowest cursor.
+    const rows = await readStatus([friends], 1);
+    expect(rows[0]).toMatchObject({ lag: 1, unappliedExact: false });
+    const text = renderStatus(rows, setup.group);
+    const line = tableAfter(text, `group ${setup.group}, 1 live member`).find((r) => r[0] === friends);
+    expect(line?.slice(2, 4)).toEqual(['≥1', `≥${rows[0]?.unapplied ?? ''}`]);
+    expect(text).toContain(`${friends}: ≥N: at least N`);
+    const partitions = tableAfter(text, `${friends}: ${PARTITIONS} partitions`);
+    expect(partitions.map((r) => r[4])).toEqual((rows[0]?.partitions ?? []).map((p) => `≥${p.unapplied}`));
+  });
 });

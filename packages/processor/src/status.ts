@@ -4,7 +4,8 @@ import { describeRedisUnavailable, type RedisUnavailableKind } from '@redsource/
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
 import { processorSettingsSchema } from './options.ts';
-import { countFrom, idTime, readOwnership, readPartitionCount, readPartitions, type PartitionStatus } from './partitions/status.ts';
+import { countUnapplied, cursorOrStart, idTime, readOwnership, readPartitionCount, type PartitionStatus } from './partitions/status.ts';
+import { PartitionFinder } from './partitions/subject.ts';
 import type { StreamStats } from './stats.ts';
 
 export type { PartitionStatus } from './partitions/status.ts';
@@ -45,22 +46,23 @@ export interface StreamStatus {
   readonly length: number;
   readonly lastEntryId: string | undefined;
   /**
-   * Entries of the stream not yet routed into the group's partitions (the source group's lag: the
-   * route script reads and acknowledges in one step). Undefined while the group does not exist on
-   * the stream (no processor of the group has started on it).
+   * Entries after the lowest partition cursor: not yet applied by every partition (most of them
+   * may be applied by their own partition, see `unapplied`). Undefined while the group does not
+   * exist on the stream (no processor of the group has started on it).
    */
   readonly lag: number | undefined;
-  /** How far the stream is routed (the group's last-delivered-id); undefined without a group. */
-  readonly routedTo: string | undefined;
-  /** Age of the oldest entry not yet routed (now minus its id's time); undefined when none waits. */
-  readonly oldestUnroutedMs: number | undefined;
-  /** Entries routed and not yet applied: the sum over the partitions. */
+  /** Entries not applied yet in their partition: the sum over the partitions (0 while there is no group). */
   readonly unapplied: number;
-  /** Age of the oldest routed entry not yet applied, over every partition; undefined when none waits. */
+  /**
+   * False when the stream was counted only part of the way (`StatusOptions.scanLimit` entries after
+   * the lowest cursor, and more follow): `lag`, `unapplied` and `backlog` are then lower bounds.
+   */
+  readonly unappliedExact: boolean;
+  /** Age of the oldest entry not applied yet, over every partition; undefined when none waits. */
   readonly oldestUnappliedMs: number | undefined;
-  /** Entries of the stream not applied yet, wherever they wait: lag + unapplied (undefined without a group). */
+  /** Entries of the stream not applied yet: `unapplied` (undefined without a group). */
   readonly backlog: number | undefined;
-  /** How many partitions the group routes the stream to (the stored count once routing started). */
+  /** How many partitions the group processes the stream in (the stored count once a processor prepared it). */
   readonly partitionCount: number;
   readonly partitions: readonly PartitionStatus[];
   /** The group's live members (processors sharing the partitions); undefined when the members cannot be read. */
@@ -90,15 +92,28 @@ export interface StatusOptions {
   readonly snapshots: SnapshotStore<unknown>;
   /**
    * The partition count the processors are configured with (REDSOURCE_PARTITIONS); a stream's
-   * stored count wins once it is routed. Default: the processor's default.
+   * stored count wins once a processor prepared it. Default: the processor's default.
    */
   readonly partitions?: number | undefined;
+  /**
+   * The subject fields of each stream (the event catalog's `subjectFields`), as the processors are
+   * given them: an entry's partition, hence whether it waits, depends on them.
+   */
+  readonly subjectFields: (stream: string) => readonly string[];
+  /**
+   * At most this many entries after the lowest partition cursor are read per stream per call
+   * (default 20,000, about 0.1 s a stream), so a status on a huge backlog stays cheap and within
+   * the second /metrics and the dashboard give it. Past it the counts are lower bounds
+   * (`unappliedExact: false`).
+   */
+  readonly scanLimit?: number | undefined;
 }
 
 /** Everything `redsource status` shows, per stream: read from Redis, so it covers every processor. */
 export async function streamStatus(options: StatusOptions): Promise<StreamStatus[]> {
   const { redis, group, snapshots } = options;
   const configured = options.partitions ?? DEFAULT_PARTITIONS;
+  const scanLimit = options.scanLimit ?? DEFAULT_SCAN_LIMIT;
   const now = Date.now();
   const [reportHash, heartbeats, refusals, counts] = await Promise.all([
     redis.hgetall(processorKeys.consumerStats(group)),
@@ -118,18 +133,31 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
   return Promise.all(
     options.streams.map(async (stream, i): Promise<StreamStatus> => {
       const count = counts[i] ?? configured;
-      const [length, last, groupInfo, totals, deadLetters, hold, partitions] = await Promise.all([
+      const [length, last, groupInfo, totals, deadLetters, hold, cursors] = await Promise.all([
         redis.xlen(stream),
         redis.xrevrange(stream, '+', '-', 'COUNT', 1),
         redis.xinfo('GROUPS', stream).catch(() => []) as Promise<unknown[][]>,
         snapshots.totals(stream),
         redis.xlen(processorKeys.deadLetters(stream)),
         redis.get(snapshots.holdKey(stream)),
-        readPartitions(redis, stream, group, count, (p) => snapshots.cursorKey(stream, p), ownership, now),
+        readCursors(redis, stream, count, snapshots),
       ]);
-      const info = groupInfo.map(toObject).find((g) => g['name'] === group);
-      const routedTo = info ? String(info['last-delivered-id'] ?? '0-0') : undefined;
-      const { lag, oldestUnroutedMs } = await unrouted(redis, stream, info, routedTo, now);
+      // The group marks where the projection starts: without it nothing says what will be applied.
+      const grouped = groupInfo.map(toObject).some((g) => g['name'] === group);
+      const scan = grouped ? await countUnapplied(redis, stream, cursors, new PartitionFinder(count, options.subjectFields), scanLimit) : undefined;
+      const partitions = cursors.map((cursor, partition): PartitionStatus => {
+        const lease = ownership.leases.get(partition);
+        const own = scan?.partitions[partition];
+        return {
+          partition,
+          owner: lease?.owner,
+          token: lease?.token,
+          cursor,
+          unapplied: own?.unapplied ?? 0,
+          unappliedExact: scan?.exact ?? true,
+          oldestUnappliedMs: own?.oldest === undefined ? undefined : Math.max(0, now - idTime(own.oldest)),
+        };
+      });
       const consumers = names.map((name): ConsumerStatus => {
         const beat = heartbeats[name];
         return {
@@ -151,12 +179,11 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
         group,
         length,
         lastEntryId: last[0]?.[0],
-        lag,
-        routedTo,
-        oldestUnroutedMs,
+        lag: scan?.lag,
         unapplied,
+        unappliedExact: scan?.exact ?? true,
         oldestUnappliedMs: ages.length > 0 ? Math.max(...ages) : undefined,
-        backlog: lag === undefined ? undefined : lag + unapplied,
+        backlog: scan ? unapplied : undefined,
         partitionCount: count,
         partitions,
         members: ownership.members?.length,
@@ -179,33 +206,16 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
 /** The processor's default partition count, when the app passes none. */
 const DEFAULT_PARTITIONS = processorSettingsSchema.shape.partitions.parse(undefined);
 
-/**
- * Entries not routed yet, and the oldest one's age. XINFO GROUPS counts them (lag) except where it
- * cannot tell (null: entries deleted in between, or trimmed past the group): then they are counted
- * from the group's last-delivered-id.
- */
-const EXACT_LAG_UP_TO = 1_000;
+/** Entries read per stream per status, at most (see `StatusOptions.scanLimit`). */
+const DEFAULT_SCAN_LIMIT = 20_000;
 
-async function unrouted(
-  redis: Redis,
-  stream: string,
-  info: Record<string, unknown> | undefined,
-  routedTo: string | undefined,
-  now: number,
-): Promise<{ lag: number | undefined; oldestUnroutedMs: number | undefined }> {
-  if (!info || routedTo === undefined) return { lag: undefined, oldestUnroutedMs: undefined };
-  const after = /^\d+-\d+$/.test(routedTo) ? `(${routedTo}` : '-';
-  const reported = info['lag'];
-  // A short backlog is counted exactly: Redis 7.0's own lag can stay too high on a node promoted
-  // back by a failover (entries-read is not replicated; redis/redis#12898). A long one takes
-  // Redis' figure, or is counted when Redis has none.
-  const next = await redis.xrange(stream, after, '+', 'COUNT', EXACT_LAG_UP_TO + 1);
-  const first = next[0]?.[0];
-  if (first === undefined) return { lag: 0, oldestUnroutedMs: undefined };
-  const oldestUnroutedMs = Math.max(0, now - idTime(first));
-  if (next.length <= EXACT_LAG_UP_TO) return { lag: next.length, oldestUnroutedMs };
-  const lag = reported === null || reported === undefined ? await countFrom(redis, stream, after) : Number(reported);
-  return { lag: Math.max(lag, next.length), oldestUnroutedMs };
+/**
+ * Each partition's cursor. Where a partition has none yet while the stream's pre-partition cursor
+ * is there, that one: the first processor to prepare the stream adopts it for every partition.
+ */
+async function readCursors(redis: Redis, stream: string, count: number, snapshots: SnapshotStore<unknown>): Promise<string[]> {
+  const [old, ...stored] = await Promise.all([redis.get(snapshots.cursorKey(stream)), ...Array.from({ length: count }, (_, p) => redis.get(snapshots.cursorKey(stream, p)))]);
+  return stored.map((cursor) => cursorOrStart(cursor ?? old));
 }
 
 function waitingOf(consumers: readonly ConsumerStatus[], refusal: Refusal | undefined): StreamWaiting | undefined {

@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { streamStatus } from '@redsource/processor';
+import { PartitionedStreams } from '../src/partitions/streams.ts';
+import { partitionOfSubject } from '../src/partitions/subject.ts';
 import { useTestCluster } from '../../../test/support/cluster.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 
@@ -16,7 +18,7 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
     const redis = cluster.client() as unknown as Redis;
     const setup = isolatedProfileSetup(redis);
     const streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
-    const read = () => streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams });
+    const read = () => streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams, subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream) });
     for (const row of await read()) expect(row.waiting, row.stream).toBeUndefined();
 
     const owners = await Promise.all(streams.map((s) => cluster.nodeForKey(s)));
@@ -50,5 +52,18 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
       await cluster.command(full, 'CONFIG', 'SET', 'maxmemory', '0');
     }
     for (const row of await read()) expect(row.waiting, row.stream).toBeUndefined();
+  });
+
+  it("counts each partition's entries after its cursor in the source stream, through a cluster client", async () => {
+    const redis = ctx.cluster.client() as unknown as Redis;
+    const setup = isolatedProfileSetup(redis);
+    const stream = setup.streams.updates;
+    const partitions = 4;
+    const users = ['u1', 'u2', 'u3', 'u4', 'u5'];
+    for (const user of users) await redis.xadd(stream, '*', 'user_id', user, 'command', 'register', 'name', user);
+    await new PartitionedStreams(redis, setup.group, partitions).prepare(stream, '0', setup.snapshots.cursorKey(stream), (p) => setup.snapshots.cursorKey(stream, p));
+    const [row] = await streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [stream], partitions, subjectFields: (s) => setup.eventStore.catalog.subjectFields(s) });
+    expect(row).toMatchObject({ lag: 5, unapplied: 5, backlog: 5, unappliedExact: true, partitionCount: partitions });
+    expect(row?.partitions.map((p) => p.unapplied)).toEqual([0, 1, 2, 3].map((p) => users.filter((u) => partitionOfSubject(u, partitions) === p).length));
   });
 });

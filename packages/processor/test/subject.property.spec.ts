@@ -1,28 +1,26 @@
 /**
- * The TypeScript mirror of routing (partitions/subject.ts: partitionOfEntry, used by read-your-writes
- * and `replay --users`) against route.lua itself on a real Redis: fast-check generates raw entries
- * (flat ones naming the user among other fields, CloudEvents envelopes naming it in `data` as a string
- * or a JSON number, or by the `subject` attribute, or not at all), XADDs them, routes them with the
- * script, and checks that each entry landed once, under its own id and with its own fields, in the
- * partition the mirror computes, and, where the generator knows the subject it meant, in
- * sha1(subject) % partitions computed here independently.
+ * An entry's partition (partitions/subject.ts): the one function every processor, read-your-writes
+ * and `replay --users` use to tell which partition an entry belongs to (nothing in Redis computes it
+ * any more). fast-check generates raw entries (flat ones naming the user among other fields,
+ * CloudEvents envelopes naming it in `data` as a string or a JSON number, or by the `subject`
+ * attribute, or not at all) and checks that partitionOfEntry is stable, that the processor's
+ * PartitionFinder (its own lookup of the flat form, and a cache of subjects) agrees with it, and,
+ * where the generator knows the subject it meant, that it is sha1(subject) % partitions computed
+ * here independently. Known sha1 values pin the function itself: a cursor means the same entries
+ * to every processor of every version.
  *
  * How these were checked to fail (each change alone, reverted afterwards): partitionOfSubject
  * hashing `subject.trim()` fails the property and the UTF-8 test; subjectOfEntry ignoring
- * non-negative JSON numbers fails the property (shrunk to `{"user_id":1e2}`); route.lua hashing
- * `string.lower(subject)` fails both.
+ * non-negative JSON numbers fails the property (shrunk to `{"user_id":1e2}`); PartitionFinder's
+ * flat lookup taking the first occurrence of a name fails the repeated-name test.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { EventCodec, UndecodableEntryError } from '@redsource/event-store';
 import { profileCatalog } from '../../../apps/profile-api/src/domain/events.ts';
-import { PartitionRouter } from '../src/partitions/router.ts';
-import { partitionOfEntry, subjectOfEntry } from '../src/partitions/subject.ts';
+import { PartitionFinder, partitionOfEntry, partitionOfSubject, subjectOfEntry } from '../src/partitions/subject.ts';
 import { anyName, PROTOTYPE_NAMES } from '../../../test/support/arbitraries.ts';
-import { designPartition, dropStreamKeys, expectKeyLayout, partitionContents, unrouted } from '../../../test/support/partitions.ts';
-import { unique, useTestRedis } from '../../../test/support/redis.ts';
-
-const ctx = useTestRedis();
+import { designPartition } from '../../../test/support/partitions.ts';
 
 /** The profile app's subject fields, in its order of preference. */
 const SUBJECT_FIELDS = ['user_id', 'userId'] as const;
@@ -40,7 +38,7 @@ const subjectText = fc.oneof(
   fc.stringMatching(/^\d{1,20}$/),
 );
 
-/** Strings JSON.stringify writes without a lone surrogate escape (cjson refuses those: see the bug tests below). */
+/** Strings with no lone surrogate (JSON text a client writes as UTF-8 cannot hold one). */
 const wellFormed = (s: string) => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
 const jsonText = fc.oneof(anyName(), fc.string({ unit: 'grapheme', maxLength: 6 })).filter(wellFormed);
 
@@ -129,113 +127,117 @@ const envelopeEntry: fc.Arbitrary<Generated> = fc
 
 const entries = fc.array(fc.oneof(flatEntry, envelopeEntry), { minLength: 1, maxLength: 25 });
 
-/** XADDs the entries to a new stream, routes them all with route.lua into `partitions`, and returns where each landed. */
-async function routeOnce(generated: readonly Generated[], partitions: number) {
-  const stream = unique('subjects');
-  const group = unique('g');
-  await ctx.redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
-  const pipeline = ctx.redis.pipeline();
-  for (const g of generated) pipeline.xadd(stream, '*', ...g.fields);
-  const ids = ((await pipeline.exec()) ?? []).map(([error, id]) => {
-    if (error) throw error;
-    return String(id);
-  });
-  const router = new PartitionRouter(ctx.redis, group, partitions, () => SUBJECT_FIELDS);
-  let routed = 0;
-  for (let r = await router.route(stream); r.routed > 0; r = await router.route(stream)) routed += r.routed;
-  const source = new Map((await ctx.redis.xrange(stream, '-', '+')).map(([id, fields]) => [id, fields] as const));
-  const landed = await partitionContents(ctx.redis, stream, group, partitions);
-  const left = await unrouted(ctx.redis, stream, group);
-  await dropStreamKeys(ctx.redis, stream);
-  return { ids, routed, source, landed, left };
-}
+/** The processor's finder for one stream whose subject fields are the profile app's. */
+const finder = (partitions: number) => new PartitionFinder(partitions, () => SUBJECT_FIELDS);
 
-describe('partitionOfEntry (TypeScript) agrees with route.lua (Redis) on random entries', () => {
-  it('the processor and this file name the same partition keys', () => {
-    expectKeyLayout();
-  });
-
-  it('every entry is routed once, under its own id and fields, to the partition the mirror computes', async () => {
-    await fc.assert(
-      fc.asyncProperty(entries, fc.integer({ min: 1, max: 40 }), async (generated, partitions) => {
-        const { ids, routed, source, landed, left } = await routeOnce(generated, partitions);
-        expect(routed).toBe(ids.length);
-        expect(left).toBe(0);
-        expect(landed.map((e) => e.id).sort()).toEqual([...ids].sort());
-        for (const [i, g] of generated.entries()) {
-          const id = ids[i] as string;
-          const copy = landed.find((e) => e.id === id);
+describe('partitionOfEntry on random entries', () => {
+  it('is stable, agrees with the processor\'s PartitionFinder, and is sha1(subject) % partitions (0 without a subject)', () => {
+    fc.assert(
+      fc.property(entries, fc.integer({ min: 1, max: 40 }), (generated, partitions) => {
+        const find = finder(partitions);
+        for (const g of generated) {
           const context = JSON.stringify({ fields: g.fields, partitions });
-          expect(copy?.fields, context).toEqual(source.get(id));
-          expect(copy?.partition, context).toBe(partitionOfEntry(g.fields, SUBJECT_FIELDS, partitions));
+          const partition = partitionOfEntry(g.fields, SUBJECT_FIELDS, partitions);
+          expect(partition, context).toBeGreaterThanOrEqual(0);
+          expect(partition, context).toBeLessThan(partitions);
+          expect(partitionOfEntry([...g.fields], SUBJECT_FIELDS, partitions), context).toBe(partition);
+          // Twice: the second answer comes from the finder's cache of subjects.
+          expect(find.entry('s', g.fields), context).toBe(partition);
+          expect(find.entry('s', g.fields), context).toBe(partition);
           if (g.meant !== undefined) {
             // Independently of subject.ts: sha1 of the subject meant, or partition 0 for none.
-            expect(copy?.partition, context).toBe(g.meant === null ? 0 : designPartition(g.meant, partitions));
+            expect(partition, context).toBe(g.meant === null ? 0 : designPartition(g.meant, partitions));
             expect(subjectOfEntry(g.fields, SUBJECT_FIELDS) ?? null, context).toBe(g.meant);
           }
         }
       }),
-      { numRuns: 400 },
+      { numRuns: 1_000 },
     );
-  }, 60_000);
+  });
 
-  it('a subject is hashed as its UTF-8 bytes on both sides: prototype names, non-ASCII, astral, empty, digits', async () => {
+  it('is the documented function: known sha1 values of known subjects', () => {
+    // sha1("1") = 356a192b..., sha1("42") = 92cfceb3..., sha1("") = da39a3ee...: first 32 bits, modulo the count.
+    const known: [string, number, [number, number, number]][] = [
+      ['1', 0x356a192b, [11, 299, 2]],
+      ['42', 0x92cfceb3, [3, 691, 2]],
+      ['user-7', 0x7efcf445, [1, 69, 2]],
+      ['__proto__', 0xf6a20f54, [0, 852, 0]],
+      ['ünïcødé', 0xe3165be0, [0, 992, 5]],
+      ['😀', 0x9c533688, [0, 648, 2]],
+      ['', 0xda39a3ee, [10, 1006, 4]],
+    ];
+    for (const [subject, first32, [of12, of1024, of7]] of known) {
+      expect([partitionOfSubject(subject, 12), partitionOfSubject(subject, 1024), partitionOfSubject(subject, 7)], subject).toEqual([of12, of1024, of7]);
+      expect(first32 % 12).toBe(of12);
+      expect(partitionOfEntry(['user_id', subject, 'command', 'like'], SUBJECT_FIELDS, 12), subject).toBe(of12);
+      expect(partitionOfEntry(['specversion', '1.0', 'type', 'like', 'data', JSON.stringify({ userId: subject })], SUBJECT_FIELDS, 12), subject).toBe(of12);
+      expect(finder(1024).entry('s', ['userId', subject]), subject).toBe(of1024);
+    }
+    expect(partitionOfEntry(['specversion', '1.0', 'type', 'like', 'data', '{"userId":42}'], SUBJECT_FIELDS, 12)).toBe(3);
+  });
+
+  it('a subject is hashed as its UTF-8 bytes: prototype names, non-ASCII, astral, empty, digits', () => {
     const subjects = [...PROTOTYPE_NAMES, 'ünïcødé', '日本語', '😀', 'Ω≈ç√∫', '', ' ', '0', '00', '007', '123456789012345678901234567890', 'a'.repeat(5_000)];
-    const generated = subjects.map((s) => ({ fields: ['user_id', s, 'command', 'like'], meant: s }));
     for (const partitions of [1, 7, 12, 64, 1024]) {
-      const { landed, ids } = await routeOnce(generated, partitions);
-      for (const [i, s] of subjects.entries()) {
-        const copy = landed.find((e) => e.id === ids[i]);
-        expect(copy?.partition, `'${s.slice(0, 20)}' of ${partitions}`).toBe(designPartition(Buffer.from(s, 'utf8'), partitions));
-        expect(copy?.partition).toBe(partitionOfEntry(generated[i]?.fields ?? [], SUBJECT_FIELDS, partitions));
+      for (const s of subjects) {
+        const want = designPartition(Buffer.from(s, 'utf8'), partitions);
+        expect(partitionOfEntry(['user_id', s, 'command', 'like'], SUBJECT_FIELDS, partitions), `'${s.slice(0, 20)}' of ${partitions}`).toBe(want);
+        expect(finder(partitions).entry('s', ['user_id', s, 'command', 'like'])).toBe(want);
       }
     }
+  });
+
+  it('a name given twice in a flat entry: the last occurrence counts, in the finder too', () => {
+    const fields = ['user_id', 'first', 'command', 'like', 'user_id', 'second'];
+    expect(subjectOfEntry(fields, SUBJECT_FIELDS)).toBe('second');
+    expect(partitionOfEntry(fields, SUBJECT_FIELDS, 1024)).toBe(designPartition('second', 1024));
+    expect(designPartition('first', 1024)).not.toBe(designPartition('second', 1024));
+    expect(finder(1024).entry('s', fields)).toBe(designPartition('second', 1024));
+  });
+
+  it('the finder uses each stream\'s own subject fields', () => {
+    const find = new PartitionFinder(1024, (stream) => (stream === 'orders' ? ['customer'] : SUBJECT_FIELDS));
+    expect(find.entry('orders', ['customer', 'c9', 'user_id', 'u1'])).toBe(designPartition('c9', 1024));
+    expect(find.entry('users', ['customer', 'c9', 'user_id', 'u1'])).toBe(designPartition('u1', 1024));
+    expect(find.entry('users', ['customer', 'c9'])).toBe(0);
   });
 });
 
 /**
  * A user's entries must share a partition however a client writes the id, or they are applied out
  * of order (by two processors at once). Each case below is an event the profile app decodes as
- * VALID for the user named, so a mismatch would not only be a TS/Lua disagreement: the entry would be
- * routed away from the user's other entries.
+ * VALID for the user named.
  */
-describe('a user\'s valid envelope events share the partition of the user\'s flat events', () => {
+describe("a user's valid envelope events share the partition of the user's flat events", () => {
   const PARTITIONS = 12;
   const flat = (user: string) => ['user_id', user, 'command', 'like', 'page', 'p1'];
   const envelope = (data: string) => ['specversion', '1.0', 'type', 'like', 'data', data];
+  const partitionsOf = (cases: string[][]) => cases.map((c) => partitionOfEntry(c, SUBJECT_FIELDS, PARTITIONS));
 
-  async function partitionsOf(cases: string[][]): Promise<number[]> {
-    const { ids, landed } = await routeOnce(cases.map((fields) => ({ fields })), PARTITIONS);
-    return ids.map((id) => landed.find((e) => e.id === id)?.partition ?? -1);
-  }
-
-  it('user 0 written as "0", 0, 0.0, 0e0 and -0 (cjson gives -0, which route.lua writes as "0")', async () => {
+  it('user 0 written as "0", 0, 0.0, 0e0 and -0', () => {
     const cases = [flat('0'), envelope('{"userId":"0","object":"p"}'), envelope('{"userId":0,"object":"p"}'), envelope('{"userId":0.0,"object":"p"}'), envelope('{"userId":0e0,"object":"p"}'), envelope('{"userId":-0,"object":"p"}')];
-    const routed = await partitionsOf(cases);
-    const mirror = cases.map((c) => partitionOfEntry(c, SUBJECT_FIELDS, PARTITIONS));
-    expect(mirror).toEqual(cases.map(() => designPartition('0', PARTITIONS)));
-    expect(routed).toEqual(mirror);
+    expect(partitionsOf(cases)).toEqual(cases.map(() => designPartition('0', PARTITIONS)));
+    const find = finder(PARTITIONS);
+    expect(cases.map((c) => find.entry('s', c))).toEqual(partitionsOf(cases));
   });
 
-  it('user 5 whose data also holds a lone surrogate escape (valid JSON; cjson refuses it, route.lua reads it again without)', async () => {
+  it('user 5 whose data also holds a lone surrogate escape (valid JSON)', () => {
     const cases = [flat('5'), envelope('{"userId":"5","object":"p","note":"\\ud800"}')];
-    const routed = await partitionsOf(cases);
-    expect(partitionOfEntry(cases[1] as string[], SUBJECT_FIELDS, PARTITIONS)).toBe(designPartition('5', PARTITIONS));
     expect(designPartition('5', PARTITIONS)).not.toBe(0);
-    expect(routed).toEqual([designPartition('5', PARTITIONS), designPartition('5', PARTITIONS)]);
+    expect(partitionsOf(cases)).toEqual([designPartition('5', PARTITIONS), designPartition('5', PARTITIONS)]);
   });
 
-  // Data nested deeper than cjson reads, or that only cjson takes for JSON, cannot name its subject
-  // to route.lua as JSON.parse would read it: the event store refuses such an envelope, so it is
-  // dead-lettered wherever it is routed and orders nothing; mirror and router still agree.
-  it('an envelope whose data nests over 1000 deep is refused by the codec, and routed alike by both', async () => {
+  // Data nested deeper than the event store decodes names no subject: the event store refuses such
+  // an envelope, so it is dead-lettered in whatever partition it falls, and orders nothing.
+  it('an envelope whose data nests over 1000 deep falls back to the subject attribute, and is refused by the codec', () => {
     const deep = `${'['.repeat(1001)}${']'.repeat(1001)}`;
-    const cases = [envelope(`{"userId":"5","object":"p","junk":${deep}}`)];
-    expect(await partitionsOf(cases)).toEqual(cases.map((c) => partitionOfEntry(c, SUBJECT_FIELDS, PARTITIONS)));
-    expect(new EventCodec(profileCatalog()).tryDecode('user_activity', '1-0', cases[0] as string[])).toBeInstanceOf(UndecodableEntryError);
+    const entry = envelope(`{"userId":"5","object":"p","junk":${deep}}`);
+    expect(partitionOfEntry(entry, SUBJECT_FIELDS, PARTITIONS)).toBe(0);
+    expect(partitionOfEntry([...entry, 'subject', 'attr'], SUBJECT_FIELDS, PARTITIONS)).toBe(designPartition('attr', PARTITIONS));
+    expect(new EventCodec(profileCatalog()).tryDecode('user_activity', '1-0', entry)).toBeInstanceOf(UndecodableEntryError);
   });
 
-  it('data only cjson accepts (0x10, 01, +1) is refused by the codec', () => {
+  it('data only a lax JSON reader accepts (0x10, 01, +1) is refused by the codec', () => {
     const codec = new EventCodec(profileCatalog());
     for (const data of ['{"userId":0x10,"object":"p"}', '{"userId":01,"object":"p"}', '{"userId":+1,"object":"p"}']) {
       expect(codec.tryDecode('user_activity', '1-0', [...envelope(data), 'subject', 'attr']), data).toBeInstanceOf(UndecodableEntryError);

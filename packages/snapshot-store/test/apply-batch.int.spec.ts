@@ -12,6 +12,7 @@ import {
 } from '@redsource/snapshot-store';
 import { pendingCount, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
+import { partitionApplyContract } from './partition-apply.contract.ts';
 
 const ctx = useTestRedis();
 
@@ -229,63 +230,8 @@ describe('acknowledging in the consumer group', () => {
   });
 });
 
-describe('entries of one partition of a stream (a partitioned processor\'s)', () => {
-  /** The source stream's entries copied under their own ids into a partition stream of it, as the processor routes them. */
-  async function partitioned() {
-    const base = isolated();
-    const group = unique('g');
-    const partitionStream = `redsource:{${base.stream}}:p:${group}:3`;
-    const ids = await base.xadd(4);
-    for (const [i, id] of ids.entries()) await ctx.redis.xadd(partitionStream, id, 'n', String(i));
-    const epoch = `redsource:{${base.stream}}:epoch:${group}:3`;
-    const apply = (entries: readonly BatchEntry[], fence?: { token: string }) =>
-      base.store.applyBatch({
-        stream: base.stream,
-        deadLetterStream: base.deadLetterStream,
-        entries,
-        group,
-        partition: { index: 3, stream: partitionStream },
-        ...(fence ? { fence: { key: epoch, token: fence.token, code: 'RS_PARTITION_LOST' } } : {}),
-      });
-    return { ...base, group, partitionStream, ids, epoch, apply };
-  }
-
-  it('keeps the partition\'s own cursor, trims the partition stream below it, counts per source stream, and dead letters name the source stream and the group', async () => {
-    const { store, stream, deadLetterStream, partitionStream, group, ids, apply } = await partitioned();
-    const [e1, e2, e3, e4] = ids;
-    const result = await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', ['n', '1']), entry(e3, change('1', { op: 'increment', counter: 'n' }))]);
-    expect(result).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
-    expect(await store.cursor(stream, 3)).toBe(e3);
-    expect(await store.cursor(stream, 2)).toBe('0-0');
-    expect(await store.cursor(stream)).toBe('0-0');
-    // What is applied there is not needed again: the partition stream keeps its cursor's entry and what follows.
-    expect((await ctx.redis.xrange(partitionStream, '-', '+')).map(([id]) => id)).toEqual([e3, e4]);
-    expect(await ctx.redis.xlen(stream)).toBe(4);
-    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 1 });
-    const [[, letter] = ['', []]] = await ctx.redis.xrange(deadLetterStream, '-', '+');
-    const record = Object.fromEntries(letter.flatMap((v, i) => (i % 2 === 0 ? [[v, letter[i + 1]]] : [])));
-    expect(record).toMatchObject({ stream, entry_id: e2, reason: 'bad', group });
-
-    // Delivered again (a lost reply): recognised by the partition's cursor, applied once.
-    expect(await apply([entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e4, change('1', { op: 'increment', counter: 'n' }))])).toMatchObject({ applied: 1, skipped: 1, cursor: e4 });
-    expect((await store.read('1'))?.counters).toEqual({ n: 2 });
-  });
-
-  it('with a fence, applies only while the key holds the token; otherwise writes nothing and fails with the code given', async () => {
-    const { store, stream, partitionStream, ids, epoch, apply } = await partitioned();
-    const [e1, e2] = ids;
-    await ctx.redis.set(epoch, '5');
-    expect((await apply([entry(e1, change('1', { op: 'create' }))], { token: '5' })).applied).toBe(1);
-    // A later holder claimed the partition.
-    await ctx.redis.set(epoch, '6');
-    const refused = await rejection(apply([entry(e2, change('1', { op: 'increment', counter: 'n' }))], { token: '5' }));
-    expect(String(refused)).toMatch(/^.*RS_PARTITION_LOST/);
-    expect(await store.cursor(stream, 3)).toBe(e1);
-    expect((await store.read('1'))?.counters).toEqual({});
-    expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 0 });
-    expect((await ctx.redis.xrange(partitionStream, '-', '+')).map(([id]) => id)).toEqual(ids);
-    expect((await apply([entry(e2, change('1', { op: 'increment', counter: 'n' }))], { token: '6' })).applied).toBe(1);
-  });
+describe("entries of one partition of a stream (a partitioned processor's)", () => {
+  partitionApplyContract(() => ctx.redis);
 });
 
 describe('ordered sets keep the order members were added in', () => {
@@ -696,33 +642,5 @@ describe('the packed batch argument', () => {
     const snapshot = await store.read('1');
     expect(snapshot?.sets['tags']).toEqual([expected]);
     expect(snapshot?.fields['note']).toBe(text);
-  });
-});
-
-describe('a partition entry routed as a reference', () => {
-  it('is dead-lettered with the bytes of the source entry, not the reference marker', async () => {
-    const stream = unique('ref_stream');
-    const partitionStream = `redsource:{${stream}}:p:g:0`;
-    const deadLetterStream = `redsource:{${stream}}:dead`;
-    const fields: string[] = [];
-    for (let i = 0; i < 3_600; i++) fields.push(`f${i}`, `v${i}`);
-    const id = String(await ctx.redis.xadd(stream, '*', ...fields));
-    // What route.lua writes for an entry of more than 7000 field items.
-    await ctx.redis.xadd(partitionStream, id, '__redsource_ref', '1');
-    const store = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('snap')}_` });
-    const result = await store.applyBatch({
-      stream,
-      entries: [{ entryId: id, deadLetter: { reason: 'RS_TEST', fields: [] } }],
-      deadLetterStream,
-      partition: { index: 0, stream: partitionStream },
-      group: 'g',
-    });
-    expect(result.deadLettered).toBe(1);
-    const [letter] = await ctx.redis.xrange(deadLetterStream, '-', '+');
-    const letterFields = letter?.[1] ?? [];
-    const original = letterFields[letterFields.indexOf('original') + 1] ?? '';
-    expect(letterFields[letterFields.indexOf('stream') + 1]).toBe(stream);
-    expect(original.startsWith('2:f0,2:v0,2:f1,2:v1,')).toBe(true);
-    expect(original).not.toContain('__redsource_ref');
   });
 });

@@ -51,7 +51,16 @@ async function withContext(command: string, body: (ctx: Context) => Promise<numb
   const components = profileComponents(config, redis);
   // A processor's last error is stored in Redis and shown by `status`, /dashboard and /metrics: redacted on the way out.
   const readStatus = async () =>
-    redactor.value(await streamStatus({ redis, snapshots: components.snapshots, group: config.REDSOURCE_GROUP, streams: components.streamNames, partitions: components.partitioning.partitions })) as StreamStatus[];
+    redactor.value(
+      await streamStatus({
+        redis,
+        snapshots: components.snapshots,
+        group: config.REDSOURCE_GROUP,
+        streams: components.streamNames,
+        partitions: components.partitioning.partitions,
+        subjectFields: components.partitioning.subjectFields,
+      }),
+    ) as StreamStatus[];
   const closers: (() => Promise<unknown>)[] = [close];
   try {
     exitCode = await body({ config, logger, redis, watch, components, readStatus, closers });
@@ -95,7 +104,7 @@ function buildProgram(): Command {
     );
   program
     .command('status')
-    .description('per stream: length, unrouted, unapplied, applied, dead-lettered; per partition: owner, cursor, backlog; the processors')
+    .description('per stream: length, lag, unapplied, applied, dead-lettered; per partition: owner, cursor, unapplied; the processors')
     .option('--json', 'the rows as one JSON array on stdout')
     .action((opts: { json?: boolean }) =>
       withContext('status', async ({ readStatus, config }) => {

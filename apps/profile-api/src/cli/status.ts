@@ -5,18 +5,20 @@ const ms = (value: number | undefined) => (value === undefined ? '-' : value < 1
 
 const count = (value: number | undefined) => (value === undefined ? '-' : String(value));
 
+/** A count from a scan that stopped at its limit is a lower bound: `≥N`. */
+const atLeast = (value: number, exact: boolean) => `${exact ? '' : '≥'}${value}`;
+
 /**
  * A plain-text view of `streamStatus()`: one line per stream, then each stream's partitions (owner,
  * cursor, what waits in them) and the group's processors; `--json` prints the objects instead.
  */
 export function renderStatus(rows: readonly StreamStatus[], group: string): string {
-  const header = ['stream', 'length', 'lag', 'oldest unrouted', 'unapplied', 'oldest unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'partitions owned', 'avg batch', 'last batch', 'state'];
+  const header = ['stream', 'length', 'lag', 'unapplied', 'oldest unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'partitions owned', 'avg batch', 'last batch', 'state'];
   const body = rows.map((r) => [
     r.stream,
     String(r.length),
-    r.lag === undefined ? 'no group' : String(r.lag),
-    ms(r.oldestUnroutedMs),
-    String(r.unapplied),
+    r.lag === undefined ? 'no group' : atLeast(r.lag, r.unappliedExact),
+    atLeast(r.unapplied, r.unappliedExact),
     ms(r.oldestUnappliedMs),
     String(r.applied),
     String(r.skipped),
@@ -33,6 +35,9 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     if (r.waiting) lines.push(`${r.stream}: ${waitingLine(r.waiting)}`);
   }
   for (const r of rows) {
+    if (!r.unappliedExact) lines.push(`${r.stream}: ≥N: at least N (status reads a bounded number of entries after the lowest partition cursor, and more follow)`);
+  }
+  for (const r of rows) {
     if (r.lastError) lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
   }
   for (const r of rows) {
@@ -40,7 +45,7 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     lines.push(
       table(
         ['partition', 'owner', 'token', 'cursor', 'unapplied', 'oldest unapplied'],
-        r.partitions.map((p) => [String(p.partition), p.owner ?? '(free)', p.token ?? '-', p.cursor, String(p.unapplied), ms(p.oldestUnappliedMs)]),
+        r.partitions.map((p) => [String(p.partition), p.owner ?? '(free)', p.token ?? '-', p.cursor, atLeast(p.unapplied, p.unappliedExact), ms(p.oldestUnappliedMs)]),
       ),
     );
   }

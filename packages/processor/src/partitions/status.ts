@@ -1,5 +1,7 @@
 import type { Redis } from 'ioredis';
+import { compareEntryIds } from '@redsource/snapshot-store';
 import { partitionKeys } from './keys.ts';
+import type { PartitionFinder } from './subject.ts';
 
 /** One partition of one stream, as `status` shows it. */
 export interface PartitionStatus {
@@ -8,11 +10,16 @@ export interface PartitionStatus {
   readonly owner: string | undefined;
   /** The fencing token of that lease; undefined while the partition is free. */
   readonly token: string | undefined;
-  /** The last entry id applied in this partition ('0-0': none yet). */
+  /**
+   * How far the partition is applied: every entry of it with an id up to this one is ('0-0': none
+   * yet). The id of the last entry its holder read, which may be another partition's entry.
+   */
   readonly cursor: string;
-  /** Entries routed to this partition and not applied yet (in the partition stream after the cursor). */
+  /** Entries of this partition in the stream after its cursor: not applied yet (a lower bound unless `unappliedExact`). */
   readonly unapplied: number;
-  /** Age of the oldest of those (now minus its id's time, which is the source entry's); undefined when none. */
+  /** False when the stream was counted only part of the way (see `StatusOptions.scanLimit`): `unapplied` is at least that. */
+  readonly unappliedExact: boolean;
+  /** Age of the oldest of those (now minus its id's time); undefined when none was found. */
   readonly oldestUnappliedMs: number | undefined;
 }
 
@@ -32,9 +39,10 @@ export interface GroupOwnership {
 }
 
 const ENTRY_ID = /^\d+-\d+$/;
-const PAGE = 10_000;
+/** Entries per XRANGE of the scan. */
+const PAGE = 5_000;
 
-/** The partition count the group routes `stream` with: the stored one once routing started, else `fallback`. */
+/** The partition count the group processes `stream` with: the stored one once a processor prepared it, else `fallback`. */
 export async function readPartitionCount(redis: Redis, stream: string, group: string, fallback: number): Promise<number> {
   const stored = Number(await redis.get(partitionKeys.count(stream, group)));
   return Number.isInteger(stored) && stored >= 1 ? stored : fallback;
@@ -62,58 +70,55 @@ export async function readOwnership(redis: Redis, group: string, count: number, 
   return { members, leases: held };
 }
 
-/**
- * Every partition of `stream`: its owner (from the group's leases), cursor and what waits in it.
- * The apply script trims a partition stream below its cursor (XTRIM MINID), so what is left is the
- * cursor's own entry, if still there, and the unapplied ones: XLEN minus the entries at or below
- * the cursor (read with one XRANGE of at most 2). Where more than one is left at or below it (a
- * cursor moved without a trim, as a rebuild's switch-over does), the entries after the cursor are
- * counted instead, a page at a time.
- */
-export async function readPartitions(
-  redis: Redis,
-  stream: string,
-  group: string,
-  count: number,
-  cursorKey: (partition: number) => string,
-  ownership: GroupOwnership,
-  now: number,
-): Promise<PartitionStatus[]> {
-  return Promise.all(
-    Array.from({ length: count }, async (_, partition): Promise<PartitionStatus> => {
-      const key = partitionKeys.stream(stream, group, partition);
-      const cursor = (await redis.get(cursorKey(partition))) ?? '0-0';
-      const after = ENTRY_ID.test(cursor) ? `(${cursor}` : '-';
-      const [length, atOrBelow, oldest] = await Promise.all([
-        redis.xlen(key),
-        ENTRY_ID.test(cursor) ? redis.xrange(key, '-', cursor, 'COUNT', 2) : Promise.resolve([]),
-        redis.xrange(key, after, '+', 'COUNT', 1),
-      ]);
-      const unapplied = atOrBelow.length < 2 ? Math.max(0, length - atOrBelow.length) : await countFrom(redis, key, after);
-      const lease = ownership.leases.get(partition);
-      const first = oldest[0]?.[0];
-      return {
-        partition,
-        owner: lease?.owner,
-        token: lease?.token,
-        cursor,
-        unapplied: first === undefined ? 0 : Math.max(unapplied, 1),
-        oldestUnappliedMs: first === undefined ? undefined : Math.max(0, now - idTime(first)),
-      };
-    }),
-  );
+/** What waits in a stream after its partitions' cursors, counted by `countUnapplied`. */
+export interface Unapplied {
+  /** Entries after the lowest partition cursor: not yet applied by every partition. */
+  readonly lag: number;
+  /** Per partition: its entries after its own cursor, and the id of the first of them. */
+  readonly partitions: readonly { readonly unapplied: number; readonly oldest: string | undefined }[];
+  /** False when the scan stopped at its limit with more entries after: every count is a lower bound. */
+  readonly exact: boolean;
 }
 
-/** Entries of `key` from `start` (an XRANGE start: `(<id>` or `-`) to its end, counted a page at a time. */
-export async function countFrom(redis: Redis, key: string, start: string): Promise<number> {
-  let count = 0;
-  let from = start;
+/**
+ * Nothing is copied per partition: what waits in partition p is its entries in the source stream
+ * after p's cursor. One scan of the stream from the lowest cursor, a page at a time, finds each
+ * entry's partition (as the processors do) and counts it where it is past that partition's cursor.
+ * At most `limit` entries are read, so a huge backlog costs a bounded scan (the counts are then
+ * lower bounds).
+ */
+export async function countUnapplied(
+  redis: Redis,
+  stream: string,
+  cursors: readonly string[],
+  finder: PartitionFinder,
+  limit: number,
+): Promise<Unapplied> {
+  const partitions = cursors.map(() => ({ unapplied: 0, oldest: undefined as string | undefined }));
+  const lowest = cursors.reduce((min, c) => (compareEntryIds(c, min) < 0 ? c : min), cursors[0] ?? '0-0');
+  let lag = 0;
+  let from = `(${lowest}`;
   for (;;) {
-    const page = await redis.xrange(key, from, '+', 'COUNT', PAGE);
-    count += page.length;
-    if (page.length < PAGE) return count;
+    // One entry past the limit tells whether more follow; it is not counted.
+    const want = Math.min(PAGE, limit + 1 - lag);
+    const page = await redis.xrange(stream, from, '+', 'COUNT', want);
+    for (const [id, fields] of page) {
+      if (lag === limit) return { lag, partitions, exact: false };
+      lag += 1;
+      const index = finder.entry(stream, fields);
+      const partition = partitions[index];
+      if (!partition || compareEntryIds(id, cursors[index] ?? '0-0') <= 0) continue;
+      partition.unapplied += 1;
+      partition.oldest ??= id;
+    }
+    if (page.length < want) return { lag, partitions, exact: true };
     from = `(${page[page.length - 1]?.[0] ?? ''}`;
   }
+}
+
+/** A stored cursor, or '0-0' where there is none (or it is not an entry id). */
+export function cursorOrStart(value: string | null | undefined): string {
+  return value !== null && value !== undefined && ENTRY_ID.test(value) ? value : '0-0';
 }
 
 /** The time part of an entry id (ms since epoch). */

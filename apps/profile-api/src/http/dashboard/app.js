@@ -30,6 +30,12 @@ function formatNumber(value) {
   return typeof value === 'number' && Number.isFinite(value) ? numberFormat.format(value) : '–';
 }
 
+/** A count from a status scan that stopped at its limit is a lower bound: "≥20,000". */
+function formatCount(value, exact) {
+  const text = formatNumber(value);
+  return exact === false && text !== '–' ? `≥${text}` : text;
+}
+
 function formatMs(ms) {
   if (typeof ms !== 'number' || !Number.isFinite(ms)) return '–';
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -214,7 +220,7 @@ function partitionRow(partition) {
     String(partition.partition),
     partition.owner === undefined ? 'free' : partition.owner,
     partition.cursor,
-    formatNumber(partition.unapplied),
+    formatCount(partition.unapplied, partition.unappliedExact),
     partition.oldestUnappliedMs === undefined ? '–' : formatMs(partition.oldestUnappliedMs),
   ]);
   row.dataset.partition = String(partition.partition);
@@ -230,7 +236,7 @@ function renderStream(status, at) {
   const rebuilding = status.heldByRebuild === true;
   const recentError = typeof status.lastErrorAt === 'number' && at - status.lastErrorAt < 60_000;
   const waiting = status.waiting;
-  // Not yet applied, wherever it waits: not routed (lag) or routed into a partition (unapplied).
+  // Not yet applied: the entries of each partition after its cursor.
   const backlog = typeof status.backlog === 'number' ? status.backlog : status.unapplied;
   const ungrouped = status.lag === undefined && status.length > 0;
   const state = rebuilding ? 'rebuilding' : waiting ? 'waiting' : recentError ? 'error' : ungrouped ? 'ungrouped' : backlog > 0 ? 'behind' : 'ok';
@@ -247,9 +253,8 @@ function renderStream(status, at) {
     : '';
 
   setField(f.length, formatNumber(status.length), status.length);
-  setField(f.lag, formatNumber(status.lag), status.lag);
-  setField(f.oldestUnrouted, status.oldestUnroutedMs === undefined ? '–' : formatMs(status.oldestUnroutedMs), status.oldestUnroutedMs);
-  setField(f.unapplied, formatNumber(status.unapplied), status.unapplied);
+  setField(f.lag, formatCount(status.lag, status.unappliedExact), status.lag);
+  setField(f.unapplied, formatCount(status.unapplied, status.unappliedExact), status.unapplied);
   setField(f.oldestUnapplied, status.oldestUnappliedMs === undefined ? '–' : formatMs(status.oldestUnappliedMs), status.oldestUnappliedMs);
   setField(f.applied, formatNumber(status.applied), status.applied);
   setField(f.skipped, formatNumber(status.skipped), status.skipped);
@@ -275,7 +280,7 @@ function renderStream(status, at) {
     card.progressFill.style.width = rebuilding ? '' : `${(share * 100).toFixed(1)}%`;
     card.progressText.textContent = rebuilding
       ? 'snapshots held while a rebuild swaps them in'
-      : `${formatNumber(backlog)} to apply · ${(share * 100).toFixed(1)}% applied`;
+      : `${formatCount(backlog, status.unappliedExact)} to apply · ${(share * 100).toFixed(1)}% applied`;
   } else {
     progress.hidden = true;
   }

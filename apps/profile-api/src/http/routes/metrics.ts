@@ -26,24 +26,29 @@ const STREAM_FIGURES: readonly StreamFigure[] = [
   { name: 'redsource_stream_length', help: 'Entries in the stream (XLEN).', type: 'gauge', value: (s) => s.length },
   {
     name: 'redsource_stream_lag',
-    help: "Entries not yet routed into the group's partitions (the source group's XINFO GROUPS lag); no sample while the group does not exist on the stream.",
+    help: 'Entries after the lowest partition cursor: not yet applied by every partition (most may be applied in their own); no sample while the group does not exist on the stream; a lower bound while redsource_stream_unapplied_exact is 0.',
     type: 'gauge',
     value: (s) => s.lag,
   },
   {
-    name: 'redsource_stream_oldest_unrouted_seconds',
-    help: 'Age of the oldest entry not yet routed (from its id); 0 when none waits.',
+    name: 'redsource_stream_unapplied',
+    help: 'Entries not yet applied in their partition, over every partition (a lower bound while redsource_stream_unapplied_exact is 0).',
     type: 'gauge',
-    value: (s) => (s.lag === undefined ? undefined : (seconds(s.oldestUnroutedMs) ?? 0)),
+    value: (s) => s.unapplied,
   },
-  { name: 'redsource_stream_unapplied', help: 'Entries routed into the partitions and not yet applied, over every partition.', type: 'gauge', value: (s) => s.unapplied },
+  {
+    name: 'redsource_stream_unapplied_exact',
+    help: 'The stream was counted to its end (1), or only part of the way after the lowest partition cursor (0: the status scan limit, 20,000 entries by default, was reached; lag and unapplied are lower bounds).',
+    type: 'gauge',
+    value: (s) => (s.unappliedExact ? 1 : 0),
+  },
   {
     name: 'redsource_stream_oldest_unapplied_seconds',
-    help: 'Age of the oldest routed entry not yet applied, over every partition (from its id); 0 when none waits.',
+    help: 'Age of the oldest entry not yet applied in its partition, over every partition (from its id); 0 when none waits.',
     type: 'gauge',
     value: (s) => seconds(s.oldestUnappliedMs) ?? 0,
   },
-  { name: 'redsource_stream_partitions', help: 'Partitions the group routes the stream to.', type: 'gauge', value: (s) => s.partitionCount },
+  { name: 'redsource_stream_partitions', help: 'Partitions the group processes the stream in.', type: 'gauge', value: (s) => s.partitionCount },
   { name: 'redsource_stream_held_by_rebuild', help: 'A rebuild (replay) holds the stream: nothing is applied until it switches over (1), else 0.', type: 'gauge', value: (s) => (s.heldByRebuild ? 1 : 0) },
   { name: 'redsource_stream_applied_total', help: 'Entries applied to the snapshots, group-wide (kept in Redis; reset by a replay).', type: 'counter', value: (s) => s.applied },
   { name: 'redsource_stream_skipped_total', help: 'Redelivered entries recognised by the cursor and not applied again, group-wide.', type: 'counter', value: (s) => s.skipped },
@@ -67,11 +72,11 @@ interface PartitionFigure {
 
 /** Per partition of each stream; `owner` is the lease holder's name, "" while the partition is free. */
 const PARTITION_FIGURES: readonly PartitionFigure[] = [
-  { name: 'redsource_partition_unapplied', help: 'Entries routed to the partition and not yet applied.', value: (p) => p.unapplied },
+  { name: 'redsource_partition_unapplied', help: 'Entries of the partition in the stream after its cursor: not yet applied (a lower bound while redsource_stream_unapplied_exact is 0).', value: (p) => p.unapplied },
   { name: 'redsource_partition_owned', help: 'A processor holds the partition\'s lease (1, its name in `owner`), or it is free (0, owner="").', value: (p) => (p.owner === undefined ? 0 : 1) },
   {
     name: 'redsource_partition_oldest_unapplied_seconds',
-    help: 'Age of the partition\'s oldest routed entry not yet applied (from its id); 0 when none waits.',
+    help: 'Age of the partition\'s oldest entry not yet applied (from its id); 0 when none waits.',
     value: (p) => seconds(p.oldestUnappliedMs) ?? 0,
   },
 ];

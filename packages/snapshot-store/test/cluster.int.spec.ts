@@ -3,10 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { keySlot, SnapshotStore, type BatchEntry } from '@redsource/snapshot-store';
 import { useTestCluster } from '../../../test/support/cluster.ts';
 import { unique } from '../../../test/support/redis.ts';
+import { partitionApplyContract } from './partition-apply.contract.ts';
 
-/** readMany() on a 3-master Redis Cluster: snapshots on every node, read back in one call. */
+/** The snapshot store on a 3-master Redis Cluster (one cluster for the file). */
+const ctx = useTestCluster();
+
+/** readMany(): snapshots on every node, read back in one call. */
 describe('SnapshotStore.readMany on a Redis Cluster', () => {
-  const ctx = useTestCluster();
 
   it('reads snapshots spread over every node, in the order asked, undefined where none exists', async () => {
     const redis = ctx.cluster.client() as unknown as Redis;
@@ -33,4 +36,13 @@ describe('SnapshotStore.readMany on a Redis Cluster', () => {
     }
     expect(await store.readMany([])).toEqual([]);
   });
+});
+
+/**
+ * A partition's batch across slots (check-batch.lua, apply-snapshots.lua per slot, then
+ * apply-batch.lua's bookkeeping) behaves as the one script does on one Redis.
+ */
+describe("entries of one partition of a stream on a Redis Cluster (a partitioned processor's)", () => {
+  let redis: Redis | undefined;
+  partitionApplyContract(() => (redis ??= ctx.cluster.client() as unknown as Redis));
 });
