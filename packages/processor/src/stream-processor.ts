@@ -420,7 +420,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /**
    * Reads one stream (one XREAD BLOCK) from where the partitions held are applied up to, and
    * applies the entries of each held partition, partitions in parallel; an idle partition's cursor
-   * follows now and then.
+   * follows at most once a second while entries arrive, and as soon as none arrive for blockMs.
    */
   private async readLoop(stream: string): Promise<void> {
     let backoff = 100;
@@ -440,7 +440,12 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
         const count = Math.min(this.settings.batchSize * reading.length, MAX_READ);
         const entries = parseXReadReply(await connection.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from))[0]?.entries ?? [];
-        if (entries.length === 0) continue;
+        if (entries.length === 0) {
+          // Nothing new for blockMs: write the cursors idle partitions have read past, so what
+          // status, retention and read-your-writes see settles.
+          await this.writeIdleCursors(stream, reading, generations);
+          continue;
+        }
         const through = (entries[entries.length - 1] as StreamEntry).id;
         const byPartition = new Map<number, StreamEntry[]>();
         for (const entry of entries) {
@@ -477,6 +482,20 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         backoff = Math.min(backoff * 2, unavailable ? MAX_UNAVAILABLE_BACKOFF_MS : MAX_ERROR_BACKOFF_MS);
       }
     }
+  }
+
+  /** Moves the cursor of each partition whose read position is past it (entries of other partitions only). */
+  private async writeIdleCursors(stream: string, reading: readonly HeldPartition[], generations: readonly number[]): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const [i, partition] of reading.entries()) {
+      if (this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
+      const position = partition.readFrom.get(stream);
+      const stored = partition.stored.get(stream);
+      if (position === undefined || stored === undefined || compareEntryIds(position, stored.cursor) <= 0) continue;
+      work.push(this.track(this.processPartition(partition, stream, [], stored.cursor, position)));
+    }
+    const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** Reads the partition's entries of the stream again from where it is applied: what was read but not applied is not lost. */
