@@ -70,18 +70,22 @@ export class EventCodec {
   }
 
   private decodeFlat(stream: string, entryId: string, record: Record<string, string>): RecordedEvent {
-    const present = this.typeFields.filter((f) => Object.hasOwn(record, f));
-    if (present.length === 0) {
+    // Once per entry on the processor's hot path: no intermediate arrays or sets.
+    let type: string | undefined;
+    for (const field of this.typeFields) {
+      if (!Object.hasOwn(record, field)) continue;
+      if (type === undefined) type = record[field];
+      else if (record[field] !== type) {
+        const present = this.typeFields.filter((f) => Object.hasOwn(record, f));
+        throw new UndecodableEntryError(stream, entryId, `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`);
+      }
+    }
+    if (type === undefined) {
       throw new UndecodableEntryError(stream, entryId, `no type field (one of ${this.typeFields.join(', ')})`);
     }
-    const types = new Set(present.map((f) => record[f]));
-    if (types.size > 1) {
-      throw new UndecodableEntryError(stream, entryId, `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`);
-    }
-    const type = record[present[0] as string] as string;
     // Null-prototype objects here and below: a field may be called `__proto__` or `constructor`.
     const raw = Object.create(null) as Record<string, string>;
-    for (const [key, value] of Object.entries(record)) if (!present.includes(key)) raw[key] = value;
+    for (const key in record) if (!this.typeFields.includes(key)) raw[key] = record[key] as string;
     const data = this.catalog.parse(stream, type, raw);
     return freezeEvent({ type, data, stream, entryId, format: 'flat', metadata: {} });
   }
