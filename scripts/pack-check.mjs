@@ -159,6 +159,9 @@ step = 'tsc --strict';
 const tsc = join(project, 'node_modules/typescript/bin/tsc');
 say(`type-checking ${examples.length} examples with tsc --strict (module nodenext, skipLibCheck false): ${examples.map((f) => relative(root, f)).join(', ')}`);
 run(process.execPath, [tsc, '-p', project, '--noEmit'], { cwd: project });
+step = 'tsc --strict (bundler)';
+say('type-checking them again as a bundler user would (module esnext, moduleResolution bundler)');
+run(process.execPath, [tsc, '-p', project, '--noEmit', '--module', 'esnext', '--moduleResolution', 'bundler'], { cwd: project });
 step = 'tsc (emit)';
 run(process.execPath, [tsc, '-p', project], { cwd: project });
 
