@@ -4,17 +4,22 @@
 // typescript and @types/node from the registry) into a scratch project under the OS temp dir,
 // imports every package under plain node, type-checks every packages/*/examples/*.ts there with
 // `tsc --strict` (module nodenext), compiles them to JavaScript and runs each with plain node
-// against a real Redis: REDIS_URL, else redis://127.0.0.1:6379. The examples use keys of their own
-// and delete them, so a shared Redis is fine. Exits 1 on the first failure, saying which step.
+// against a real Redis: REDIS_URL, else redis://127.0.0.1:6379, else a redis-server from PATH it
+// starts and stops itself. The examples use keys of their own and delete them, so a shared Redis is
+// fine. Exits 1 on the first failure, saying which step.
 // PACK_CHECK_KEEP=1 keeps the scratch project (its path is printed) for a look afterwards.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let ownRedis; // the redis-server this check started, if it had to
+process.on('exit', () => ownRedis?.kill());
 const exampleTimeoutMs = 120_000;
 const rootManifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 // The same ranges the workspace develops and tests against.
@@ -154,26 +159,25 @@ step = 'tsc --strict';
 const tsc = join(project, 'node_modules/typescript/bin/tsc');
 say(`type-checking ${examples.length} examples with tsc --strict (module nodenext, skipLibCheck false): ${examples.map((f) => relative(root, f)).join(', ')}`);
 run(process.execPath, [tsc, '-p', project, '--noEmit'], { cwd: project });
+step = 'tsc --strict (bundler)';
+say('type-checking them again as a bundler user would (module esnext, moduleResolution bundler)');
+run(process.execPath, [tsc, '-p', project, '--noEmit', '--module', 'esnext', '--moduleResolution', 'bundler'], { cwd: project });
 step = 'tsc (emit)';
 run(process.execPath, [tsc, '-p', project], { cwd: project });
 
 step = 'Redis';
-const ping = spawnSync(
-  process.execPath,
-  [
-    '--input-type=module',
-    '-e',
-    `import { Redis } from 'ioredis';
-     const redis = new Redis(process.env.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3000 });
-     let cause;
-     redis.on('error', (error) => { cause = error; });
-     try { console.log(await redis.connect().then(() => redis.ping())); }
-     catch (error) { console.error((cause ?? error).message); process.exitCode = 1; }
-     finally { redis.disconnect(); }`,
-  ],
-  { cwd: project, encoding: 'utf8', env: { ...process.env, REDIS_URL: redisUrl }, timeout: 10_000 },
-);
-if (ping.status !== 0) fail(`no Redis answers at ${redactUrl(redisUrl)} (set REDIS_URL): ${ping.error?.message ?? ping.stderr.trim()}`);
+let ping = pingRedis(redisUrl);
+if (!ping.ok && !process.env.REDIS_URL) {
+  // A clean machine (CI) with nothing on 6379: a throwaway redis-server from PATH, as the tests do.
+  const port = await freePort();
+  say(`nothing answers at ${redisUrl} (${ping.message}): starting redis-server on 127.0.0.1:${port} (no persistence, stopped at the end)`);
+  ownRedis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  ownRedis.on('error', (error) => fail(`no Redis at ${redisUrl}, and redis-server could not be started: ${error.message} (set REDIS_URL or put redis-server on PATH)`));
+  ownRedis.unref(); // stopped on exit (below), whatever way the check ends
+  redisUrl = `redis://127.0.0.1:${port}`;
+  for (const deadline = Date.now() + 10_000; !(ping = pingRedis(redisUrl)).ok && Date.now() < deadline; ) await sleep(200);
+}
+if (!ping.ok) fail(`no Redis answers at ${redactUrl(redisUrl)} (set REDIS_URL): ${ping.message}`);
 say(`Redis at ${redactUrl(redisUrl)} answers PING`);
 
 for (const file of examples) {
@@ -186,6 +190,10 @@ for (const file of examples) {
   say(`${name} passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
+if (ownRedis) {
+  ownRedis.kill();
+  say(`stopped the redis-server it started (pid ${ownRedis.pid})`);
+}
 if (process.env.PACK_CHECK_KEEP) say(`kept ${work}`);
 else rmSync(work, { recursive: true, force: true });
 say(`OK: ${packed.length} packages packed, installed with npm, imported under node; ${examples.length} examples type-checked (tsc --strict) and run with node`);
@@ -196,6 +204,37 @@ function listFiles(dir, prefix = '') {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
     d.isDirectory() ? listFiles(join(dir, d.name), `${prefix}${d.name}/`) : [`${prefix}${d.name}`],
   );
+}
+
+/** PING through the scratch project's ioredis, once, without retries: { ok, message }. */
+function pingRedis(url) {
+  const probe = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { Redis } from 'ioredis';
+       const redis = new Redis(process.env.REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3000 });
+       let cause;
+       redis.on('error', (error) => { cause = error; });
+       try { console.log(await redis.connect().then(() => redis.ping())); }
+       catch (error) { console.error((cause ?? error).message); process.exitCode = 1; }
+       finally { redis.disconnect(); }`,
+    ],
+    { cwd: project, encoding: 'utf8', env: { ...process.env, REDIS_URL: url }, timeout: 10_000 },
+  );
+  return { ok: probe.status === 0, message: probe.error?.message ?? probe.stderr.trim() };
+}
+
+/** A TCP port nothing listens on (the OS picks it). */
+function freePort() {
+  return new Promise((done, failed) => {
+    const server = createServer().once('error', failed);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
 }
 
 /** The URL without its password, for messages. */
