@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { parseXReadReply, type RedisEventStore, type StreamEntry } from '@redsource/event-store';
+import type { RedisEventStore, StreamEntry } from '@redsource/event-store';
 import { compareEntryIds, type SnapshotStore } from '@redsource/snapshot-store';
 import { Applier } from './applier.ts';
 import { HandlerAttempts } from './attempts.ts';
@@ -439,20 +439,24 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
         const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
         const count = Math.min(this.settings.batchSize * reading.length, MAX_READ);
-        const entries = parseXReadReply(await connection.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from))[0]?.entries ?? [];
-        if (entries.length === 0) {
+        // As bytes: only the entries of partitions held are decoded to text (and only the subject of the others).
+        const raw = readEntries(await connection.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from));
+        if (raw.length === 0) {
           // Nothing new for blockMs: write the cursors idle partitions have read past, so what
           // status, retention and read-your-writes see settles.
           await this.writeIdleCursors(stream, reading, generations);
           continue;
         }
-        const through = (entries[entries.length - 1] as StreamEntry).id;
+        const through = (raw[raw.length - 1] as RawEntry)[0].toString('latin1');
         const byPartition = new Map<number, StreamEntry[]>();
-        for (const entry of entries) {
-          const index = this.partitionOf.entry(stream, entry.fields);
-          const mine = byPartition.get(index);
-          if (mine) mine.push(entry);
-          else if (this.held.has(index)) byPartition.set(index, [entry]);
+        for (const [id, fields] of raw) {
+          const index = this.partitionOf.rawEntry(stream, fields);
+          let mine = byPartition.get(index);
+          if (!mine) {
+            if (!this.held.has(index)) continue;
+            byPartition.set(index, (mine = []));
+          }
+          mine.push({ id: id.toString('latin1'), fields: fields.map((f) => f.toString()) });
         }
         const now = Date.now();
         const work: Promise<void>[] = [];
@@ -626,6 +630,14 @@ const FORGET_SILENT_AFTER_MS = 10 * 60_000;
 
 /** Retention trims at most this often. */
 const RETENTION_INTERVAL_MS = 5_000;
+
+/** One entry of an XREAD reply read as bytes: its id and its field/value items. */
+type RawEntry = [Buffer, Buffer[]];
+
+/** The entries of a one-stream XREAD reply read as bytes (none when it timed out). */
+function readEntries(reply: [Buffer, RawEntry[]][] | null): RawEntry[] {
+  return reply?.[0]?.[1] ?? [];
+}
 
 /** Resolves true if `promise` did not settle within `ms`; leaves no timer behind. */
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {

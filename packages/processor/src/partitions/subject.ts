@@ -64,6 +64,7 @@ const REMEMBERED_SUBJECTS = 100_000;
  */
 export class PartitionFinder {
   private readonly bySubject = new Map<string, number>();
+  private readonly fieldNames = new Map<string, Buffer[]>();
 
   constructor(
     readonly partitions: number,
@@ -73,6 +74,24 @@ export class PartitionFinder {
   entry(stream: string, fields: readonly string[]): number {
     const subject = isEnvelope(fields) ? subjectOfEntry(fields, this.subjectFields(stream)) : flatSubject(fields, this.subjectFields(stream));
     return subject === undefined ? 0 : this.subject(subject);
+  }
+
+  /**
+   * The partition of an entry read as bytes, decoding only what the subject needs: the flat form's
+   * subject field (as text, as a reader of the entry as text would see it); an envelope is decoded whole.
+   */
+  rawEntry(stream: string, fields: readonly Buffer[]): number {
+    let names = this.fieldNames.get(stream);
+    if (!names) this.fieldNames.set(stream, (names = this.subjectFields(stream).map((name) => Buffer.from(name))));
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      if ((fields[i] as Buffer).equals(SPECVERSION)) return this.entry(stream, fields.map((f) => f.toString()));
+    }
+    for (const name of names) {
+      for (let i = fields.length - (fields.length % 2) - 2; i >= 0; i -= 2) {
+        if ((fields[i] as Buffer).equals(name)) return this.subject((fields[i + 1] as Buffer).toString());
+      }
+    }
+    return 0;
   }
 
   subject(subject: string): number {
@@ -85,6 +104,8 @@ export class PartitionFinder {
     return partition;
   }
 }
+
+const SPECVERSION = Buffer.from('specversion');
 
 function isEnvelope(fields: readonly string[]): boolean {
   for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'specversion') return true;
