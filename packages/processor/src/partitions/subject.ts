@@ -65,6 +65,7 @@ const REMEMBERED_SUBJECTS = 100_000;
 export class PartitionFinder {
   private readonly bySubject = new Map<string, number>();
   private readonly fieldNames = new Map<string, Buffer[]>();
+  private readonly byBytes = new Map<string, number>();
 
   constructor(
     readonly partitions: number,
@@ -88,10 +89,22 @@ export class PartitionFinder {
     }
     for (const name of names) {
       for (let i = fields.length - (fields.length % 2) - 2; i >= 0; i -= 2) {
-        if ((fields[i] as Buffer).equals(name)) return this.subject((fields[i + 1] as Buffer).toString());
+        if ((fields[i] as Buffer).equals(name)) return this.subjectBytes(fields[i + 1] as Buffer);
       }
     }
     return 0;
+  }
+
+  /** A subject given as bytes: remembered by its bytes, hashed as the text a reader decodes them to. */
+  private subjectBytes(bytes: Buffer): number {
+    const key = bytes.toString('latin1');
+    let partition = this.byBytes.get(key);
+    if (partition === undefined) {
+      if (this.byBytes.size >= REMEMBERED_SUBJECTS) this.byBytes.clear();
+      partition = this.subject(bytes.toString());
+      this.byBytes.set(key, partition);
+    }
+    return partition;
   }
 
   subject(subject: string): number {
