@@ -132,14 +132,16 @@ describe('partitions under faults: exactly once, in each user\'s order', () => {
     } finally {
       await load.stop();
     }
-    console.log(`[zombie] replaced after ${Math.round(replacedMs)} ms; p2 said: ${said(s, 'p2', /lease lost|claimed by another/).length} lost/refused lines`);
+    const refusedLines = said(s, 'p2', /claimed by another processor/).length;
+    console.log(`[zombie] replaced after ${Math.round(replacedMs)} ms; p2 said: ${said(s, 'p2', /lease lost/).length} lease-lost and ${refusedLines} refused lines`);
     const outcome = await s.settle(30_000);
     expectPartitionedExactlyOnce('zombie', s, outcome);
-    // Its batch in hand when it froze (a read answered while it was stopped) was refused by the
+    // A batch in hand when it froze (a read answered while it was stopped) was refused by the
     // fence, not applied: had it gone through, its entries (applied meanwhile by the successor)
-    // would show as skipped; and it said so.
+    // would show as skipped. Whether it had one, or its ownership round answered first (then it
+    // drops the partitions and the read's entries with them), depends on timing: with reads
+    // blocking 100 ms under a load every 10 ms, one run in two or so (refused lines above).
     expect(outcome.skipped).toBe(0);
-    expect(said(s, 'p2', /claimed by another processor/).length, s.output('p2').slice(-3_000)).toBeGreaterThan(0);
     // Thawed, it rejoined the group and got a fair share again.
     await expectSharedBy(s, ['p1', 'p2', 'p3'], 4, 5_000);
   }, 60_000);

@@ -1,18 +1,17 @@
 /**
- * The partition design's guarantees, on a real Redis: routing (route.lua), ownership (rebalance.lua,
+ * The partition design's guarantees, on a real Redis: reading (prepare-stream.lua; every processor
+ * reads the source stream and applies only its partitions' entries), ownership (rebalance.lua,
  * release-partitions.lua: leases and fair shares) and fencing (take-partition-2.lua and the epoch
- * checked by apply-batch.lua). Each test reads the state from Redis itself (partition streams,
- * leases, fencing counters, epochs, cursors, totals) with the key layout written out in
- * test/support/partitions.ts, not through the code under test.
+ * checked by apply-batch.lua). Each test reads the state from Redis itself (leases, fencing
+ * counters, epochs, cursors, totals, and the source stream against each partition's cursor) with
+ * the key layout and the hash written out in test/support, not through the code under test.
  *
  * How each was checked to fail (each change made alone, the tests run, the change reverted):
- * - routing: route.lua hashing `string.sub(sha1, 1, 7)` fails the four routing tests; route.lua's
- *   count check removed fails "RS_PARTITIONS_MISMATCH"; the processor not resolving reference
- *   entries (resolveReferences returning its input) fails the >7000-item test (the stub is decoded,
- *   dead-lettered: applied 2 of 3), and route.lua's MAX_FIELDS raised to 100000 fails it too (the
- *   entry is copied whole, no reference). The two-routers race guards the script's atomicity: no
- *   one-line change of route.lua breaks it alone (a race cannot split a Lua script); it checks the
- *   sum of what each caller was told it routed against what was appended.
+ * - reading: prepare-stream.lua's count check removed fails "RS_PARTITIONS_MISMATCH"; the two
+ *   processors' test fails if either applies entries of a partition it does not hold (its stats),
+ *   or applies an entry twice or out of order (counter, ordered set); the GAP test fails when the
+ *   processor does not read again from the stored cursor after RS_PARTITION_GAP (the lost entry
+ *   stays unapplied).
  * - ownership: rebalance.lua taking partitions leased to other members as if free fails all three
  *   ownership tests (the exclusivity sampler saw 114 double holdings); a new fencing token at every
  *   renewal (INCR + SET instead of PEXPIRE) fails "only moved partitions change hands"; stop() not
@@ -25,31 +24,30 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { RedisEventStore } from '@redsource/event-store';
-import { processorKeys, StreamProcessor, type Logger, type ProcessorSettingsInput } from '@redsource/processor';
-import { SnapshotStore } from '@redsource/snapshot-store';
+import { z } from 'zod';
+import { EventCatalog, RedisEventStore } from '@redsource/event-store';
+import { DeadLetters, HandlerRegistry, processorKeys, StreamProcessor, type Logger, type ProcessorSettingsInput } from '@redsource/processor';
+import { compareEntryIds, SnapshotStore } from '@redsource/snapshot-store';
 import { PartitionOwnership } from '../src/partitions/ownership.ts';
-import { PartitionRouter } from '../src/partitions/router.ts';
-import { partitionOfEntry } from '../src/partitions/subject.ts';
+import { PartitionedStreams } from '../src/partitions/streams.ts';
 import { profileCatalog } from '../../../apps/profile-api/src/domain/events.ts';
+import { unprocessed } from '../../../test/support/backlog.ts';
 import {
   capturingLogger,
   CuttableProxy,
   designPartition,
   expectKeyLayout,
   keys,
-  partitionContents,
   readFences,
   readLeases,
   shareCounts,
   unappliedPerPartition,
-  unrouted,
   within,
   type Lease,
 } from '../../../test/support/partitions.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { randomCommands, referenceFold, snapshotDifferences } from '../../../test/support/model.ts';
-import { pendingCount, unique, useTestRedis } from '../../../test/support/redis.ts';
+import { unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
 
 const ctx = useTestRedis();
@@ -106,8 +104,8 @@ function backgroundLoad(setup: Setup, seed: number, chunk = 10, everyMs = 10) {
 }
 
 /**
- * Waits until all `appended` entries are applied (totals over the three streams), nothing is left
- * unrouted or after a partition's cursor; then expects the snapshots to equal the reference fold.
+ * Waits until all `appended` entries are applied (totals over the three streams), no entry of a
+ * stream is left after its partition's cursor; then expects the snapshots to equal the reference fold.
  */
 async function expectAllAppliedOnce(setup: Setup, appended: number): Promise<void> {
   const streams = Object.values(setup.streams);
@@ -120,9 +118,9 @@ async function expectAllAppliedOnce(setup: Setup, appended: number): Promise<voi
       const totals = await setup.snapshots.totals(stream);
       applied += totals.applied;
       deadLettered += totals.deadLettered;
-      left += await unrouted(ctx.redis, stream, setup.group);
-      left += (await unappliedPerPartition(ctx.redis, setup.snapshots, stream, setup.group, P)).reduce((a, b) => a + b, 0);
-      pending += await pendingCount(ctx.redis, stream, setup.group);
+      const u = await unprocessed(ctx.redis, stream, setup.group, setup.snapshots, SUBJECT_FIELDS);
+      left += u.unapplied;
+      pending += u.pending;
     }
     return { applied, deadLettered, left, pending };
   };
@@ -134,6 +132,16 @@ async function expectAllAppliedOnce(setup: Setup, appended: number): Promise<voi
   await sleep(200);
   expect(await state()).toEqual({ applied: appended, deadLettered: 0, left: 0, pending: 0 });
   expect(await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).toEqual([]);
+}
+
+/** The group's XINFO GROUPS row, as an object. */
+async function groupInfo(stream: string, group: string): Promise<Record<string, unknown> | undefined> {
+  for (const row of (await ctx.redis.xinfo('GROUPS', stream)) as unknown[][]) {
+    const info: Record<string, unknown> = {};
+    for (let i = 0; i + 1 < row.length; i += 2) info[String(row[i])] = row[i + 1];
+    if (info['name'] === group) return info;
+  }
+  return undefined;
 }
 
 /**
@@ -165,7 +173,7 @@ function watchExclusive(processors: () => readonly StreamProcessor[]) {
  * Whether the processors hold exactly `counts` partitions each (all active), and Redis agrees: each
  * lease names the processor holding it in memory, with the same token, and every partition is held.
  */
-async function converged(setup: Setup, processors: readonly StreamProcessor[], counts: readonly number[]): Promise<boolean> {
+async function converged(setup: Pick<Setup, 'group'>, processors: readonly StreamProcessor[], counts: readonly number[]): Promise<boolean> {
   const leases = await readLeases(ctx.redis, setup.group, P);
   const held = processors.map((p) => p.partitions);
   if (held.some((h, i) => h.length !== counts[i] || h.some((x) => x.state !== 'active'))) return false;
@@ -173,155 +181,173 @@ async function converged(setup: Setup, processors: readonly StreamProcessor[], c
   return held.every((h, i) => h.every((x) => leases[x.partition]?.holder === processors[i]?.consumer && leases[x.partition]?.token === x.token));
 }
 
-async function converge(setup: Setup, processors: readonly StreamProcessor[], counts: readonly number[], timeoutMs = 5_000): Promise<void> {
+async function converge(setup: Pick<Setup, 'group'>, processors: readonly StreamProcessor[], counts: readonly number[], timeoutMs = 5_000): Promise<void> {
   const done = await within(() => converged(setup, processors, counts), timeoutMs);
   const leases = await readLeases(ctx.redis, setup.group, P);
   expect(done.ok, `want ${JSON.stringify(counts)}; in memory ${JSON.stringify(processors.map((p) => p.partitions))}; leases ${JSON.stringify(leases)}`).toBe(true);
 }
 
-describe('routing: route.lua copies each entry once, under its id, into its subject\'s partition', () => {
-  async function routed(partitions = P) {
-    const stream = unique('route');
-    const group = unique('g');
-    await ctx.redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
-    const router = (client: Redis = ctx.redis, count = partitions) => new PartitionRouter(client, group, count, () => SUBJECT_FIELDS);
-    return { stream, group, router };
-  }
-
+describe('reading: every processor reads the source stream and applies only its partitions\' entries', () => {
   it('the processor and this file name the same keys', () => {
     expectKeyLayout();
   });
 
-  it('routes every entry exactly once with its own id and fields to sha1(subject) % partitions (partition 0 without a subject)', async () => {
-    const { stream, group, router } = await routed();
-    const subjects = ['1', '2', '__proto__', 'constructor', 'toString', 'ünïcødé', '日本語', '😀', '', '007', ...Array.from({ length: 40 }, (_, i) => `u${i}`), ...Array.from({ length: 20 }, (_, i) => String(i * 37))];
-    const written: { fields: string[]; subject: string | undefined }[] = [];
-    for (let i = 0; i < 3_000; i++) {
-      const s = subjects[i % subjects.length] as string;
-      const numeric = /^\d+$/.test(s) && !s.startsWith('0');
-      switch (i % 7) {
-        case 0: written.push({ fields: ['user_id', s, 'command', 'like', 'page', `p${i}`], subject: s }); break;
-        case 1: written.push({ fields: ['x', String(i), 'userId', s], subject: s }); break;
-        // user_id comes first in the order of preference, wherever it stands in the entry.
-        case 2: written.push({ fields: ['userId', `other${i}`, 'user_id', s], subject: s }); break;
-        case 3: written.push({ fields: ['specversion', '1.0', 'type', 'like', 'data', JSON.stringify({ object: 'p', userId: s })], subject: s }); break;
-        case 4: written.push(numeric
-          ? { fields: ['specversion', '1.0', 'type', 'like', 'data', `{"userId":${s},"object":"p"}`, 'subject', 'not-this'], subject: s }
-          : { fields: ['specversion', '1.0', 'type', 'like', 'data', '{"object":"p"}', 'subject', s], subject: s }); break;
-        case 5: written.push({ fields: ['command', 'like', 'page', 'p'], subject: undefined }); break;
-        default: written.push({ fields: ['specversion', '1.0', 'type', 'like', 'data', i % 2 ? '[1,2]' : 'not json'], subject: undefined });
+  it('prepare-stream.lua fixes the partition count (RS_PARTITIONS_MISMATCH), creates the group where the projection starts, and gives every partition a cursor there', async () => {
+    const group = unique('g');
+    const streams = (count = P) => new PartitionedStreams(ctx.redis, group, count);
+    const cursorKey = (stream: string) => (p: number) => `redsource:{${stream}}:applied:profiles:p${p}`;
+    const oldKey = (stream: string) => `redsource:{${stream}}:applied:profiles`;
+    const cursors = async (stream: string) => ctx.redis.mget(...Array.from({ length: P }, (_, p) => cursorKey(stream)(p)));
+
+    // A new group at '$': the projection starts after the entries already there.
+    const late = unique('late');
+    await ctx.redis.xadd(late, '*', 'user_id', '1');
+    const last = String(await ctx.redis.xadd(late, '*', 'user_id', '2'));
+    expect(await streams().prepare(late, '$', oldKey(late), cursorKey(late))).toEqual({ adopted: undefined });
+    expect(await ctx.redis.get(keys.count(late, group))).toBe(String(P));
+    expect(await cursors(late)).toEqual(Array.from({ length: P }, () => last));
+    expect(await groupInfo(late, group)).toMatchObject({ 'last-delivered-id': last, pending: 0 });
+    // Another count is refused and changes nothing; the same count again changes nothing either.
+    for (const other of [8, 13, 1]) expect(String(await rejection(streams(other).prepare(late, '0', oldKey(late), cursorKey(late))))).toMatch(/RS_PARTITIONS_MISMATCH.*12.*not/);
+    await ctx.redis.set(cursorKey(late)(4), '9999999999999-0');
+    expect(await streams().prepare(late, '0', oldKey(late), cursorKey(late))).toEqual({ adopted: undefined });
+    expect(await ctx.redis.get(keys.count(late, group))).toBe(String(P));
+    expect((await cursors(late))[4]).toBe('9999999999999-0');
+    expect((await cursors(late))[5]).toBe(last);
+
+    // A stream that does not exist yet, from the beginning: created empty, every cursor at 0-0.
+    const fresh = unique('fresh');
+    await streams().prepare(fresh, '0', oldKey(fresh), cursorKey(fresh));
+    expect(await ctx.redis.xlen(fresh)).toBe(0);
+    expect(await cursors(fresh)).toEqual(Array.from({ length: P }, () => '0-0'));
+
+    // A group someone created before (no cursors yet): nothing of it is applied, every cursor starts at 0-0.
+    const existing = unique('existing');
+    await ctx.redis.xadd(existing, '*', 'user_id', '1');
+    await ctx.redis.xgroup('CREATE', existing, group, '$');
+    await streams().prepare(existing, '$', oldKey(existing), cursorKey(existing));
+    expect(await cursors(existing)).toEqual(Array.from({ length: P }, () => '0-0'));
+  });
+
+  it('two processors of one group on one stream apply every entry exactly once, each only its own partitions\' entries, in each subject\'s order', async () => {
+    const stream = unique('seq');
+    const group = unique('g');
+    const keyPrefix = `${unique('seq')}_`;
+    const catalog = new EventCatalog({ [stream]: { schemas: { step: z.object({ user: z.string(), seq: z.coerce.number() }) }, subjectFields: ['user'] } });
+    // Each user's entries carry 0, 1, 2...: the ordered set shows the order they were applied in, the counter how often.
+    const handlers = new HandlerRegistry().on<{ user: string; seq: number }>(stream, 'step', ({ data }) => ({
+      snapshotId: data.user,
+      mutations: [{ op: 'create' }, { op: 'addMember', set: 'seq', member: String(data.seq) }, { op: 'increment', counter: 'n' }],
+    }));
+    const applying = new Map<string, Set<number>>();
+    const start = async (consumer: string) => {
+      const client = ctx.server.client();
+      const p = ctx.track(new StreamProcessor({
+        redis: client,
+        eventStore: new RedisEventStore({ redis: client, catalog }),
+        snapshots: new SnapshotStore({ redis: client, keyPrefix }),
+        handlers,
+        group,
+        consumer,
+        ...OWNERSHIP,
+      }));
+      await p.start();
+      return p;
+    };
+    const [a, b] = [await start('a'), await start('b')];
+    await converge({ group }, [a, b], [6, 6]);
+    for (const p of [a, b]) applying.set(p.consumer, new Set(p.partitions.map((h) => h.partition)));
+    const users = Array.from({ length: 30 }, (_, i) => `u${i}`);
+    const next = new Map(users.map((u) => [u, 0]));
+    for (let chunk = 0; chunk < 30; chunk++) {
+      const pipeline = ctx.redis.pipeline();
+      for (let j = 0; j < 50; j++) {
+        const user = users[(chunk * 7 + j * 13) % users.length] as string;
+        const seq = next.get(user) as number;
+        next.set(user, seq + 1);
+        pipeline.xadd(stream, '*', 'command', 'step', 'user', user, 'seq', String(seq));
       }
+      for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
+      await sleep(5);
     }
-    const pipeline = ctx.redis.pipeline();
-    for (const w of written) pipeline.xadd(stream, '*', ...w.fields);
-    const ids = ((await pipeline.exec()) ?? []).map(([, id]) => String(id));
-
-    // Small calls, so one routing spans many script runs.
-    let total = 0;
-    let calls = 0;
-    for (let r = await router().route(stream, 97); r.routed > 0; r = await router().route(stream, 97)) {
-      total += r.routed;
-      calls++;
+    const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix });
+    const done = await within(async () => (await snapshots.totals(stream)).applied >= 1_500, 20_000, 50);
+    expect(done.ok).toBe(true);
+    await sleep(300);
+    expect(await snapshots.totals(stream)).toEqual({ applied: 1_500, skipped: 0, deadLettered: 0 });
+    for (const user of users) {
+      const snapshot = await snapshots.read(user);
+      const count = next.get(user) as number;
+      expect({ user, n: snapshot?.counters['n'], seq: snapshot?.sets['seq'] }).toEqual({ user, n: count, seq: Array.from({ length: count }, (_, i) => String(i)) });
     }
-    expect(calls).toBeGreaterThan(30);
-    expect(total).toBe(written.length);
-
-    const landed = await partitionContents(ctx.redis, stream, group, P);
-    expect(landed).toHaveLength(written.length);
-    const byId = new Map(landed.map((e) => [e.id, e]));
-    expect(byId.size).toBe(written.length);
-    for (const [i, w] of written.entries()) {
-      const copy = byId.get(ids[i] as string);
-      const want = w.subject === undefined ? 0 : designPartition(w.subject, P);
-      expect({ partition: copy?.partition, fields: copy?.fields }, JSON.stringify(w)).toEqual({ partition: want, fields: w.fields });
-      expect(partitionOfEntry(w.fields, SUBJECT_FIELDS, P)).toBe(want);
+    expect(await unappliedPerPartition(ctx.redis, snapshots, stream, P, ['user'])).toEqual(Array.from({ length: P }, () => 0));
+    // Both read the whole stream, each applied only the entries of the partitions it held (no partition moved meanwhile).
+    for (const p of [a, b]) {
+      const mine = applying.get(p.consumer) as Set<number>;
+      expect(new Set(p.partitions.map((h) => h.partition))).toEqual(mine);
+      const expected = users.filter((u) => mine.has(designPartition(u, P))).reduce((n, u) => n + (next.get(u) as number), 0);
+      expect(p.stats()[stream]?.applied, p.consumer).toBe(expected);
     }
-    // Every partition got work, and partition 0 has at least the entries without a subject.
-    expect(new Set(landed.map((e) => e.partition)).size).toBe(P);
-    expect(landed.filter((e) => e.partition === 0).length).toBeGreaterThanOrEqual(written.filter((w) => w.subject === undefined).length);
-    // The group: everything routed, nothing left pending (route.lua acks in the same step).
-    expect(await unrouted(ctx.redis, stream, group)).toBe(0);
-    expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
-    expect(await ctx.redis.get(keys.count(stream, group))).toBe(String(P));
+    expect((a.stats()[stream]?.applied ?? 0) + (b.stats()[stream]?.applied ?? 0)).toBe(1_500);
   });
 
-  it('refuses to route with another partition count (RS_PARTITIONS_MISMATCH) and routes nothing then', async () => {
-    const { stream, group, router } = await routed();
-    await ctx.redis.xadd(stream, '*', 'user_id', '1', 'command', 'like');
-    expect((await router().route(stream)).routed).toBe(1);
-    const id = await ctx.redis.xadd(stream, '*', 'user_id', '2', 'command', 'like');
-    for (const other of [8, 13, 1]) {
-      const error = await rejection(router(ctx.redis, other).route(stream));
-      expect(String(error)).toMatch(/RS_PARTITIONS_MISMATCH.*12.*not/);
-    }
-    expect(await ctx.redis.get(keys.count(stream, group))).toBe('12');
-    expect(await unrouted(ctx.redis, stream, group)).toBe(1);
-    expect((await partitionContents(ctx.redis, stream, group, 13)).map((e) => e.id)).not.toContain(id);
-    expect((await router().route(stream)).routed).toBe(1);
-    expect((await partitionContents(ctx.redis, stream, group, P)).find((e) => e.id === id)?.partition).toBe(designPartition('2', P));
-  });
-
-  it('two routers racing while entries are appended route each entry exactly once', async () => {
-    const { stream, group, router } = await routed();
-    const appender = ctx.server.client();
-    const routers = [router(ctx.server.client()), router(ctx.server.client())];
-    let appending = true;
-    const counts = [0, 0];
-    const race = routers.map(async (r, i) => {
-      // Until appending stops and a last call finds nothing.
-      for (;;) {
-        const stop = !appending;
-        const { routed: n } = await r.route(stream, 7);
-        counts[i] = (counts[i] as number) + n;
-        if (stop && n === 0) return;
-      }
-    });
-    let appended = 0;
-    for (let chunk = 0; chunk < 60; chunk++) {
-      const pipeline = appender.pipeline();
-      for (let j = 0; j < 50; j++) pipeline.xadd(stream, '*', 'user_id', String((chunk * 50 + j) % 97), 'command', 'like');
-      await pipeline.exec();
-      appended += 50;
-      await sleep(2);
-    }
-    appending = false;
-    await Promise.all(race);
-    // Both did share the work, and together routed each entry once.
-    expect(counts.every((n) => n > 0), JSON.stringify(counts)).toBe(true);
-    expect((counts[0] as number) + (counts[1] as number)).toBe(appended);
-    const landed = await partitionContents(ctx.redis, stream, group, P);
-    expect(new Set(landed.map((e) => e.id)).size).toBe(appended);
-    expect(landed).toHaveLength(appended);
-    for (const e of landed) expect(e.partition).toBe(designPartition(e.fields[1] as string, P));
-    expect(await unrouted(ctx.redis, stream, group)).toBe(0);
-  });
-
-  it('routes an entry of more than 7000 field items (3600 pairs) as a reference, and the processor applies it in its user\'s order', async () => {
+  it('an entry of more than 7000 field items is applied in its user\'s order like any other, and one the codec refuses is dead-lettered with its exact bytes', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const user = 'big';
     const personal = Array.from({ length: 3_597 }, (_, i) => [`f${i}`, `v${i}`]).flat();
     const big = ['user_id', user, 'command', 'update', 'name', 'Big', ...personal];
     expect(big.length).toBe(7_200);
-    const first = await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'command', 'register', 'name', 'Small', 'f0', 'before');
-    const bigId = await ctx.redis.xadd(setup.streams.updates, '*', ...big);
-    const last = await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'action', 'update', 'f1', 'after');
-    // Routed as the processors will route it (same group, count and subject fields), before any starts.
-    await ctx.redis.xgroup('CREATE', setup.streams.updates, setup.group, '0', 'MKSTREAM');
-    expect((await new PartitionRouter(ctx.redis, setup.group, P, () => SUBJECT_FIELDS).route(setup.streams.updates)).routed).toBe(3);
-    const partition = designPartition(user, P);
-    const copies = await ctx.redis.xrange(keys.partitionStream(setup.streams.updates, setup.group, partition), '-', '+');
-    expect(copies.map(([id]) => id)).toEqual([first, bigId, last]);
-    expect(copies[1]?.[1]).toEqual(['__redsource_ref', '1']);
+    // The same size with no command: the event store cannot decode it.
+    const poison = ['user_id', user, 'no_command_here', 'x', ...personal, 'pad', 'pad'];
+    expect(poison.length).toBe(7_200);
+    await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'command', 'register', 'name', 'Small', 'f0', 'before');
+    await ctx.redis.xadd(setup.streams.updates, '*', ...big);
+    const poisonId = String(await ctx.redis.xadd(setup.streams.updates, '*', ...poison));
+    await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'action', 'update', 'f1', 'after');
 
     const p = processor(setup, 'solo');
     await p.start();
-    await expectAllAppliedOnce(setup, 3);
+    const done = await within(async () => {
+      const t = await setup.snapshots.totals(setup.streams.updates);
+      return t.applied + t.deadLettered >= 4;
+    }, 10_000, 50);
+    expect(done.ok).toBe(true);
+    expect(await setup.snapshots.totals(setup.streams.updates)).toEqual({ applied: 3, skipped: 0, deadLettered: 1 });
     const snapshot = await setup.snapshots.read(user);
     expect(snapshot?.fields['name']).toBe('Big');
     expect(snapshot?.fields['f0']).toBe('v0');
     expect(snapshot?.fields['f1']).toBe('after');
     expect(snapshot?.fields['f3596']).toBe('v3596');
     expect(Object.keys(snapshot?.fields ?? {})).toHaveLength(3_598);
+    const [letter] = await new DeadLetters(ctx.redis).list(setup.streams.updates);
+    expect(letter?.entryId).toBe(poisonId);
+    expect(letter?.reason).toMatch(/RS_ENTRY_UNDECODABLE/);
+    expect(letter?.bytes.map((b) => b.toString())).toEqual(poison);
+  });
+
+  it('a partition whose cursor went back under its holder (RS_PARTITION_GAP: a failover lost its last apply) is read again from the stored cursor: nothing lost', async () => {
+    const setup = isolatedProfileSetup(ctx.redis);
+    const log = capturingLogger();
+    const a = processor(setup, 'a', { logger: log });
+    await a.start();
+    expect((await within(() => a.partitions.length === P, 5_000)).ok).toBe(true);
+    const stream = setup.streams.activity;
+    const user = '1';
+    const partition = designPartition(user, P);
+    const kick = () => ctx.redis.xadd(stream, '*', 'user_id', user, 'command', 'kick', 'object', 'x');
+    await kick();
+    expect((await within(async () => (await setup.snapshots.read(user))?.counters['kick'] === 1, 5_000)).ok).toBe(true);
+    // The apply is lost (as with a failover to a replica that had not received it): snapshot and cursor as before it.
+    await ctx.redis.del(setup.snapshots.key(user));
+    await ctx.redis.set(setup.snapshots.cursorKey(stream, partition), '0-0');
+    // The holder reads on from where it believes the partition is applied: its next apply is refused, and it reads again.
+    await kick();
+    const refused = await within(() => log.said(/partition cursor moved under this processor/), 5_000);
+    expect(refused.ok, JSON.stringify(log.lines.slice(-5))).toBe(true);
+    expect((await within(async () => (await setup.snapshots.read(user))?.counters['kick'] === 2, 5_000)).ok).toBe(true);
+    await sleep(300);
+    expect((await setup.snapshots.read(user))?.counters['kick']).toBe(2);
+    expect(a.partitions.map((h) => h.partition)).toContain(partition);
   });
 });
 
@@ -475,13 +501,8 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     const group = unique('g');
     const partition = 5;
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('snap')}_`, projection: 'profiles' });
-    const partitionStream = keys.partitionStream(stream, group, partition);
     const ids: string[] = [];
-    for (const fields of [['user_id', 'u1', 'n', '1'], ['garbage', 'x'], ['user_id', 'u1', 'n', '2']]) {
-      const id = await ctx.redis.xadd(stream, '*', ...fields);
-      await ctx.redis.xadd(partitionStream, id as string, ...fields);
-      ids.push(id as string);
-    }
+    for (const fields of [['user_id', 'u1', 'n', '1'], ['garbage', 'x'], ['user_id', 'u1', 'n', '2']]) ids.push(String(await ctx.redis.xadd(stream, '*', ...fields)));
     const epoch = keys.epoch(stream, group, partition);
     const batch = (token: string) =>
       snapshots.applyBatch({
@@ -493,8 +514,7 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
         ],
         deadLetterStream: processorKeys.deadLetters(stream),
         group,
-        contiguous: true,
-        partition: { index: partition, stream: partitionStream },
+        partition: { index: partition, readFrom: '0-0', readThrough: ids[2] as string },
         fence: { key: epoch, token, code: 'RS_PARTITION_LOST' },
       });
     const untouched = async () => {
@@ -503,7 +523,6 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
       expect(await snapshots.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
       expect(await ctx.redis.xlen(processorKeys.deadLetters(stream))).toBe(0);
       expect(await ctx.redis.scard(`redsource:{${stream}}:dead-lettered-ids`)).toBe(0);
-      expect(await ctx.redis.xlen(partitionStream)).toBe(3);
     };
     // Nobody claimed the partition: no token is current.
     expect(String(await rejection(batch('1')))).toMatch(/RS_PARTITION_LOST/);
@@ -516,8 +535,8 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     const result = await batch('2');
     expect({ applied: result.applied, deadLettered: result.deadLettered, cursor: result.cursor }).toEqual({ applied: 2, deadLettered: 1, cursor: ids[2] });
     expect((await snapshots.read('u1'))?.counters['n']).toBe(2);
-    // Trimmed below the cursor: what is applied is not kept twice.
-    expect((await ctx.redis.xrange(partitionStream, '-', '+')).map(([id]) => id)).toEqual([ids[2]]);
+    // The source stream is left as it is.
+    expect(await ctx.redis.xlen(stream)).toBe(3);
   });
 
   it('a running processor whose partition is claimed by a later token refuses its own apply, drops the partition, and the next holder applies the entry once', async () => {
@@ -545,8 +564,10 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     expect(await setup.snapshots.cursor(setup.streams.activity, partition)).toBe('0-0');
     expect(await setup.snapshots.totals(setup.streams.activity)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
     expect(a.partitions.map((p) => p.partition)).not.toContain(partition);
-    // The entry waits in the partition for its holder.
-    expect((await ctx.redis.xrange(keys.partitionStream(setup.streams.activity, setup.group, partition), '-', '+')).map(([i]) => i)).toEqual([id]);
+    // The entry waits in the stream for the partition's holder: the only one after its partition's cursor.
+    const left = await unappliedPerPartition(ctx.redis, setup.snapshots, setup.streams.activity, P, SUBJECT_FIELDS);
+    expect(left).toEqual(Array.from({ length: P }, (_, p) => (p === partition ? 1 : 0)));
+    expect(compareEntryIds(await setup.snapshots.cursor(setup.streams.activity, partition), String(id))).toBeLessThan(0);
 
     // The ghost goes; a real processor takes the partition over and applies the entry, once.
     await a.stop();

@@ -4,8 +4,8 @@ import { DeadLetters, HandlerRegistry, partitionKeys, processorKeys, replay, Str
 import { compareEntryIds, SnapshotStore, type ApplyBatchInput, type ApplyBatchResult } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { PartitionOwnership } from '../src/partitions/ownership.ts';
-import { PartitionRouter } from '../src/partitions/router.ts';
-import { eventually, pendingCount, unique, unprocessed, useTestRedis, type Unprocessed } from '../../../test/support/redis.ts';
+import { unprocessed, type Unprocessed } from '../../../test/support/backlog.ts';
+import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
 import { randomCommands, referenceFold, snapshotDifferences, xaddAll } from '../../../test/support/model.ts';
@@ -34,21 +34,18 @@ async function totals(setup: Setup) {
   return sum;
 }
 
-async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
-  let unrouted = 0;
-  let unapplied = 0;
-  for (const stream of Object.values(setup.streams)) {
-    const u = await unprocessed(ctx.redis, stream, setup.group, setup.snapshots);
-    unrouted += u.unrouted;
-    unapplied += u.unapplied;
-  }
-  return { unrouted, unapplied };
-}
+/** What is left of one stream: its entries after their partition's cursor, and what is pending in the group. */
+const unprocessedOf = (setup: Setup, stream: string) => unprocessed(ctx.redis, stream, setup.group, setup.snapshots, setup.eventStore.catalog.subjectFields(stream));
 
-/** Routes every entry of the setup's streams into the group's partitions, as any processor of the group does (route.lua). */
-async function routeAll(setup: Setup): Promise<void> {
-  const router = new PartitionRouter(ctx.redis, setup.group, PARTITIONS, (stream) => setup.eventStore.catalog.subjectFields(stream));
-  for (const stream of Object.values(setup.streams)) while ((await router.route(stream)).routed > 0);
+async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
+  let unapplied = 0;
+  let pending = 0;
+  for (const stream of Object.values(setup.streams)) {
+    const u = await unprocessedOf(setup, stream);
+    unapplied += u.unapplied;
+    pending += u.pending;
+  }
+  return { unapplied, pending };
 }
 
 /** What a processor does on taking partitions: claims each of them on every stream with its lease's fencing token. */
@@ -74,7 +71,7 @@ class ReplyLostOnce extends SnapshotStore {
 }
 
 describe('StreamProcessor with the profile handlers', () => {
-  it('folds entries published before its first start into snapshots and routes every one of them', async () => {
+  it('folds entries published before its first start into snapshots, every one of them', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const commands = randomCommands(setup.streams, 400, 20, 1);
     await xaddAll(ctx.redis, commands);
@@ -84,11 +81,8 @@ describe('StreamProcessor with the profile handlers', () => {
     // The script has run before its reply reaches the processor's counters: wait for those too.
     const applied = () => Object.values(processor.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
-    // Nothing left behind: the group has routed everything (nothing pending in it), no partition holds anything unapplied.
-    for (const stream of Object.values(setup.streams)) {
-      expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).toEqual({ unrouted: 0, unapplied: 0 });
-      expect(await pendingCount(ctx.redis, stream, setup.group)).toBe(0);
-    }
+    // Nothing left behind: no entry after its partition's cursor, nothing pending in the group.
+    for (const stream of Object.values(setup.streams)) expect(await unprocessedOf(setup, stream)).toEqual({ unapplied: 0, pending: 0 });
   });
 
   it('resumes a restarted processor on its own partitions at once (no lease wait), from where each is applied, with nothing lost or doubled', async () => {
@@ -98,11 +92,9 @@ describe('StreamProcessor with the profile handlers', () => {
     const first = await started(setup.processor(ctx.server.client(), { consumer: 'c1' }));
     expect(await eventually(async () => (await totals(setup)).applied === earlier.length)).toBe(true);
     await first.stop();
-    // Then 'c1' crashed: it had routed new entries into its partitions and held their leases (for a
-    // minute), and died before applying them.
+    // Then 'c1' crashed: it held the leases (for a minute), new entries came, and it died before applying them.
     const commands = randomCommands(setup.streams, 300, 10, 20);
     await xaddAll(ctx.redis, commands);
-    await routeAll(setup);
     const ownership = new PartitionOwnership(ctx.redis, setup.group, 'c1', PARTITIONS, 60_000);
     const leases = (await ownership.round()).held;
     expect(leases.size).toBe(PARTITIONS);
@@ -117,10 +109,10 @@ describe('StreamProcessor with the profile handlers', () => {
     const applied = () => Object.values(restarted.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
     expect(await totals(setup)).toEqual({ applied: earlier.length + commands.length, skipped: 0, deadLettered: 0 });
-    expect(await unprocessedAll(setup)).toEqual({ unrouted: 0, unapplied: 0 });
+    expect(await unprocessedAll(setup)).toEqual({ unapplied: 0, pending: 0 });
   });
 
-  it('never applies an entry twice when it is delivered again after being applied: its reply lost, or the group set back', async () => {
+  it('never applies an entry twice when it is read again after being applied: its reply lost, or a new holder of its partition', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const stream = setup.streams.activity;
     await xaddAll(ctx.redis, [[stream, 'user_id', '1', 'command', 'kick', 'object', 'x']]);
@@ -136,19 +128,17 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(await setup.snapshots.totals(stream)).toEqual({ applied: 1, skipped: 1, deadLettered: 0 });
     await first.stop();
 
-    // The group set back to the start (an older copy restored, an operator's XGROUP SETID) and the
-    // partitions' copies gone: the entry is routed into its partition a second time.
-    await ctx.redis.xgroup('SETID', stream, setup.group, '0');
-    for (let p = 0; p < PARTITIONS; p++) await ctx.redis.del(partitionKeys.stream(stream, setup.group, p));
+    // A new processor of the group takes the partitions over: it reads the stream from the
+    // partitions' cursors (the group's own position never moved: nobody reads through it) and
+    // applies nothing again.
+    expect((await unprocessedOf(setup, stream)).unapplied).toBe(0);
     const second = await started(setup.processor(ctx.server.client(), { consumer: 'b' }));
-    expect(await eventually(async () => (await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).unrouted === 0)).toBe(true);
-    const copies = await Promise.all([...Array(PARTITIONS).keys()].map((p) => ctx.redis.xlen(partitionKeys.stream(stream, setup.group, p))));
-    expect(copies.reduce((a, b) => a + b, 0)).toBe(1);
+    expect(await eventually(async () => second.partitions.length === PARTITIONS)).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(second.stats()[stream]?.applied).toBe(0);
     expect((await setup.snapshots.read('1'))?.counters['kick']).toBe(1);
     expect((await setup.snapshots.totals(stream)).applied).toBe(1);
-    expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots)).toEqual({ unrouted: 0, unapplied: 0 });
+    expect(await unprocessedOf(setup, stream)).toEqual({ unapplied: 0, pending: 0 });
   });
 
   it('shares a group between processors with the snapshots equal to the fold of the log', async () => {
@@ -174,8 +164,7 @@ describe('StreamProcessor with the profile handlers', () => {
     await started(setup.processor(ctx.server.client(), { consumer: 'ghost' })).then((p) => p.stop());
     const commands = randomCommands(setup.streams, 100, 5, 4);
     await xaddAll(ctx.redis, commands);
-    // 'ghost' routed the entries, holds every partition with a 1 s lease, and died before applying anything.
-    await routeAll(setup);
+    // 'ghost' holds every partition with a 1 s lease, and died before applying anything.
     const ghost = new PartitionOwnership(ctx.redis, setup.group, 'ghost', PARTITIONS, 1_000);
     const ghostLeases = (await ghost.round()).held;
     await claimPartitions(setup, ghost, ghostLeases);
@@ -192,19 +181,21 @@ describe('StreamProcessor with the profile handlers', () => {
     // Each with a later fencing token than the ghost's, so the ghost could no longer write there.
     for (const held of living.partitions) expect(Number(held.token)).toBeGreaterThan(Number(ghostLeases.get(held.partition)));
     expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
-    expect(await unprocessedAll(setup)).toEqual({ unrouted: 0, unapplied: 0 });
+    expect(await unprocessedAll(setup)).toEqual({ unapplied: 0, pending: 0 });
     expect(await ctx.redis.zscore(partitionKeys.members(setup.group), 'ghost')).toBeNull();
     // The ghost come back to life: its apply, with its old token, is refused and writes nothing.
     const stream = setup.streams.activity;
     const [partition, token] = [...ghostLeases][0] as [number, string];
+    const cursor = await setup.snapshots.cursor(stream, partition);
     const stale = setup.snapshots.applyBatch({
       stream,
-      entries: [{ entryId: '1-1', changes: [] }],
+      entries: [],
       deadLetterStream: processorKeys.deadLetters(stream),
-      partition: { index: partition, stream: partitionKeys.stream(stream, setup.group, partition) },
+      partition: { index: partition, readFrom: cursor, readThrough: '9999999999999-0' },
       fence: { key: partitionKeys.epoch(stream, setup.group, partition), token, code: 'RS_PARTITION_LOST' },
     });
     expect(String(await rejection(stale))).toMatch(/RS_PARTITION_LOST/);
+    expect(await setup.snapshots.cursor(stream, partition)).toBe(cursor);
     expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
   });
 

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
 import { HandlerRegistry, partitionOfSubject, processorKeys, replay, ReplayImpossibleError, StreamProcessor, trimApplied } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
-import { PartitionRouter } from '../src/partitions/router.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 
 const ctx = useTestRedis();
@@ -74,7 +73,10 @@ describe('retention', () => {
     await p.start();
     expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 20)).toBe(true);
     // The oldest entry the slow group still holds is the 4th: everything before it goes, nothing after.
-    expect(await eventually(async () => (await ctx.redis.xlen(stream)) === 17)).toBe(true);
+    const trimmed = await eventually(async () => (await ctx.redis.xlen(stream)) === 17);
+    // Every partition's cursor must get there, those of partitions with no entry at all too (default 12 partitions, one customer).
+    const cursors = await ctx.redis.mget(...Array.from({ length: 12 }, (_, n) => snapshots.cursorKey(stream, n)));
+    expect(trimmed, `partition cursors ${JSON.stringify(cursors)}`).toBe(true);
     expect((await ctx.redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0]).toBe(slowIds[3]);
     await expect(replay({ redis: ctx.redis, eventStore, snapshots, handlers, streams: [stream] })).rejects.toBeInstanceOf(ReplayImpossibleError);
     expect(await ctx.redis.get(processorKeys.trimmedBelow(stream))).toBe(slowIds[3]);
@@ -108,16 +110,17 @@ describe('retention', () => {
       const customer = i % 2 === 0 ? a : b;
       ids[customer]?.push((await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', customer)) ?? '');
     }
+    // The processors' own group only marks where they started (its last-delivered-id stays at 0-0): it holds nothing back.
     await ctx.redis.xgroup('CREATE', stream, 'g', '0');
-    await new PartitionRouter(ctx.redis, 'g', 2, () => ['customer']).route(stream);
     const partitioned = { group: 'g', partitions: 2 };
     // Nothing applied anywhere: nothing to trim.
-    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[a]?.[0]);
+    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBeUndefined();
     expect(await ctx.redis.xlen(stream)).toBe(10);
     // a's partition has applied everything, b's only its first two entries: b's third is kept, and all after it.
     await ctx.redis.set(snapshots.cursorKey(stream, partitionOfSubject(a, 2)), ids[a]?.[4] ?? '');
     await ctx.redis.set(snapshots.cursorKey(stream, partitionOfSubject(b, 2)), ids[b]?.[1] ?? '');
-    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[b]?.[2]);
-    expect((await ctx.redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([ids[b]?.[2], ids[a]?.[3], ids[b]?.[3], ids[a]?.[4], ids[b]?.[4]]);
+    // A cursor is the last position its partition is applied through: the trim keeps it and all after it.
+    expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[b]?.[1]);
+    expect((await ctx.redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([ids[b]?.[1], ids[a]?.[2], ids[b]?.[2], ids[a]?.[3], ids[b]?.[3], ids[a]?.[4], ids[b]?.[4]]);
   });
 });
