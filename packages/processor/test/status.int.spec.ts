@@ -139,14 +139,16 @@ describe('streamStatus on partitioned processing', () => {
     expect(after.partitions.map((p) => p.owner)).toEqual([undefined, undefined, undefined, undefined]);
     expect(after.members).toBe(0);
     expect(after.consumers).toEqual([expect.objectContaining({ name: 'p1', member: false, partitions: [] })]);
+    // Idle partitions' cursors may have moved up to the read position since (an empty read writes them): not any more now.
+    const stopped = after.partitions.map((p) => p.cursor);
 
     // New entries of one user while no processor runs: exactly those wait, in that user's partition.
     const more = await register(stream, ['u1'], 3, 1_000);
     const u1 = partitionOfSubject('u1', P);
     const waiting = await s.row(stream);
     expect(waiting.partitions.map((p) => p.unapplied)).toEqual([0, 1, 2, 3].map((p) => (p === u1 ? 3 : 0)));
-    expect(waiting).toMatchObject({ unapplied: 3, backlog: 3, lag: afterLowest([...entries, ...more], cursors) });
-    expect(waiting.partitions.map((p) => p.cursor)).toEqual(cursors);
+    expect(waiting).toMatchObject({ unapplied: 3, backlog: 3, lag: afterLowest([...entries, ...more], stopped) });
+    expect(waiting.partitions.map((p) => p.cursor)).toEqual(stopped);
     expect(waiting.partitions[u1]?.oldestUnappliedMs).toBeGreaterThanOrEqual(900);
     expect(waiting.partitions[u1]?.oldestUnappliedMs).toBeLessThan(30_000);
   });
