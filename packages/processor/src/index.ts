@@ -31,6 +31,7 @@ export type { WaitingOnRedis } from './redis-wait.ts';
 export { trimApplied } from './retention.ts';
 export { discoverStreams } from './discovery.ts';
 export { partitionKeys } from './partitions/keys.ts';
+export { projectionKeys, type ProjectionIdentity } from './projection/keys.ts';
 export { partitionOfSubject, partitionOfEntry, subjectOfEntry } from './partitions/subject.ts';
 export { AppliedPositions, type AppliedThrough, type AppliedPositionsPartitioning } from './partitions/applied-through.ts';
 export type { HeldPartitionInfo } from './stream-processor.ts';

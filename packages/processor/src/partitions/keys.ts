@@ -1,14 +1,12 @@
 /**
  * The keys of partitioned processing. A stream's partition keys carry the stream's hash tag, so they
- * share its cluster slot (one script routes and applies); a group's ownership keys carry the
- * group's, so one script sees every lease of the group.
+ * share its cluster slot (the apply script checks the epoch with its bookkeeping); a group's
+ * ownership keys carry the group's, so one script sees every lease of the group.
  */
 export const partitionKeys = {
-  /** The projection's copy of the stream's entries of one partition, each under its source id; trimmed as applied. */
-  stream: (stream: string, group: string, partition: number) => `redsource:{${stream}}:p:${group}:${partition}`,
   /** The fencing token of the partition's current holder; every apply of the partition checks it. */
   epoch: (stream: string, group: string, partition: number) => `redsource:{${stream}}:epoch:${group}:${partition}`,
-  /** How many partitions the group routes the stream to; fixed once routing starts. */
+  /** How many partitions the group splits the stream into; fixed when the first processor prepares the stream. */
   count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
   /** Live processors of the group: name → expiry (ms), a sorted set. */
   members: (group: string) => `redsource:{group:${group}}:members`,

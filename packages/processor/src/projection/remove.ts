@@ -6,6 +6,7 @@ import { InvalidProjectionError, ProjectionInUseError } from '../errors.ts';
 import { processorKeys } from '../keys.ts';
 import { processorSettingsSchema } from '../options.ts';
 import { GROUP_NAME, partitionKeys } from '../partitions/keys.ts';
+import { projectionKeys, streamKeysOf } from './keys.ts';
 import { shadowNaming } from '../replay.ts';
 
 export interface RemoveProjectionOptions {
@@ -38,11 +39,11 @@ interface Removable {
 const CHUNK = 500;
 
 /**
- * Deletes every key a projection owns: its snapshots (SCAN by its key prefix: only `<prefix><id>`
- * hashes, on every master of a cluster) and a rebuild's shadow snapshots; per stream its cursors,
- * totals, hold, partition streams, epochs and count, handler attempts and rebuild epoch, and its
- * consumer group (XGROUP DESTROY); its group's members, leases, fencing counters, heartbeats and
- * stats; its rebuild state, lease and fencing counter. A stream's dead letters and dead-lettered ids
+ * Deletes every key a projection owns (the list is projectionKeys, in ./keys.ts): its snapshots
+ * (SCAN by its key prefix: only `<prefix><id>` hashes, on every master of a cluster) and a
+ * rebuild's shadow snapshots; per stream its cursors, totals, hold, epochs and partition count,
+ * handler attempts and rebuild epoch, and its consumer group (XGROUP DESTROY); its group's members,
+ * leases, fencing counters, heartbeats and stats; its rebuild state, lease and fencing counter. A stream's dead letters and dead-lettered ids
  * are shared by every projection of the stream: deleted only when no other consumer group is left on it.
  * The streams themselves and the event store's keys stay. Refused with ProjectionInUseError while a
  * processor of the group is alive (its membership has not expired) or a rebuild holds its lease, unless `force`.
@@ -54,14 +55,15 @@ export async function removeProjection(redis: Redis, projection: Removable, opti
   if (options.force !== true) await refuseIfInUse(redis, projection, group);
 
   const streams = [...new Set([...(options.streams ?? projection.streams), ...(options.streams ? [] : await discoverStreams(redis, projection.streamPrefixes))])];
-  const groupKeys = await scanAll(redis, `${globEscape(`redsource:{group:${group}}:`)}*`);
+  const owned = projectionKeys({ name, keyPrefix, group });
+  const groupKeys = await scanAll(redis, `${globEscape(owned.groupKeyPrefix)}*`);
   const partitions = await partitionsUsed(redis, streams, group, groupKeys);
 
-  const keys = [...groupKeys, processorKeys.rebuild(name, keyPrefix), processorKeys.rebuildLease(name, keyPrefix), processorKeys.rebuildFence(name, keyPrefix)];
+  const keys = [...groupKeys, ...owned.rebuild];
   const groupsDestroyed: string[] = [];
   const sharedKept: string[] = [];
   for (const stream of streams) {
-    keys.push(...streamKeys(stream, name, keyPrefix, group, partitions));
+    keys.push(...streamKeysOf(owned.ofStream(stream, partitions)));
     if ((await redis.type(stream)) !== 'stream') continue;
     if (Number(await redis.xgroup('DESTROY', stream, group)) === 1) groupsDestroyed.push(stream);
     const others = (await redis.xinfo('GROUPS', stream)) as unknown[];
@@ -92,20 +94,6 @@ async function partitionsUsed(redis: Redis, streams: readonly string[], group: s
   for (const key of groupKeys) most = Math.max(most, Number(numbered.exec(key)?.[1] ?? -1) + 1);
   for (const stream of streams) most = Math.max(most, Number((await redis.get(partitionKeys.count(stream, group))) ?? 0));
   return most;
-}
-
-function streamKeys(stream: string, projection: string, keyPrefix: string, group: string, partitions: number): string[] {
-  const shadow = `${projection}:rebuild`;
-  const keys = [
-    partitionKeys.count(stream, group),
-    processorKeys.attempts(stream, group),
-    processorKeys.rebuildEpoch(stream, projection, keyPrefix),
-    ...[projection, shadow].flatMap((p) => [snapshotKeys.cursor(stream, p), snapshotKeys.totals(stream, p), snapshotKeys.hold(stream, p)]),
-  ];
-  for (let p = 0; p < partitions; p++) {
-    keys.push(partitionKeys.epoch(stream, group, p), snapshotKeys.cursor(stream, projection, p));
-  }
-  return keys;
 }
 
 /** The projection's snapshot hashes (`<prefix><id>`) and a rebuild's shadow hashes of them, of any generation. */
