@@ -95,7 +95,7 @@ export class EventCodec {
     if (!type) throw new UndecodableEntryError(stream, entryId, 'envelope without a type attribute');
     let payload: unknown = {};
     if (record['data'] !== undefined) {
-      // The router (Redis' cjson) reads no deeper: such an event could not be routed by its data's subject.
+      // Redis' cjson reads no deeper: such data could not be read by a script either.
       if (nestingDepth(record['data']) > MAX_DATA_DEPTH) throw new UndecodableEntryError(stream, entryId, `envelope data nests deeper than ${MAX_DATA_DEPTH} levels`);
       try {
         payload = JSON.parse(record['data']);

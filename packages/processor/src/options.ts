@@ -11,7 +11,7 @@ export const processorSettingsSchema = z.object({
   group: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, '1-128 characters from A-Z a-z 0-9 _ . : - (it is part of hash-tagged key names)').default('redsource'),
   /** This process's name in the group. Unique by default; give a stable name to resume its own pending entries after a restart. */
   consumer: z.string().min(1).default(() => `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
-  /** Where a new group starts routing a stream: every entry, only new ones, or after an id. */
+  /** Where a new group starts on a stream: every entry, only new ones, or after an id. */
   start: z.union([z.literal('beginning'), z.literal('latest'), z.object({ after: entryId })]).default('beginning'),
   /** Most entries per read of one partition of one stream. */
   batchSize: z.number().int().min(1).max(10_000).default(500),
@@ -20,7 +20,7 @@ export const processorSettingsSchema = z.object({
   /**
    * Partitions per stream: the unit of order and ownership. Each subject (user) belongs to one, one
    * processor holds each, so up to this many processors apply in parallel. 12 shares evenly among
-   * 1, 2, 3, 4 or 6 processors. Fixed once a stream is routed: see the README on changing it.
+   * 1, 2, 3, 4 or 6 processors. Fixed once a processor of the group has prepared a stream: see the README on changing it.
    */
   partitions: z.number().int().min(1).max(1_024).default(12),
   /**

@@ -151,7 +151,7 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const naming = shadowNaming(live.keyPrefix, rebuildId, cluster);
   const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: naming.keyPrefix, keySuffix: naming.keySuffix, projection: `${live.projection}:rebuild` });
   const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
-  // The count the group routes with wins (it is stored once routing starts); then the option, then the default.
+  // The count the group processes the stream with wins (stored when a processor prepares it); then the option, then the default.
   const configured = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
   const stored = options.partitioning ? await redis.get(partitionKeys.count(streams[0] ?? '', options.partitioning.group)) : null;
   const partitions = stored !== null && /^\d+$/.test(stored) ? Number(stored) : configured;

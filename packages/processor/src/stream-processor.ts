@@ -25,7 +25,7 @@ import { trimApplied } from './retention.ts';
 import { emptyStreamStats, type StreamStats } from './stats.ts';
 
 export interface StreamProcessorOptions extends ProcessorSettingsInput {
-  /** Commands connection; the processor opens two blocking connections beside it (routing, reading). */
+  /** Commands connection; the processor opens a blocking connection per stream beside it (reading). */
   readonly redis: Redis;
   readonly eventStore: RedisEventStore;
   readonly snapshots: SnapshotStore<unknown>;
@@ -126,7 +126,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
   private ownershipChanged = signal();
   private lastRound: { share: number; members: number } = { share: 0, members: 0 };
-  /** What is left before `ready`: the first ownership round, and a first routing of each stream. */
+  /** What is left before `ready`: each stream prepared (group, partition count, cursors), and the first ownership round. */
   private unready = new Set<string>();
 
   constructor(options: StreamProcessorOptions) {
@@ -164,7 +164,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     return this.state === 'running';
   }
 
-  /** Running, with its groups created, its share of the partitions taken and each stream routed once. */
+  /** Running, with its streams prepared (groups, cursors) and its share of the partitions taken. */
   get isReady(): boolean {
     return this.state === 'running' && this.unready.size === 0;
   }
