@@ -7,6 +7,7 @@ import { profileCatalog } from '../../apps/profile-api/src/domain/events.ts';
 import { runCli, type CliProcess } from '../support/cli.ts';
 import { FaultScenario } from '../support/fault-driver.ts';
 import { referenceFold, snapshotDifferences } from '../support/model.ts';
+import { cursorsAtEnd } from '../support/backlog.ts';
 import { eventually, useTestRedis } from '../support/redis.ts';
 
 /**
@@ -126,6 +127,9 @@ describe('concurrent rebuilds', () => {
       await appending;
       expect(await settledDifferences(s), s.logs()).toEqual([]);
       expect(await ctx.redis.exists(processorKeys.rebuildLease('profiles', s.keyPrefix))).toBe(0);
+      // The processors write their idle partitions' cursors once a read finds nothing new: let them, before the fingerprint.
+      const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
+      expect(await eventually(() => cursorsAtEnd(ctx.redis, snapshots, [s.streams.updates, s.streams.activity, s.streams.friends], 12), 10_000)).toBe(true);
 
       const before = await fingerprint();
       frozen.child.kill('SIGCONT');

@@ -71,3 +71,16 @@ export async function unprocessed(
   );
   return { unapplied, pending };
 }
+
+/**
+ * Every partition's cursor at its stream's last entry: the processors have nothing left to write,
+ * not even an idle partition's cursor (written once a read finds nothing new). Wait for it before
+ * comparing every key of the projection at two moments.
+ */
+export async function cursorsAtEnd(redis: Redis, snapshots: Pick<SnapshotStore<unknown>, 'cursor'>, streams: readonly string[], partitions: number): Promise<boolean> {
+  for (const stream of streams) {
+    const last = (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+    for (let p = 0; p < partitions; p++) if ((await snapshots.cursor(stream, p)) !== last) return false;
+  }
+  return true;
+}
