@@ -438,7 +438,8 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         const from = positions.reduce((min, id) => (compareEntryIds(id, min) < 0 ? id : min));
         // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
         const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
-        const count = Math.min(this.settings.batchSize * reading.length, MAX_READ);
+        // Enough for a full batch per partition held, whatever share of the stream they are.
+        const count = Math.min(this.settings.batchSize * this.settings.partitions, MAX_READ);
         // As bytes: only the entries of partitions held are decoded to text (and only the subject of the others).
         const raw = readEntries(await connection.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from));
         if (raw.length === 0) {
