@@ -84,12 +84,15 @@ export class PartitionFinder {
   rawEntry(stream: string, fields: readonly Buffer[]): number {
     let names = this.fieldNames.get(stream);
     if (!names) this.fieldNames.set(stream, (names = this.subjectFields(stream).map((name) => Buffer.from(name))));
+    // Lengths first: most names differ in length, and that costs no call into Buffer.equals.
     for (let i = 0; i + 1 < fields.length; i += 2) {
-      if ((fields[i] as Buffer).equals(SPECVERSION)) return this.entry(stream, fields.map((f) => f.toString()));
+      const field = fields[i] as Buffer;
+      if (field.length === SPECVERSION.length && field.equals(SPECVERSION)) return this.entry(stream, fields.map((f) => f.toString()));
     }
     for (const name of names) {
       for (let i = fields.length - (fields.length % 2) - 2; i >= 0; i -= 2) {
-        if ((fields[i] as Buffer).equals(name)) return this.subjectBytes(fields[i + 1] as Buffer);
+        const field = fields[i] as Buffer;
+        if (field.length === name.length && field.equals(name)) return this.subjectBytes(fields[i + 1] as Buffer);
       }
     }
     return 0;
