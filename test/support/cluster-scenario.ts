@@ -8,16 +8,18 @@ import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/
 import type { ProfileState } from '../../apps/profile-api/src/domain/fold.ts';
 import { profileHandlers } from '../../apps/profile-api/src/domain/handlers.ts';
 import { clusterOptions, parseRedisSeeds } from '../../apps/profile-api/src/runtime/redis-connection.ts';
+import { runCli, type CliProcess } from './cli.ts';
 import type { TestCluster } from './cluster.ts';
 import { prng, randomCommands, referenceFold, type RawCommand } from './model.ts';
-import { capturingLogger, holdings, readLeases, unappliedPerPartition } from './partitions.ts';
+import { capturingLogger, holdings, keys, readLeases, unappliedPerPartition } from './partitions.ts';
 import { unique } from './redis.ts';
 
 /**
  * The profile processor on a Redis Cluster, in process: StreamProcessor instances, each on an
  * ioredis Cluster client of its own (the app's cluster options, typed as `Redis` as the app passes
  * it), under a continuous load of raw XADDs sent with a Cluster client; then the guarantee, checked
- * per key (a snapshot pipeline may not span nodes).
+ * per key (a snapshot pipeline may not span nodes). A processor can also be a `redsource process`
+ * child (`spawn`) on the seed list, for the faults that need a process to kill.
  */
 
 /** Methods of an ioredis client that send nothing to Redis (or return something other than a reply): never held. */
@@ -212,6 +214,20 @@ export function errorStatsSince(before: Record<string, number>, after: Record<st
 }
 
 /**
+ * CLIENT KILL TYPE normal on every live master (the admin's own redis-cli connection spared): every
+ * processor's, the load's and the checks' connections dropped at once. Returns how many were dropped.
+ */
+export async function dropClients(cluster: TestCluster): Promise<number> {
+  let dropped = 0;
+  for (const port of await cluster.masters()) {
+    const reply = (await cluster.command(port, 'CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')).trim();
+    if (!/^\d+$/.test(reply)) throw new Error(`CLIENT KILL on ${port}: ${reply}`);
+    dropped += Number(reply);
+  }
+  return dropped;
+}
+
+/**
  * Moves one slot to another master as `moveSlot` does, but `keysPerStep` keys per MIGRATE with a
  * pause in between: for a while the slot's keys are split between the two masters, so a script
  * over several of them is answered TRYAGAIN (some keys here, some there) and single keys ASK.
@@ -259,11 +275,17 @@ export class ClusterScenario {
   readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
   readonly keyPrefix = `${unique('user_snapshot')}_`;
   readonly group = unique('group');
-  /** The test's own client (for the load and the checks), typed as the app passes it. */
+  /** The test's own client (for the checks), typed as the app passes it. */
   readonly redis: Redis;
+  /** The load's client: the app's cluster options, but a command in flight when its connection drops is not sent again. */
+  readonly appender: Redis;
   readonly eventStore: RedisEventStore;
   readonly snapshots: SnapshotStore;
   readonly processors = new Map<string, ScenarioProcessor>();
+  /** `redsource process` children of the group, by consumer name. */
+  readonly children = new Map<string, CliProcess>();
+  /** Output of children that have exited, for a failure message. */
+  private readonly pastOutputs: string[] = [];
   /** Confirmed entry ids per stream. */
   private readonly confirmedIds = new Map<string, string[]>();
   confirmed = 0;
@@ -275,6 +297,11 @@ export class ClusterScenario {
     readonly settings: ScenarioSettings,
   ) {
     this.redis = cluster.client(clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-test', undefined)) as unknown as Redis;
+    // The load publishes as a raw client does (redis-cli): an XADD whose connection drops before its
+    // reply fails (unconfirmed; it may or may not be in the stream) instead of being sent again on
+    // reconnect, which would append a second entry the check could not tell from a lost reply.
+    const options = clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-load', undefined);
+    this.appender = cluster.client({ ...options, redisOptions: { ...options.redisOptions, autoResendUnfulfilledCommands: false } }) as unknown as Redis;
     this.eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
     this.snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
   }
@@ -332,6 +359,51 @@ export class ClusterScenario {
 
   async stopAll(): Promise<void> {
     for (const name of [...this.processors.keys()]) await this.stop(name);
+    for (const name of [...this.children.keys()]) await this.kill(name);
+  }
+
+  /** The environment of a `redsource process` child of this group: REDIS_URL is the seed list, the settings are the in-process ones. */
+  env(consumer: string): Record<string, string> {
+    return {
+      REDIS_URL: this.cluster.seeds,
+      STREAM_UPDATES: this.streams.updates,
+      STREAM_ACTIVITY: this.streams.activity,
+      STREAM_FRIENDS: this.streams.friends,
+      SNAPSHOT_PREFIX: this.keyPrefix,
+      REDSOURCE_GROUP: this.group,
+      REDSOURCE_CONSUMER: consumer,
+      REDSOURCE_PARTITIONS: String(this.settings.partitions),
+      REDSOURCE_LEASE_MS: String(this.settings.leaseMs),
+      REDSOURCE_REBALANCE_MS: String(this.settings.rebalanceIntervalMs),
+      REDSOURCE_BLOCK_MS: '100',
+      REDSOURCE_BATCH_SIZE: '100',
+      REDSOURCE_HEARTBEAT_MS: '200',
+      REDSOURCE_GAP_FILL_AFTER_MS: '500',
+      LOG_LEVEL: 'warn',
+    };
+  }
+
+  /** Starts a processor of the group as a `redsource process` child (a process to SIGKILL); stopAll() kills it. */
+  spawn(name: string): CliProcess {
+    if (this.children.has(name) || this.processors.has(name)) throw new Error(`${name} is running`);
+    const child = runCli(['process'], this.env(name));
+    this.children.set(name, child);
+    return child;
+  }
+
+  /** Signals a child (SIGKILL: a crash at whatever point it is) and waits for it to exit. */
+  async kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.children.get(name);
+    if (!child) throw new Error(`${name} is not a running child`);
+    this.children.delete(name);
+    if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill(signal);
+    await child.exited;
+    this.pastOutputs.push(`--- ${name} (child, ${signal}) ---\n${child.output().slice(-2_000)}`);
+  }
+
+  /** The members sorted set of the group, by name (a member whose membership ran out stays until a living one's round removes it). */
+  async members(): Promise<string[]> {
+    return (await this.redis.zrange(keys.members(this.group), 0, -1)).sort();
   }
 
   /** Partitions per holder, from the leases in Redis. */
@@ -370,7 +442,7 @@ export class ClusterScenario {
   /** Appends one command; its id once confirmed. */
   async append(command: RawCommand): Promise<string> {
     const [stream, ...fields] = command;
-    const id = (await this.redis.xadd(stream, '*', ...fields)) as string;
+    const id = (await this.appender.xadd(stream, '*', ...fields)) as string;
     this.confirmed++;
     let ids = this.confirmedIds.get(stream);
     if (!ids) this.confirmedIds.set(stream, (ids = []));
@@ -411,9 +483,11 @@ export class ClusterScenario {
 
   /** Every processor's log lines, for a failure message. */
   logs(): string {
-    return [...this.processors.values()]
-      .map((p) => `--- ${p.name} ---\n${p.logger.lines.slice(-25).map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.obj)}`).join('\n')}`)
-      .join('\n');
+    return [
+      ...[...this.processors.values()].map((p) => `--- ${p.name} ---\n${p.logger.lines.slice(-25).map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.obj)}`).join('\n')}`),
+      ...this.pastOutputs.slice(-6),
+      ...[...this.children].map(([name, child]) => `--- ${name} (child) ---\n${child.output().slice(-2_000)}`),
+    ].join('\n');
   }
 
   /** Per stream, read from Redis: what is in it, what the totals say, and what is left to apply. */

@@ -10,7 +10,8 @@ import { freePort, pings } from './net.ts';
 
 /**
  * A throwaway Redis Cluster for one test file: `masters` redis-servers from PATH (3 by default),
- * optionally one replica per master, on free loopback ports in a temp dir, no persistence. Built
+ * optionally one replica per master, on free loopback ports in a temp dir, no persistence unless
+ * `aof` (then a killed node restarts with its data and its nodes.conf: the same node, slots and keys). Built
  * with `redis-cli --cluster create`, so it is the cluster an operator would build. Helpers move
  * slots (`reshard`, `moveSlot`), promote a replica (`failover`), crash a node (`kill`), and tell
  * which node owns a key (`nodeForKey`). `stop()` kills every node by pid and removes the dir.
@@ -50,7 +51,7 @@ export interface TestCluster {
   failover(replicaPort: number, mode?: 'default' | 'force' | 'takeover'): Promise<void>;
   /** SIGKILLs one node (a crash): its replica takes over after the node timeout, if it has one. */
   kill(port: number): Promise<void>;
-  /** Starts a killed node again on its port and config file (it rejoins; without persistence, empty). */
+  /** Starts a killed node again on its port and config file (it rejoins; without persistence, empty; with `aof`, with every write it confirmed). */
   restart(port: number): Promise<void>;
   /** Resolves when every live node says cluster_state:ok and all agree on who serves which slots. */
   waitStable(timeoutMs?: number): Promise<void>;
@@ -86,6 +87,12 @@ export interface TestClusterOptions {
   readonly nodeTimeoutMs?: number;
   /** requirepass and masterauth of every node; the harness' own clients use it. */
   readonly password?: string;
+  /**
+   * Append-only file on every node, fsynced before each write is confirmed (appendfsync always, as
+   * the single-Redis fault suite runs it), each node in a directory of its own under `dir`: a node
+   * killed and restarted (`kill`, `restart`) comes back with every write it confirmed.
+   */
+  readonly aof?: boolean;
 }
 
 const HOST = '127.0.0.1';
@@ -116,7 +123,8 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     '--port', String(port), '--bind', HOST, '--dir', dir, '--daemonize', 'no',
     '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
     '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 5_000),
-    '--save', '', '--appendonly', 'no', '--logfile', `redis-${port}.log`,
+    '--save', '', '--logfile', `redis-${port}.log`,
+    ...(options.aof === true ? ['--appendonly', 'yes', '--appendfsync', 'always', '--appenddirname', `appendonlydir-${port}`] : ['--appendonly', 'no']),
     ...(password === undefined ? [] : ['--requirepass', password, '--masterauth', password]),
   ];
   const startNode = async (port: number) => {
