@@ -298,10 +298,16 @@ export class ClusterScenario {
   ) {
     this.redis = cluster.client(clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-test', undefined)) as unknown as Redis;
     // The load publishes as a raw client does (redis-cli): an XADD whose connection drops before its
-    // reply fails (unconfirmed; it may or may not be in the stream) instead of being sent again on
-    // reconnect, which would append a second entry the check could not tell from a lost reply.
+    // reply fails (unconfirmed: it may or may not be in the stream) instead of being sent again, which
+    // would append a second entry that no failed XADD accounts for. The app's options send it again
+    // twice over: the node's client on reconnect (autoResendUnfulfilledCommands), and the Cluster
+    // client after retryDelayOnFailover for a command failed with "Connection is closed.".
     const options = clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-load', undefined);
-    this.appender = cluster.client({ ...options, redisOptions: { ...options.redisOptions, autoResendUnfulfilledCommands: false } }) as unknown as Redis;
+    this.appender = cluster.client({
+      ...options,
+      retryDelayOnFailover: 0,
+      redisOptions: { ...options.redisOptions, autoResendUnfulfilledCommands: false },
+    }) as unknown as Redis;
     this.eventStore = new RedisEventStore({ redis: this.redis, catalog: profileCatalog(this.streams) });
     this.snapshots = new SnapshotStore({ redis: this.redis, keyPrefix: this.keyPrefix, projection: 'profiles' });
   }
