@@ -17,8 +17,8 @@
  * writes is refused only after them; with apply-snapshots.lua applying entries at or below a
  * snapshot's marker, the reshard case's retried batches count an activity twice (a snapshot differs).
  *
- * In process rather than `redsource process` children: the CLI does not open a cluster yet
- * (open-redis.ts refuses one). A zombie is therefore a processor whose every Redis command is held
+ * In process rather than `redsource process` children (faults.e2e.spec.ts runs those): the zombie
+ * needs its commands held at an exact step. A zombie is therefore a processor whose every Redis command is held
  * (its ownership round, reads and applies: what a SIGSTOPped process would send) from an exact
  * step until its successor has moved on, then sent.
  */
