@@ -29,6 +29,7 @@ await build({
 mkdirSync(join(out, 'cli/scripts'), { recursive: true });
 for (const pkg of readdirSync('packages')) {
   const scripts = join('packages', pkg, 'src/scripts');
+  if (!existsSync(scripts)) continue; // a package without Lua scripts (@redsource/testing)
   for (const file of readdirSync(scripts, { withFileTypes: true }).filter((f) => f.name.endsWith('.lua'))) {
     cpSync(join(scripts, file.name), join(out, 'cli/scripts', file.name));
   }

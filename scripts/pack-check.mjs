@@ -1,7 +1,7 @@
 // `pnpm pack:check`: proves the packages work for a user outside this repository, as a new user
 // would install them. It builds each publishable package under packages/, packs it with `pnpm pack`,
 // checks what the tarball holds, installs the tarballs with plain `npm install` (ioredis, zod,
-// typescript and @types/node from the registry) into a scratch project under the OS temp dir,
+// typescript, @types/node and fastify from the registry) into a scratch project under the OS temp dir,
 // imports every package under plain node, type-checks every packages/*/examples/*.ts there with
 // `tsc --strict` (module nodenext), compiles them to JavaScript and runs each with plain node
 // against a real Redis: REDIS_URL, else redis://127.0.0.1:6379, else a redis-server from PATH it
@@ -23,7 +23,8 @@ process.on('exit', () => ownRedis?.kill());
 const exampleTimeoutMs = 120_000;
 const rootManifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 // The same ranges the workspace develops and tests against.
-const registryDeps = ['ioredis', 'zod', 'typescript', '@types/node'].map((name) => `${name}@${rootManifest.devDependencies[name]}`);
+// fastify: the orders example of @redsource/testing serves a GET route with it.
+const registryDeps = ['ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map((name) => `${name}@${rootManifest.devDependencies[name]}`);
 
 let step = 'start';
 let work; // the scratch directory, kept when the check fails
@@ -109,7 +110,7 @@ if (install.status !== 0) {
   );
 }
 const installed = (name) => JSON.parse(readFileSync(join(project, 'node_modules', name, 'package.json'), 'utf8')).version;
-say(`installed ${[...packed.map((p) => p.name), 'ioredis', 'zod', 'typescript', '@types/node'].map((n) => `${n}@${installed(n)}`).join(', ')}`);
+say(`installed ${[...packed.map((p) => p.name), 'ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map((n) => `${n}@${installed(n)}`).join(', ')}`);
 
 // 4. Each package imports under plain node (no TypeScript loader anywhere in this project).
 step = 'import under node';
