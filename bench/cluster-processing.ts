@@ -34,7 +34,7 @@ import { referenceFold, snapshotDifferences } from '../test/support/model.ts';
 import { commandChunks, streamList, throwFirstError } from './support/backlog.ts';
 import { Worker } from './support/children.ts';
 import { startBenchCluster, type BenchCluster, type ClusterMaster } from './support/cluster-redis.ts';
-import { judge, type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
+import { type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
 import { CpuWindow, MachineWindow } from './support/proc-cpu.ts';
 import { commandStats } from './support/redis-stats.ts';
 import { fmt, type Row } from './support/table.ts';

@@ -106,7 +106,7 @@ export const freshness: Benchmark = async (ctx) => {
     // Did the processor keep up? Entries still pending in the group once the load stopped.
     const pending = (
       await Promise.all(streamList(streams).map((s) => ctx.redis.xpending(s, 'group_fresh')))
-    ).reduce<number>((n, summary) => n + Number((summary as unknown[])[0] ?? 0), 0);
+    ).reduce<number>((n, summary) => n + Number(summary[0] ?? 0), 0);
 
     server.send({ type: 'stop' });
     const { peakRssMiB } = await server.waitFor<{ type: 'stopped'; peakRssMiB: number }>('stopped', 30_000);

@@ -71,7 +71,10 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
     expect((await get('/metrics')).text).toMatch(
       new RegExp(`redsource_stream_waiting\\{stream="${s.streams.activity}",reason="OOM"\\} 1`),
     );
-    expect(JSON.parse((await get('/dashboard/status.json')).text).streams[0].waiting.kind).toBe('OOM');
+    const dashboard = JSON.parse((await get('/dashboard/status.json')).text) as {
+      streams: { waiting?: { kind: string } }[];
+    };
+    expect(dashboard.streams[0]?.waiting?.kind).toBe('OOM');
     const json = runCli(['status', '--json'], s.env('status'));
     const table = runCli(['status'], s.env('status'));
     await Promise.all([json.exited, table.exited]);

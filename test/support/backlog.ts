@@ -73,7 +73,7 @@ export async function unprocessed(
     0,
   );
   const pending = await redis.xpending(stream, group).then(
-    (summary) => Number((summary as unknown[])[0] ?? 0),
+    (summary) => Number(summary[0] ?? 0),
     () => Number.NaN,
   );
   return { unapplied, pending };

@@ -585,7 +585,7 @@ export class ClusterScenario {
       m.skipped += totals.skipped;
       m.deadLettered += totals.deadLettered;
       m.deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
-      m.pending += Number(((await this.redis.xpending(stream, this.group)) as unknown[])[0] ?? 0);
+      m.pending += Number((await this.redis.xpending(stream, this.group))[0] ?? 0);
       const subjectFields = this.eventStore.catalog.subjectFields(stream);
       m.unapplied += (
         await unappliedPerPartition(this.redis, this.snapshots, stream, this.settings.partitions, subjectFields)

@@ -190,7 +190,7 @@ async function container(): Promise<TestRedis> {
 
 /** How many entries of `stream` the consumer group `group` has pending (the count in XPENDING's summary). */
 export const pendingCount = async (redis: Redis, stream: string, group: string) =>
-  Number(((await redis.xpending(stream, group)) as unknown[])[0]);
+  Number((await redis.xpending(stream, group))[0]);
 
 /** Polls until `check` returns a truthy value or the time is up; returns the last value. */
 export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {

@@ -46,7 +46,7 @@ describe('GET /dashboard/status.json', () => {
     const answers = await Promise.all(Array.from({ length: 40 }, () => app.inject('/dashboard/status.json')));
     expect(answers.map((a) => a.statusCode)).toEqual(answers.map(() => 200));
     expect(counter.calls).toBe(1);
-    expect(new Set(answers.map((a) => (a.json() as { at: number }).at)).size).toBe(1);
+    expect(new Set(answers.map((a) => a.json<{ at: number }>().at)).size).toBe(1);
     await sleep(1_050);
     await app.inject('/dashboard/status.json');
     expect(counter.calls).toBe(2);
@@ -69,12 +69,12 @@ describe('GET /dashboard/status.json', () => {
     if (!updates) throw new Error('no stream');
     await app.inject('/dashboard/status.json');
     await sleep(2_100);
-    const plain = (await app.inject('/dashboard/status.json')).json() as { history?: unknown };
+    const plain = (await app.inject('/dashboard/status.json')).json<{ history?: unknown }>();
     expect(plain.history).toBeUndefined();
-    const body = (await app.inject('/dashboard/status.json?history=1')).json() as {
+    const body = (await app.inject('/dashboard/status.json?history=1')).json<{
       at: number;
       history: { stream: string; samples: [number, number][] }[];
-    };
+    }>();
     const samples = body.history.find((h) => h.stream === updates)?.samples ?? [];
     expect(samples.length).toBe(2);
     expect((samples[1]?.[0] ?? 0) - (samples[0]?.[0] ?? 0)).toBeGreaterThanOrEqual(2_000);
@@ -134,7 +134,7 @@ describe('GET /dashboard/dead-letters.json', () => {
     );
     const listed = await app.inject(`/dashboard/dead-letters.json?stream=${encodeURIComponent(updates)}`);
     expect(listed.statusCode).toBe(200);
-    const body = listed.json() as { stream: string; command: string; deadLetters: Record<string, unknown>[] };
+    const body = listed.json<{ stream: string; command: string; deadLetters: Record<string, unknown>[] }>();
     expect(body.stream).toBe(updates);
     expect(body.command).toBe(`redsource dlq list ${updates}`);
     expect(body.deadLetters).toEqual([

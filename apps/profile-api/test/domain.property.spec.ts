@@ -80,7 +80,7 @@ function reference(commands: readonly Command[]) {
   for (const c of commands) {
     if (c.kind === 'register') [exists, fields] = [true, new Map([['name', 'N'], ...c.fields])];
     else if (c.kind === 'update') for (const [n, v] of c.fields) fields.set(n, v);
-    else if (c.kind === 'delete') [exists, fields] = [false, new Map()];
+    else if (c.kind === 'delete') [exists, fields] = [false, new Map<string, string>()];
     else if (c.kind === 'activity') count(c.command);
     else if (c.kind === 'like' || c.kind === 'unlike') {
       count(c.kind);

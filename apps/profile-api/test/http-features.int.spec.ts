@@ -40,7 +40,7 @@ describe('OpenAPI document and docs page', () => {
   it('serves the document generated from the zod schemas at /docs/json', async () => {
     const res = await (await app()).inject('/docs/json');
     expect(res.statusCode).toBe(200);
-    const doc = res.json() as {
+    const doc = res.json<{
       openapi: string;
       paths: Record<
         string,
@@ -56,7 +56,7 @@ describe('OpenAPI document and docs page', () => {
         >
       >;
       components?: { schemas?: Record<string, unknown> };
-    };
+    }>();
     expect(doc.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/users/{id}/profile', '/healthz', '/readyz']));
     expect(Object.keys(doc.paths).filter((p) => p.startsWith('/docs'))).toEqual([]);

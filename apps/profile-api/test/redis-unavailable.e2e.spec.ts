@@ -182,7 +182,10 @@ describe('services while Redis is away', () => {
     expect(outage, run.output()).toHaveLength(1);
     expect(outage[0]?.msg).toMatch(/: check REDIS_URL \/ that Redis runs; retrying until it answers$/);
     // Nothing else says the same again and again: at most one warning per distinct message.
-    const messages = warnings.map((l) => `${l.msg}|${String(l['waiting'] ?? '')}`);
+    const messages = warnings.map((l) => {
+      const waiting: unknown = l['waiting'] ?? ''; // the wait's reason, a string
+      return `${l.msg}|${String(waiting)}`;
+    });
     expect(new Set(messages).size, run.output()).toBe(messages.length);
     expect(run.output()).not.toContain('redis connection error');
     // The client library's wording and stacks are for debug; the warnings say what Redis is doing.

@@ -74,7 +74,7 @@ function logOnce(env: Record<string, string>, viaTerminal: boolean): Promise<str
     ? ['script', ['-qec', `${command} 2>&1`, '/dev/null']]
     : ['sh', ['-c', `${command} 2>&1`]];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args as string[], {
+    const child = spawn(file, args, {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],

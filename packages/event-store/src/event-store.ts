@@ -271,7 +271,7 @@ function encodeExpectedVersion(expected: ExpectedVersion): string {
 function pickStart(from: SubscribeOptions['from'], stream: string): StartPosition {
   if (from === undefined) return 'latest';
   if (typeof from === 'string' || 'after' in from) return from as StartPosition;
-  return (from as Readonly<Record<string, StartPosition>>)[stream] ?? 'latest';
+  return from[stream] ?? 'latest';
 }
 
 function startId(position: StartPosition): string {

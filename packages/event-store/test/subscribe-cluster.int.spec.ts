@@ -145,7 +145,7 @@ describe('subscribe() on a Redis Cluster', () => {
     const before = (await connections(name, redis)).count;
     // Short blocks: Redis 7.0 keeps an XREAD blocked on a key that is replaced by another type.
     const iterator = store.subscribe([streams.updates, streams.activity], { from: 'beginning', blockMs: 300 });
-    const first = iterator.next();
+    const first: Promise<IteratorResult<RecordedEvent, void>> = iterator.next();
     expect(await eventually(async () => (await connections(name, redis)).blocked === 2)).toBe(true);
     // The activity stream is replaced by a string: its reader's next XREAD fails with WRONGTYPE.
     await store.append(streams.activity, like('1', 'a'));

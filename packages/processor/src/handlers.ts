@@ -20,7 +20,7 @@ export class HandlerRegistry {
 
   on<Data = unknown>(stream: string, type: string, handler: Handler<Data>): this {
     let byType = this.handlers.get(stream);
-    if (!byType) this.handlers.set(stream, (byType = new Map()));
+    if (!byType) this.handlers.set(stream, (byType = new Map<string, Handler>()));
     if (byType.has(type)) throw new DuplicateHandlerError(stream, type);
     byType.set(type, handler as Handler);
     return this;

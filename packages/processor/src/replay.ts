@@ -288,7 +288,8 @@ async function rebuild(
       to: limit,
       pageSize: options.pageSize ?? 1_000,
     });
-    let next = pages.next();
+    // The generator returns nothing: its done result carries no value.
+    let next: Promise<IteratorResult<StreamEntry[], void>> = pages.next();
     for (;;) {
       const { value: read, done } = await next;
       if (done || read.length === 0) return;

@@ -38,7 +38,8 @@ export async function trimApplied(
     const name = String(group['name']);
     if (name === partitioned?.group) continue;
     const pending = Number(group['pending'] ?? 0);
-    let needed = String(group['last-delivered-id'] ?? '0-0');
+    const lastDelivered: unknown = group['last-delivered-id'] ?? '0-0'; // an entry id (a string reply)
+    let needed = String(lastDelivered);
     if (pending > 0) {
       const oldest = (await redis.xpending(stream, name, '-', '+', 1)) as [string, string, number, number][];
       needed = oldest[0]?.[0] ?? needed;

@@ -127,13 +127,13 @@ const envelopeEntry: fc.Arbitrary<Generated> = fc
     ),
     userUnderscore: fc.option(
       fc.oneof(
-        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s as string | undefined })),
+        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s })),
         jsonNumber,
       ),
     ),
     userCamel: fc.option(
       fc.oneof(
-        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s as string | undefined })),
+        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s })),
         jsonNumber,
       ),
     ),
@@ -161,7 +161,7 @@ const envelopeEntry: fc.Arbitrary<Generated> = fc
       // The first subject field (in order of preference) holding a string or a plain integer names it; else the attribute.
       const found = [userUnderscore, userCamel].find((u) => u && u.meant !== undefined);
       // Someone else's key may repeat user_id/userId (`others` excludes them) — so `found` is certain.
-      meant = found ? (found.meant as string) : attribute;
+      meant = found ? found.meant : attribute;
     } else if (data !== 'none') {
       fields.push('data', data);
     }

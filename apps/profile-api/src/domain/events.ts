@@ -162,12 +162,13 @@ export type PageData = { userId: string; object: string };
 export type ActivityData = { userId: string; object?: string; [field: string]: unknown };
 export type FriendData = { userId: string; friendId: string };
 
+// A type alias, not an interface: it has an implicit index signature, so `Object.values(streams)` is `string[]`.
 /** The three streams of the profile app; their names come from configuration. */
-export interface ProfileStreams {
+export type ProfileStreams = {
   readonly updates: string;
   readonly activity: string;
   readonly friends: string;
-}
+};
 
 export const DEFAULT_STREAMS: ProfileStreams = {
   updates: 'user_updates',

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifySchemaValidationError } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   serializerCompiler,
@@ -88,7 +88,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   app.setErrorHandler((error, request, reply) => {
     if (hasZodFastifySchemaValidationErrors(error)) {
-      const detail = error.validation.map((v) => v.message).join('; ');
+      // Typed here: the provider's own type refers to 'fastify/types/schema', which fastify's exports do not resolve.
+      const detail = error.validation.map((v: FastifySchemaValidationError) => v.message).join('; ');
       return reply.code(400).send(errorBody('badRequest', detail));
     }
     if (error instanceof ApiError) {

@@ -28,6 +28,7 @@ export function withinRedisWait<T>(read: Promise<T>, ms = REDIS_WAIT_MS): Promis
       },
       (error: unknown) => {
         clearTimeout(timer);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the read's own rejection, passed on unchanged
         reject(error);
       },
     );

@@ -80,7 +80,8 @@ export function quietRepeats(logger: Logger): Logger {
       // Only the waits on Redis (they carry `waiting`): each failing entry's own warning stays a warning.
       if (!('waiting' in obj)) return pass('warn')(obj, msg);
       const fields = obj as { waiting?: unknown; err?: unknown };
-      const key = `${msg ?? ''}\u0000${String(fields.waiting ?? fields.err ?? '')}`;
+      const reason: unknown = fields.waiting ?? fields.err ?? ''; // the processor logs both as strings
+      const key = `${msg ?? ''}\u0000${String(reason)}`;
       if (key === last) return logger.debug(obj, msg);
       last = key;
       logger.warn(obj, msg);

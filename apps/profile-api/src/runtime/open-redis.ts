@@ -11,7 +11,7 @@ export interface OpenedRedis {
   readonly redis: Redis;
   readonly watch: RedisWatch;
   /** Closes the connection and stops the embedded redis-server, if this process started one. */
-  close(): Promise<void>;
+  readonly close: () => Promise<void>;
 }
 
 /**

@@ -70,7 +70,10 @@ export function urlSecrets(url: string | undefined): string[] {
 
 /** The commands whose arguments are credentials, and which of their arguments to keep. */
 function redactArgs(name: string, args: readonly unknown[]): unknown[] {
-  const word = (i: number) => String(args[i] ?? '').toLowerCase();
+  const word = (i: number) => {
+    const arg: unknown = args[i] ?? ''; // a command argument: a string, a Buffer or a number
+    return String(arg).toLowerCase();
+  };
   switch (name.toLowerCase()) {
     case 'auth':
     case 'migrate':
