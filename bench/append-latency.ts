@@ -12,7 +12,11 @@ export const appendLatency: Benchmark = async (ctx) => {
   const samples = ctx.config.append.latencySamples;
   const streams = benchStreams('latency');
   const client = ctx.server.client('bench:latency');
-  const store = new RedisEventStore({ redis: client, catalog: profileCatalog(streams), source: 'redsource/profile-api' });
+  const store = new RedisEventStore({
+    redis: client,
+    catalog: profileCatalog(streams),
+    source: 'redsource/profile-api',
+  });
   const events = activityEvents(samples + 500, 10_000, 2);
   // The raw XADD sends what the store would write for the event (encoded beforehand: only the round trip is timed).
   const rawFields = events.map((e) => store.codec.encode(streams.activity, e).fields);
@@ -40,14 +44,39 @@ export const appendLatency: Benchmark = async (ctx) => {
   }
   client.disconnect();
 
-  const [p50, p99, rawP50, rawP99] = [quantile(framework, 0.5), quantile(framework, 0.99), quantile(raw, 0.5), quantile(raw, 0.99)];
+  const [p50, p99, rawP50, rawP99] = [
+    quantile(framework, 0.5),
+    quantile(framework, 0.99),
+    quantile(raw, 0.5),
+    quantile(raw, 0.99),
+  ];
   const p99Ratio = p99 / rawP99;
   const verdict = judge(p99Ratio, 1.5, fmt.ratio, true);
   return {
     rows: [
-      { n: 2, figure: 'append latency, one event, sequential: p50', redsource: fmt.ms(p50), baseline: `raw ioredis XADD: ${fmt.ms(rawP50)}`, ratio: fmt.ratio(p50 / rawP50), goal: '', met: undefined, verdict: '' },
-      { n: 2, figure: 'append latency, one event, sequential: p99', redsource: fmt.ms(p99), baseline: `raw ioredis XADD: ${fmt.ms(rawP99)}`, ratio: fmt.ratio(p99Ratio), goal: 'p99 ≤1.5× raw', met: verdict.met, verdict: verdict.verdict },
+      {
+        n: 2,
+        figure: 'append latency, one event, sequential: p50',
+        redsource: fmt.ms(p50),
+        baseline: `raw ioredis XADD: ${fmt.ms(rawP50)}`,
+        ratio: fmt.ratio(p50 / rawP50),
+        goal: '',
+        met: undefined,
+        verdict: '',
+      },
+      {
+        n: 2,
+        figure: 'append latency, one event, sequential: p99',
+        redsource: fmt.ms(p99),
+        baseline: `raw ioredis XADD: ${fmt.ms(rawP99)}`,
+        ratio: fmt.ratio(p99Ratio),
+        goal: 'p99 ≤1.5× raw',
+        met: verdict.met,
+        verdict: verdict.verdict,
+      },
     ],
-    notes: [`append latency: ${framework.length} samples each; redsource includes validation and encoding (zod, JSON) in the client, the raw XADD does not.`],
+    notes: [
+      `append latency: ${framework.length} samples each; redsource includes validation and encoding (zod, JSON) in the client, the raw XADD does not.`,
+    ],
   };
 };

@@ -14,13 +14,19 @@ export const appendThroughput: Benchmark = async (ctx) => {
   const { append } = ctx.config;
   const streams = benchStreams('append');
   const client = ctx.server.client('bench:append');
-  const store = new RedisEventStore({ redis: client, catalog: profileCatalog(streams), source: 'redsource/profile-api' });
+  const store = new RedisEventStore({
+    redis: client,
+    catalog: profileCatalog(streams),
+    source: 'redsource/profile-api',
+  });
   const events = activityEvents(append.events, 10_000, 1);
   const batches: EventInput[][] = [];
   for (let i = 0; i < events.length; i += append.batch) batches.push(events.slice(i, i + append.batch));
 
   const runAppends = async (withIds: boolean) => {
-    const list = withIds ? batches.map((b, i) => b.map((e, j) => ({ ...e, metadata: { id: `bench-${i}-${j}` } }))) : batches;
+    const list = withIds
+      ? batches.map((b, i) => b.map((e, j) => ({ ...e, metadata: { id: `bench-${i}-${j}` } })))
+      : batches;
     let next = 0;
     const started = performance.now();
     await Promise.all(
@@ -41,16 +47,34 @@ export const appendThroughput: Benchmark = async (ctx) => {
   const serverLimit = async () => {
     ctx.log(`append: redis-benchmark -P ${append.pipeline} -n ${half} XADD`);
     const bench = await runTool('redis-benchmark', [
-      '-h', '127.0.0.1', '-p', String(ctx.server.port), '-P', String(append.pipeline), '-n', String(half), '--csv',
-      'XADD', 'bench_server_limit', '*', ...fields,
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(ctx.server.port),
+      '-P',
+      String(append.pipeline),
+      '-n',
+      String(half),
+      '--csv',
+      'XADD',
+      'bench_server_limit',
+      '*',
+      ...fields,
     ]);
     const rps = parseRedisBenchmarkCsv(bench.stdout);
-    if (bench.code !== 0 || rps === undefined) throw new Error(`redis-benchmark failed (code ${bench.code}): ${bench.stderr || bench.stdout}`);
+    if (bench.code !== 0 || rps === undefined)
+      throw new Error(`redis-benchmark failed (code ${bench.code}): ${bench.stderr || bench.stdout}`);
     await ctx.redis.del('bench_server_limit');
     return rps;
   };
 
-  const reset = () => ctx.redis.del(streams.activity, eventStoreKeys.versions(streams.activity), eventStoreKeys.eventIds(streams.activity), eventStoreKeys.eventIdsByAge(streams.activity));
+  const reset = () =>
+    ctx.redis.del(
+      streams.activity,
+      eventStoreKeys.versions(streams.activity),
+      eventStoreKeys.eventIds(streams.activity),
+      eventStoreKeys.eventIdsByAge(streams.activity),
+    );
   // Warm-up: script loaded, code paths compiled.
   for (const batch of batches.slice(0, 20)) await store.append(streams.activity, batch);
   await reset();

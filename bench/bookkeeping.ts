@@ -108,7 +108,9 @@ export const bookkeeping: Benchmark = async (ctx) => {
       await client.xtrim(processorKeys.deadLetters(stream), 'MAXLEN', 0);
       const point = await measure(appended);
       points.push(point);
-      ctx.log(`bookkeeping: ${appended} appended, ids ${point.ids} (${kib(point.idBytes)}), dead-lettered ids ${point.deadLetteredIds}, used_memory ${mib(point.usedMemory)}`);
+      ctx.log(
+        `bookkeeping: ${appended} appended, ids ${point.ids} (${kib(point.idBytes)}), dead-lettered ids ${point.deadLetteredIds}, used_memory ${mib(point.usedMemory)}`,
+      );
     }
   } finally {
     await processor.stop();
@@ -125,7 +127,11 @@ export const bookkeeping: Benchmark = async (ctx) => {
   const bytesPerId = last && last.ids > 0 ? last.idBytes / last.ids : Number.NaN;
   // Before the window only the hash was kept, every id forever: its bytes per id times every id.
   const unbounded = last && last.ids > 0 ? (last.hashBytes / last.ids) * events : Number.NaN;
-  const met = growth <= 1.1 && resends === recognised && (last?.ids ?? Infinity) <= maxIds && points.every((p) => p.deadLetteredIds <= 1);
+  const met =
+    growth <= 1.1 &&
+    resends === recognised &&
+    (last?.ids ?? Infinity) <= maxIds &&
+    points.every((p) => p.deadLetteredIds <= 1);
   return {
     rows: [
       {
@@ -141,7 +147,12 @@ export const bookkeeping: Benchmark = async (ctx) => {
     ],
     notes: [
       `7: ${seconds.toFixed(0)} s; at each checkpoint (appended: ids held, their MEMORY USAGE, dead-lettered ids, stream length, used_memory): ` +
-        points.map((p) => `${p.appended.toLocaleString('en')}: ${p.ids} ids ${kib(p.idBytes)}, ${p.deadLetteredIds} dl ids (${p.deadLetteredBytes} B), xlen ${p.streamLength}, ${mib(p.usedMemory)}`).join('; ') +
+        points
+          .map(
+            (p) =>
+              `${p.appended.toLocaleString('en')}: ${p.ids} ids ${kib(p.idBytes)}, ${p.deadLetteredIds} dl ids (${p.deadLetteredBytes} B), xlen ${p.streamLength}, ${mib(p.usedMemory)}`,
+          )
+          .join('; ') +
         `. ~${bytesPerId.toFixed(0)} B per remembered id (hash + sorted set).`,
     ],
   };

@@ -34,7 +34,7 @@ import { referenceFold, snapshotDifferences } from '../test/support/model.ts';
 import { commandChunks, streamList, throwFirstError } from './support/backlog.ts';
 import { Worker } from './support/children.ts';
 import { startBenchCluster, type BenchCluster, type ClusterMaster } from './support/cluster-redis.ts';
-import { judge, type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
+import { type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
 import { CpuWindow, MachineWindow } from './support/proc-cpu.ts';
 import { commandStats } from './support/redis-stats.ts';
 import { fmt, type Row } from './support/table.ts';
@@ -140,10 +140,14 @@ export const clusterProcessing: Benchmark = async (ctx) => {
   const bench = await startBenchCluster();
   const runs: ClusterRun[] = [];
   try {
-    ctx.log(`cluster: masters ${bench.masters.map((m) => `${m.name} port ${m.port} pid ${m.pid}`).join(', ')}; seeds ${bench.seeds}`);
+    ctx.log(
+      `cluster: masters ${bench.masters.map((m) => `${m.name} port ${m.port} pid ${m.pid}`).join(', ')}; seeds ${bench.seeds}`,
+    );
     const redis = bench.client('bench:cluster');
     const backlog = await loadBacklog(redis, cfg.events, cfg.users, 3);
-    ctx.log(`cluster: backlog of ${backlog.total} events over ${cfg.users} users loaded (${STREAM_NAMES.map((s) => `${s} ${backlog.perStream.get(s)}`).join(', ')})`);
+    ctx.log(
+      `cluster: backlog of ${backlog.total} events over ${cfg.users} users loaded (${STREAM_NAMES.map((s) => `${s} ${backlog.perStream.get(s)}`).join(', ')})`,
+    );
     const expected = await foldOfBacklog(redis);
 
     const idle = cfg.idleSeconds > 0 ? await idleCost(bench, cfg.idleSeconds) : undefined;
@@ -157,7 +161,9 @@ export const clusterProcessing: Benchmark = async (ctx) => {
       defaultRun = await timeRun(ctx, bench, redis, run, backlog, expected);
     }
     const spread = await spreadStreams(bench, redis);
-    ctx.log(`cluster: ${spread.moves.length > 0 ? spread.moves.join('; ') : 'the streams were already on three masters'}; spread layout: ${describeLayout(bench, spread)}`);
+    ctx.log(
+      `cluster: ${spread.moves.length > 0 ? spread.moves.join('; ') : 'the streams were already on three masters'}; spread layout: ${describeLayout(bench, spread)}`,
+    );
     for (const [i, n] of cfg.instances.entries()) {
       const run = await spawnRun(bench, `c${i}n${n}`, n, spread);
       runs.push(run);
@@ -227,7 +233,9 @@ async function layoutOf(bench: BenchCluster, name: Layout['name'], moves: readon
 }
 
 function describeLayout(bench: BenchCluster, layout: Layout): string {
-  return STREAM_NAMES.map((s) => `${s} (slot ${keySlot(s)}) on ${bench.masters[layout.streamMaster.get(s) ?? -1]?.name ?? '?'}`).join(', ');
+  return STREAM_NAMES.map(
+    (s) => `${s} (slot ${keySlot(s)}) on ${bench.masters[layout.streamMaster.get(s) ?? -1]?.name ?? '?'}`,
+  ).join(', ');
 }
 
 /**
@@ -282,7 +290,15 @@ async function spawnRun(bench: BenchCluster, tag: string, n: number, layout: Lay
   const consumers = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
   const workers = consumers.map(
     (consumer) =>
-      new Worker(`cluster processor ${consumer}`, '../support/partitioned-processor.ts', [bench.seeds, JSON.stringify(STREAMS), keyPrefix, projection, group, consumer, JSON.stringify(PROCESSOR_SETTINGS)]),
+      new Worker(`cluster processor ${consumer}`, '../support/partitioned-processor.ts', [
+        bench.seeds,
+        JSON.stringify(STREAMS),
+        keyPrefix,
+        projection,
+        group,
+        consumer,
+        JSON.stringify(PROCESSOR_SETTINGS),
+      ]),
   );
   return { n, tag, layout, group, groupMaster, keyPrefix, projection, consumers, workers };
 }
@@ -331,7 +347,12 @@ async function publishedStats(redis: Redis, run: ClusterRun): Promise<Published>
 }
 
 /** Fraction of the events whose snapshot key is on each master, from the keys' slots and the backlog's events per user. */
-async function snapshotShares(bench: BenchCluster, redis: Redis, keyPrefix: string, backlog: Backlog): Promise<number[]> {
+async function snapshotShares(
+  bench: BenchCluster,
+  redis: Redis,
+  keyPrefix: string,
+  backlog: Backlog,
+): Promise<number[]> {
   const owners = await bench.slotOwners();
   const store = new SnapshotStore({ redis, keyPrefix, projection: 'shares' });
   const shares = bench.masters.map(() => 0);
@@ -349,24 +370,38 @@ async function checkSnapshots(redis: Redis, run: ClusterRun, expected: Map<strin
   for (let i = 0; i < ids.length; i += 2_000) {
     const part = new Map(ids.slice(i, i + 2_000).map((id) => [id, expected.get(id) as ProfileState]));
     const differences = await snapshotDifferences(snapshots, part);
-    if (differences.length > 0) throw new Error(`cluster ${run.tag}: snapshots differ from the reference fold:\n${differences.slice(0, 5).join('\n')}`);
+    if (differences.length > 0)
+      throw new Error(
+        `cluster ${run.tag}: snapshots differ from the reference fold:\n${differences.slice(0, 5).join('\n')}`,
+      );
   }
   return ids.length;
 }
 
-async function timeRun(ctx: BenchContext, bench: BenchCluster, redis: Redis, run: ClusterRun, backlog: Backlog, expected: Map<string, ProfileState>): Promise<ClusterResult> {
+async function timeRun(
+  ctx: BenchContext,
+  bench: BenchCluster,
+  redis: Redis,
+  run: ClusterRun,
+  backlog: Backlog,
+  expected: Map<string, ProfileState>,
+): Promise<ClusterResult> {
   const { n, workers } = run;
   const label = `${n} processor${n > 1 ? 's' : ''}, ${run.layout.name} layout`;
   // The previous run's copy goes: these processors start on empty streams and create their group there.
   await Promise.all(STREAM_NAMES.map((s) => redis.del(s, stageKey(s))));
   await Promise.all(workers.map((w) => w.ready));
   const modes = await Promise.all(workers.map((w) => w.waitFor<{ type: 'mode'; mode: string }>('mode', 10_000)));
-  if (modes.some((m) => m.mode !== 'cluster')) throw new Error(`cluster ${run.tag}: a processor did not detect the cluster (${modes.map((m) => m.mode).join(', ')})`);
+  if (modes.some((m) => m.mode !== 'cluster'))
+    throw new Error(
+      `cluster ${run.tag}: a processor did not detect the cluster (${modes.map((m) => m.mode).join(', ')})`,
+    );
   for (const w of workers) w.send({ type: 'go' });
   await Promise.all(workers.map((w) => w.waitFor('started', 60_000)));
   const began = performance.now();
   while (!(await ownershipSettled(redis, run))) {
-    if (performance.now() - began > 60_000) throw new Error(`cluster ${run.tag}: the partitions were not shared out within 60 s`);
+    if (performance.now() - began > 60_000)
+      throw new Error(`cluster ${run.tag}: the partitions were not shared out within 60 s`);
     await sleep(50);
   }
   for (const s of STREAM_NAMES) {
@@ -391,7 +426,8 @@ async function timeRun(ctx: BenchContext, bench: BenchCluster, redis: Redis, run
     handled = totals.reduce((sum, t) => sum + t.applied + t.deadLettered, 0);
     const gone = workers.find((w) => w.child.exitCode !== null);
     if (gone) await gone.waitFor('never', 1_000); // rejects with the worker's output
-    if (performance.now() - started > TIMEOUT_MS) throw new Error(`cluster ${run.tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
+    if (performance.now() - started > TIMEOUT_MS)
+      throw new Error(`cluster ${run.tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
     if (handled < total) await sleep(POLL_MS);
   }
   const seconds = (performance.now() - started) / 1000;
@@ -402,13 +438,19 @@ async function timeRun(ctx: BenchContext, bench: BenchCluster, redis: Redis, run
   const masterUs = used.slice(n + 1);
   const stats = await Promise.all(nodes.map((node) => commandStats(node)));
   let published = await publishedStats(redis, run);
-  for (const deadline = performance.now() + 10_000; published.applied + published.skipped + published.deadLettered < total && performance.now() < deadline; ) {
+  for (
+    const deadline = performance.now() + 10_000;
+    published.applied + published.skipped + published.deadLettered < total && performance.now() < deadline;
+  ) {
     await sleep(50);
     published = await publishedStats(redis, run);
   }
-  if (published.consumers !== n) throw new Error(`cluster ${run.tag}: ${published.consumers} of ${n} processors published their counters`);
+  if (published.consumers !== n)
+    throw new Error(`cluster ${run.tag}: ${published.consumers} of ${n} processors published their counters`);
   for (const w of workers) w.send({ type: 'stop' });
-  const stopped = await Promise.all(workers.map((w) => w.waitFor<{ type: 'stopped'; peakRssMiB: number }>('stopped', 60_000)));
+  const stopped = await Promise.all(
+    workers.map((w) => w.waitFor<{ type: 'stopped'; peakRssMiB: number }>('stopped', 60_000)),
+  );
   await Promise.all(workers.map((w) => w.stop()));
   const checked = await checkSnapshots(redis, run, expected);
   const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
@@ -434,7 +476,12 @@ async function timeRun(ctx: BenchContext, bench: BenchCluster, redis: Redis, run
     }),
     top: stats.map((s) =>
       [...s]
-        .filter(([name]) => !['info', 'config', 'config|resetstat', 'cluster|nodes', 'cluster|info', 'cluster|slots', 'ping'].includes(name))
+        .filter(
+          ([name]) =>
+            !['info', 'config', 'config|resetstat', 'cluster|nodes', 'cluster|info', 'cluster|slots', 'ping'].includes(
+              name,
+            ),
+        )
         .sort((a, b) => b[1].usec - a[1].usec)
         .slice(0, 3)
         .map(([name, st]) => `${name} ${((st.usec / 1e6 / seconds) * 100).toFixed(0)}% (${st.calls} calls)`)
@@ -479,8 +526,10 @@ function combineByN(results: readonly ClusterResult[]): Combined[] {
       if (rs.length === 1) return { ...first, runs: [first.rate] };
       const entries = rs.reduce((t, r) => t + r.entries, 0);
       const seconds = rs.reduce((t, r) => t + r.seconds, 0);
-      const perEvent = (f: (r: ClusterResult) => readonly number[]) => f(first).map((_, i) => rs.reduce((t, r) => t + (f(r)[i] ?? 0) * r.entries, 0) / entries);
-      const perSecond = (f: (r: ClusterResult) => readonly number[]) => f(first).map((_, i) => rs.reduce((t, r) => t + (f(r)[i] ?? 0) * r.seconds, 0) / seconds);
+      const perEvent = (f: (r: ClusterResult) => readonly number[]) =>
+        f(first).map((_, i) => rs.reduce((t, r) => t + (f(r)[i] ?? 0) * r.entries, 0) / entries);
+      const perSecond = (f: (r: ClusterResult) => readonly number[]) =>
+        f(first).map((_, i) => rs.reduce((t, r) => t + (f(r)[i] ?? 0) * r.seconds, 0) / seconds);
       return {
         ...first,
         entries,
@@ -558,7 +607,12 @@ function project(r: ClusterResult, model: Model, n: number, masters: number): Pr
   for (const { s } of streamCosts(r, model).sort((a, b) => b.s - a.s)) {
     // The least loaded master holding the fewest streams (with 3+ masters: each stream on its own).
     let best = 0;
-    for (let i = 1; i < Math.min(masters, 3); i++) if ((placed[i] ?? 0) < (placed[best] ?? 0) || ((placed[i] ?? 0) === (placed[best] ?? 0) && (loads[i] ?? 0) < (loads[best] ?? 0))) best = i;
+    for (let i = 1; i < Math.min(masters, 3); i++)
+      if (
+        (placed[i] ?? 0) < (placed[best] ?? 0) ||
+        ((placed[i] ?? 0) === (placed[best] ?? 0) && (loads[i] ?? 0) < (loads[best] ?? 0))
+      )
+        best = i;
     loads[best] = (loads[best] ?? 0) + s;
     placed[best] = (placed[best] ?? 0) + 1;
   }
@@ -567,7 +621,15 @@ function project(r: ClusterResult, model: Model, n: number, masters: number): Pr
   const p = r.processorMicros.reduce((a, b) => a + b, 0);
   const processorsCap = (n * 1e6) / p;
   const redisCap = 1e6 / busiest;
-  return { n, masters, rate: Math.min(processorsCap, redisCap), processorsCap, redisCap, busiest, worstSpread: Math.max(...loads.map((l) => Math.abs(l - mean) / mean)) };
+  return {
+    n,
+    masters,
+    rate: Math.min(processorsCap, redisCap),
+    processorsCap,
+    redisCap,
+    busiest,
+    worstSpread: Math.max(...loads.map((l) => Math.abs(l - mean) / mean)),
+  };
 }
 
 const runsOf = (r: ClusterResult): readonly number[] => ('runs' in r ? (r as Combined).runs : [r.rate]);
@@ -588,7 +650,8 @@ function report(
   const events = fmt.count(backlog.total);
   const rows: Row[] = [];
   const one = spread.find((r) => r.n === 1);
-  const where = (layout: Layout) => STREAM_NAMES.map((s) => `${s.replace('user_', '')}→${names[layout.streamMaster.get(s) ?? -1] ?? '?'}`).join(' ');
+  const where = (layout: Layout) =>
+    STREAM_NAMES.map((s) => `${s.replace('user_', '')}→${names[layout.streamMaster.get(s) ?? -1] ?? '?'}`).join(' ');
   rows.push({
     n: SECTION,
     figure: `Redis Cluster, 3 masters (${names.join(', ')}): stream slots placed on three masters before measuring`,
@@ -597,7 +660,10 @@ function report(
     ratio: '',
     goal: '',
     met: undefined,
-    verdict: spreadLayout.moves.length > 0 ? spreadLayout.moves.map((m) => m.replace(/ with CLUSTER.*$/, '')).join('; ') : 'nothing to move',
+    verdict:
+      spreadLayout.moves.length > 0
+        ? spreadLayout.moves.map((m) => m.replace(/ with CLUSTER.*$/, '')).join('; ')
+        : 'nothing to move',
   });
   for (const r of spread) {
     const runs = r.runs.length > 1 ? ` (${r.runs.length} runs)` : '';
@@ -635,7 +701,10 @@ function report(
         .join(' / '),
       baseline: `snapshot writes: ${r.snapshotShare.map((s, i) => `${names[i]} ${pct(s)}`).join(' / ')}`,
       ratio: '',
-      goal: size === 'smoke' ? 'not judged at smoke size (a window of a few 10 ms clock ticks)' : 'each master within 25% of the mean',
+      goal:
+        size === 'smoke'
+          ? 'not judged at smoke size (a window of a few 10 ms clock ticks)'
+          : 'each master within 25% of the mean',
       met: size === 'smoke' ? undefined : goal.met,
       verdict: `furthest ${pct(goal.worst)} from the mean`,
     });
@@ -685,7 +754,10 @@ function report(
       figure: `projected, N processors on N masters, a core each (model: stream part per stream + snapshot part spread over N; N not measured: costs of the next larger N measured, beyond ${largest?.n ?? '?'} of ${largest?.n ?? '?'})`,
       redsource: projections.map((p) => `${p.n}: ${fmt.rate(p.rate)}`).join(', '),
       baseline: `snapshot part ${micros(model.phi * (largest?.masterMicros.reduce((a, b) => a + b, 0) ?? Number.NaN))}/event, stream parts ${costs.map((c) => `${c.stream.replace('user_', '')} ${micros(c.s)}`).join(', ')} (${largest?.n} processors)`,
-      ratio: projections.length > 1 && projections[0] ? `12/1: ${fmt.ratio((projections[projections.length - 1]?.rate ?? Number.NaN) / projections[0].rate)}` : '',
+      ratio:
+        projections.length > 1 && projections[0]
+          ? `12/1: ${fmt.ratio((projections[projections.length - 1]?.rate ?? Number.NaN) / projections[0].rate)}`
+          : '',
       goal: '',
       met: undefined,
       verdict: '',
@@ -693,13 +765,18 @@ function report(
     const beyond = projections.filter((p) => p.masters >= 3);
     rows.push({
       n: SECTION,
-      figure: 'same model: masters\' loads furthest from their mean, N masters (3 streams: the stream parts stay on 3 of them)',
+      figure:
+        "same model: masters' loads furthest from their mean, N masters (3 streams: the stream parts stay on 3 of them)",
       redsource: beyond.map((p) => `${p.masters}: ${pct(p.worstSpread)}`).join(', '),
       baseline: 'measured on 3 masters, streams spread: see the share rows',
       ratio: '',
       goal: 'each master within 25% of the mean',
       met: beyond.every((p) => p.worstSpread <= 0.25),
-      verdict: beyond.filter((p) => p.worstSpread > 0.25).map((p) => `${p.masters} masters: ${pct(p.worstSpread)} off`).join(', ') || 'all within',
+      verdict:
+        beyond
+          .filter((p) => p.worstSpread > 0.25)
+          .map((p) => `${p.masters} masters: ${pct(p.worstSpread)} off`)
+          .join(', ') || 'all within',
     });
   }
 
@@ -708,15 +785,23 @@ function report(
     `cluster: 3 masters, no replicas, started by the bench (redis-server ${names.map((nm, i) => `${nm} :${bench.masters[i]?.port}`).join(', ')}), stopped by pid; processors connect as the app does (REDIS_URL = the seed list, INFO cluster → ioredis Cluster client with the app's cluster options); ` +
       `backlog ${backlog.total} events over ${[...backlog.perUser.keys()].length} users (${STREAM_NAMES.map((s) => `${s} ${backlog.perStream.get(s)}`).join(', ')}); ${PARTITIONS} partitions per stream; ` +
       `slots: ${STREAM_NAMES.map((s) => `${s} ${keySlot(s)}`).join(', ')}; ${spreadLayout.moves.length > 0 ? spreadLayout.moves.join('; ') : 'no slot moved'}; the group's keys on the master of user_updates` +
-      (idle ? `; idle masters (cluster bus, cron) ${idle.map((c, i) => `${names[i]} ${(c * 100).toFixed(1)}%`).join(', ')} of a core` : ''),
+      (idle
+        ? `; idle masters (cluster bus, cron) ${idle.map((c, i) => `${names[i]} ${(c * 100).toFixed(1)}%`).join(', ')} of a core`
+        : ''),
   );
   for (const r of [...spread, ...(def ? [def] : [])]) {
     const cores = r.processorCores.map((c) => `${(c * 100).toFixed(0)}%`).join(' / ');
     notes.push(
-      `cluster, ${r.n} processor${r.n > 1 ? 's' : ''}, ${r.layout.name} layout${runsOf(r).length > 1 ? ` (${runsOf(r).length} runs: ${runsOf(r).map((x) => fmt.rate(x)).join(' and ')})` : ''}: ${r.entries} entries in ${r.seconds.toFixed(2)} s (load average ${r.loadAtStart.toFixed(1)} at the start); ` +
+      `cluster, ${r.n} processor${r.n > 1 ? 's' : ''}, ${r.layout.name} layout${
+        runsOf(r).length > 1
+          ? ` (${runsOf(r).length} runs: ${runsOf(r)
+              .map((x) => fmt.rate(x))
+              .join(' and ')})`
+          : ''
+      }: ${r.entries} entries in ${r.seconds.toFixed(2)} s (load average ${r.loadAtStart.toFixed(1)} at the start); ` +
         `CPU (/proc, over the timed window) of each processor process ${cores} of a core, of the masters ${r.masterCores.map((c, i) => `${names[i]} ${(c * 100).toFixed(0)}%`).join(', ')}; ` +
         `machine-wide ${r.machineBusyCores.toFixed(2)} of ${os.availableParallelism()} cores busy, ${r.othersCores.toFixed(2)} of them other work than this bench${r.stealCores >= 0.01 ? `, ${r.stealCores.toFixed(2)} stolen` : ''}; the bench process (polling the totals every ${POLL_MS} ms) ${micros(r.benchMicros)} per event; ` +
-        `script calls (evalsha) per master${runsOf(r).length > 1 ? ' (first run)' : ''} ${r.scripts.map((s, i) => `${names[i]} ${s.calls} (${(s.usecEach).toFixed(0)} µs each)`).join(', ')}; busiest commands${runsOf(r).length > 1 ? ' (first run)' : ''}: ${r.top.map((t, i) => `${names[i]}: ${t}`).join('; ')}; ` +
+        `script calls (evalsha) per master${runsOf(r).length > 1 ? ' (first run)' : ''} ${r.scripts.map((s, i) => `${names[i]} ${s.calls} (${s.usecEach.toFixed(0)} µs each)`).join(', ')}; busiest commands${runsOf(r).length > 1 ? ' (first run)' : ''}: ${r.top.map((t, i) => `${names[i]}: ${t}`).join('; ')}; ` +
         `peak RSS ${r.peakRssMiB.map((m) => fmt.mib(m)).join(' / ')}; published counters: ${r.published.applied} applied, ${r.published.skipped} skipped, ${r.published.deadLettered} dead-lettered, ${r.published.batches > 0 ? ((r.published.applied + r.published.skipped + r.published.deadLettered) / r.published.batches).toFixed(0) : '?'} entries per apply, ` +
         `${r.published.claimed} partitions taken, ${r.published.blocked ?? '?'} apply calls blocked; snapshots of all ${r.checked} users checked against the reference fold (read per slot): equal`,
     );
@@ -730,7 +815,9 @@ function report(
         (size === 'smoke' ? '; smoke sizes: warm-up dominates, no figure here says anything about speed' : ''),
     );
   }
-  if (size === 'smoke') notes.push('cluster (smoke): one small run on the spread layout only: the cluster path works (processors detect the cluster, slots moved, snapshots equal to the fold); the full size measures the default layout and 1, 2, 4 processors.');
+  if (size === 'smoke')
+    notes.push(
+      'cluster (smoke): one small run on the spread layout only: the cluster path works (processors detect the cluster, slots moved, snapshots equal to the fold); the full size measures the default layout and 1, 2, 4 processors.',
+    );
   return { rows, notes };
 }
-

@@ -34,18 +34,36 @@ export interface BenchConfig {
   readonly freshness: { readonly rate: number; readonly seconds: number; readonly users: number };
   readonly replay: { readonly sizes: readonly number[]; readonly users: number };
   /** GET profile: `rounds` alternating runs of `seconds` each per server, so drifting machine load hits both alike. */
-  readonly http: { readonly rounds: number; readonly seconds: number; readonly warmupSeconds: number; readonly connections: number };
+  readonly http: {
+    readonly rounds: number;
+    readonly seconds: number;
+    readonly warmupSeconds: number;
+    readonly connections: number;
+  };
   /**
    * Bookkeeping memory over a long run: `events` appends with event ids (1 in `poisonEvery` raw
    * entries dead-lettered) under a window of `maxIds` ids and retention, measured at `checkpoints` points.
    */
-  readonly bookkeeping: { readonly events: number; readonly checkpoints: number; readonly maxIds: number; readonly poisonEvery: number; readonly users: number };
+  readonly bookkeeping: {
+    readonly events: number;
+    readonly checkpoints: number;
+    readonly maxIds: number;
+    readonly poisonEvery: number;
+    readonly users: number;
+  };
 }
 
 const full: BenchConfig = {
   size: 'full',
   append: { events: 400_000, batch: 500, inFlight: 4, serverRequests: 2_000_000, pipeline: 64, latencySamples: 20_000 },
-  processing: { events: 200_000, users: 10_000, sizes: [50_000, 100_000], instances: [1, 2, 4, 2, 1], coldStarts: [2, 4], batchSizeVariant: 1_000 },
+  processing: {
+    events: 200_000,
+    users: 10_000,
+    sizes: [50_000, 100_000],
+    instances: [1, 2, 4, 2, 1],
+    coldStarts: [2, 4],
+    batchSizeVariant: 1_000,
+  },
   freshness: { rate: 10_000, seconds: 10, users: 10_000 },
   replay: { sizes: [100_000, 1_000_000], users: 10_000 },
   http: { rounds: 5, seconds: 2, warmupSeconds: 2, connections: 10 },

@@ -23,9 +23,15 @@ export const freshness: Benchmark = async (ctx) => {
   const { rate, seconds, users } = ctx.config.freshness;
   const streams = benchStreams('fresh');
   const probeIds = Array.from({ length: PROBES }, (_, i) => `probe-${i}`);
-  for (const id of probeIds) await ctx.redis.xadd(streams.updates, '*', 'user_id', id, 'command', 'register', 'name', id);
+  for (const id of probeIds)
+    await ctx.redis.xadd(streams.updates, '*', 'user_id', id, 'command', 'register', 'name', id);
 
-  const server = new Worker('profile api + processor', 'profile-server.ts', [ctx.server.url, JSON.stringify(streams), 'snap_fresh_', 'group_fresh', '1'], { env: cpuProfileEnv('freshness') });
+  const server = new Worker(
+    'profile api + processor',
+    'profile-server.ts',
+    [ctx.server.url, JSON.stringify(streams), 'snap_fresh_', 'group_fresh', '1'],
+    { env: cpuProfileEnv('freshness') },
+  );
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const loader = ctx.server.client('bench:fresh-load');
   const prober = ctx.server.client('bench:fresh-probe');
@@ -47,7 +53,12 @@ export const freshness: Benchmark = async (ctx) => {
     ctx.log(`freshness: background load of ${rate} ev/s, probes for ${seconds} s after a 1 s warm-up`);
     // Background load: `rate` flat events/s in pipelines every TICK_MS, catching up with the clock.
     const warmupMs = 1_000;
-    const commands = randomCommands(streams, Math.ceil((rate * (seconds * 1_000 + warmupMs + 2_000)) / 1_000), users, 11);
+    const commands = randomCommands(
+      streams,
+      Math.ceil((rate * (seconds * 1_000 + warmupMs + 2_000)) / 1_000),
+      users,
+      11,
+    );
     let sent = 0;
     let running = true;
     const loadStarted = performance.now();
@@ -93,7 +104,9 @@ export const freshness: Benchmark = async (ctx) => {
     const achieved = sent / ((performance.now() - loadStarted) / 1_000);
     const redisLine = await redisLoad.describe();
     // Did the processor keep up? Entries still pending in the group once the load stopped.
-    const pending = (await Promise.all(streamList(streams).map((s) => ctx.redis.xpending(s, 'group_fresh')))).reduce<number>((n, summary) => n + Number((summary as unknown[])[0] ?? 0), 0);
+    const pending = (
+      await Promise.all(streamList(streams).map((s) => ctx.redis.xpending(s, 'group_fresh')))
+    ).reduce<number>((n, summary) => n + Number(summary[0] ?? 0), 0);
 
     server.send({ type: 'stop' });
     const { peakRssMiB } = await server.waitFor<{ type: 'stopped'; peakRssMiB: number }>('stopped', 30_000);
@@ -101,8 +114,26 @@ export const freshness: Benchmark = async (ctx) => {
     const verdict = judge(p99, 10, fmt.ms, true);
     return {
       rows: [
-        { n: 4, figure: `freshness XADD → visible in GET profile, under ${fmt.rate(rate)} steady: p50`, redsource: fmt.ms(p50), baseline: '', ratio: '', goal: '', met: undefined, verdict: '' },
-        { n: 4, figure: 'same: p99', redsource: fmt.ms(p99), baseline: '', ratio: '', goal: 'p99 < 10 ms', met: verdict.met, verdict: verdict.verdict },
+        {
+          n: 4,
+          figure: `freshness XADD → visible in GET profile, under ${fmt.rate(rate)} steady: p50`,
+          redsource: fmt.ms(p50),
+          baseline: '',
+          ratio: '',
+          goal: '',
+          met: undefined,
+          verdict: '',
+        },
+        {
+          n: 4,
+          figure: 'same: p99',
+          redsource: fmt.ms(p99),
+          baseline: '',
+          ratio: '',
+          goal: 'p99 < 10 ms',
+          met: verdict.met,
+          verdict: verdict.verdict,
+        },
       ],
       notes: [
         `freshness: ${samples.length} probes over ${seconds} s, load achieved ${fmt.rate(achieved)}, max ${fmt.ms(Math.max(...samples))}, ${pending} entries pending at the end, service peak RSS ${fmt.mib(peakRssMiB)}; ${redisLine}`,

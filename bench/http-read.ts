@@ -37,7 +37,15 @@ function combine(rounds: readonly Cannon[]): { rps: number; p50: number; p99: nu
 
 /** autocannon in a child process of its own, JSON result. Any error or non-2xx answer fails the bench. */
 async function cannon(port: number, seconds: number, connections: number): Promise<Cannon> {
-  const run = await runTool(process.execPath, [AUTOCANNON, '-c', String(connections), '-d', String(seconds), '-j', `http://127.0.0.1:${port}/users/${USER}/profile`]);
+  const run = await runTool(process.execPath, [
+    AUTOCANNON,
+    '-c',
+    String(connections),
+    '-d',
+    String(seconds),
+    '-j',
+    `http://127.0.0.1:${port}/users/${USER}/profile`,
+  ]);
   if (run.code !== 0) throw new Error(`autocannon failed (code ${run.code}): ${run.stderr}`);
   const result = JSON.parse(run.stdout) as {
     errors: number;
@@ -47,8 +55,15 @@ async function cannon(port: number, seconds: number, connections: number): Promi
     requests: { total: number };
     latency: { p50: number; p99: number; mean: number };
   };
-  if (result.errors + result.timeouts + result.non2xx > 0) throw new Error(`autocannon: ${result.errors} errors, ${result.timeouts} timeouts, ${result.non2xx} non-2xx`);
-  return { requests: result.requests.total, seconds: result.duration, p50: result.latency.p50, p99: result.latency.p99, mean: result.latency.mean };
+  if (result.errors + result.timeouts + result.non2xx > 0)
+    throw new Error(`autocannon: ${result.errors} errors, ${result.timeouts} timeouts, ${result.non2xx} non-2xx`);
+  return {
+    requests: result.requests.total,
+    seconds: result.duration,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    mean: result.latency.mean,
+  };
 }
 
 /**
@@ -62,27 +77,53 @@ export const httpRead: Benchmark = async (ctx) => {
   const keyPrefix = 'snap_http_';
   // One profile with some of everything, built by the real pipeline (replay of its events).
   const pipeline = ctx.redis.pipeline();
-  pipeline.xadd(streams.updates, '*', 'user_id', USER, 'command', 'register', 'name', 'Duffy', 'surename', 'Duck', 'birth_date', '1937-04-17');
-  for (let i = 2; i <= 21; i++) pipeline.xadd(streams.friends, '*', 'user_id', USER, 'command', 'add', 'friend_id', String(i));
-  for (let i = 1; i <= 10; i++) pipeline.xadd(streams.activity, '*', 'user_id', USER, 'action', 'like', 'page', `Page ${i}`);
-  for (const kind of ['kick', 'dislike', 'comment', 'comment']) pipeline.xadd(streams.activity, '*', 'user_id', USER, 'command', kind, 'object', 'Bugs');
+  pipeline.xadd(
+    streams.updates,
+    '*',
+    'user_id',
+    USER,
+    'command',
+    'register',
+    'name',
+    'Duffy',
+    'surename',
+    'Duck',
+    'birth_date',
+    '1937-04-17',
+  );
+  for (let i = 2; i <= 21; i++)
+    pipeline.xadd(streams.friends, '*', 'user_id', USER, 'command', 'add', 'friend_id', String(i));
+  for (let i = 1; i <= 10; i++)
+    pipeline.xadd(streams.activity, '*', 'user_id', USER, 'action', 'like', 'page', `Page ${i}`);
+  for (const kind of ['kick', 'dislike', 'comment', 'comment'])
+    pipeline.xadd(streams.activity, '*', 'user_id', USER, 'command', kind, 'object', 'Bugs');
   throwFirstError(await pipeline.exec());
   const eventStore = new RedisEventStore({ redis: ctx.redis, catalog: profileCatalog(streams) });
   const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix, projection: 'profiles' });
   await replay({ redis: ctx.redis, eventStore, snapshots, handlers: profileHandlers(streams) });
 
-  const api = new Worker('profile api', 'profile-server.ts', [ctx.server.url, JSON.stringify(streams), keyPrefix, 'group_http', '0'], { env: cpuProfileEnv('profile-api') });
+  const api = new Worker(
+    'profile api',
+    'profile-server.ts',
+    [ctx.server.url, JSON.stringify(streams), keyPrefix, 'group_http', '0'],
+    { env: cpuProfileEnv('profile-api') },
+  );
   const bare = new Worker('bare fastify', 'bare-server.ts', [ctx.server.url, keyPrefix]);
   const agent = new http.Agent({ keepAlive: false });
   try {
-    const [apiPort, barePort] = await Promise.all([api, bare].map(async (w) => (await w.waitFor<{ type: 'listening'; port: number }>('listening', 60_000)).port)) as [number, number];
+    const [apiPort, barePort] = (await Promise.all(
+      [api, bare].map(async (w) => (await w.waitFor<{ type: 'listening'; port: number }>('listening', 60_000)).port),
+    )) as [number, number];
     const check = await getJson(agent, apiPort, `/users/${USER}/profile`);
     const profile = check.body as { friends?: unknown[]; likedPages?: unknown[] };
-    if (check.status !== 200 || profile.friends?.length !== 20 || profile.likedPages?.length !== 10) throw new Error(`GET profile: unexpected answer ${check.status} ${JSON.stringify(check.body)}`);
+    if (check.status !== 200 || profile.friends?.length !== 20 || profile.likedPages?.length !== 10)
+      throw new Error(`GET profile: unexpected answer ${check.status} ${JSON.stringify(check.body)}`);
     const bareCheck = await getJson(agent, barePort, `/users/${USER}/profile`);
     if (bareCheck.status !== 200) throw new Error(`bare route: ${bareCheck.status}`);
 
-    ctx.log(`GET profile: autocannon -c ${connections}, warm-up ${warmupSeconds} s each, then ${rounds} alternating rounds of ${seconds} s each`);
+    ctx.log(
+      `GET profile: autocannon -c ${connections}, warm-up ${warmupSeconds} s each, then ${rounds} alternating rounds of ${seconds} s each`,
+    );
     if (warmupSeconds > 0) {
       await cannon(barePort, warmupSeconds, connections);
       await cannon(apiPort, warmupSeconds, connections);
@@ -91,29 +132,58 @@ export const httpRead: Benchmark = async (ctx) => {
     const apiRounds: Cannon[] = [];
     for (let i = 0; i < rounds; i++) {
       // Alternate which goes first, so neither always follows the other.
-      const order = i % 2 === 0 ? ([[barePort, bareRounds], [apiPort, apiRounds]] as const) : ([[apiPort, apiRounds], [barePort, bareRounds]] as const);
+      const order =
+        i % 2 === 0
+          ? ([
+              [barePort, bareRounds],
+              [apiPort, apiRounds],
+            ] as const)
+          : ([
+              [apiPort, apiRounds],
+              [barePort, bareRounds],
+            ] as const);
       for (const [port, out] of order) out.push(await cannon(port, seconds, connections));
     }
     const baseline = combine(bareRounds);
     const redsource = combine(apiRounds);
 
-    await Promise.all([api, bare].map(async (w) => {
-      w.send({ type: 'stop' });
-      await w.waitFor('stopped', 30_000);
-    }));
+    await Promise.all(
+      [api, bare].map(async (w) => {
+        w.send({ type: 'stop' });
+        await w.waitFor('stopped', 30_000);
+      }),
+    );
     const ratio = redsource.rps / baseline.rps;
     const throughput = judge(ratio, 1, fmt.ratio);
     const latency = judge(redsource.p99, baseline.p99, (v) => `${v} ms`, true);
     return {
       rows: [
-        { n: 6, figure: `GET /users/:id/profile, autocannon -c ${connections}, ${rounds}×${seconds} s: req/s`, redsource: fmt.rate(redsource.rps, 'req/s'), baseline: `bare Fastify + one HGETALL: ${fmt.rate(baseline.rps, 'req/s')}`, ratio: fmt.ratio(ratio), goal: '≥1.0× req/s', met: throughput.met, verdict: throughput.verdict },
-        { n: 6, figure: 'same: latency p99 (mean)', redsource: `${redsource.p99} ms (${fmt.ms(redsource.mean)})`, baseline: `${baseline.p99} ms (${fmt.ms(baseline.mean)})`, ratio: fmt.ratio(redsource.mean / baseline.mean), goal: 'p99 not worse', met: latency.met, verdict: latency.verdict },
+        {
+          n: 6,
+          figure: `GET /users/:id/profile, autocannon -c ${connections}, ${rounds}×${seconds} s: req/s`,
+          redsource: fmt.rate(redsource.rps, 'req/s'),
+          baseline: `bare Fastify + one HGETALL: ${fmt.rate(baseline.rps, 'req/s')}`,
+          ratio: fmt.ratio(ratio),
+          goal: '≥1.0× req/s',
+          met: throughput.met,
+          verdict: throughput.verdict,
+        },
+        {
+          n: 6,
+          figure: 'same: latency p99 (mean)',
+          redsource: `${redsource.p99} ms (${fmt.ms(redsource.mean)})`,
+          baseline: `${baseline.p99} ms (${fmt.ms(baseline.mean)})`,
+          ratio: fmt.ratio(redsource.mean / baseline.mean),
+          goal: 'p99 not worse',
+          met: latency.met,
+          verdict: latency.verdict,
+        },
       ],
       notes: [
-      `GET profile: ${rounds} alternating rounds per server; per-round req/s API ${apiRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}, bare ${bareRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}; ` +
-        `autocannon reports latency in whole milliseconds (p99 here: median of the rounds; p50 ${redsource.p50} ms vs ${baseline.p50} ms); the latency row's ratio is of the means. ` +
-        'API as `serve` wires it (edge options, response schema, ETag, metrics) with request logging off and RATE_LIMIT_MAX=0.',
-    ],
+        `GET profile: ${rounds} alternating rounds per server; per-round req/s API ${apiRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}, bare ${bareRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}; ` +
+          `autocannon reports latency in whole milliseconds (p99 here: median of the rounds; p50 ${redsource.p50} ms vs ${baseline.p50} ms); the latency row's ratio is of the means. ` +
+          'API as `serve` wires it (edge options, response schema, ETag, metrics) with request logging off and RATE_LIMIT_MAX=0.',
+      ],
     };
   } finally {
     agent.destroy();

@@ -60,12 +60,33 @@ interface RedsourceRun {
  * `instances` redsource processors (child processes) in one consumer group, on a group, projection
  * and snapshot prefix of their own. Started ahead, they load their code and wait for `go`.
  */
-function spawnRedsource(ctx: BenchContext, streams: ProfileStreams, tag: string, instances: number, env: Readonly<Record<string, string>> = {}, batchSize?: number): RedsourceRun {
+function spawnRedsource(
+  ctx: BenchContext,
+  streams: ProfileStreams,
+  tag: string,
+  instances: number,
+  env: Readonly<Record<string, string>> = {},
+  batchSize?: number,
+): RedsourceRun {
   const keyPrefix = `snap_${tag}_`;
   const projection = `bench_${tag}`;
   const workers = Array.from(
     { length: instances },
-    (_, i) => new Worker(`processor ${tag}#${i}`, 'processor.ts', [ctx.server.url, JSON.stringify(streams), keyPrefix, projection, `group_${tag}`, `${tag}-${i}`, ...(batchSize ? [String(batchSize)] : [])], { env }),
+    (_, i) =>
+      new Worker(
+        `processor ${tag}#${i}`,
+        'processor.ts',
+        [
+          ctx.server.url,
+          JSON.stringify(streams),
+          keyPrefix,
+          projection,
+          `group_${tag}`,
+          `${tag}-${i}`,
+          ...(batchSize ? [String(batchSize)] : []),
+        ],
+        { env },
+      ),
   );
   return { streams, tag, keyPrefix, projection, workers };
 }
@@ -89,7 +110,8 @@ async function runRedsource(ctx: BenchContext, run: RedsourceRun): Promise<RunRe
       deadLettered = totals.reduce((n, t) => n + t.deadLettered, 0);
       const gone = workers.find((w) => w.child.exitCode !== null);
       if (gone) await gone.waitFor('never', 1_000); // rejects with the worker's output
-      if (performance.now() - started > TIMEOUT_MS) throw new Error(`processing ${tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
+      if (performance.now() - started > TIMEOUT_MS)
+        throw new Error(`processing ${tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
       if (handled < total) await sleep(5);
     }
     const seconds = (performance.now() - started) / 1000;
@@ -115,7 +137,13 @@ async function runRedsource(ctx: BenchContext, run: RedsourceRun): Promise<RunRe
 /** A baseline worker on its own copy of the backlog and its own group. */
 async function spawnBaseline(ctx: BenchContext, module: string, streams: ProfileStreams, tag: string): Promise<Worker> {
   const total = await xlenAll(ctx, streams);
-  return new Worker(`baseline ${tag}`, module, [ctx.server.url, JSON.stringify(streams), `snap_${tag}_`, `group_${tag}`, String(total)]);
+  return new Worker(`baseline ${tag}`, module, [
+    ctx.server.url,
+    JSON.stringify(streams),
+    `snap_${tag}_`,
+    `group_${tag}`,
+    String(total),
+  ]);
 }
 
 /** Timed from `go` to its `done`. */
@@ -128,7 +156,15 @@ async function runBaseline(ctx: BenchContext, worker: Worker): Promise<RunResult
     worker.send({ type: 'go' });
     const done = await worker.waitFor<Done>('done', TIMEOUT_MS);
     const seconds = (performance.now() - started) / 1000;
-    return { entries: done.entries, seconds, rate: done.entries / seconds, peakRssMiB: [done.peakRssMiB], cpuMs: [done.cpuMs], deadLettered: 0, redisLoad: await load.describe() };
+    return {
+      entries: done.entries,
+      seconds,
+      rate: done.entries / seconds,
+      peakRssMiB: [done.peakRssMiB],
+      cpuMs: [done.cpuMs],
+      deadLettered: 0,
+      redisLoad: await load.describe(),
+    };
   } finally {
     await worker.stop();
   }
@@ -179,7 +215,14 @@ export interface PartitionedResult extends RunResult {
   readonly processorCores: readonly number[];
   readonly redisCores: number;
   /** Summed over the processors' published counters (`redsource:{group:<g>}:stats`). */
-  readonly published: { applied: number; skipped: number; deadLettered: number; batches: number; blocked: number | undefined; claimed: number };
+  readonly published: {
+    applied: number;
+    skipped: number;
+    deadLettered: number;
+    batches: number;
+    blocked: number | undefined;
+    claimed: number;
+  };
   /** From the start of the timed window to the first entry applied (ms), per run. */
   readonly firstAppliedMs: readonly number[];
   /** 1-minute load average of the machine when each run started. */
@@ -200,7 +243,16 @@ function spawnPartitioned(ctx: BenchContext, streams: ProfileStreams, tag: strin
   const group = `group_${tag}`;
   const consumers = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
   const workers = consumers.map(
-    (consumer) => new Worker(`processor ${consumer}`, '../support/partitioned-processor.ts', [ctx.server.url, JSON.stringify(streams), keyPrefix, projection, group, consumer, JSON.stringify(PARTITIONED_SETTINGS)]),
+    (consumer) =>
+      new Worker(`processor ${consumer}`, '../support/partitioned-processor.ts', [
+        ctx.server.url,
+        JSON.stringify(streams),
+        keyPrefix,
+        projection,
+        group,
+        consumer,
+        JSON.stringify(PARTITIONED_SETTINGS),
+      ]),
   );
   return { n, tag, streams, group, keyPrefix, projection, consumers, workers };
 }
@@ -232,9 +284,20 @@ async function ownershipSettled(ctx: BenchContext, run: PartitionedRun): Promise
 }
 
 /** The processors' published counters, summed over consumers and streams. */
-async function publishedStats(ctx: BenchContext, run: PartitionedRun): Promise<PartitionedResult['published'] & { consumers: number }> {
+async function publishedStats(
+  ctx: BenchContext,
+  run: PartitionedRun,
+): Promise<PartitionedResult['published'] & { consumers: number }> {
   const hash = await ctx.redis.hgetall(processorKeys.consumerStats(run.group));
-  const sum = { applied: 0, skipped: 0, deadLettered: 0, batches: 0, blocked: 0 as number | undefined, claimed: 0, consumers: 0 };
+  const sum = {
+    applied: 0,
+    skipped: 0,
+    deadLettered: 0,
+    batches: 0,
+    blocked: 0 as number | undefined,
+    claimed: 0,
+    consumers: 0,
+  };
   for (const consumer of run.consumers) {
     const json = hash[consumer];
     if (json === undefined) continue;
@@ -260,7 +323,12 @@ async function publishedStats(ctx: BenchContext, run: PartitionedRun): Promise<P
  * and of redis-server from /proc over the same window. Then the processors' counters are read from
  * the stats hash they publish, once it accounts for every entry.
  */
-async function timePartitioned(ctx: BenchContext, run: PartitionedRun, total: number, release: () => Promise<void>): Promise<PartitionedResult> {
+async function timePartitioned(
+  ctx: BenchContext,
+  run: PartitionedRun,
+  total: number,
+  release: () => Promise<void>,
+): Promise<PartitionedResult> {
   const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: run.keyPrefix, projection: run.projection });
   const load = new RedisLoad(ctx.redis);
   await load.start();
@@ -279,7 +347,8 @@ async function timePartitioned(ctx: BenchContext, run: PartitionedRun, total: nu
     if (handled > 0 && Number.isNaN(firstAppliedMs)) firstAppliedMs = performance.now() - started;
     const gone = run.workers.find((w) => w.child.exitCode !== null);
     if (gone) await gone.waitFor('never', 1_000); // rejects with the worker's output
-    if (performance.now() - started > TIMEOUT_MS) throw new Error(`processing ${run.tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
+    if (performance.now() - started > TIMEOUT_MS)
+      throw new Error(`processing ${run.tag}: ${handled}/${total} after ${TIMEOUT_MS} ms`);
     if (handled < total) await sleep(5);
   }
   const seconds = (performance.now() - started) / 1000;
@@ -289,11 +358,15 @@ async function timePartitioned(ctx: BenchContext, run: PartitionedRun, total: nu
   const benchMicros = used.pop() ?? Number.NaN;
   const redisLoad = await load.describe();
   let published = await publishedStats(ctx, run);
-  for (const deadline = performance.now() + 10_000; published.applied + published.skipped + published.deadLettered < total && performance.now() < deadline; ) {
+  for (
+    const deadline = performance.now() + 10_000;
+    published.applied + published.skipped + published.deadLettered < total && performance.now() < deadline;
+  ) {
     await sleep(50);
     published = await publishedStats(ctx, run);
   }
-  if (published.consumers !== run.n) throw new Error(`processing ${run.tag}: ${published.consumers} of ${run.n} processors published their counters`);
+  if (published.consumers !== run.n)
+    throw new Error(`processing ${run.tag}: ${published.consumers} of ${run.n} processors published their counters`);
   for (const w of run.workers) w.send({ type: 'stop' });
   const stopped = await Promise.all(run.workers.map((w) => w.waitFor<Stopped>('stopped', 60_000)));
   const processorMicros = used.reduce((a, b) => a + b, 0);
@@ -306,7 +379,10 @@ async function timePartitioned(ctx: BenchContext, run: PartitionedRun, total: nu
     cpuMs: used.map((us) => us / 1000),
     deadLettered,
     redisLoad,
-    entriesPerBatch: published.batches > 0 ? (published.applied + published.skipped + published.deadLettered) / published.batches : Number.NaN,
+    entriesPerBatch:
+      published.batches > 0
+        ? (published.applied + published.skipped + published.deadLettered) / published.batches
+        : Number.NaN,
     processorMicrosPerEvent: processorMicros / total,
     redisMicrosPerEvent: redisMicros / total,
     processorCores: used.map((us) => us / 1e6 / seconds),
@@ -335,15 +411,23 @@ async function startSettled(runs: readonly PartitionedRun[]): Promise<void> {
  * backlog, its group created at 0, RENAMEd over the run's streams in one MULTI, which wakes the
  * readers) and is timed to the last entry applied. Each run's processors stop after it.
  */
-async function runSettled(ctx: BenchContext, runs: readonly PartitionedRun[], backlog: ProfileStreams, total: number): Promise<PartitionedResult[]> {
+async function runSettled(
+  ctx: BenchContext,
+  runs: readonly PartitionedRun[],
+  backlog: ProfileStreams,
+  total: number,
+): Promise<PartitionedResult[]> {
   const began = performance.now();
   for (const run of runs) {
     while (!(await ownershipSettled(ctx, run))) {
-      if (performance.now() - began > 60_000) throw new Error(`processing ${run.tag}: the partitions were not shared out within 60 s`);
+      if (performance.now() - began > 60_000)
+        throw new Error(`processing ${run.tag}: the partitions were not shared out within 60 s`);
       await sleep(50);
     }
   }
-  ctx.log(`processing: partitions shared out in every group (waited ${((performance.now() - began) / 1000).toFixed(1)} s more)`);
+  ctx.log(
+    `processing: partitions shared out in every group (waited ${((performance.now() - began) / 1000).toFixed(1)} s more)`,
+  );
   const results: PartitionedResult[] = [];
   for (const run of runs) {
     const staging = benchStreams(`stage_${run.tag}`);
@@ -351,7 +435,9 @@ async function runSettled(ctx: BenchContext, runs: readonly PartitionedRun[], ba
       await ctx.redis.call('COPY', from, to);
       await ctx.redis.xgroup('CREATE', to, run.group, '0');
     }
-    ctx.log(`processing: redsource, ${run.n} processor${run.n > 1 ? 's' : ''} (separate processes), partitions shared out before the backlog appears`);
+    ctx.log(
+      `processing: redsource, ${run.n} processor${run.n > 1 ? 's' : ''} (separate processes), partitions shared out before the backlog appears`,
+    );
     const result = await timePartitioned(ctx, run, total, async () => {
       const multi = ctx.redis.multi();
       for (const [from, to] of zip(streamList(staging), streamList(run.streams))) multi.rename(from, to);
@@ -381,7 +467,9 @@ function combineByN(results: readonly PartitionedResult[]): (PartitionedResult &
       const sum = (f: (r: PartitionedResult) => number) => rs.reduce((t, r) => t + f(r), 0);
       const entries = sum((r) => r.entries);
       const seconds = sum((r) => r.seconds);
-      const blocked = rs.some((r) => r.published.blocked === undefined) ? undefined : sum((r) => r.published.blocked ?? 0);
+      const blocked = rs.some((r) => r.published.blocked === undefined)
+        ? undefined
+        : sum((r) => r.published.blocked ?? 0);
       const batches = sum((r) => r.published.batches);
       return {
         n,
@@ -395,7 +483,8 @@ function combineByN(results: readonly PartitionedResult[]): (PartitionedResult &
         entriesPerBatch: batches > 0 ? entries / batches : Number.NaN,
         processorMicrosPerEvent: sum((r) => r.processorMicrosPerEvent * r.entries) / entries,
         redisMicrosPerEvent: sum((r) => r.redisMicrosPerEvent * r.entries) / entries,
-        processorCores: rs[0]?.processorCores.map((_, i) => sum((r) => (r.processorCores[i] ?? 0) * r.seconds) / seconds) ?? [],
+        processorCores:
+          rs[0]?.processorCores.map((_, i) => sum((r) => (r.processorCores[i] ?? 0) * r.seconds) / seconds) ?? [],
         redisCores: sum((r) => r.redisCores * r.seconds) / seconds,
         published: {
           applied: sum((r) => r.published.applied),
@@ -430,7 +519,9 @@ export const processing: Benchmark = async (ctx) => {
   ctx.log(`processing: loading 3 copies of ${cfg.events} events over ${cfg.users} users`);
   await loadBacklog(ctx.redis, [main.rs, main.seed, main.batched], cfg.events, cfg.users, 3);
   // Smaller backlogs: the first N entries of the same generator (same seed).
-  const extra = cfg.sizes.filter((s) => s !== cfg.events).map((size) => ({ size, streams: benchStreams(`proc_${size}`) }));
+  const extra = cfg.sizes
+    .filter((s) => s !== cfg.events)
+    .map((size) => ({ size, streams: benchStreams(`proc_${size}`) }));
   for (const e of extra) await loadBacklog(ctx.redis, [e.streams], e.size, cfg.users, 3);
 
   // Every process starts now and loads its code; each then waits for its `go`, one run at a time.
@@ -447,8 +538,20 @@ export const processing: Benchmark = async (ctx) => {
   // numbers started together on the shared backlog (a new group each), handovers and all.
   const settledRuns = cfg.instances.map((n, i) => spawnPartitioned(ctx, benchStreams(`part${i}`), `part${i}n${n}`, n));
   const coldRuns = cfg.coldStarts.map((n) => spawnPartitioned(ctx, main.rs, `cold${n}`, n));
-  const batchRun = cfg.batchSizeVariant > 0 ? spawnRedsource(ctx, main.rs, `batch${cfg.batchSizeVariant}`, 1, {}, cfg.batchSizeVariant) : undefined;
-  const everyWorker = [mainRun, mainRun2, ...sizeRuns.map((s) => s.run), ...settledRuns, ...coldRuns, ...(batchRun ? [batchRun] : [])].flatMap((r) => r.workers).concat(seedWorker, batchedWorker, batchedWorker2);
+  const batchRun =
+    cfg.batchSizeVariant > 0
+      ? spawnRedsource(ctx, main.rs, `batch${cfg.batchSizeVariant}`, 1, {}, cfg.batchSizeVariant)
+      : undefined;
+  const everyWorker = [
+    mainRun,
+    mainRun2,
+    ...sizeRuns.map((s) => s.run),
+    ...settledRuns,
+    ...coldRuns,
+    ...(batchRun ? [batchRun] : []),
+  ]
+    .flatMap((r) => r.workers)
+    .concat(seedWorker, batchedWorker, batchedWorker2);
   try {
     // The partitioned runs' processors start as soon as they are loaded, on empty streams of their
     // own, so their groups share the partitions out meanwhile (one or two ownership rounds, ~2 s);
@@ -462,8 +565,12 @@ export const processing: Benchmark = async (ctx) => {
     const eventStore = new RedisEventStore({ redis: ctx.redis, catalog: profileCatalog(main.rs) });
     const expected = await referenceFold(eventStore, main.rs);
     const sample = new Map([...expected].slice(0, 1_000));
-    const differences = await snapshotDifferences(new SnapshotStore({ redis: ctx.redis, keyPrefix: mainRun.keyPrefix, projection: mainRun.projection }), sample);
-    if (differences.length > 0) throw new Error(`redsource snapshots differ from the reference fold:\n${differences.slice(0, 5).join('\n')}`);
+    const differences = await snapshotDifferences(
+      new SnapshotStore({ redis: ctx.redis, keyPrefix: mainRun.keyPrefix, projection: mainRun.projection }),
+      sample,
+    );
+    if (differences.length > 0)
+      throw new Error(`redsource snapshots differ from the reference fold:\n${differences.slice(0, 5).join('\n')}`);
 
     ctx.log('processing: baseline (b), the batched loop');
     const batched1 = await runBaseline(ctx, batchedWorker);
@@ -489,8 +596,12 @@ export const processing: Benchmark = async (ctx) => {
     for (const run of coldRuns) cold.push(await runCold(ctx, run, total));
     // Right whatever the number of processors: each run's snapshots against the same reference fold.
     for (const run of [...settledRuns, ...coldRuns]) {
-      const diff = await snapshotDifferences(new SnapshotStore({ redis: ctx.redis, keyPrefix: run.keyPrefix, projection: run.projection }), sample);
-      if (diff.length > 0) throw new Error(`${run.tag}: snapshots differ from the reference fold:\n${diff.slice(0, 5).join('\n')}`);
+      const diff = await snapshotDifferences(
+        new SnapshotStore({ redis: ctx.redis, keyPrefix: run.keyPrefix, projection: run.projection }),
+        sample,
+      );
+      if (diff.length > 0)
+        throw new Error(`${run.tag}: snapshots differ from the reference fold:\n${diff.slice(0, 5).join('\n')}`);
     }
     let batchVariant: { size: number; run: RunResult } | undefined;
     if (batchRun) {
@@ -542,34 +653,100 @@ function report(
   const before = BEFORE_PARTITIONS[benchSize];
   const vsBefore = judge(rs.rate / batched.rate, before.ratio, fmt.ratio);
   const rows: Row[] = [
-    { n: 3, figure: `processing ${size} events → snapshots, exactly-once, 1 processor (2 runs)`, redsource: fmt.rate(rs.rate), baseline: `(a) seed loop, COUNT 10, HSET+XACK per entry: ${fmt.rate(seed.rate)}`, ratio: fmt.ratio(rs.rate / seed.rate), goal: '≥12× (a)', met: vsSeed.met, verdict: vsSeed.verdict },
-    { n: 3, figure: 'same run', redsource: fmt.rate(rs.rate), baseline: `(b) batched loop, COUNT 1000, pipelined (2 runs): ${fmt.rate(batched.rate)}`, ratio: fmt.ratio(rs.rate / batched.rate), goal: '≥2× (b)', met: vsBatched.met, verdict: vsBatched.verdict },
-    { n: 3, figure: 'same run, absolute', redsource: fmt.rate(rs.rate), baseline: '', ratio: '', goal: '≥150k ev/s', met: absolute.met, verdict: absolute.verdict },
-    { n: 3, figure: 'same run ÷ (b), against that ratio before partitioned processing', redsource: fmt.ratio(rs.rate / batched.rate), baseline: `before (${before.run}): ${fmt.ratio(before.ratio)}`, ratio: fmt.ratio(rs.rate / batched.rate / before.ratio), goal: '1 processor no slower vs (b) than before', met: vsBefore.met, verdict: vsBefore.verdict },
+    {
+      n: 3,
+      figure: `processing ${size} events → snapshots, exactly-once, 1 processor (2 runs)`,
+      redsource: fmt.rate(rs.rate),
+      baseline: `(a) seed loop, COUNT 10, HSET+XACK per entry: ${fmt.rate(seed.rate)}`,
+      ratio: fmt.ratio(rs.rate / seed.rate),
+      goal: '≥12× (a)',
+      met: vsSeed.met,
+      verdict: vsSeed.verdict,
+    },
+    {
+      n: 3,
+      figure: 'same run',
+      redsource: fmt.rate(rs.rate),
+      baseline: `(b) batched loop, COUNT 1000, pipelined (2 runs): ${fmt.rate(batched.rate)}`,
+      ratio: fmt.ratio(rs.rate / batched.rate),
+      goal: '≥2× (b)',
+      met: vsBatched.met,
+      verdict: vsBatched.verdict,
+    },
+    {
+      n: 3,
+      figure: 'same run, absolute',
+      redsource: fmt.rate(rs.rate),
+      baseline: '',
+      ratio: '',
+      goal: '≥150k ev/s',
+      met: absolute.met,
+      verdict: absolute.verdict,
+    },
+    {
+      n: 3,
+      figure: 'same run ÷ (b), against that ratio before partitioned processing',
+      redsource: fmt.ratio(rs.rate / batched.rate),
+      baseline: `before (${before.run}): ${fmt.ratio(before.ratio)}`,
+      ratio: fmt.ratio(rs.rate / batched.rate / before.ratio),
+      goal: '1 processor no slower vs (b) than before',
+      met: vsBefore.met,
+      verdict: vsBefore.verdict,
+    },
   ];
   for (const { size: s, run } of bySize) {
-    rows.push({ n: 3, figure: `processing ${fmt.count(s)} events, 1 processor: events/s, peak RSS`, redsource: `${fmt.rate(run.rate)}, ${fmt.mib(run.peakRssMiB[0] ?? 0)}`, baseline: '', ratio: '', goal: '', met: undefined, verdict: '' });
+    rows.push({
+      n: 3,
+      figure: `processing ${fmt.count(s)} events, 1 processor: events/s, peak RSS`,
+      redsource: `${fmt.rate(run.rate)}, ${fmt.mib(run.peakRssMiB[0] ?? 0)}`,
+      baseline: '',
+      ratio: '',
+      goal: '',
+      met: undefined,
+      verdict: '',
+    });
   }
   const { settled, cold } = partitioned;
   const one = settled.find((r) => r.n === 1);
   const times = (r: { runs: number[] }) => (r.runs.length > 1 ? ` (${r.runs.length} runs)` : '');
   for (const r of settled) {
     if (r.n === 1 || !one) {
-      rows.push({ n: 3, figure: `processing ${size} events, ${r.n} processor, partitioned: its ${PARTITIONS} partitions held before the backlog appears${times(r)}`, redsource: `${fmt.rate(r.rate)}, ${rss(r)}`, baseline: `(b): ${fmt.rate(batched.rate)}`, ratio: fmt.ratio(r.rate / batched.rate), goal: '', met: undefined, verdict: '' });
+      rows.push({
+        n: 3,
+        figure: `processing ${size} events, ${r.n} processor, partitioned: its ${PARTITIONS} partitions held before the backlog appears${times(r)}`,
+        redsource: `${fmt.rate(r.rate)}, ${rss(r)}`,
+        baseline: `(b): ${fmt.rate(batched.rate)}`,
+        ratio: fmt.ratio(r.rate / batched.rate),
+        goal: '',
+        met: undefined,
+        verdict: '',
+      });
       continue;
     }
     const ratio = r.rate / one.rate;
     const goal = r.n === 2 ? judge(ratio, 1, fmt.ratio) : undefined;
-    rows.push({ n: 3, figure: `same, ${r.n} processors (${r.n} processes), ${PARTITIONS / r.n} partitions each${times(r)}`, redsource: `${fmt.rate(r.rate)}, ${rss(r)}`, baseline: `1 processor: ${fmt.rate(one.rate)}`, ratio: fmt.ratio(ratio), goal: r.n === 2 ? '≥1.0× of one' : '', met: goal?.met, verdict: goal?.verdict ?? '' });
+    rows.push({
+      n: 3,
+      figure: `same, ${r.n} processors (${r.n} processes), ${PARTITIONS / r.n} partitions each${times(r)}`,
+      redsource: `${fmt.rate(r.rate)}, ${rss(r)}`,
+      baseline: `1 processor: ${fmt.rate(one.rate)}`,
+      ratio: fmt.ratio(ratio),
+      goal: r.n === 2 ? '≥1.0× of one' : '',
+      met: goal?.met,
+      verdict: goal?.verdict ?? '',
+    });
   }
   const blocked = settled.map((r) => r.published.blocked);
-  const blockedTotal = blocked.some((b) => b === undefined) ? Number.NaN : blocked.reduce((a: number, b) => a + (b ?? 0), 0);
+  const blockedTotal = blocked.some((b) => b === undefined)
+    ? Number.NaN
+    : blocked.reduce((a: number, b) => a + (b ?? 0), 0);
   const waits = judge(blockedTotal, 0, (v) => (Number.isNaN(v) ? 'not counted' : String(v)), true);
   rows.push({
     n: 3,
     figure: `waits on another processor's entries (apply calls blocked), ${settled.map((r) => r.n).join(' / ')} processors, partitions held`,
     redsource: blocked.map((b) => (b === undefined ? '?' : String(b))).join(' / '),
-    baseline: cold.length > 0 ? `started together: ${cold.map((r) => `${r.n}: ${r.published.blocked ?? '?'}`).join(', ')}` : '',
+    baseline:
+      cold.length > 0 ? `started together: ${cold.map((r) => `${r.n}: ${r.published.blocked ?? '?'}`).join(', ')}` : '',
     ratio: '',
     goal: '0 outside handovers',
     met: waits.met,
@@ -589,11 +766,29 @@ function report(
     });
   }
   for (const r of cold) {
-    rows.push({ n: 3, figure: `same, ${r.n} processors started together on the backlog (partitions shared out during the run)`, redsource: `${fmt.rate(r.rate)}, ${r.published.blocked ?? '?'} blocked`, baseline: `1 processor (2 runs above): ${fmt.rate(rs.rate)}`, ratio: fmt.ratio(r.rate / rs.rate), goal: '', met: undefined, verdict: '' });
+    rows.push({
+      n: 3,
+      figure: `same, ${r.n} processors started together on the backlog (partitions shared out during the run)`,
+      redsource: `${fmt.rate(r.rate)}, ${r.published.blocked ?? '?'} blocked`,
+      baseline: `1 processor (2 runs above): ${fmt.rate(rs.rate)}`,
+      ratio: fmt.ratio(r.rate / rs.rate),
+      goal: '',
+      met: undefined,
+      verdict: '',
+    });
   }
   if (batchVariant) {
     const { size: b, run } = batchVariant;
-    rows.push({ n: 3, figure: `processing ${size} events, 1 processor, REDSOURCE_BATCH_SIZE=${b} (default 500)`, redsource: fmt.rate(run.rate), baseline: `(b): ${fmt.rate(batched.rate)}`, ratio: fmt.ratio(run.rate / batched.rate), goal: '', met: undefined, verdict: '' });
+    rows.push({
+      n: 3,
+      figure: `processing ${size} events, 1 processor, REDSOURCE_BATCH_SIZE=${b} (default 500)`,
+      redsource: fmt.rate(run.rate),
+      baseline: `(b): ${fmt.rate(batched.rate)}`,
+      ratio: fmt.ratio(run.rate / batched.rate),
+      goal: '',
+      met: undefined,
+      verdict: '',
+    });
   }
   const describe = (name: string, r: RunResult) =>
     `${name}: ${r.entries} entries in ${r.seconds.toFixed(2)} s, process CPU ${cpuShare(r)} of a core, peak RSS ${r.peakRssMiB.map((m) => fmt.mib(m)).join(' / ')}; ${r.redisLoad}`;
@@ -603,15 +798,26 @@ function report(
       describe('processing, redsource 1 processor (both runs; redis-server figures: first run)', rs) +
         `; ${rs.entriesPerBatch?.toFixed(0)} entries per apply-script call; the two runs: ${rs.runs.map((r) => fmt.rate(r)).join(' and ')}; snapshots of ${checked} users checked against the reference fold: equal`,
       describe('processing, baseline (a)', seed),
-      describe('processing, baseline (b) (both runs; redis-server figures: first run)', batched) + `; the two runs: ${batched.runs.map((r) => fmt.rate(r)).join(' and ')}`,
+      describe('processing, baseline (b) (both runs; redis-server figures: first run)', batched) +
+        `; the two runs: ${batched.runs.map((r) => fmt.rate(r)).join(' and ')}`,
       ...settled.map((r) =>
-        describePartitioned(`processing, redsource ${r.n} processor${r.n > 1 ? 's' : ''}, partitions held before the backlog appears${r.runs.length > 1 ? ` (${r.runs.length} runs: ${r.runs.map((x) => fmt.rate(x)).join(' and ')})` : ''}`, r),
+        describePartitioned(
+          `processing, redsource ${r.n} processor${r.n > 1 ? 's' : ''}, partitions held before the backlog appears${r.runs.length > 1 ? ` (${r.runs.length} runs: ${r.runs.map((x) => fmt.rate(x)).join(' and ')})` : ''}`,
+          r,
+        ),
       ),
-      ...cold.map((r) => describePartitioned(`processing, redsource ${r.n} processors started together on the backlog`, r)),
-      ...(batchVariant ? [describe(`processing, redsource batch size ${batchVariant.size}`, batchVariant.run) + `; ${batchVariant.run.entriesPerBatch?.toFixed(0)} entries per apply-script call`] : []),
+      ...cold.map((r) =>
+        describePartitioned(`processing, redsource ${r.n} processors started together on the backlog`, r),
+      ),
+      ...(batchVariant
+        ? [
+            describe(`processing, redsource batch size ${batchVariant.size}`, batchVariant.run) +
+              `; ${batchVariant.run.entriesPerBatch?.toFixed(0)} entries per apply-script call`,
+          ]
+        : []),
     ],
   };
-};
+}
 
 function describePartitioned(name: string, r: PartitionedResult): string {
   const p = projected(r);

@@ -20,7 +20,13 @@ interface ReplayRun {
 }
 
 const replayWorker = (ctx: BenchContext, mode: 'redsource' | 'handwritten', streams: ProfileStreams, tag: string) =>
-  new Worker(`replay ${mode} ${tag}`, 'replay.ts', [mode, ctx.server.url, JSON.stringify(streams), `snap_${tag}_${mode}_`, `replay_${tag}`]);
+  new Worker(`replay ${mode} ${tag}`, 'replay.ts', [
+    mode,
+    ctx.server.url,
+    JSON.stringify(streams),
+    `snap_${tag}_${mode}_`,
+    `replay_${tag}`,
+  ]);
 
 /** Times one worker from `go` to its `done`; the worker is stopped either way. */
 async function runReplay(ctx: BenchContext, worker: Worker): Promise<ReplayRun> {
@@ -99,6 +105,9 @@ export const rebuild: Benchmark = async (ctx) => {
   }
   return {
     rows,
-    notes: results.map((r) => `replay ${fmt.count(r.size)}: redsource ${r.redsource.seconds.toFixed(2)} s (${r.redsource.redisLoad}); hand-written ${r.handwritten.seconds.toFixed(2)} s (${r.handwritten.redisLoad})`),
+    notes: results.map(
+      (r) =>
+        `replay ${fmt.count(r.size)}: redsource ${r.redsource.seconds.toFixed(2)} s (${r.redsource.redisLoad}); hand-written ${r.handwritten.seconds.toFixed(2)} s (${r.handwritten.redisLoad})`,
+    ),
   };
 };

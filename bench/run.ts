@@ -39,7 +39,8 @@ async function main(): Promise<number> {
   const only = process.env['BENCH_ONLY']?.split(',').map(Number);
   const sections = SECTIONS.filter((s) => !only || only.includes(s.n));
   const began = performance.now();
-  const log = (message: string) => process.stderr.write(`[bench ${((performance.now() - began) / 1000).toFixed(1).padStart(5)} s] ${message}\n`);
+  const log = (message: string) =>
+    process.stderr.write(`[bench ${((performance.now() - began) / 1000).toFixed(1).padStart(5)} s] ${message}\n`);
 
   let server: BenchRedis | undefined;
   const abort = (signal: NodeJS.Signals) => {
@@ -51,7 +52,9 @@ async function main(): Promise<number> {
   try {
     server = await startRedisServer();
     const machine = describeMachine(server.version);
-    log(`BENCH_SIZE=${config.size}; redis-server ${server.version} pid ${server.process.pid} on port ${server.port} (no persistence)`);
+    log(
+      `BENCH_SIZE=${config.size}; redis-server ${server.version} pid ${server.process.pid} on port ${server.port} (no persistence)`,
+    );
     const ctx: BenchContext = { config, server, redis: server.client('bench:main'), log };
     const rows: Row[] = [];
     const notes: string[] = [];
@@ -60,7 +63,9 @@ async function main(): Promise<number> {
       await ctx.redis.flushall();
       const sectionStart = performance.now();
       const result = await section.run(ctx);
-      log(`${section.n}. ${section.name}: done in ${((performance.now() - sectionStart) / 1000).toFixed(1)} s (load average ${os.loadavg()[0]?.toFixed(2)})`);
+      log(
+        `${section.n}. ${section.name}: done in ${((performance.now() - sectionStart) / 1000).toFixed(1)} s (load average ${os.loadavg()[0]?.toFixed(2)})`,
+      );
       rows.push(...result.rows);
       notes.push(...result.notes);
     }

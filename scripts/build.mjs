@@ -11,7 +11,9 @@ const out = 'apps/profile-api/dist';
 const manifests = ['apps/profile-api', ...readdirSync('packages').map((p) => join('packages', p))].map((dir) =>
   JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')),
 );
-const external = [...new Set(manifests.flatMap((m) => Object.keys(m.dependencies ?? {})))].filter((name) => !name.startsWith('@redsource/'));
+const external = [...new Set(manifests.flatMap((m) => Object.keys(m.dependencies ?? {})))].filter(
+  (name) => !name.startsWith('@redsource/'),
+);
 
 execFileSync('npx', ['tsc', '-p', 'tsconfig.json', '--noEmit'], { stdio: 'inherit' });
 rmSync(out, { recursive: true, force: true });
@@ -34,7 +36,8 @@ for (const pkg of readdirSync('packages')) {
     cpSync(join(scripts, file.name), join(out, 'cli/scripts', file.name));
   }
   // Shared Lua parts (`--@include`), read when a script is loaded.
-  if (existsSync(join(scripts, 'includes'))) cpSync(join(scripts, 'includes'), join(out, 'cli/scripts/includes'), { recursive: true });
+  if (existsSync(join(scripts, 'includes')))
+    cpSync(join(scripts, 'includes'), join(out, 'cli/scripts/includes'), { recursive: true });
 }
 cpSync('apps/profile-api/src/http/dashboard', join(out, 'dashboard'), { recursive: true });
 console.log(`built ${out}/cli/redsource.mjs (run: node ${out}/cli/redsource.mjs serve)`);

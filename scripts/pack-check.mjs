@@ -24,7 +24,9 @@ const exampleTimeoutMs = 120_000;
 const rootManifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 // The same ranges the workspace develops and tests against.
 // fastify: the orders example of @redsource/testing serves a GET route with it.
-const registryDeps = ['ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map((name) => `${name}@${rootManifest.devDependencies[name]}`);
+const registryDeps = ['ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map(
+  (name) => `${name}@${rootManifest.devDependencies[name]}`,
+);
 
 let step = 'start';
 let work; // the scratch directory, kept when the check fails
@@ -39,20 +41,29 @@ function fail(message) {
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { stdio: 'inherit', ...options, env: { ...process.env, ...options.env } });
   if (result.error) fail(`${command} ${args.join(' ')}: ${result.error.message}`);
-  if (result.signal) fail(`${command} ${args.join(' ')} was stopped by ${result.signal}${result.signal === 'SIGTERM' ? ' (timed out)' : ''}`);
+  if (result.signal)
+    fail(
+      `${command} ${args.join(' ')} was stopped by ${result.signal}${result.signal === 'SIGTERM' ? ' (timed out)' : ''}`,
+    );
   if (result.status !== 0) fail(`${command} ${args.join(' ')} exited with ${result.status}`);
   return result;
 }
 
 // pnpm as the root script was run with (npm_execpath), or pnpm 9 through npx.
-const pnpmExec = process.env.npm_execpath && /pnpm/.test(process.env.npm_execpath) ? process.env.npm_execpath : undefined;
+const pnpmExec =
+  process.env.npm_execpath && /pnpm/.test(process.env.npm_execpath) ? process.env.npm_execpath : undefined;
 const pnpm = (args, options) =>
-  pnpmExec && pnpmExec.endsWith('js') ? run(process.execPath, [pnpmExec, ...args], options) : run(pnpmExec ?? 'npx', pnpmExec ? args : ['-y', 'pnpm@9', ...args], options);
+  pnpmExec && pnpmExec.endsWith('js')
+    ? run(process.execPath, [pnpmExec, ...args], options)
+    : run(pnpmExec ?? 'npx', pnpmExec ? args : ['-y', 'pnpm@9', ...args], options);
 
 // 1. The packages a user installs: every packages/* not marked private.
 const packages = readdirSync(join(root, 'packages'), { withFileTypes: true })
   .filter((d) => d.isDirectory() && existsSync(join(root, 'packages', d.name, 'package.json')))
-  .map((d) => ({ dir: join(root, 'packages', d.name), manifest: JSON.parse(readFileSync(join(root, 'packages', d.name, 'package.json'), 'utf8')) }))
+  .map((d) => ({
+    dir: join(root, 'packages', d.name),
+    manifest: JSON.parse(readFileSync(join(root, 'packages', d.name, 'package.json'), 'utf8')),
+  }))
   .filter((p) => !p.manifest.private);
 if (packages.length === 0) fail('no publishable package under packages/');
 say(`packages: ${packages.map((p) => `${p.manifest.name}@${p.manifest.version}`).join(', ')}`);
@@ -81,44 +92,79 @@ for (const { dir, manifest } of packages) {
     .filter(Boolean)
     .map((f) => f.replace(/^package\//, ''));
   const luaScripts = listFiles(join(dir, 'src/scripts')).map((f) => `dist/scripts/${f}`);
-  const required = ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/index.js.map', ...luaScripts];
+  const required = [
+    'package.json',
+    'README.md',
+    'LICENSE',
+    'CHANGELOG.md',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/index.js.map',
+    ...luaScripts,
+  ];
   const missing = required.filter((f) => !files.includes(f));
   if (missing.length > 0) fail(`${tarball} lacks ${missing.join(', ')}`);
   const unwanted = files.filter((f) => /(^|\/)(test|src)\//.test(f) || /\.(spec|test)\.[cm]?[jt]s$/.test(f));
   if (unwanted.length > 0) fail(`${tarball} holds tests or sources: ${unwanted.join(', ')}`);
-  const packedManifest = JSON.parse(execFileSync('tar', ['-xzOf', join(tarballs, tarball), 'package/package.json'], { encoding: 'utf8' }));
+  const packedManifest = JSON.parse(
+    execFileSync('tar', ['-xzOf', join(tarballs, tarball), 'package/package.json'], { encoding: 'utf8' }),
+  );
   const entry = packedManifest.exports?.['.'];
-  if (entry?.import !== './dist/index.js' || entry?.types !== './dist/index.d.ts') fail(`${tarball}: exports["."] is ${JSON.stringify(entry)}, not dist/`);
-  const workspaceRanges = Object.entries({ ...packedManifest.dependencies, ...packedManifest.peerDependencies }).filter(([, range]) => String(range).startsWith('workspace:'));
-  if (workspaceRanges.length > 0) fail(`${tarball} still has workspace: ranges: ${workspaceRanges.map(([n]) => n).join(', ')}`);
-  say(`packed ${tarball}: ${files.length} files (${luaScripts.length} Lua scripts), exports -> dist/, peer dependencies ${Object.keys(packedManifest.peerDependencies ?? {}).join(', ') || 'none'}`);
+  if (entry?.import !== './dist/index.js' || entry?.types !== './dist/index.d.ts')
+    fail(`${tarball}: exports["."] is ${JSON.stringify(entry)}, not dist/`);
+  const workspaceRanges = Object.entries({ ...packedManifest.dependencies, ...packedManifest.peerDependencies }).filter(
+    ([, range]) => String(range).startsWith('workspace:'),
+  );
+  if (workspaceRanges.length > 0)
+    fail(`${tarball} still has workspace: ranges: ${workspaceRanges.map(([n]) => n).join(', ')}`);
+  say(
+    `packed ${tarball}: ${files.length} files (${luaScripts.length} Lua scripts), exports -> dist/, peer dependencies ${Object.keys(packedManifest.peerDependencies ?? {}).join(', ') || 'none'}`,
+  );
   packed.push({ name: manifest.name, tarball: join(tarballs, tarball) });
 }
 
 // 3. A user's project: plain npm, the tarballs plus what a user brings from the registry.
 step = 'npm install';
-writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'redsource-pack-check', private: true, type: 'module' }, null, 2)}\n`);
+writeFileSync(
+  join(project, 'package.json'),
+  `${JSON.stringify({ name: 'redsource-pack-check', private: true, type: 'module' }, null, 2)}\n`,
+);
 say(`npm install (in ${project}) of the ${packed.length} tarballs and, from the registry, ${registryDeps.join(' ')}`);
-const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...packed.map((p) => p.tarball), ...registryDeps], {
-  cwd: project,
-  stdio: 'inherit',
-});
+const install = spawnSync(
+  'npm',
+  ['install', '--no-audit', '--no-fund', '--loglevel=error', ...packed.map((p) => p.tarball), ...registryDeps],
+  {
+    cwd: project,
+    stdio: 'inherit',
+  },
+);
 if (install.status !== 0) {
   fail(
     `npm install exited with ${install.status ?? install.signal ?? install.error?.message}: if the lines above show a registry error ` +
       '(ENOTFOUND, ETIMEDOUT, E404, EAI_AGAIN), the npm registry could not be reached or lacks a package; the packages themselves were not tried',
   );
 }
-const installed = (name) => JSON.parse(readFileSync(join(project, 'node_modules', name, 'package.json'), 'utf8')).version;
-say(`installed ${[...packed.map((p) => p.name), 'ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map((n) => `${n}@${installed(n)}`).join(', ')}`);
+const installed = (name) =>
+  JSON.parse(readFileSync(join(project, 'node_modules', name, 'package.json'), 'utf8')).version;
+say(
+  `installed ${[...packed.map((p) => p.name), 'ioredis', 'zod', 'typescript', '@types/node', 'fastify'].map((n) => `${n}@${installed(n)}`).join(', ')}`,
+);
 
 // 4. Each package imports under plain node (no TypeScript loader anywhere in this project).
 step = 'import under node';
 for (const { name } of packed) {
-  const probe = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(name)}); console.log(Object.keys(m).length);`], {
-    cwd: project,
-    encoding: 'utf8',
-  });
+  const probe = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(name)}); console.log(Object.keys(m).length);`,
+    ],
+    {
+      cwd: project,
+      encoding: 'utf8',
+    },
+  );
   if (probe.status !== 0) fail(`node could not import ${name}:\n${probe.stderr}`);
   say(`import('${name}') under node ${process.version}: ${probe.stdout.trim()} exports`);
 }
@@ -133,7 +179,8 @@ const examples = packages.flatMap(({ dir }) =>
     : [],
 );
 if (examples.length === 0) fail('no packages/*/examples/*.ts found');
-for (const file of examples) cpSync(file, join(project, 'examples', relative(join(root, 'packages'), file).replace('/examples/', '/')));
+for (const file of examples)
+  cpSync(file, join(project, 'examples', relative(join(root, 'packages'), file).replace('/examples/', '/')));
 writeFileSync(
   join(project, 'tsconfig.json'),
   `${JSON.stringify(
@@ -158,11 +205,15 @@ writeFileSync(
 
 step = 'tsc --strict';
 const tsc = join(project, 'node_modules/typescript/bin/tsc');
-say(`type-checking ${examples.length} examples with tsc --strict (module nodenext, skipLibCheck false): ${examples.map((f) => relative(root, f)).join(', ')}`);
+say(
+  `type-checking ${examples.length} examples with tsc --strict (module nodenext, skipLibCheck false): ${examples.map((f) => relative(root, f)).join(', ')}`,
+);
 run(process.execPath, [tsc, '-p', project, '--noEmit'], { cwd: project });
 step = 'tsc --strict (bundler)';
 say('type-checking them again as a bundler user would (module esnext, moduleResolution bundler)');
-run(process.execPath, [tsc, '-p', project, '--noEmit', '--module', 'esnext', '--moduleResolution', 'bundler'], { cwd: project });
+run(process.execPath, [tsc, '-p', project, '--noEmit', '--module', 'esnext', '--moduleResolution', 'bundler'], {
+  cwd: project,
+});
 step = 'tsc (emit)';
 run(process.execPath, [tsc, '-p', project], { cwd: project });
 
@@ -171,12 +222,23 @@ let ping = pingRedis(redisUrl);
 if (!ping.ok && !process.env.REDIS_URL) {
   // A clean machine (CI) with nothing on 6379: a throwaway redis-server from PATH, as the tests do.
   const port = await freePort();
-  say(`nothing answers at ${redisUrl} (${ping.message}): starting redis-server on 127.0.0.1:${port} (no persistence, stopped at the end)`);
-  ownRedis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  ownRedis.on('error', (error) => fail(`no Redis at ${redisUrl}, and redis-server could not be started: ${error.message} (set REDIS_URL or put redis-server on PATH)`));
+  say(
+    `nothing answers at ${redisUrl} (${ping.message}): starting redis-server on 127.0.0.1:${port} (no persistence, stopped at the end)`,
+  );
+  ownRedis = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  ownRedis.on('error', (error) =>
+    fail(
+      `no Redis at ${redisUrl}, and redis-server could not be started: ${error.message} (set REDIS_URL or put redis-server on PATH)`,
+    ),
+  );
   ownRedis.unref(); // stopped on exit (below), whatever way the check ends
   redisUrl = `redis://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 10_000; !(ping = pingRedis(redisUrl)).ok && Date.now() < deadline; ) await sleep(200);
+  for (const deadline = Date.now() + 10_000; !(ping = pingRedis(redisUrl)).ok && Date.now() < deadline;)
+    await sleep(200);
 }
 if (!ping.ok) fail(`no Redis answers at ${redactUrl(redisUrl)} (set REDIS_URL): ${ping.message}`);
 say(`Redis at ${redactUrl(redisUrl)} answers PING`);
@@ -187,7 +249,12 @@ for (const file of examples) {
   const js = join(project, 'dist', name.replace(/\.ts$/, '.js'));
   say(`running node ${relative(project, js)} (from ${relative(root, file)})`);
   const started = Date.now();
-  run(process.execPath, [js], { cwd: project, env: { REDIS_URL: redisUrl }, timeout: exampleTimeoutMs, killSignal: 'SIGTERM' });
+  run(process.execPath, [js], {
+    cwd: project,
+    env: { REDIS_URL: redisUrl },
+    timeout: exampleTimeoutMs,
+    killSignal: 'SIGTERM',
+  });
   say(`${name} passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
@@ -197,7 +264,9 @@ if (ownRedis) {
 }
 if (process.env.PACK_CHECK_KEEP) say(`kept ${work}`);
 else rmSync(work, { recursive: true, force: true });
-say(`OK: ${packed.length} packages packed, installed with npm, imported under node; ${examples.length} examples type-checked (tsc --strict) and run with node`);
+say(
+  `OK: ${packed.length} packages packed, installed with npm, imported under node; ${examples.length} examples type-checked (tsc --strict) and run with node`,
+);
 
 /** Every file under dir, as paths relative to it (forward slashes). */
 function listFiles(dir, prefix = '') {

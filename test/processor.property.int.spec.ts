@@ -43,18 +43,43 @@ const COUNTER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const user = fc.constantFrom(...USERS);
 const member = anyName().filter((n) => n !== '');
 /** An activity command: it names a counter, so only counter names are valid ones. */
-const command = fc.oneof(anyName(), personalFieldName()).filter((c) => COUNTER.test(c) && c !== 'like' && c !== 'unlike');
+const command = fc
+  .oneof(anyName(), personalFieldName())
+  .filter((c) => COUNTER.test(c) && c !== 'like' && c !== 'unlike');
 
 const valid: fc.Arbitrary<[StreamKey, Field[]]> = fc.oneof(
-  fc.tuple(user, fc.string({ minLength: 1, maxLength: 8 }), fc.uniqueArray(fc.tuple(personalFieldName(), fc.string({ maxLength: 8 })), { selector: ([n]) => n, maxLength: 3 }))
-    .filter(([, , fields]) => fields.every(([n]) => !['id', 'userId', 'friends', 'likedPages', 'activity', 'name', 'surname', 'surename'].includes(n)))
-    .map(([u, name, fields]) => entry('updates', ['user_id', u, 'command', 'register', 'name', name, ...fields.flat()])),
-  fc.tuple(user, personalFieldName().filter((n) => !['id', 'userId', 'friends', 'likedPages', 'activity', 'surename'].includes(n)), fc.string({ maxLength: 8 }))
+  fc
+    .tuple(
+      user,
+      fc.string({ minLength: 1, maxLength: 8 }),
+      fc.uniqueArray(fc.tuple(personalFieldName(), fc.string({ maxLength: 8 })), {
+        selector: ([n]) => n,
+        maxLength: 3,
+      }),
+    )
+    .filter(([, , fields]) =>
+      fields.every(
+        ([n]) => !['id', 'userId', 'friends', 'likedPages', 'activity', 'name', 'surname', 'surename'].includes(n),
+      ),
+    )
+    .map(([u, name, fields]) =>
+      entry('updates', ['user_id', u, 'command', 'register', 'name', name, ...fields.flat()]),
+    ),
+  fc
+    .tuple(
+      user,
+      personalFieldName().filter((n) => !['id', 'userId', 'friends', 'likedPages', 'activity', 'surename'].includes(n)),
+      fc.string({ maxLength: 8 }),
+    )
     .map(([u, n, v]) => entry('updates', ['user_id', u, 'action', 'update', n, v])),
   user.map((u) => entry('updates', ['user_id', u, 'command', 'delete'])),
-  fc.tuple(user, fc.constantFrom('like', 'unlike'), fc.constantFrom('page', 'object'), member).map(([u, c, f, p]) => entry('activity', ['user_id', u, 'command', c, f, p])),
+  fc
+    .tuple(user, fc.constantFrom('like', 'unlike'), fc.constantFrom('page', 'object'), member)
+    .map(([u, c, f, p]) => entry('activity', ['user_id', u, 'command', c, f, p])),
   fc.tuple(user, command).map(([u, c]) => entry('activity', ['user_id', u, 'command', c])),
-  fc.tuple(user, fc.constantFrom('add', 'remove'), fc.constantFrom(...USERS, '__proto__', 'constructor', 'toString')).filter(([u, , f]) => u !== f)
+  fc
+    .tuple(user, fc.constantFrom('add', 'remove'), fc.constantFrom(...USERS, '__proto__', 'constructor', 'toString'))
+    .filter(([u, , f]) => u !== f)
     .map(([u, c, f]) => entry('friends', ['user_id', u, 'command', c, 'friend_id', f])),
 );
 
@@ -66,32 +91,99 @@ const poison: fc.Arbitrary<[StreamKey, Field[]]> = fc.oneof(
   fc.constantFrom('a:b', '', 'x'.repeat(65), '{1}').map((u) => entry('activity', ['user_id', u, 'command', 'kick'])),
   user.map((u) => entry('activity', ['user_id', u, 'command', 'like', 'page', 'p1', 'object', 'p2'])),
   user.map((u) => entry('activity', ['user_id', u, 'user_id', u, 'command', 'kick'])),
-  fc.tuple(user, anyName().filter((n) => !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(n))).map(([u, n]) => entry('updates', ['user_id', u, 'command', 'register', 'name', 'N', n, 'v'])),
+  fc
+    .tuple(
+      user,
+      anyName().filter((n) => !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(n)),
+    )
+    .map(([u, n]) => entry('updates', ['user_id', u, 'command', 'register', 'name', 'N', n, 'v'])),
   // A valid shape with bytes that are not UTF-8 in a value or a name: RS_NOT_UTF8.
-  fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('activity', ['user_id', u, 'command', 'like', 'page', Buffer.concat([Buffer.from('P'), bytes])])),
-  fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('activity', ['user_id', u, 'command', Buffer.concat([Buffer.from('k'), bytes])])),
-  fc.tuple(user, anyBytes(6).filter((b) => !isUtf8(b))).map(([u, bytes]) => entry('updates', ['user_id', u, 'command', 'register', 'name', 'N', Buffer.concat([Buffer.from('f'), bytes]), 'v'])),
+  fc
+    .tuple(
+      user,
+      anyBytes(6).filter((b) => !isUtf8(b)),
+    )
+    .map(([u, bytes]) =>
+      entry('activity', ['user_id', u, 'command', 'like', 'page', Buffer.concat([Buffer.from('P'), bytes])]),
+    ),
+  fc
+    .tuple(
+      user,
+      anyBytes(6).filter((b) => !isUtf8(b)),
+    )
+    .map(([u, bytes]) => entry('activity', ['user_id', u, 'command', Buffer.concat([Buffer.from('k'), bytes])])),
+  fc
+    .tuple(
+      user,
+      anyBytes(6).filter((b) => !isUtf8(b)),
+    )
+    .map(([u, bytes]) =>
+      entry('updates', [
+        'user_id',
+        u,
+        'command',
+        'register',
+        'name',
+        'N',
+        Buffer.concat([Buffer.from('f'), bytes]),
+        'v',
+      ]),
+    ),
   // A command that cannot name a counter.
-  fc.tuple(user, anyName().filter((c) => c !== '' && !COUNTER.test(c))).map(([u, c]) => entry('activity', ['user_id', u, 'command', c])),
+  fc
+    .tuple(
+      user,
+      anyName().filter((c) => c !== '' && !COUNTER.test(c)),
+    )
+    .map(([u, c]) => entry('activity', ['user_id', u, 'command', c])),
 );
 
-const anything: fc.Arbitrary<[StreamKey, Field[]]> = fc.tuple(
-  fc.constantFrom<StreamKey>('updates', 'activity', 'friends'),
-  fc.array(fc.oneof(anyName(), fc.constantFrom('user_id', 'command', 'action', 'specversion', 'type', 'data', '1', 'register', 'kick', 'add', '{"userId":"1"}')), { minLength: 1, maxLength: 5 }),
-).map(([stream, items]) => [stream, items.flatMap((item, i) => [item, items[(i + 1) % items.length] as string])]);
+const anything: fc.Arbitrary<[StreamKey, Field[]]> = fc
+  .tuple(
+    fc.constantFrom<StreamKey>('updates', 'activity', 'friends'),
+    fc.array(
+      fc.oneof(
+        anyName(),
+        fc.constantFrom(
+          'user_id',
+          'command',
+          'action',
+          'specversion',
+          'type',
+          'data',
+          '1',
+          'register',
+          'kick',
+          'add',
+          '{"userId":"1"}',
+        ),
+      ),
+      { minLength: 1, maxLength: 5 },
+    ),
+  )
+  .map(([stream, items]) => [stream, items.flatMap((item, i) => [item, items[(i + 1) % items.length] as string])]);
 
 class AppendRaw implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly intent: Intent, readonly stream: StreamKey, readonly fields: Field[]) {}
+  constructor(
+    readonly intent: Intent,
+    readonly stream: StreamKey,
+    readonly fields: Field[],
+  ) {}
   check = () => true;
   async run(model: Model, real: Real): Promise<void> {
     const entryId = (await ctx.redis.xadd(real.setup.streams[this.stream], '*', ...this.fields)) as string;
     model.entries.push({ stream: this.stream, entryId, intent: this.intent, fields: this.fields });
   }
-  toString = () => `AppendRaw(${this.intent}, ${this.stream}, ${JSON.stringify(this.fields.map((f) => (typeof f === 'string' ? f : `<${f.toString('hex')}>`)))})`;
+  toString = () =>
+    `AppendRaw(${this.intent}, ${this.stream}, ${JSON.stringify(this.fields.map((f) => (typeof f === 'string' ? f : `<${f.toString('hex')}>`)))})`;
 }
 
 class AppendWithId implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly eventId: string, readonly userId: string, readonly type: string) {}
+  constructor(
+    readonly eventId: string,
+    readonly userId: string,
+    readonly type: string,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real): Promise<void> {
     const event: EventInput = { type: this.type, data: { userId: this.userId }, metadata: { id: this.eventId } };
@@ -128,7 +220,12 @@ class Rebuild implements fc.AsyncCommand<Model, Real> {
     await checkAgainstModel(model, real.setup);
     await real.processor.stop();
     const { setup } = real;
-    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers });
+    await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+    });
     real.processor = ctx.track(setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 }));
     await real.processor.start();
   }
@@ -152,10 +249,21 @@ async function checkAgainstModel(model: Model, setup: Setup): Promise<void> {
       const t = await setup.snapshots.totals(stream);
       return t.applied + t.deadLettered;
     };
-    expect(await eventually(async () => (await handled()) >= entries.length, 10_000), `${key}: ${await handled()} of ${entries.length} handled`).toBe(true);
+    expect(
+      await eventually(async () => (await handled()) >= entries.length, 10_000),
+      `${key}: ${await handled()} of ${entries.length} handled`,
+    ).toBe(true);
     expect(await handled()).toBe(entries.length);
     // No entry of the stream after its partition's cursor, nothing pending in the group.
-    expect(await unprocessed(ctx.redis, stream, setup.group, setup.snapshots, setup.eventStore.catalog.subjectFields(stream))).toEqual({ unapplied: 0, pending: 0 });
+    expect(
+      await unprocessed(
+        ctx.redis,
+        stream,
+        setup.group,
+        setup.snapshots,
+        setup.eventStore.catalog.subjectFields(stream),
+      ),
+    ).toEqual({ unapplied: 0, pending: 0 });
     const letters = await dead.list(stream, { count: 10_000 });
     const byEntry = new Map(letters.map((l) => [l.entryId, l]));
     // Each entry dead-lettered at most once, every dead letter with a reason that has a code.
@@ -163,17 +271,23 @@ async function checkAgainstModel(model: Model, setup: Setup): Promise<void> {
     for (const letter of letters) expect(letter.reason).toMatch(/^RS_[A-Z0-9_]+/);
     for (const entry of entries) {
       const letter = byEntry.get(entry.entryId);
-      if (entry.intent === 'valid') expect(letter?.reason, `${entry.entryId} ${JSON.stringify(entry.fields.map(String))}`).toBeUndefined();
-      if (entry.intent === 'poison') expect(letter, `${entry.entryId} ${JSON.stringify(entry.fields.map(String))}`).toBeDefined();
+      if (entry.intent === 'valid')
+        expect(letter?.reason, `${entry.entryId} ${JSON.stringify(entry.fields.map(String))}`).toBeUndefined();
+      if (entry.intent === 'poison')
+        expect(letter, `${entry.entryId} ${JSON.stringify(entry.fields.map(String))}`).toBeDefined();
       // A dead letter keeps the entry's exact bytes.
-      if (letter && entry.fields.length > 0) expect(letter.bytes.map((b) => b.toString('hex'))).toEqual(entry.fields.map((f) => Buffer.from(f).toString('hex')));
+      if (letter && entry.fields.length > 0)
+        expect(letter.bytes.map((b) => b.toString('hex'))).toEqual(
+          entry.fields.map((f) => Buffer.from(f).toString('hex')),
+        );
     }
   }
   // Everything that was not dead-lettered is in the snapshots exactly as the pure fold says.
   const expected = await referenceFold(setup.eventStore, setup.streams, ctx.redis);
   expect(await snapshotDifferences(setup.snapshots, expected)).toEqual([]);
   const keys = await ctx.redis.keys(`${setup.keyPrefix}*`);
-  for (const key of keys) expect(expected.has(key.slice(setup.keyPrefix.length)), `snapshot ${key} the fold does not produce`).toBe(true);
+  for (const key of keys)
+    expect(expected.has(key.slice(setup.keyPrefix.length)), `snapshot ${key} the fold does not produce`).toBe(true);
 }
 
 const commands = fc.commands(
@@ -181,7 +295,9 @@ const commands = fc.commands(
     valid.map(([s, f]) => new AppendRaw('valid', s, f)),
     poison.map(([s, f]) => new AppendRaw('poison', s, f)),
     anything.map(([s, f]) => new AppendRaw('any', s, f)),
-    fc.tuple(fc.constantFrom('id-a', 'id-b', 'id-c', 'id-d'), user, command).map(([id, u, t]) => new AppendWithId(id, u, t)),
+    fc
+      .tuple(fc.constantFrom('id-a', 'id-b', 'id-c', 'id-d'), user, command)
+      .map(([id, u, t]) => new AppendWithId(id, u, t)),
     fc.constant(new RestartProcessor()),
     fc.constant(new Rebuild()),
     fc.constant(new Check()),
@@ -194,7 +310,10 @@ describe('the processor against the reference model (fast-check, real Redis)', (
     await fc.assert(
       fc.asyncProperty(commands, async (cmds) => {
         const setup = isolatedProfileSetup(ctx.redis);
-        const real: Real = { setup, processor: ctx.track(setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 })) };
+        const real: Real = {
+          setup,
+          processor: ctx.track(setup.processor(ctx.server.client(), { rebalanceIntervalMs: 50 })),
+        };
         await real.processor.start();
         const model: Model = { entries: [], eventIds: new Map() };
         try {

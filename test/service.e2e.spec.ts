@@ -20,7 +20,11 @@ async function serve(env: Record<string, string>): Promise<{ base: string; cli: 
   const cli = runCli(['serve'], { ...env, PORT: String(port), HOST: '127.0.0.1' });
   children.push(cli);
   const base = `http://127.0.0.1:${port}`;
-  const up = await eventually(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 20_000, 100);
+  const up = await eventually(
+    async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true,
+    20_000,
+    100,
+  );
   if (!up) throw new Error(`service did not come up:\n${cli.output()}`);
   return { base, cli };
 }
@@ -36,8 +40,30 @@ describe('the profile service, end to end', { timeout: 90_000 }, () => {
     const env = isolatedEnv();
     const { base } = await serve(env);
     // Exactly what the seed document sends, as a plain client sends it.
-    await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
-    await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '2', 'command', 'register', 'name', 'Bugs', 'surename', 'Bunny');
+    await ctx.redis.xadd(
+      env.STREAM_UPDATES,
+      '*',
+      'user_id',
+      '1',
+      'command',
+      'register',
+      'name',
+      'Duffy',
+      'surename',
+      'Duck',
+    );
+    await ctx.redis.xadd(
+      env.STREAM_UPDATES,
+      '*',
+      'user_id',
+      '2',
+      'command',
+      'register',
+      'name',
+      'Bugs',
+      'surename',
+      'Bunny',
+    );
     await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'kick', 'object', 'Bugs');
     await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'dislike', 'object', 'Bugs face');
     await ctx.redis.xadd(env.STREAM_FRIENDS, '*', 'user_id', '1', 'command', 'remove', 'friend_id', '2');
@@ -45,7 +71,14 @@ describe('the profile service, end to end', { timeout: 90_000 }, () => {
       const r = await getJson(`${base}/users/1/profile`);
       return (r.body['activity'] as Record<string, number> | undefined)?.['dislike'] === 1 ? r : undefined;
     });
-    expect(duffy?.body).toEqual({ id: '1', name: 'Duffy', surname: 'Duck', friends: [], likedPages: [], activity: { kick: 1, dislike: 1 } });
+    expect(duffy?.body).toEqual({
+      id: '1',
+      name: 'Duffy',
+      surname: 'Duck',
+      friends: [],
+      likedPages: [],
+      activity: { kick: 1, dislike: 1 },
+    });
     expect((await getJson(`${base}/users/2/profile`)).body).toMatchObject({ id: '2', name: 'Bugs', surname: 'Bunny' });
     expect((await getJson(`${base}/users/424242/profile`)).status).toBe(404);
     expect((await getJson(`${base}/users/bad:id/profile`)).status).toBe(400);
@@ -56,7 +89,8 @@ describe('the profile service, end to end', { timeout: 90_000 }, () => {
     const first = await serve(env);
     for (let i = 0; i < 50; i++) await ctx.redis.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '5', 'command', 'poke');
     await ctx.redis.xadd(env.STREAM_UPDATES, '*', 'user_id', '5', 'command', 'register', 'name', 'Porky');
-    const pokes = async (base: string) => ((await getJson(`${base}/users/5/profile`)).body['activity'] as Record<string, number> | undefined)?.['poke'];
+    const pokes = async (base: string) =>
+      ((await getJson(`${base}/users/5/profile`)).body['activity'] as Record<string, number> | undefined)?.['poke'];
     expect(await eventually(async () => (await pokes(first.base)) === 50)).toBe(true);
     first.cli.child.kill('SIGTERM');
     expect(await first.cli.exited).toBe(0);

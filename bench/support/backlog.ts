@@ -29,13 +29,20 @@ export function* commandChunks(count: number, users: number, seed: number, chunk
 }
 
 /** The same `count` events into each copy, pipelined (1000 XADDs per round trip, a few in flight, one connection: order kept). */
-export async function loadBacklog(redis: Redis, copies: readonly ProfileStreams[], count: number, users: number, seed: number): Promise<void> {
+export async function loadBacklog(
+  redis: Redis,
+  copies: readonly ProfileStreams[],
+  count: number,
+  users: number,
+  seed: number,
+): Promise<void> {
   const inFlight: Promise<unknown>[] = [];
   for (const commands of commandChunks(count, users, seed)) {
     for (const copy of copies) {
       for (let i = 0; i < commands.length; i += 1_000) {
         const pipeline = redis.pipeline();
-        for (const [stream, ...fields] of commands.slice(i, i + 1_000)) pipeline.xadd(rename(copy, stream), '*', ...fields);
+        for (const [stream, ...fields] of commands.slice(i, i + 1_000))
+          pipeline.xadd(rename(copy, stream), '*', ...fields);
         inFlight.push(pipeline.exec().then(throwFirstError));
         if (inFlight.length >= 4) await inFlight.shift();
       }
@@ -80,7 +87,13 @@ export function flatRecord(fields: readonly string[]): Record<string, string> {
  * HSET of a set member, HINCRBY of an activity counter). No validation, no ordering guarantee,
  * no exactly-once: that is what they leave out.
  */
-export function baselineWrite(streams: ProfileStreams, keyPrefix: string, stream: string, entryId: string, fields: readonly string[]): [command: string, args: string[]] {
+export function baselineWrite(
+  streams: ProfileStreams,
+  keyPrefix: string,
+  stream: string,
+  entryId: string,
+  fields: readonly string[],
+): [command: string, args: string[]] {
   const r = flatRecord(fields);
   const key = `${keyPrefix}${r['user_id'] ?? ''}`;
   const command = r['command'] ?? r['action'] ?? '';
@@ -89,7 +102,8 @@ export function baselineWrite(streams: ProfileStreams, keyPrefix: string, stream
     const args = [key];
     if (command === 'register') args.push('_exists', '1');
     for (const [name, value] of Object.entries(r)) {
-      if (name !== 'user_id' && name !== 'command' && name !== 'action') args.push(`f:${name === 'surename' ? 'surname' : name}`, JSON.stringify(value));
+      if (name !== 'user_id' && name !== 'command' && name !== 'action')
+        args.push(`f:${name === 'surename' ? 'surname' : name}`, JSON.stringify(value));
     }
     return ['hset', args];
   }

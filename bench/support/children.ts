@@ -44,7 +44,11 @@ process.once('exit', () => {
 });
 
 /** A plain child process (a tool such as redis-benchmark or autocannon), its output collected. */
-export function runTool(command: string, args: readonly string[], options: SpawnOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runTool(
+  command: string,
+  args: readonly string[],
+  options: SpawnOptions = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = track(spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...options }));
   let stdout = '';
   let stderr = '';
@@ -95,12 +99,14 @@ export class Worker {
       const index = this.waiters.findIndex((w) => w.type === message.type || message.type === 'error');
       const waiter = index >= 0 ? this.waiters.splice(index, 1)[0] : undefined;
       if (!waiter) return void this.inbox.push(message);
-      if (message.type === 'error') waiter.reject(new Error(`${this.name}: ${String((message as { message?: unknown }).message)}`));
+      if (message.type === 'error')
+        waiter.reject(new Error(`${this.name}: ${String((message as { message?: unknown }).message)}`));
       else waiter.resolve(message);
     });
     this.child.once('exit', (code, signal) => {
       this.exitInfo = `exited (code ${code}, signal ${signal})`;
-      for (const w of this.waiters.splice(0)) w.reject(new Error(`${this.name} ${this.exitInfo} while waiting for '${w.type}'. Output:\n${this.output}`));
+      for (const w of this.waiters.splice(0))
+        w.reject(new Error(`${this.name} ${this.exitInfo} while waiting for '${w.type}'. Output:\n${this.output}`));
     });
     this.ready = this.waitFor('ready', 180_000).then(() => undefined);
     // Whoever awaits `ready` sees a failure; nobody awaiting it must not crash the bench.
@@ -114,12 +120,17 @@ export class Worker {
   /** The next message of that type (an `error` message from the worker rejects instead). */
   waitFor<T extends WorkerMessage>(type: string, timeoutMs = 600_000): Promise<T> {
     const error = this.inbox.findIndex((m) => m.type === 'error');
-    if (error >= 0) return Promise.reject(new Error(`${this.name}: ${String((this.inbox[error] as { message?: unknown }).message)}`));
+    if (error >= 0)
+      return Promise.reject(new Error(`${this.name}: ${String((this.inbox[error] as { message?: unknown }).message)}`));
     const index = this.inbox.findIndex((m) => m.type === type);
     if (index >= 0) return Promise.resolve(this.inbox.splice(index, 1)[0] as T);
-    if (this.exitInfo) return Promise.reject(new Error(`${this.name} ${this.exitInfo} before '${type}'. Output:\n${this.output}`));
+    if (this.exitInfo)
+      return Promise.reject(new Error(`${this.name} ${this.exitInfo} before '${type}'. Output:\n${this.output}`));
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no '${type}' within ${timeoutMs} ms. Output:\n${this.output}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${this.name}: no '${type}' within ${timeoutMs} ms. Output:\n${this.output}`)),
+        timeoutMs,
+      );
       this.waiters.push({
         type,
         resolve: (m) => {

@@ -46,7 +46,14 @@ export async function startBenchCluster(): Promise<BenchCluster> {
     return { name: String.fromCharCode(65 + i), port, pid };
   });
   const reaper = track(
-    spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; kill -9 ${masters.map((m) => m.pid).join(' ')} 2>/dev/null`], { stdio: 'ignore', detached: true }),
+    spawn(
+      'sh',
+      [
+        '-c',
+        `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; kill -9 ${masters.map((m) => m.pid).join(' ')} 2>/dev/null`,
+      ],
+      { stdio: 'ignore', detached: true },
+    ),
   );
   const byPort = (port: number) => {
     const master = masters.find((m) => m.port === port);
@@ -57,7 +64,8 @@ export async function startBenchCluster(): Promise<BenchCluster> {
     cluster,
     seeds: cluster.seeds,
     masters,
-    client: (name) => cluster.client(clusterOptions(parseRedisSeeds(cluster.seeds), name, undefined)) as unknown as Redis,
+    client: (name) =>
+      cluster.client(clusterOptions(parseRedisSeeds(cluster.seeds), name, undefined)) as unknown as Redis,
     node: (port) => cluster.nodeClient(port),
     masterOf: async (key) => byPort(await cluster.nodeForKey(key)),
     moveSlot: (slot, to) => cluster.moveSlot(slot, to.port),

@@ -21,7 +21,12 @@ export interface BenchResult {
 export type Benchmark = (ctx: BenchContext) => Promise<BenchResult>;
 
 /** `met` for a goal `value ≥ goal` (or ≤ when `atMost`), with how far off it is. */
-export function judge(value: number, goal: number, show: (v: number) => string, atMost = false): { met: boolean; verdict: string } {
+export function judge(
+  value: number,
+  goal: number,
+  show: (v: number) => string,
+  atMost = false,
+): { met: boolean; verdict: string } {
   const met = atMost ? value <= goal : value >= goal;
   const relation = met ? (atMost ? '≤' : '≥') : atMost ? '>' : '<';
   const factor = atMost ? value / goal : goal / value;

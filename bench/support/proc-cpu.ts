@@ -70,6 +70,9 @@ export class MachineWindow {
     const now = machineCpuMicros();
     const seconds = (performance.now() - this.startedAt) / 1000;
     if (!now || !this.before) return { busy: Number.NaN, steal: Number.NaN };
-    return { busy: (now.busy - this.before.busy) / 1e6 / seconds, steal: (now.steal - this.before.steal) / 1e6 / seconds };
+    return {
+      busy: (now.busy - this.before.busy) / 1e6 / seconds,
+      steal: (now.steal - this.before.steal) / 1e6 / seconds,
+    };
   }
 }

@@ -24,7 +24,22 @@ export async function startRedisServer(): Promise<BenchRedis> {
   const child = track(
     spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--daemonize',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
       { stdio: 'ignore' },
     ),
   );
@@ -32,7 +47,11 @@ export async function startRedisServer(): Promise<BenchRedis> {
   // Should this process be SIGKILLed (no exit handler runs), the server must not outlive it: a
   // watcher polls for this pid and kills the server's. Stopped (by pid) with the server otherwise.
   const reaper = track(
-    spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; kill -9 ${child.pid ?? 0} 2>/dev/null`], { stdio: 'ignore', detached: true }),
+    spawn(
+      'sh',
+      ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; kill -9 ${child.pid ?? 0} 2>/dev/null`],
+      { stdio: 'ignore', detached: true },
+    ),
   );
   const url = `redis://127.0.0.1:${port}`;
   const clients: Redis[] = [];

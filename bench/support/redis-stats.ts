@@ -34,8 +34,14 @@ export class RedisLoad {
   async describe(top = 5): Promise<string> {
     const wall = (performance.now() - this.startedAt) / 1000;
     const cpu = (await redisCpuSeconds(this.redis)) - this.cpuAtStart;
-    const stats = [...(await commandStats(this.redis))].filter(([name]) => !['info', 'config'].includes(name)).sort((a, b) => b[1].usec - a[1].usec).slice(0, top);
-    const parts = stats.map(([name, s]) => `${name} ${((s.usec / 1e6 / wall) * 100).toFixed(0)}% (${s.calls} calls, ${(s.usec / s.calls / 1000).toFixed(2)} ms each)`);
+    const stats = [...(await commandStats(this.redis))]
+      .filter(([name]) => !['info', 'config'].includes(name))
+      .sort((a, b) => b[1].usec - a[1].usec)
+      .slice(0, top);
+    const parts = stats.map(
+      ([name, s]) =>
+        `${name} ${((s.usec / 1e6 / wall) * 100).toFixed(0)}% (${s.calls} calls, ${(s.usec / s.calls / 1000).toFixed(2)} ms each)`,
+    );
     return `redis-server busy ${((cpu / wall) * 100).toFixed(0)}% of a core; in commands: ${parts.join(', ')}`;
   }
 }

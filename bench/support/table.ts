@@ -24,7 +24,11 @@ function cells(row: Row): string[] {
 export function renderText(rows: readonly Row[]): string {
   const all = [[...COLUMNS], ...rows.map(cells)];
   const widths = COLUMNS.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
-  const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ').trimEnd();
+  const line = (r: readonly string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join(' | ')
+      .trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('-+-');
   const out = [line(all[0] ?? []), rule];
   let section = rows[0]?.n;
@@ -48,11 +52,16 @@ export function renderMarkdown(rows: readonly Row[]): string {
 
 export const fmt = {
   rate: (perSecond: number, unit = 'ev/s') =>
-    perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)}M ${unit}` : perSecond >= 1e4 ? `${(perSecond / 1e3).toFixed(1)}k ${unit}` : `${Math.round(perSecond)} ${unit}`,
+    perSecond >= 1e6
+      ? `${(perSecond / 1e6).toFixed(2)}M ${unit}`
+      : perSecond >= 1e4
+        ? `${(perSecond / 1e3).toFixed(1)}k ${unit}`
+        : `${Math.round(perSecond)} ${unit}`,
   ms: (ms: number) => (ms >= 100 ? `${ms.toFixed(0)} ms` : ms >= 10 ? `${ms.toFixed(1)} ms` : `${ms.toFixed(2)} ms`),
   ratio: (r: number) => (Number.isFinite(r) ? `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×` : 'n/a'),
   mib: (mib: number) => `${mib.toFixed(0)} MiB`,
-  count: (n: number) => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1e3 && n % 1e3 === 0 ? `${n / 1e3}k` : String(n)),
+  count: (n: number) =>
+    n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1e3 && n % 1e3 === 0 ? `${n / 1e3}k` : String(n),
 };
 
 /** Value at quantile q (0..1) of the samples, nearest rank. */

@@ -12,7 +12,9 @@ runWorker(async () => {
   const redis = new Redis(arg(0, 'redisUrl'), { connectionName: 'bench:bare-fastify' });
   const keyPrefix = arg(1, 'keyPrefix');
   const app = Fastify({ logger: false });
-  app.get<{ Params: { id: string } }>('/users/:id/profile', async (request) => redis.hgetall(`${keyPrefix}${request.params.id}`));
+  app.get<{ Params: { id: string } }>('/users/:id/profile', async (request) =>
+    redis.hgetall(`${keyPrefix}${request.params.id}`),
+  );
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   post({ type: 'ready' });

@@ -22,7 +22,18 @@ runWorker(async () => {
   const cpuBefore = process.cpuUsage();
   let done = 0;
   while (done < expected) {
-    const reply = await redis.xreadgroup('GROUP', group, 'batched', 'COUNT', 1000, 'BLOCK', 100, 'STREAMS', ...names, ...names.map(() => '>'));
+    const reply = await redis.xreadgroup(
+      'GROUP',
+      group,
+      'batched',
+      'COUNT',
+      1000,
+      'BLOCK',
+      100,
+      'STREAMS',
+      ...names,
+      ...names.map(() => '>'),
+    );
     const pipeline = redis.pipeline();
     for (const { stream, entries } of parseXReadReply(reply)) {
       if (entries.length === 0) continue;

@@ -20,7 +20,16 @@ runWorker(async () => {
   const redis = connectRedis(arg(0, 'redisUrl'), `bench:${consumer}`);
   const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams), source: 'redsource/profile-api' });
   const snapshots = new SnapshotStore({ redis, keyPrefix: arg(2, 'keyPrefix'), projection: arg(3, 'projection') });
-  const processor = new StreamProcessor({ redis, eventStore, snapshots, handlers: profileHandlers(streams), group: arg(4, 'group'), consumer, start: 'beginning', ...batchSize });
+  const processor = new StreamProcessor({
+    redis,
+    eventStore,
+    snapshots,
+    handlers: profileHandlers(streams),
+    group: arg(4, 'group'),
+    consumer,
+    start: 'beginning',
+    ...batchSize,
+  });
   await redis.ping();
   post({ type: 'ready' });
   await nextMessage('go');

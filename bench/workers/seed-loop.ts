@@ -22,7 +22,18 @@ runWorker(async () => {
   const cpuBefore = process.cpuUsage();
   let done = 0;
   while (done < expected) {
-    const reply = await redis.xreadgroup('GROUP', group, 'seed', 'COUNT', 10, 'BLOCK', 100, 'STREAMS', ...names, ...names.map(() => '>'));
+    const reply = await redis.xreadgroup(
+      'GROUP',
+      group,
+      'seed',
+      'COUNT',
+      10,
+      'BLOCK',
+      100,
+      'STREAMS',
+      ...names,
+      ...names.map(() => '>'),
+    );
     for (const { stream, entries } of parseXReadReply(reply)) {
       for (const entry of entries) {
         const [command, args] = baselineWrite(streams, keyPrefix, stream, entry.id, entry.fields);

@@ -91,7 +91,9 @@ describe('faults on a 3-master Redis Cluster: processes and connections', () => 
     await sleep(1_000);
     await load.stop();
     const outcome = await s.settle(20_000);
-    console.log(`[killed-for-good] p2's partitions held by p1 and p3 ${takeoverMs} ms after its SIGKILL (lease ${SETTINGS.leaseMs} ms)`);
+    console.log(
+      `[killed-for-good] p2's partitions held by p1 and p3 ${takeoverMs} ms after its SIGKILL (lease ${SETTINGS.leaseMs} ms)`,
+    );
     s.expectExactlyOnce('killed-for-good', outcome);
     // Not before its leases ran out (it renewed them at most one round before it died).
     expect(takeoverMs).toBeGreaterThan(SETTINGS.leaseMs - 3 * SETTINGS.rebalanceIntervalMs);
@@ -115,7 +117,9 @@ describe('faults on a 3-master Redis Cluster: processes and connections', () => 
     await sleep(500);
     await load.stop();
     const outcome = await s.settle(20_000);
-    console.log(`[client-kill] ${rounds} rounds of CLIENT KILL on the ${(await cluster.masters()).length} masters: ${dropped} connections dropped`);
+    console.log(
+      `[client-kill] ${rounds} rounds of CLIENT KILL on the ${(await cluster.masters()).length} masters: ${dropped} connections dropped`,
+    );
     // Each round drops at least the load's and every processor's connections to some master.
     expect(dropped).toBeGreaterThan(rounds * 3);
     s.expectExactlyOnce('client-kill', outcome);
@@ -133,7 +137,9 @@ describe('faults on a 3-master Redis Cluster with AOF (appendfsync always): a ma
     const placed = [s.streams.updates, s.streams.activity, s.streams.friends, keys.members(s.group)];
     const masters = await cluster.masters();
     const owners = await Promise.all(placed.map((k) => cluster.nodeForKey(k)));
-    const snapshotOnly = [...masters].sort((x, y) => owners.filter((o) => o === x).length - owners.filter((o) => o === y).length)[0] as number;
+    const snapshotOnly = [...masters].sort(
+      (x, y) => owners.filter((o) => o === x).length - owners.filter((o) => o === y).length,
+    )[0] as number;
     const others = masters.filter((p) => p !== snapshotOnly);
     for (const [i, key] of placed.entries()) {
       if (owners[i] === snapshotOnly) await cluster.moveSlot(cluster.slotOf(key), others[i % others.length] as number);

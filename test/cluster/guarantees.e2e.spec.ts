@@ -63,7 +63,8 @@ async function snapshotOwners(s: ClusterScenario): Promise<Map<number, string[]>
   return owners;
 }
 
-const redirections = (stats: Record<string, number>) => ['MOVED', 'ASK', 'TRYAGAIN', 'CLUSTERDOWN', 'NOSCRIPT', 'UNBLOCKED'].map((k) => `${k} ${stats[k] ?? 0}`).join(', ');
+const redirections = (stats: Record<string, number>) =>
+  ['MOVED', 'ASK', 'TRYAGAIN', 'CLUSTERDOWN', 'NOSCRIPT', 'UNBLOCKED'].map((k) => `${k} ${stats[k] ?? 0}`).join(', ');
 
 describe('the processing guarantee on a 3-master Redis Cluster', () => {
   it('baseline: two processors apply a continuous load exactly once', async () => {
@@ -100,7 +101,9 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
     await sleep(500);
     await load.stop();
     const outcome = await s.settle(15_000);
-    console.log(`[rebalancing] 3 shares ${joinMs} ms after p2+p3 joined; p2's share moved ${leaveMs} ms after its stop(); p3's ${takeoverMs} ms after it was cut off (lease ${SETTINGS.leaseMs} ms)`);
+    console.log(
+      `[rebalancing] 3 shares ${joinMs} ms after p2+p3 joined; p2's share moved ${leaveMs} ms after its stop(); p3's ${takeoverMs} ms after it was cut off (lease ${SETTINGS.leaseMs} ms)`,
+    );
     expect(leaveMs).toBeLessThan(SETTINGS.leaseMs);
     expect(takeoverMs).toBeGreaterThan(SETTINGS.leaseMs - 3 * SETTINGS.rebalanceIntervalMs);
     s.expectExactlyOnce('rebalancing', outcome);
@@ -109,7 +112,12 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
   it('zombie: a processor frozen past its lease and thawed after its successor moved on applies nothing', async () => {
     const s = begin();
     // Freezes whichever processor reaches the step first for the gate's user (the holder of its partition).
-    const gate: { user: string; step: 'handler' | 'apply-snapshots' | undefined; zombie: ScenarioProcessor | undefined; at: number } = { user: '', step: undefined, zombie: undefined, at: 0 };
+    const gate: {
+      user: string;
+      step: 'handler' | 'apply-snapshots' | undefined;
+      zombie: ScenarioProcessor | undefined;
+      at: number;
+    } = { user: '', step: undefined, zombie: undefined, at: 0 };
     const freeze = (self: ScenarioProcessor) => {
       gate.zombie = self;
       gate.at = performance.now();
@@ -118,7 +126,8 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
     const hooks: ProcessorHooks = {
       // Before its batch is checked and applied: the whole batch is in hand, nothing sent for it yet.
       onEvent: (event, self) => {
-        if (gate.step === 'handler' && !gate.zombie && (event.data as { userId?: unknown }).userId === gate.user) freeze(self);
+        if (gate.step === 'handler' && !gate.zombie && (event.data as { userId?: unknown }).userId === gate.user)
+          freeze(self);
       },
       // On a cluster the batch is applied in steps: frozen after check-batch passed the fence, just before the snapshot writes of the gate user's slot.
       beforeSend: (command, args, self) => {
@@ -141,13 +150,18 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
       gate.user = user;
       gate.step = step;
       const entry = await s.append([s.streams.activity, 'user_id', user, 'command', 'comment', 'object', 'p1']);
-      expect((await within(() => gate.zombie !== undefined, 5_000)).ok, `nobody reached ${step} for ${user}\n${s.logs()}`).toBe(true);
+      expect(
+        (await within(() => gate.zombie !== undefined, 5_000)).ok,
+        `nobody reached ${step} for ${user}\n${s.logs()}`,
+      ).toBe(true);
       const zombie = gate.zombie as unknown as ScenarioProcessor;
       const successor = zombie.name === 'a' ? 'b' : 'a';
       const zombieToken = zombie.processor.partitions.find((p) => p.partition === partition)?.token;
       // The successor takes the partition over once the lease ran out, and applies past the entry in hand.
       const movedOn = await within(
-        async () => (await s.holders()).get(successor)?.includes(partition) === true && compareIds(await s.snapshots.cursor(s.streams.activity, partition), entry) > 0,
+        async () =>
+          (await s.holders()).get(successor)?.includes(partition) === true &&
+          compareIds(await s.snapshots.cursor(s.streams.activity, partition), entry) > 0,
         SETTINGS.leaseMs + 5_000,
         25,
       );
@@ -156,7 +170,9 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
       await sleep(200);
       const successorToken = (await readLeases(s.redis, s.group, SETTINGS.partitions))[partition]?.token;
       const refusalsBefore = zombie.client.refusals.length;
-      const warnedBefore = zombie.logger.lines.filter((l) => /partition claimed by another processor/.test(l.msg)).length;
+      const warnedBefore = zombie.logger.lines.filter((l) =>
+        /partition claimed by another processor/.test(l.msg),
+      ).length;
       zombie.client.resume();
       gate.step = undefined;
       const refused = await within(
@@ -171,7 +187,10 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
           `and applied past it ${takeoverMs} ms later; thawed: ${refusals.length} commands refused (${[...new Set(refusals.map((r) => r.command))].join(', ')}), ` +
           `e.g. ${refusals.find((r) => r.command === refusedBy)?.message ?? 'none'}`,
       );
-      expect(refused.ok, `the thawed ${zombie.name} was not refused by ${refusedBy}: ${JSON.stringify(refusals)}\n${s.logs()}`).toBe(true);
+      expect(
+        refused.ok,
+        `the thawed ${zombie.name} was not refused by ${refusedBy}: ${JSON.stringify(refusals)}\n${s.logs()}`,
+      ).toBe(true);
       expect(Number(successorToken)).toBeGreaterThan(Number(zombieToken));
       // Both take part again.
       await s.waitForShares(['a', 'b'], 8_000);
@@ -198,15 +217,23 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
     let from = await cluster.nodeForKey(s.streams.updates);
     let started = performance.now();
     await cluster.moveSlot(cluster.slotOf(s.streams.updates), elsewhere(from));
-    moves.push(`${s.streams.updates} ${from}→${await cluster.nodeForKey(s.streams.updates)} (${Math.round(performance.now() - started)} ms)`);
+    moves.push(
+      `${s.streams.updates} ${from}→${await cluster.nodeForKey(s.streams.updates)} (${Math.round(performance.now() - started)} ms)`,
+    );
     // Another, two keys per MIGRATE: its keys are split between two masters for a while (ASK, TRYAGAIN).
     // Meanwhile a batch's bookkeeping step fails after its snapshot writes, as when TRYAGAIN outlasts
     // the client's retries: the batch is applied again, and the snapshot markers must skip what it wrote.
     from = await cluster.nodeForKey(s.streams.activity);
     const a = s.processors.get('a') as ScenarioProcessor;
-    a.client.failNext('redsourceApplyBatch', 10, 'Too many Cluster redirections. Last error: ReplyError: TRYAGAIN Multiple keys request during rehashing of slot (injected by the test)');
+    a.client.failNext(
+      'redsourceApplyBatch',
+      10,
+      'Too many Cluster redirections. Last error: ReplyError: TRYAGAIN Multiple keys request during rehashing of slot (injected by the test)',
+    );
     const slow = await migrateSlotSlowly(cluster, cluster.slotOf(s.streams.activity), elsewhere(from));
-    moves.push(`${s.streams.activity} ${from}→${await cluster.nodeForKey(s.streams.activity)} (${slow.keys} keys, 2 per MIGRATE, ${slow.ms} ms; ${a.client.injected} apply-batch calls failed after their snapshot writes)`);
+    moves.push(
+      `${s.streams.activity} ${from}→${await cluster.nodeForKey(s.streams.activity)} (${slow.keys} keys, 2 per MIGRATE, ${slow.ms} ms; ${a.client.injected} apply-batch calls failed after their snapshot writes)`,
+    );
     // The group's ownership keys (members, leases, fencing counters).
     const groupKey = `redsource:{group:${s.group}}:members`;
     from = await cluster.nodeForKey(groupKey);
@@ -220,7 +247,9 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
     await cluster.reshard(richest, target, 1_800);
     const after = await snapshotOwners(s);
     const movedSnapshots = users.filter((u) => after.get(target)?.includes(u)).length;
-    moves.push(`1800 slots ${richest}→${target} with ${movedSnapshots} of its ${users.length} snapshots (${Math.round(performance.now() - started)} ms)`);
+    moves.push(
+      `1800 slots ${richest}→${target} with ${movedSnapshots} of its ${users.length} snapshots (${Math.round(performance.now() - started)} ms)`,
+    );
     await sleep(500);
     await load.stop();
     const outcome = await s.settle(20_000);
@@ -255,9 +284,14 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
       return replica.port;
     };
     const streamMaster = await cluster.nodeForKey(s.streams.updates);
-    expect(await failOver(`${s.streams.updates}'s master`, streamMaster)).toBe(await cluster.nodeForKey(s.streams.updates));
+    expect(await failOver(`${s.streams.updates}'s master`, streamMaster)).toBe(
+      await cluster.nodeForKey(s.streams.updates),
+    );
     await sleep(700);
-    const [richest, users] = [...(await snapshotOwners(s))].sort((x, y) => y[1].length - x[1].length)[0] as [number, string[]];
+    const [richest, users] = [...(await snapshotOwners(s))].sort((x, y) => y[1].length - x[1].length)[0] as [
+      number,
+      string[],
+    ];
     const promoted = await failOver(`master of ${users.length} snapshots`, richest);
     expect(await cluster.nodeForKey(s.snapshots.key(users[0] as string))).toBe(promoted);
     await sleep(700);

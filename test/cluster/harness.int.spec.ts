@@ -31,7 +31,16 @@ describe('test cluster harness', () => {
   it('computes slots as Redis does and names the node of a key', async () => {
     const { cluster } = ctx;
     const node = cluster.nodeClient(cluster.ports[0] as number);
-    for (const key of ['user_updates', 'redsource:{user_updates}:versions', 'user_snapshot_1', '{}x', 'a{b}c{d}', 'ü{}', 'foo{bar}{zap}', '{group:g}']) {
+    for (const key of [
+      'user_updates',
+      'redsource:{user_updates}:versions',
+      'user_snapshot_1',
+      '{}x',
+      'a{b}c{d}',
+      'ü{}',
+      'foo{bar}{zap}',
+      '{group:g}',
+    ]) {
       expect(keySlot(key), key).toBe(await node.cluster('KEYSLOT', key));
     }
     expect(keySlot('redsource:{user_updates}:p:g:3')).toBe(keySlot('user_updates'));
@@ -49,13 +58,16 @@ describe('test cluster harness', () => {
     const [first] = keys;
     const owner = await cluster.nodeForKey(first as string);
     const other = (await cluster.masters()).find((p) => p !== owner) as number;
-    expect(await cluster.command(other, 'GET', first as string)).toMatch(new RegExp(`MOVED ${keySlot(first as string)} 127\\.0\\.0\\.1:${owner}`));
+    expect(await cluster.command(other, 'GET', first as string)).toMatch(
+      new RegExp(`MOVED ${keySlot(first as string)} 127\\.0\\.0\\.1:${owner}`),
+    );
   });
 
   it('reshards: slots move with their keys and every key stays readable', async () => {
     const { cluster } = ctx;
     const [a, b] = await cluster.masters();
-    const count = async (port: number) => (await cluster.topology()).find((n) => n.port === port)?.slots.reduce((n, [x, y]) => n + y - x + 1, 0) ?? 0;
+    const count = async (port: number) =>
+      (await cluster.topology()).find((n) => n.port === port)?.slots.reduce((n, [x, y]) => n + y - x + 1, 0) ?? 0;
     const [beforeA, beforeB] = [await count(a as number), await count(b as number)];
     await cluster.reshard(a as number, b as number, 200);
     expect(await count(a as number)).toBe(beforeA - 200);

@@ -64,11 +64,15 @@ async function fingerprint(): Promise<Map<string, string>> {
       if (key.startsWith('redsource:group:') || key.startsWith('redsource:{group:')) continue;
       const type = await ctx.redis.type(key);
       const value =
-        type === 'hash' ? JSON.stringify(Object.entries(await ctx.redis.hgetall(key)).sort())
-        : type === 'string' ? String(await ctx.redis.get(key))
-        : type === 'set' ? JSON.stringify((await ctx.redis.smembers(key)).sort())
-        : type === 'stream' ? `${await ctx.redis.xlen(key)} ${JSON.stringify(await ctx.redis.xrevrange(key, '+', '-', 'COUNT', 1))}`
-        : type;
+        type === 'hash'
+          ? JSON.stringify(Object.entries(await ctx.redis.hgetall(key)).sort())
+          : type === 'string'
+            ? String(await ctx.redis.get(key))
+            : type === 'set'
+              ? JSON.stringify((await ctx.redis.smembers(key)).sort())
+              : type === 'stream'
+                ? `${await ctx.redis.xlen(key)} ${JSON.stringify(await ctx.redis.xrevrange(key, '+', '-', 'COUNT', 1))}`
+                : type;
       values.set(key, value);
     }
   } while (cursor !== '0');
@@ -83,21 +87,29 @@ describe('concurrent rebuilds', () => {
     await s.append(20_000, { seed: 41, poisonRate: 0.005, spreadMs: 1_000, chunk: 500 });
     const appending = s.append(2_000, { seed: 42, poisonRate: 0.005, spreadMs: 6_000, chunk: 50 });
     const first = startReplay(s);
-    expect(await eventually(async () => (await rebuildState(ctx.redis, rebuildOf(s)))?.phase !== undefined, 15_000, 5)).toBe(true);
+    expect(
+      await eventually(async () => (await rebuildState(ctx.redis, rebuildOf(s)))?.phase !== undefined, 15_000, 5),
+    ).toBe(true);
     // Paused well within its lease (10 s by default): it is still the running rebuild while the others start.
     first.child.kill('SIGSTOP');
     try {
       const second = startReplay(s);
       const askedAt = Date.now();
       const code = await second.exited;
-      console.log(`[second replay] exit ${code} after ${Date.now() - askedAt} ms (process start included): ${second.output().trim()}`);
+      console.log(
+        `[second replay] exit ${code} after ${Date.now() - askedAt} ms (process start included): ${second.output().trim()}`,
+      );
       const lines = second.output().trim().split('\n');
       expect(code, second.output()).not.toBe(0);
       expect(lines, second.output()).toHaveLength(1);
-      expect(lines[0]).toMatch(new RegExp(`RS_REBUILD_RUNNING.*host [^,]+, pid ${first.child.pid}, started [^,]+, phase \\S+`));
+      expect(lines[0]).toMatch(
+        new RegExp(`RS_REBUILD_RUNNING.*host [^,]+, pid ${first.child.pid}, started [^,]+, phase \\S+`),
+      );
 
       const waiting = startReplay(s, ['--wait']);
-      expect(await eventually(async () => waiting.output().includes('waiting'), 15_000, 50), waiting.output()).toBe(true);
+      expect(await eventually(async () => waiting.output().includes('waiting'), 15_000, 50), waiting.output()).toBe(
+        true,
+      );
       expect(waiting.child.exitCode).toBeNull();
       first.child.kill('SIGCONT');
       expect(await first.exited, first.output()).toBe(0);
@@ -116,7 +128,9 @@ describe('concurrent rebuilds', () => {
     await s.append(30_000, { seed: 43, poisonRate: 0.005, spreadMs: 1_000, chunk: 500 });
     let appending = s.append(1_000, { seed: 44, poisonRate: 0.005, spreadMs: 3_000, chunk: 50 });
     const frozen = startReplay(s, [], lease);
-    expect(await eventually(async () => (await rebuildState(ctx.redis, rebuildOf(s)))?.phase === 'building', 15_000, 2)).toBe(true);
+    expect(
+      await eventually(async () => (await rebuildState(ctx.redis, rebuildOf(s)))?.phase === 'building', 15_000, 2),
+    ).toBe(true);
     frozen.child.kill('SIGSTOP');
     try {
       await sleep(2_500);
@@ -129,7 +143,12 @@ describe('concurrent rebuilds', () => {
       expect(await ctx.redis.exists(processorKeys.rebuildLease('profiles', s.keyPrefix))).toBe(0);
       // The processors write their idle partitions' cursors once a read finds nothing new: let them, before the fingerprint.
       const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
-      expect(await eventually(() => cursorsAtEnd(ctx.redis, snapshots, [s.streams.updates, s.streams.activity, s.streams.friends], 12), 10_000)).toBe(true);
+      expect(
+        await eventually(
+          () => cursorsAtEnd(ctx.redis, snapshots, [s.streams.updates, s.streams.activity, s.streams.friends], 12),
+          10_000,
+        ),
+      ).toBe(true);
 
       const before = await fingerprint();
       frozen.child.kill('SIGCONT');

@@ -65,7 +65,9 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     expectExactOnce('killed-forever', s, outcome, EVENTS);
     // Out of the group, and each of its partitions held by one of the living.
     expect(await eventually(async () => (await s.members()).join() === 'p1,p3', 15_000, 200)).toBe(true);
-    expect(await eventually(async () => (await s.leaseHolders()).every((h) => h === 'p1' || h === 'p3'), 5_000, 200)).toBe(true);
+    expect(
+      await eventually(async () => (await s.leaseHolders()).every((h) => h === 'p1' || h === 'p3'), 5_000, 200),
+    ).toBe(true);
   }, 120_000);
 
   it('one processor frozen (SIGSTOP) past its lease, thawed after the others took its partitions over: nothing applied twice', async () => {
@@ -87,7 +89,9 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     expect(takenOver, s.logs()).toBe(true);
     await appending;
     const outcome = await s.settle(60_000);
-    console.log(`[frozen] p2 thawed: ${/claimed by another processor/.test(s.processes.get('p2')?.output() ?? '') ? 'a stale batch was refused' : 'no batch was in hand'}`);
+    console.log(
+      `[frozen] p2 thawed: ${/claimed by another processor/.test(s.processes.get('p2')?.output() ?? '') ? 'a stale batch was refused' : 'no batch was in hand'}`,
+    );
     expectExactOnce('frozen', s, outcome, EVENTS);
     // Thawed, it is a member again and gets its share back.
     expect(await eventually(async () => (await s.leaseHolders()).includes('p2'), 10_000, 200)).toBe(true);

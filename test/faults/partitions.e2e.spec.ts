@@ -47,26 +47,44 @@ function begin(): PartitionScenario {
 /** Whether the leases are all held, by exactly `holders`, `share` each. */
 const sharedBy = (leases: readonly (Lease | undefined)[], holders: readonly string[], share: number) => {
   const by = holdings(leases);
-  return leases.every((l) => l !== undefined) && by.size === holders.length && holders.every((h) => by.get(h)?.length === share);
+  return (
+    leases.every((l) => l !== undefined) &&
+    by.size === holders.length &&
+    holders.every((h) => by.get(h)?.length === share)
+  );
 };
 
-async function expectSharedBy(s: PartitionScenario, holders: readonly string[], share: number, timeoutMs: number): Promise<void> {
-  const done = await within(async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), holders, share), timeoutMs, 50);
+async function expectSharedBy(
+  s: PartitionScenario,
+  holders: readonly string[],
+  share: number,
+  timeoutMs: number,
+): Promise<void> {
+  const done = await within(
+    async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), holders, share),
+    timeoutMs,
+    50,
+  );
   const leases = await readLeases(ctx.redis, s.group, SETTINGS.partitions);
-  expect(done.ok, `want ${share} each for ${holders.join(', ')}; leases ${JSON.stringify(leases)}\n${s.logs()}`).toBe(true);
+  expect(done.ok, `want ${share} each for ${holders.join(', ')}; leases ${JSON.stringify(leases)}\n${s.logs()}`).toBe(
+    true,
+  );
 }
 
 /** JSON log lines of a consumer whose `msg` matches. */
 const said = (s: PartitionScenario, consumer: string, msg: RegExp) =>
-  s.output(consumer).split('\n').filter((line) => {
-    try {
-      return msg.test(String((JSON.parse(line) as { msg?: unknown }).msg));
-    } catch {
-      return false;
-    }
-  });
+  s
+    .output(consumer)
+    .split('\n')
+    .filter((line) => {
+      try {
+        return msg.test(String((JSON.parse(line) as { msg?: unknown }).msg));
+      } catch {
+        return false;
+      }
+    });
 
-describe('partitions under faults: exactly once, in each user\'s order', () => {
+describe("partitions under faults: exactly once, in each user's order", () => {
   it('processors join and leave under load (SIGTERM hands over, SIGKILL is waited out for its lease)', async () => {
     const s = begin();
     s.start('p1');
@@ -93,7 +111,8 @@ describe('partitions under faults: exactly once, in each user\'s order', () => {
     const outcome = await s.settle(30_000);
     expectPartitionedExactlyOnce('join-leave', s, outcome);
     // The graceful ones gave their partitions back on the way out.
-    for (const consumer of ['p1', 'p3']) expect(said(s, consumer, /partitions handed over/), s.output(consumer).slice(-2_000)).toHaveLength(1);
+    for (const consumer of ['p1', 'p3'])
+      expect(said(s, consumer, /partitions handed over/), s.output(consumer).slice(-2_000)).toHaveLength(1);
     // The survivors end with fair shares; the dead ones hold nothing.
     await expectSharedBy(s, ['p4', 'p5'], 6, 5_000);
     expect(outcome.applied).toBeGreaterThan(3_000);
@@ -112,7 +131,11 @@ describe('partitions under faults: exactly once, in each user\'s order', () => {
       const fencesBefore = await readFences(ctx.redis, s.group, SETTINGS.partitions);
 
       await s.signal('p2', 'SIGSTOP');
-      const replaced = await within(async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), ['p1', 'p3'], 6), SETTINGS.leaseMs + 5_000, 20);
+      const replaced = await within(
+        async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), ['p1', 'p3'], 6),
+        SETTINGS.leaseMs + 5_000,
+        20,
+      );
       replacedMs = replaced.ms;
       expect(replaced.ok, s.logs()).toBe(true);
       // Not before its lease ran out (it renewed at most one round before freezing).
@@ -126,14 +149,20 @@ describe('partitions under faults: exactly once, in each user\'s order', () => {
       // The others apply the frozen one's partitions for a while, then it wakes up mid-load.
       await sleep(700);
       await s.signal('p2', 'SIGCONT');
-      const noticed = await within(() => said(s, 'p2', /partition lease lost|claimed by another processor/).length > 0, 5_000, 50);
+      const noticed = await within(
+        () => said(s, 'p2', /partition lease lost|claimed by another processor/).length > 0,
+        5_000,
+        50,
+      );
       expect(noticed.ok, s.output('p2').slice(-3_000)).toBe(true);
       await sleep(1_500);
     } finally {
       await load.stop();
     }
     const refusedLines = said(s, 'p2', /claimed by another processor/).length;
-    console.log(`[zombie] replaced after ${Math.round(replacedMs)} ms; p2 said: ${said(s, 'p2', /lease lost/).length} lease-lost and ${refusedLines} refused lines`);
+    console.log(
+      `[zombie] replaced after ${Math.round(replacedMs)} ms; p2 said: ${said(s, 'p2', /lease lost/).length} lease-lost and ${refusedLines} refused lines`,
+    );
     const outcome = await s.settle(30_000);
     expectPartitionedExactlyOnce('zombie', s, outcome);
     // A batch in hand when it froze (a read answered while it was stopped) was refused by the

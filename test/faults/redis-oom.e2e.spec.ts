@@ -28,8 +28,12 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
     s.start('p1');
     s.start('p2');
     const base = `http://127.0.0.1:${port}`;
-    const get = (path: string) => fetch(`${base}${path}`).then(async (r) => ({ status: r.status, text: await r.text() }));
-    const readyAtStart = await poll(async () => (await get('/readyz').catch(() => ({ status: 0, text: '' }))).status === 200, 20_000);
+    const get = (path: string) =>
+      fetch(`${base}${path}`).then(async (r) => ({ status: r.status, text: await r.text() }));
+    const readyAtStart = await poll(
+      async () => (await get('/readyz').catch(() => ({ status: 0, text: '' }))).status === 200,
+      20_000,
+    );
     expect(readyAtStart, api.output()).toBe(true);
 
     // The backlog piles up while every process is frozen, and the episode starts before they thaw:
@@ -43,7 +47,14 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
       for (const child of frozen) child.kill('SIGCONT');
     }
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: s.keyPrefix, projection: 'profiles' });
-    const status = () => streamStatus({ redis: ctx.redis, streams: Object.values(s.streams), group: s.group, snapshots, subjectFields: (stream) => subjectFields(s.streams, stream) });
+    const status = () =>
+      streamStatus({
+        redis: ctx.redis,
+        streams: Object.values(s.streams),
+        group: s.group,
+        snapshots,
+        subjectFields: (stream) => subjectFields(s.streams, stream),
+      });
     const unappliedAtStart = await s.unprocessed();
     expect(unappliedAtStart, 'the episode must start while the backlog is being processed').toBeGreaterThan(1_000);
 
@@ -57,8 +68,13 @@ it('an OOM episode mid-backlog: processors wait, status, /readyz and /metrics sa
       return r.status === 503 && r.text.includes('"processor":"waiting"') ? r : undefined;
     }, 5_000);
     expect(ready?.text, api.output()).toMatch(/"waiting":"OOM: Redis is out of memory/);
-    expect((await get('/metrics')).text).toMatch(new RegExp(`redsource_stream_waiting\\{stream="${s.streams.activity}",reason="OOM"\\} 1`));
-    expect(JSON.parse((await get('/dashboard/status.json')).text).streams[0].waiting.kind).toBe('OOM');
+    expect((await get('/metrics')).text).toMatch(
+      new RegExp(`redsource_stream_waiting\\{stream="${s.streams.activity}",reason="OOM"\\} 1`),
+    );
+    const dashboard = JSON.parse((await get('/dashboard/status.json')).text) as {
+      streams: { waiting?: { kind: string } }[];
+    };
+    expect(dashboard.streams[0]?.waiting?.kind).toBe('OOM');
     const json = runCli(['status', '--json'], s.env('status'));
     const table = runCli(['status'], s.env('status'));
     await Promise.all([json.exited, table.exited]);

@@ -16,11 +16,17 @@ const { eventStore, snapshots, handlers, streams, streamNames } = components;
 await appendSeedEvents(components);
 
 // A processor: started, given time to apply the seed events, stopped.
-const processor = components.createProcessor({ debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined });
+const processor = components.createProcessor({
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+});
 await processor.start();
 // Applied (or dead-lettered) in their partitions: the snapshot totals of the streams count every seed entry.
 const seeded = (await Promise.all(streamNames.map((s) => redis.xlen(s)))).reduce((a, b) => a + b, 0);
-const handled = async () => (await Promise.all(streamNames.map((s) => snapshots.totals(s)))).reduce((n, t) => n + t.applied + t.deadLettered, 0);
+const handled = async () =>
+  (await Promise.all(streamNames.map((s) => snapshots.totals(s)))).reduce((n, t) => n + t.applied + t.deadLettered, 0);
 for (let i = 0; i < 200 && (await handled()) < seeded; i++) await sleep(20);
 await processor.stop();
 
@@ -30,7 +36,12 @@ for await (const event of eventStore.subscribe([streams.updates], { from: 'begin
 }
 const abort = new AbortController();
 const blocked = (async () => {
-  for await (const event of eventStore.subscribe([streams.updates], { from: 'latest', blockMs: 5_000, signal: abort.signal })) void event;
+  for await (const event of eventStore.subscribe([streams.updates], {
+    from: 'latest',
+    blockMs: 5_000,
+    signal: abort.signal,
+  }))
+    void event;
 })();
 await sleep(100);
 abort.abort();
@@ -40,7 +51,11 @@ await blocked;
 await replay({ redis, eventStore, snapshots, handlers, streams: streamNames });
 
 // The app: listening, one request served (keep-alive), closed.
-const app = await buildApp({ snapshots, streams: streamNames, readiness: async () => ({ redis: true, processor: undefined }) });
+const app = await buildApp({
+  snapshots,
+  streams: streamNames,
+  readiness: async () => ({ redis: true, processor: undefined }),
+});
 await app.listen({ port: 0, host: '127.0.0.1' });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : 0;

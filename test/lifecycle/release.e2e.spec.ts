@@ -18,7 +18,11 @@ interface Timed {
 /** Runs a TypeScript file under tsx in a child process; notes when `mark` is printed and when it exits. */
 function runTimed(file: string, env: Record<string, string>, mark: RegExp): Promise<Timed> {
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', file], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   let markedAt: number | undefined;
   const collect = (d: Buffer) => {
@@ -38,7 +42,11 @@ function runTimed(file: string, env: Record<string, string>, mark: RegExp): Prom
 
 describe('stop() and close() release everything they opened', () => {
   it('a process that starts and stops a processor, subscribe, a replay and the app exits within 1 s of closing them', async () => {
-    const run = await runTimed(fileURLToPath(new URL('open-and-close.ts', import.meta.url)), { ...isolatedServiceEnv(ctx.server.url), LOG_LEVEL: 'silent' }, /^closed/m);
+    const run = await runTimed(
+      fileURLToPath(new URL('open-and-close.ts', import.meta.url)),
+      { ...isolatedServiceEnv(ctx.server.url), LOG_LEVEL: 'silent' },
+      /^closed/m,
+    );
     expect(run.code, run.output).toBe(0);
     expect(run.output).toMatch(/^closed \(status 200\)$/m);
     expect(run.output).not.toContain('still active');
@@ -47,7 +55,11 @@ describe('stop() and close() release everything they opened', () => {
   });
 
   it('the processor quickstart exits right after "processor stopped"', async () => {
-    const run = await runTimed(fileURLToPath(new URL('../../packages/processor/examples/quickstart.ts', import.meta.url)), { REDIS_URL: ctx.server.url }, /processor stopped/);
+    const run = await runTimed(
+      fileURLToPath(new URL('../../packages/processor/examples/quickstart.ts', import.meta.url)),
+      { REDIS_URL: ctx.server.url },
+      /processor stopped/,
+    );
     expect(run.code, run.output).toBe(0);
     expect(run.markedAt, run.output).toBeDefined();
     expect(run.exitedAt - (run.markedAt ?? 0), run.output).toBeLessThan(1_000);

@@ -18,7 +18,11 @@ export function designPartition(subject: string | Buffer, partitions: number): n
 }
 
 /** The partition of a raw entry by the design: its subject's (subjectOfEntry), partition 0 without a subject. */
-export function designPartitionOfEntry(fields: readonly string[], subjectFields: readonly string[], partitions: number): number {
+export function designPartitionOfEntry(
+  fields: readonly string[],
+  subjectFields: readonly string[],
+  partitions: number,
+): number {
   const subject = subjectOfEntry(fields, subjectFields);
   return subject === undefined ? 0 : designPartition(subject, partitions);
 }
@@ -64,9 +68,12 @@ export async function unprocessed(
 ): Promise<Unprocessed> {
   const count = await redis.get(partitionKeys.count(stream, group));
   if (count === null) return { unapplied: await redis.xlen(stream), pending: 0 };
-  const unapplied = (await unappliedPerPartition(redis, snapshots, stream, Number(count), subjectFields)).reduce((a, b) => a + b, 0);
+  const unapplied = (await unappliedPerPartition(redis, snapshots, stream, Number(count), subjectFields)).reduce(
+    (a, b) => a + b,
+    0,
+  );
   const pending = await redis.xpending(stream, group).then(
-    (summary) => Number((summary as unknown[])[0] ?? 0),
+    (summary) => Number(summary[0] ?? 0),
     () => Number.NaN,
   );
   return { unapplied, pending };
@@ -77,7 +84,12 @@ export async function unprocessed(
  * not even an idle partition's cursor (written once a read finds nothing new). Wait for it before
  * comparing every key of the projection at two moments.
  */
-export async function cursorsAtEnd(redis: Redis, snapshots: Pick<SnapshotStore<unknown>, 'cursor'>, streams: readonly string[], partitions: number): Promise<boolean> {
+export async function cursorsAtEnd(
+  redis: Redis,
+  snapshots: Pick<SnapshotStore<unknown>, 'cursor'>,
+  streams: readonly string[],
+  partitions: number,
+): Promise<boolean> {
   for (const stream of streams) {
     const last = (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
     for (let p = 0; p < partitions; p++) if ((await snapshots.cursor(stream, p)) !== last) return false;

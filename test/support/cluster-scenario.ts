@@ -24,9 +24,33 @@ import { unique } from './redis.ts';
 
 /** Methods of an ioredis client that send nothing to Redis (or return something other than a reply): never held. */
 const LOCAL_METHODS = new Set([
-  'constructor', 'on', 'once', 'off', 'addListener', 'removeListener', 'removeAllListeners', 'prependListener', 'prependOnceListener',
-  'emit', 'listeners', 'rawListeners', 'listenerCount', 'eventNames', 'setMaxListeners', 'getMaxListeners', 'defineCommand', 'connect',
-  'disconnect', 'nodes', 'scanStream', 'sscanStream', 'hscanStream', 'zscanStream', 'createBuiltinCommand', 'getBuiltinCommands', 'refreshSlotsCache',
+  'constructor',
+  'on',
+  'once',
+  'off',
+  'addListener',
+  'removeListener',
+  'removeAllListeners',
+  'prependListener',
+  'prependOnceListener',
+  'emit',
+  'listeners',
+  'rawListeners',
+  'listenerCount',
+  'eventNames',
+  'setMaxListeners',
+  'getMaxListeners',
+  'defineCommand',
+  'connect',
+  'disconnect',
+  'nodes',
+  'scanStream',
+  'sscanStream',
+  'hscanStream',
+  'zscanStream',
+  'createBuiltinCommand',
+  'getBuiltinCommands',
+  'refreshSlotsCache',
   'toString',
 ]);
 
@@ -199,7 +223,8 @@ export async function errorStats(cluster: TestCluster): Promise<Record<string, n
   for (const port of cluster.ports) {
     if (cluster.pid(port) === undefined) continue;
     const text = await cluster.command(port, 'INFO', 'errorstats');
-    for (const [, kind, count] of text.matchAll(/^errorstat_([A-Za-z_-]+):count=(\d+)/gm)) totals[kind as string] = (totals[kind as string] ?? 0) + Number(count);
+    for (const [, kind, count] of text.matchAll(/^errorstat_([A-Za-z_-]+):count=(\d+)/gm))
+      totals[kind as string] = (totals[kind as string] ?? 0) + Number(count);
   }
   return totals;
 }
@@ -232,7 +257,13 @@ export async function dropClients(cluster: TestCluster): Promise<number> {
  * pause in between: for a while the slot's keys are split between the two masters, so a script
  * over several of them is answered TRYAGAIN (some keys here, some there) and single keys ASK.
  */
-export async function migrateSlotSlowly(cluster: TestCluster, slot: number, toPort: number, keysPerStep = 2, pauseMs = 25): Promise<{ keys: number; ms: number }> {
+export async function migrateSlotSlowly(
+  cluster: TestCluster,
+  slot: number,
+  toPort: number,
+  keysPerStep = 2,
+  pauseMs = 25,
+): Promise<{ keys: number; ms: number }> {
   const started = performance.now();
   await cluster.waitStable();
   const fromPort = await cluster.nodeForSlot(slot);
@@ -247,9 +278,13 @@ export async function migrateSlotSlowly(cluster: TestCluster, slot: number, toPo
   await ok(cluster.command(fromPort, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', to));
   let moved = 0;
   for (;;) {
-    const keys = (await cluster.command(fromPort, 'CLUSTER', 'GETKEYSINSLOT', slot, keysPerStep)).split('\n').filter((k) => k.length > 0);
+    const keys = (await cluster.command(fromPort, 'CLUSTER', 'GETKEYSINSLOT', slot, keysPerStep))
+      .split('\n')
+      .filter((k) => k.length > 0);
     if (keys.length === 0) break;
-    const reply = (await cluster.command(fromPort, 'MIGRATE', cluster.host, toPort, '', 0, 10_000, 'KEYS', ...keys)).trim();
+    const reply = (
+      await cluster.command(fromPort, 'MIGRATE', cluster.host, toPort, '', 0, 10_000, 'KEYS', ...keys)
+    ).trim();
     if (reply !== 'OK') throw new Error(`MIGRATE of slot ${slot} to ${toPort}: ${reply}`);
     moved += keys.length;
     await sleep(pauseMs);
@@ -272,7 +307,11 @@ export function compareIds(a: string, b: string): number {
 
 /** The profile app's processor group on a test cluster, with names no other test uses. */
 export class ClusterScenario {
-  readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  readonly streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
   readonly keyPrefix = `${unique('user_snapshot')}_`;
   readonly group = unique('group');
   /** The test's own client (for the checks), typed as the app passes it. */
@@ -296,7 +335,9 @@ export class ClusterScenario {
     readonly cluster: TestCluster,
     readonly settings: ScenarioSettings,
   ) {
-    this.redis = cluster.client(clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-test', undefined)) as unknown as Redis;
+    this.redis = cluster.client(
+      clusterOptions(parseRedisSeeds(cluster.seeds), 'guarantees-test', undefined),
+    ) as unknown as Redis;
     // The load publishes as a raw client does (redis-cli): an XADD whose connection drops before its
     // reply fails (unconfirmed: it may or may not be in the stream) instead of being sent again, which
     // would append a second entry that no failed XADD accounts for. The app's options send it again
@@ -425,10 +466,17 @@ export class ClusterScenario {
       last = await this.holders();
       const counts = names.map((n) => last.get(n)?.length ?? 0);
       const held = counts.reduce((a, b) => a + b, 0);
-      if (held === this.settings.partitions && last.size === names.length && Math.max(...counts) - Math.min(...counts) <= 1) return Math.round(performance.now() - started);
+      if (
+        held === this.settings.partitions &&
+        last.size === names.length &&
+        Math.max(...counts) - Math.min(...counts) <= 1
+      )
+        return Math.round(performance.now() - started);
       await sleep(25);
     }
-    throw new Error(`partitions not shared by ${names.join(', ')} within ${timeoutMs} ms: ${JSON.stringify([...last])}\n${this.logs()}`);
+    throw new Error(
+      `partitions not shared by ${names.join(', ')} within ${timeoutMs} ms: ${JSON.stringify([...last])}\n${this.logs()}`,
+    );
   }
 
   /** The load's commands: the model's flat commands, ~10% of activity as envelopes naming the user as a JSON number, and `poisonRate` of poison. */
@@ -438,8 +486,22 @@ export class ClusterScenario {
       const roll = r.next();
       if (roll < poisonRate) return poison(this.streams, i, r.int(3), this.settings.users);
       const user = c[2];
-      if (roll < poisonRate + 0.1 && c[0] === this.streams.activity && c[1] === 'user_id' && user !== undefined && /^\d+$/.test(user)) {
-        return [c[0], 'specversion', '1.0', 'type', c[4] ?? 'comment', 'data', JSON.stringify({ userId: Number(user), object: c[6] ?? 'p1' })];
+      if (
+        roll < poisonRate + 0.1 &&
+        c[0] === this.streams.activity &&
+        c[1] === 'user_id' &&
+        user !== undefined &&
+        /^\d+$/.test(user)
+      ) {
+        return [
+          c[0],
+          'specversion',
+          '1.0',
+          'type',
+          c[4] ?? 'comment',
+          'data',
+          JSON.stringify({ userId: Number(user), object: c[6] ?? 'p1' }),
+        ];
       }
       return c;
     });
@@ -460,7 +522,9 @@ export class ClusterScenario {
    * Appends the seeded mix continuously, `chunk` XADDs at once (each its own command: a Cluster
    * pipeline may not span nodes) every `everyMs`, until stop(), which resolves with the count confirmed.
    */
-  load(options: { seed: number; poisonRate?: number; chunk?: number; everyMs?: number }): { stop: () => Promise<number> } {
+  load(options: { seed: number; poisonRate?: number; chunk?: number; everyMs?: number }): {
+    stop: () => Promise<number>;
+  } {
     const chunk = options.chunk ?? 15;
     let running = true;
     const all = this.commands(100_000, options.seed, options.poisonRate ?? 0.01);
@@ -472,7 +536,8 @@ export class ClusterScenario {
         for (const result of results) {
           if (result.status === 'fulfilled') continue;
           this.unconfirmed++;
-          const kind = String(result.reason instanceof Error ? result.reason.message : result.reason).split(' ')[0] ?? '?';
+          const kind =
+            String(result.reason instanceof Error ? result.reason.message : result.reason).split(' ')[0] ?? '?';
           this.appendErrors.set(kind, (this.appendErrors.get(kind) ?? 0) + 1);
         }
         await sleep(options.everyMs ?? 20);
@@ -490,14 +555,28 @@ export class ClusterScenario {
   /** Every processor's log lines, for a failure message. */
   logs(): string {
     return [
-      ...[...this.processors.values()].map((p) => `--- ${p.name} ---\n${p.logger.lines.slice(-25).map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.obj)}`).join('\n')}`),
+      ...[...this.processors.values()].map(
+        (p) =>
+          `--- ${p.name} ---\n${p.logger.lines
+            .slice(-25)
+            .map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.obj)}`)
+            .join('\n')}`,
+      ),
       ...this.pastOutputs.slice(-6),
       ...[...this.children].map(([name, child]) => `--- ${name} (child) ---\n${child.output().slice(-2_000)}`),
     ].join('\n');
   }
 
   /** Per stream, read from Redis: what is in it, what the totals say, and what is left to apply. */
-  private async measure(): Promise<{ inStreams: number; applied: number; skipped: number; deadLettered: number; deadLetterEntries: number; pending: number; unapplied: number }> {
+  private async measure(): Promise<{
+    inStreams: number;
+    applied: number;
+    skipped: number;
+    deadLettered: number;
+    deadLetterEntries: number;
+    pending: number;
+    unapplied: number;
+  }> {
     const m = { inStreams: 0, applied: 0, skipped: 0, deadLettered: 0, deadLetterEntries: 0, pending: 0, unapplied: 0 };
     for (const stream of Object.values(this.streams)) {
       m.inStreams += await this.redis.xlen(stream);
@@ -506,9 +585,11 @@ export class ClusterScenario {
       m.skipped += totals.skipped;
       m.deadLettered += totals.deadLettered;
       m.deadLetterEntries += await this.redis.xlen(processorKeys.deadLetters(stream));
-      m.pending += Number(((await this.redis.xpending(stream, this.group)) as unknown[])[0] ?? 0);
+      m.pending += Number((await this.redis.xpending(stream, this.group))[0] ?? 0);
       const subjectFields = this.eventStore.catalog.subjectFields(stream);
-      m.unapplied += (await unappliedPerPartition(this.redis, this.snapshots, stream, this.settings.partitions, subjectFields)).reduce((a, b) => a + b, 0);
+      m.unapplied += (
+        await unappliedPerPartition(this.redis, this.snapshots, stream, this.settings.partitions, subjectFields)
+      ).reduce((a, b) => a + b, 0);
     }
     return m;
   }
@@ -517,7 +598,10 @@ export class ClusterScenario {
   async settle(timeoutMs: number): Promise<ClusterOutcome> {
     const started = performance.now();
     let m = await this.measure();
-    while (performance.now() - started < timeoutMs && !(m.inStreams === m.applied + m.deadLettered && m.pending === 0 && m.unapplied === 0)) {
+    while (
+      performance.now() - started < timeoutMs &&
+      !(m.inStreams === m.applied + m.deadLettered && m.pending === 0 && m.unapplied === 0)
+    ) {
       await sleep(100);
       m = await this.measure();
     }
@@ -528,7 +612,9 @@ export class ClusterScenario {
       const inStream = new Set<string>();
       for await (const page of this.eventStore.readPages(stream, { pageSize: 1_000 })) {
         for (const entry of page) inStream.add(entry.id);
-        undecodable += page.filter((e) => this.eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
+        undecodable += page.filter(
+          (e) => this.eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError,
+        ).length;
       }
       for (const id of this.confirmedIds.get(stream) ?? []) if (!inStream.has(id)) lost.push(`${stream} ${id}`);
     }
@@ -554,7 +640,13 @@ export class ClusterScenario {
     ids.forEach((id, i) => {
       const got = actual[i];
       const normalised = got
-        ? { exists: got.exists, fields: got.fields, friends: got.sets['friends'] ?? [], likedPages: got.sets['likedPages'] ?? [], activity: got.counters }
+        ? {
+            exists: got.exists,
+            fields: got.fields,
+            friends: got.sets['friends'] ?? [],
+            likedPages: got.sets['likedPages'] ?? [],
+            activity: got.counters,
+          }
         : { exists: false, fields: {}, friends: [], likedPages: [], activity: {} };
       const want = JSON.stringify(sortKeys(expected.get(id)));
       const have = JSON.stringify(sortKeys(normalised));
@@ -613,14 +705,19 @@ export class ClusterScenario {
 
 function poison(streams: ProfileStreams, i: number, kind: number, users: number): RawCommand {
   if (kind === 0) return [streams.updates, 'user_id', String(1 + (i % users)), 'no_command_here', 'x'];
-  if (kind === 1) return [streams.friends, 'user_id', String(1 + (i % users)), 'command', 'add', 'friend_id', 'not a valid id!'];
+  if (kind === 1)
+    return [streams.friends, 'user_id', String(1 + (i % users)), 'command', 'add', 'friend_id', 'not a valid id!'];
   return [streams.activity, 'specversion', '1.0', 'type', 'like', 'data', '{"userId": broken json'];
 }
 
 function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, sortKeys(v)]));
+    return Object.fromEntries(
+      Object.entries(value)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, sortKeys(v)]),
+    );
   }
   return value;
 }

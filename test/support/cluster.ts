@@ -120,11 +120,27 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   process.once('exit', onExit);
 
   const serverArgs = (port: number) => [
-    '--port', String(port), '--bind', HOST, '--dir', dir, '--daemonize', 'no',
-    '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-    '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 5_000),
-    '--save', '', '--logfile', `redis-${port}.log`,
-    ...(options.aof === true ? ['--appendonly', 'yes', '--appendfsync', 'always', '--appenddirname', `appendonlydir-${port}`] : ['--appendonly', 'no']),
+    '--port',
+    String(port),
+    '--bind',
+    HOST,
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    `nodes-${port}.conf`,
+    '--cluster-node-timeout',
+    String(options.nodeTimeoutMs ?? 5_000),
+    '--save',
+    '',
+    '--logfile',
+    `redis-${port}.log`,
+    ...(options.aof === true
+      ? ['--appendonly', 'yes', '--appendfsync', 'always', '--appenddirname', `appendonlydir-${port}`]
+      : ['--appendonly', 'no']),
     ...(password === undefined ? [] : ['--requirepass', password, '--masterauth', password]),
   ];
   const startNode = async (port: number) => {
@@ -168,21 +184,29 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   }
 
   async function nodeForSlot(slot: number): Promise<number> {
-    const owner = (await topology()).find((n) => n.role === 'master' && !n.flags.includes('fail') && n.slots.some(([a, b]) => slot >= a && slot <= b));
+    const owner = (await topology()).find(
+      (n) => n.role === 'master' && !n.flags.includes('fail') && n.slots.some(([a, b]) => slot >= a && slot <= b),
+    );
     if (!owner) throw new Error(`no master of the test cluster serves slot ${slot}`);
     return owner.port;
   }
 
   /** What a node believes: its cluster_state and who serves which slots, as one comparable string. */
-  async function viewOf(port: number): Promise<{ ok: boolean; signature: string; replicas: string; replicaCount: number; moving: boolean }> {
+  async function viewOf(
+    port: number,
+  ): Promise<{ ok: boolean; signature: string; replicas: string; replicaCount: number; moving: boolean }> {
     const [info, nodes] = await Promise.all([cli(port, 'CLUSTER', 'INFO'), nodesOf(port).catch(() => [])]);
     const masters = nodes.filter((n) => n.role === 'master' && n.slots.length > 0 && !n.flags.includes('fail'));
-    const replicas = nodes.filter((n) => n.role === 'replica' && !n.flags.includes('fail')).map((n) => `${n.id}>${n.masterId ?? '-'}`);
+    const replicas = nodes
+      .filter((n) => n.role === 'replica' && !n.flags.includes('fail'))
+      .map((n) => `${n.id}>${n.masterId ?? '-'}`);
     const signature = masters
       .map((n) => `${n.id}:${n.slots.map(([a, b]) => `${a}-${b}`).join(',')}`)
       .sort()
       .join(' ');
-    const failedLive = nodes.filter((n) => n.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'handshake') && children.has(n.port));
+    const failedLive = nodes.filter(
+      (n) => n.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'handshake') && children.has(n.port),
+    );
     return {
       ok: /^cluster_state:ok\s*$/m.test(info) && failedLive.length === 0,
       signature,
@@ -201,7 +225,8 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
       const signatures = new Set(views.map((v) => `${v.signature} | ${v.replicas}`));
       const covered = views[0] ? coversAllSlots(views[0].signature) : false;
       const replicated = (views[0]?.replicaCount ?? 0) >= replicasExpected;
-      if (views.length > 0 && views.every((v) => v.ok && !v.moving) && signatures.size === 1 && covered && replicated) return;
+      if (views.length > 0 && views.every((v) => v.ok && !v.moving) && signatures.size === 1 && covered && replicated)
+        return;
       last = JSON.stringify(views.map((v, i) => ({ port: live()[i], ok: v.ok, moving: v.moving })));
       if (Date.now() > deadline) throw new Error(`test cluster not stable after ${timeoutMs} ms: ${last}`);
       await sleep(50);
@@ -212,8 +237,21 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   try {
     await Promise.all(ports.map(startNode));
     // Masters first: redis-cli --cluster create makes the first `masters` nodes the masters.
-    const created = await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `${HOST}:${p}`), '--cluster-replicas', String(replicaCount), '--cluster-yes', ...auth], 60_000);
-    if (!/All 16384 slots covered/.test(created)) throw new Error(`redis-cli --cluster create failed:\n${created.slice(-2_000)}`);
+    const created = await run(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...ports.map((p) => `${HOST}:${p}`),
+        '--cluster-replicas',
+        String(replicaCount),
+        '--cluster-yes',
+        ...auth,
+      ],
+      60_000,
+    );
+    if (!/All 16384 slots covered/.test(created))
+      throw new Error(`redis-cli --cluster create failed:\n${created.slice(-2_000)}`);
     await waitStable(20_000, masterCount * replicaCount);
     if (replicaCount > 0) await waitReplicasSynced();
   } catch (error) {
@@ -229,13 +267,15 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     for (;;) {
       const replicas = (await topology()).filter((n) => n.role === 'replica' && children.has(n.port));
       const infos = await Promise.all(replicas.map((r) => cli(r.port, 'INFO', 'replication')));
-      if (infos.every((i) => /^master_link_status:up\s*$/m.test(i) && !/^master_sync_in_progress:1\s*$/m.test(i))) return;
+      if (infos.every((i) => /^master_link_status:up\s*$/m.test(i) && !/^master_sync_in_progress:1\s*$/m.test(i)))
+        return;
       if (Date.now() > deadline) throw new Error('test cluster: replicas did not sync with their masters in 20 s');
       await sleep(50);
     }
   }
 
-  const url = (port: number) => `redis://${password === undefined ? '' : `:${encodeURIComponent(password)}@`}${HOST}:${port}`;
+  const url = (port: number) =>
+    `redis://${password === undefined ? '' : `:${encodeURIComponent(password)}@`}${HOST}:${port}`;
 
   const cluster: TestCluster = {
     host: HOST,
@@ -247,13 +287,17 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     pid: (port) => children.get(port)?.pid,
     topology,
     async masters() {
-      const nodes = (await topology()).filter((n) => n.role === 'master' && n.slots.length > 0 && !n.flags.includes('fail'));
+      const nodes = (await topology()).filter(
+        (n) => n.role === 'master' && n.slots.length > 0 && !n.flags.includes('fail'),
+      );
       return nodes.sort((a, b) => (a.slots[0]?.[0] ?? 0) - (b.slots[0]?.[0] ?? 0)).map((n) => n.port);
     },
     async replicas() {
       const nodes = await topology();
       const portOf = new Map(nodes.map((n) => [n.id, n.port]));
-      return nodes.filter((n) => n.role === 'replica' && !n.flags.includes('fail')).map((n) => ({ port: n.port, master: portOf.get(n.masterId ?? '') ?? 0 }));
+      return nodes
+        .filter((n) => n.role === 'replica' && !n.flags.includes('fail'))
+        .map((n) => ({ port: n.port, master: portOf.get(n.masterId ?? '') ?? 0 }));
     },
     slotOf: keySlot,
     nodeForKey: (key) => nodeForSlot(keySlot(key)),
@@ -263,7 +307,19 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
       const [from, to] = await Promise.all([nodeId(fromPort), nodeId(toPort)]);
       const out = await run(
         'redis-cli',
-        ['--cluster', 'reshard', `${HOST}:${fromPort}`, '--cluster-from', from, '--cluster-to', to, '--cluster-slots', String(slots), '--cluster-yes', ...auth],
+        [
+          '--cluster',
+          'reshard',
+          `${HOST}:${fromPort}`,
+          '--cluster-from',
+          from,
+          '--cluster-to',
+          to,
+          '--cluster-slots',
+          String(slots),
+          '--cluster-yes',
+          ...auth,
+        ],
         60_000,
       );
       if (/\[ERR\]/.test(out)) throw new Error(`redis-cli --cluster reshard failed:\n${out.slice(-2_000)}`);
@@ -277,9 +333,21 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
       await expectOk(cli(toPort, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', from));
       await expectOk(cli(fromPort, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', to));
       for (;;) {
-        const keys = (await cli(fromPort, 'CLUSTER', 'GETKEYSINSLOT', slot, 100)).split('\n').filter((k) => k.length > 0);
+        const keys = (await cli(fromPort, 'CLUSTER', 'GETKEYSINSLOT', slot, 100))
+          .split('\n')
+          .filter((k) => k.length > 0);
         if (keys.length === 0) break;
-        const migrate = ['MIGRATE', HOST, toPort, '', 0, 10_000, ...(password === undefined ? [] : ['AUTH', password]), 'KEYS', ...keys];
+        const migrate = [
+          'MIGRATE',
+          HOST,
+          toPort,
+          '',
+          0,
+          10_000,
+          ...(password === undefined ? [] : ['AUTH', password]),
+          'KEYS',
+          ...keys,
+        ];
         const reply = (await cli(fromPort, ...migrate)).trim();
         if (reply !== 'OK') throw new Error(`MIGRATE of slot ${slot} to ${toPort}: ${reply}`);
       }
@@ -295,7 +363,8 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     },
     async failover(replicaPort, mode = 'default') {
       const before = (await nodesOf(replicaPort)).find((n) => n.myself);
-      if (before?.role !== 'replica') throw new Error(`port ${replicaPort} is not a replica (it is a ${before?.role ?? 'unknown node'})`);
+      if (before?.role !== 'replica')
+        throw new Error(`port ${replicaPort} is not a replica (it is a ${before?.role ?? 'unknown node'})`);
       if (mode === 'default') await waitReplicasSynced();
       await expectOk(cli(replicaPort, 'CLUSTER', 'FAILOVER', ...(mode === 'default' ? [] : [mode.toUpperCase()])));
       const deadline = Date.now() + 20_000;
@@ -332,7 +401,13 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
       return client;
     },
     nodeClient(port) {
-      const client = new Redis({ host: HOST, port, ...(password === undefined ? {} : { password }), maxRetriesPerRequest: 3, retryStrategy: (n) => Math.min(50 * n, 500) });
+      const client = new Redis({
+        host: HOST,
+        port,
+        ...(password === undefined ? {} : { password }),
+        maxRetriesPerRequest: 3,
+        retryStrategy: (n) => Math.min(50 * n, 500),
+      });
       client.on('error', () => undefined);
       clients.push(client);
       return client;
@@ -370,7 +445,17 @@ export function parseClusterNodes(text: string): (ClusterNode & { myself: boolea
   for (const line of text.split('\n')) {
     const parts = line.trim().split(' ');
     if (parts.length < 8 || !/^[0-9a-f]{40}$/.test(parts[0] as string)) continue;
-    const [id, address, flagText, master, , , , , ...rest] = parts as [string, string, string, string, string, string, string, string, ...string[]];
+    const [id, address, flagText, master, , , , , ...rest] = parts as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      ...string[],
+    ];
     const port = Number(/:(\d+)@/.exec(address)?.[1] ?? /:(\d+)$/.exec(address)?.[1] ?? 0);
     const flags = flagText.split(',');
     const slots: [number, number][] = [];
@@ -415,7 +500,8 @@ function run(file: string, args: string[], timeoutMs = ADMIN_TIMEOUT_MS): Promis
   return new Promise((resolve, reject) => {
     execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
       if (error && (error as NodeJS.ErrnoException).code === 'ENOENT') reject(new Error(`${file} is not on PATH`));
-      else if (error && error.killed) reject(new Error(`${file} ${args.slice(0, 6).join(' ')} … timed out after ${timeoutMs} ms`));
+      else if (error && error.killed)
+        reject(new Error(`${file} ${args.slice(0, 6).join(' ')} … timed out after ${timeoutMs} ms`));
       else resolve(`${stdout}${stderr}`);
     });
   });

@@ -12,7 +12,11 @@ import { unique, type TestRedis } from './redis.ts';
 
 /** A group of `redsource process` children on one test Redis, with the model to check them against. */
 export class FaultScenario {
-  readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  readonly streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
   readonly keyPrefix = `${unique('user_snapshot')}_`;
   readonly group = unique('group');
   readonly processes = new Map<string, CliProcess>();
@@ -68,11 +72,16 @@ export class FaultScenario {
   }
 
   logs(): string {
-    return [...this.pastLogs, ...[...this.processes].map(([c, p]) => `--- ${c} ---\n${p.output().slice(-2_000)}`)].join('\n');
+    return [...this.pastLogs, ...[...this.processes].map(([c, p]) => `--- ${c} ---\n${p.output().slice(-2_000)}`)].join(
+      '\n',
+    );
   }
 
   /** Random valid events with `poisonRate` of entries that cannot be applied, XADDed in pipelined chunks over `spreadMs`. */
-  async append(count: number, options: { seed: number; poisonRate: number; spreadMs: number; chunk?: number }): Promise<void> {
+  async append(
+    count: number,
+    options: { seed: number; poisonRate: number; spreadMs: number; chunk?: number },
+  ): Promise<void> {
     const r = prng(options.seed);
     const commands: RawCommand[] = randomCommands(this.streams, count, 40, options.seed).map((c, i) =>
       r.next() < options.poisonRate ? poison(this.streams, i, r.int(3)) : c,
@@ -98,7 +107,15 @@ export class FaultScenario {
   /** Waits until every entry in the streams is applied or dead-lettered, nothing is left to apply in any partition; then compares with the model. */
   async settle(timeoutMs: number): Promise<Outcome> {
     // Before a processor has prepared a stream, every entry of it counts as unapplied.
-    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)), settled);
+    return settleOutcome(
+      this.redis,
+      this.streams,
+      this.keyPrefix,
+      timeoutMs,
+      (stream, snapshots) =>
+        unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)),
+      settled,
+    );
   }
 
   /** The processors in the group now (their membership not expired), by name. */
@@ -109,7 +126,9 @@ export class FaultScenario {
   /** Who holds each partition now (by partition; undefined: free), as the leases say. */
   async leaseHolders(): Promise<(string | undefined)[]> {
     const partitions = Number((await this.redis.get(partitionKeys.count(this.streams.updates, this.group))) ?? 12);
-    const leases = await Promise.all([...Array(partitions).keys()].map((p) => this.redis.get(partitionKeys.lease(this.group, p))));
+    const leases = await Promise.all(
+      [...Array(partitions).keys()].map((p) => this.redis.get(partitionKeys.lease(this.group, p))),
+    );
     return leases.map((lease) => lease?.slice(lease.indexOf(' ') + 1));
   }
 
@@ -144,11 +163,24 @@ async function measureOutcome(
   eventStore: RedisEventStore,
   backlog: (stream: string, snapshots: SnapshotStore) => Promise<StreamBacklog>,
 ): Promise<Outcome> {
-  const outcome = { inStreams: 0, undecodable: 0, applied: 0, skipped: 0, deadLettered: 0, deadLetterEntries: 0, pending: 0, unapplied: 0, differences: [], users: 0 };
+  const outcome = {
+    inStreams: 0,
+    undecodable: 0,
+    applied: 0,
+    skipped: 0,
+    deadLettered: 0,
+    deadLetterEntries: 0,
+    pending: 0,
+    unapplied: 0,
+    differences: [],
+    users: 0,
+  };
   for (const stream of Object.values(streams)) {
     for await (const page of eventStore.readPages(stream, { pageSize: 1_000 })) {
       outcome.inStreams += page.length;
-      outcome.undecodable += page.filter((e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError).length;
+      outcome.undecodable += page.filter(
+        (e) => eventStore.codec.tryDecode(stream, e.id, e.fields) instanceof EventStoreError,
+      ).length;
     }
     const totals = await snapshots.totals(stream);
     outcome.applied += totals.applied;
@@ -209,8 +241,10 @@ export interface Outcome {
 }
 
 export function describeOutcome(name: string, o: Outcome, appendFailures: number): string {
-  return `[${name}] appended ${o.inStreams} (unconfirmed ${appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
-    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, unapplied ${o.unapplied}, users ${o.users}, snapshot differences ${o.differences.length}`;
+  return (
+    `[${name}] appended ${o.inStreams} (unconfirmed ${appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
+    `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, unapplied ${o.unapplied}, users ${o.users}, snapshot differences ${o.differences.length}`
+  );
 }
 
 /**

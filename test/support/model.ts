@@ -15,7 +15,11 @@ export function prng(seed: number) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(items: readonly T[]) => items[Math.floor(next() * items.length)] as T };
+  return {
+    next,
+    int: (n: number) => Math.floor(next() * n),
+    pick: <T>(items: readonly T[]) => items[Math.floor(next() * items.length)] as T,
+  };
 }
 
 export type RawCommand = [stream: string, ...fields: string[]];
@@ -35,8 +39,18 @@ export function randomCommands(streams: ProfileStreams, count: number, users: nu
     const roll = r.next();
     if (roll < 0.3) {
       const kind = r.pick(['register', 'register', 'update', 'update', 'update', 'delete']);
-      if (kind === 'register') commands.push([streams.updates, 'user_id', user, 'command', 'register', 'name', `N${i}`, 'surename', `S${i}`]);
-      else if (kind === 'update') commands.push([streams.updates, 'user_id', user, 'action', 'update', r.pick(['name', 'surname', 'birth_date']), `U${i}`]);
+      if (kind === 'register')
+        commands.push([streams.updates, 'user_id', user, 'command', 'register', 'name', `N${i}`, 'surename', `S${i}`]);
+      else if (kind === 'update')
+        commands.push([
+          streams.updates,
+          'user_id',
+          user,
+          'action',
+          'update',
+          r.pick(['name', 'surname', 'birth_date']),
+          `U${i}`,
+        ]);
       else commands.push([streams.updates, 'user_id', user, 'command', 'delete']);
     } else if (roll < 0.65) {
       const kind = r.pick(['like', 'unlike', 'like', 'comment', 'kick', 'dislike']);
@@ -44,7 +58,15 @@ export function randomCommands(streams: ProfileStreams, count: number, users: nu
     } else {
       let friend = String(1 + r.int(users));
       if (friend === user) friend = String(Number(user) + users);
-      commands.push([streams.friends, 'user_id', user, 'command', r.pick(['add', 'add', 'remove']), 'friend_id', friend]);
+      commands.push([
+        streams.friends,
+        'user_id',
+        user,
+        'command',
+        r.pick(['add', 'add', 'remove']),
+        'friend_id',
+        friend,
+      ]);
     }
   }
   return commands;
@@ -68,23 +90,32 @@ export async function xaddAll(redis: Redis, commands: readonly RawCommand[], chu
  * The pure fold of everything in the streams (valid events only), per user. With `redis`, entries
  * whose bytes are not UTF-8 are left out too, as the processors dead-letter them (RS_NOT_UTF8).
  */
-export async function referenceFold(eventStore: RedisEventStore, streams: ProfileStreams, redis?: Redis): Promise<Map<string, ProfileState>> {
+export async function referenceFold(
+  eventStore: RedisEventStore,
+  streams: ProfileStreams,
+  redis?: Redis,
+): Promise<Map<string, ProfileState>> {
   const events: RecordedEvent[] = [];
   for (const stream of [streams.updates, streams.activity, streams.friends]) {
     const notUtf8 = redis ? await notUtf8Entries(redis, stream) : new Set<string>();
-    for await (const event of eventStore.read(stream, { onInvalid: () => undefined })) if (!notUtf8.has(event.entryId)) events.push(event);
+    for await (const event of eventStore.read(stream, { onInvalid: () => undefined }))
+      if (!notUtf8.has(event.entryId)) events.push(event);
   }
   return foldLog(events, streams);
 }
 
 async function notUtf8Entries(redis: Redis, stream: string): Promise<Set<string>> {
   const ids = new Set<string>();
-  for (const [id, fields] of await redis.xrangeBuffer(stream, '-', '+')) if (!fields.every((f) => isUtf8(f))) ids.add(id.toString());
+  for (const [id, fields] of await redis.xrangeBuffer(stream, '-', '+'))
+    if (!fields.every((f) => isUtf8(f))) ids.add(id.toString());
   return ids;
 }
 
 /** Every difference between the snapshots in Redis and the reference fold, as readable lines. */
-export async function snapshotDifferences(snapshots: SnapshotStore, expected: Map<string, ProfileState>): Promise<string[]> {
+export async function snapshotDifferences(
+  snapshots: SnapshotStore,
+  expected: Map<string, ProfileState>,
+): Promise<string[]> {
   const ids = [...expected.keys()];
   const actual = await snapshots.readMany(ids);
   const differences: string[] = [];
@@ -99,7 +130,9 @@ export async function snapshotDifferences(snapshots: SnapshotStore, expected: Ma
       activity: got.counters,
     };
     const wantJson = JSON.stringify(sortKeys(want));
-    const gotJson = JSON.stringify(sortKeys(normalised ?? { exists: false, fields: {}, friends: [], likedPages: [], activity: {} }));
+    const gotJson = JSON.stringify(
+      sortKeys(normalised ?? { exists: false, fields: {}, friends: [], likedPages: [], activity: {} }),
+    );
     if (wantJson !== gotJson) differences.push(`user ${id}: want ${wantJson} got ${gotJson}`);
   });
   return differences;
@@ -108,7 +141,11 @@ export async function snapshotDifferences(snapshots: SnapshotStore, expected: Ma
 function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, sortKeys(v)]));
+    return Object.fromEntries(
+      Object.entries(value)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, sortKeys(v)]),
+    );
   }
   return value;
 }

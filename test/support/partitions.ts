@@ -86,10 +86,20 @@ export async function dropStreamKeys(redis: Redis, stream: string): Promise<void
 }
 
 /** A logger that keeps every line, to check what a processor said. */
-export function capturingLogger(): Logger & { readonly lines: { level: string; msg: string; obj: object }[]; said(msg: RegExp): boolean } {
+export function capturingLogger(): Logger & {
+  readonly lines: { level: string; msg: string; obj: object }[];
+  said(msg: RegExp): boolean;
+} {
   const lines: { level: string; msg: string; obj: object }[] = [];
   const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, msg: msg ?? '', obj });
-  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), said: (msg) => lines.some((l) => msg.test(l.msg)) };
+  return {
+    lines,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    said: (msg) => lines.some((l) => msg.test(l.msg)),
+  };
 }
 
 /**
@@ -151,7 +161,11 @@ export class CuttableProxy {
 }
 
 /** Polls `check` every `everyMs` until it holds or `timeoutMs` passes; returns whether it held and when (ms since the start). */
-export async function within(check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 10): Promise<{ ok: boolean; ms: number }> {
+export async function within(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 10,
+): Promise<{ ok: boolean; ms: number }> {
   const start = performance.now();
   for (;;) {
     if (await check()) return { ok: true, ms: performance.now() - start };
@@ -192,7 +206,11 @@ export interface PartitionOutcome {
  * them against the reference fold.
  */
 export class PartitionScenario {
-  readonly streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  readonly streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
   readonly keyPrefix = `${unique('user_snapshot')}_`;
   readonly group = unique('group');
   readonly processes = new Map<string, CliProcess>();
@@ -271,7 +289,13 @@ export class PartitionScenario {
       if (roll < poisonRate) return poison(this.streams, i, r.int(3));
       // The same user's events as an envelope with a numeric id: they must be in the user's partition.
       const user = c[2];
-      if (roll < poisonRate + 0.1 && c[0] === this.streams.activity && c[1] === 'user_id' && user !== undefined && /^\d+$/.test(user)) {
+      if (
+        roll < poisonRate + 0.1 &&
+        c[0] === this.streams.activity &&
+        c[1] === 'user_id' &&
+        user !== undefined &&
+        /^\d+$/.test(user)
+      ) {
         const type = c[4] ?? 'comment';
         const data = JSON.stringify({ userId: Number(user), object: c[6] ?? 'p1' });
         return [c[0], 'specversion', '1.0', 'type', type, 'data', data];
@@ -315,7 +339,15 @@ export class PartitionScenario {
 
   /** Waits until everything is applied (or dead-lettered) in every partition; then compares every snapshot with the reference fold. */
   async settle(timeoutMs: number): Promise<PartitionOutcome> {
-    return settleOutcome(this.redis, this.streams, this.keyPrefix, timeoutMs, (stream, snapshots) => unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)), settled);
+    return settleOutcome(
+      this.redis,
+      this.streams,
+      this.keyPrefix,
+      timeoutMs,
+      (stream, snapshots) =>
+        unprocessed(this.redis, stream, this.group, snapshots, subjectFields(this.streams, stream)),
+      settled,
+    );
   }
 }
 
@@ -324,9 +356,11 @@ function settled(o: PartitionOutcome): boolean {
 }
 
 export function describePartitionOutcome(name: string, o: PartitionOutcome, s: PartitionScenario): string {
-  return `[${name}] appended ${o.inStreams} (confirmed ${s.appended}, unconfirmed ${s.appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
+  return (
+    `[${name}] appended ${o.inStreams} (confirmed ${s.appended}, unconfirmed ${s.appendFailures}), applied ${o.applied}, dead-lettered ${o.deadLettered} ` +
     `(poison ${o.undecodable}), duplicates skipped ${o.skipped}, pending ${o.pending}, unapplied ${o.unapplied}, ` +
-    `users ${o.users}, snapshot differences ${o.differences.length}`;
+    `users ${o.users}, snapshot differences ${o.differences.length}`
+  );
 }
 
 /**

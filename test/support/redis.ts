@@ -88,7 +88,10 @@ export function useTestRedis(options: TestRedisOptions = {}): TestRedisContext {
   };
 }
 
-function withClients(url: string, extra: Pick<TestRedis, 'owned' | 'stop' | 'restart'> & { dispose: () => Promise<void> }): TestRedis {
+function withClients(
+  url: string,
+  extra: Pick<TestRedis, 'owned' | 'stop' | 'restart'> & { dispose: () => Promise<void> },
+): TestRedis {
   const clients: Redis[] = [];
   return {
     url,
@@ -118,7 +121,22 @@ function external(url: string): TestRedis {
 async function ownServer({ aof = false }: TestRedisOptions): Promise<TestRedis> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'redsource-test-redis-'));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'always', '--daemonize', 'no'];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    aof ? 'yes' : 'no',
+    '--appendfsync',
+    'always',
+    '--daemonize',
+    'no',
+  ];
   let child: ChildProcess | undefined;
   const url = `redis://127.0.0.1:${port}`;
   const start = async () => {
@@ -151,7 +169,9 @@ async function ownServer({ aof = false }: TestRedisOptions): Promise<TestRedis> 
 
 async function container(): Promise<TestRedis> {
   const { RedisContainer } = await import('@testcontainers/redis').catch(() => {
-    throw new Error('No Redis for tests: set REDIS_URL, put redis-server on PATH, or run a Docker engine for testcontainers.');
+    throw new Error(
+      'No Redis for tests: set REDIS_URL, put redis-server on PATH, or run a Docker engine for testcontainers.',
+    );
   });
   const started = await new RedisContainer('redis:7.0').start();
   return withClients(started.getConnectionUrl(), {
@@ -169,7 +189,8 @@ async function container(): Promise<TestRedis> {
 }
 
 /** How many entries of `stream` the consumer group `group` has pending (the count in XPENDING's summary). */
-export const pendingCount = async (redis: Redis, stream: string, group: string) => Number(((await redis.xpending(stream, group)) as unknown[])[0]);
+export const pendingCount = async (redis: Redis, stream: string, group: string) =>
+  Number((await redis.xpending(stream, group))[0]);
 
 /** Polls until `check` returns a truthy value or the time is up; returns the last value. */
 export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {

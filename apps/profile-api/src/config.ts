@@ -16,7 +16,9 @@ export class ConfigError extends Error {
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const streamName = z.string().regex(/^[^\s{}]{1,200}$/, 'a stream name without spaces or braces');
-const flag = z.enum(['0', '1', 'false', 'true'], "'1' (or 'true') to turn on, '0' (or 'false') to leave off").transform((v) => v === '1' || v === 'true');
+const flag = z
+  .enum(['0', '1', 'false', 'true'], "'1' (or 'true') to turn on, '0' (or 'false') to leave off")
+  .transform((v) => v === '1' || v === 'true');
 /** A browser origin: scheme, host and port only (no path, not even a trailing slash). */
 const ORIGIN = /^https?:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/;
 
@@ -58,9 +60,18 @@ export const envSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (e.g. redis://127.0.0.1:6379)')
     // A Redis Cluster may be named by several seed nodes, comma-separated: the first is a full URL.
-    .refine((v) => parsesAsUrl(firstNode(v)), 'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)')
-    .refine((v) => userinfoDecodes(firstNode(v)), "the user or password holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)")
-    .refine(seedsParse, 'several nodes must be comma-separated redis://host:port URLs or host:port pairs of one Redis Cluster (e.g. redis://10.0.0.1:7000,10.0.0.2:7000)')
+    .refine(
+      (v) => parsesAsUrl(firstNode(v)),
+      'must be a URL like redis://[user:password@]host:port[/db] (percent-encode special characters in the password)',
+    )
+    .refine(
+      (v) => userinfoDecodes(firstNode(v)),
+      "the user or password holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)",
+    )
+    .refine(
+      seedsParse,
+      'several nodes must be comma-separated redis://host:port URLs or host:port pairs of one Redis Cluster (e.g. redis://10.0.0.1:7000,10.0.0.2:7000)',
+    )
     .optional(),
   /** With rediss://: a PEM file of the CA that signed the server's certificate (else the system's CAs). */
   REDIS_TLS_CA: z.string().min(1).refine(existsSync, 'no such file (a PEM CA certificate is expected)').optional(),
@@ -85,8 +96,14 @@ export const envSchema = z.object({
   STREAM_UPDATES: streamName.default('user_updates'),
   STREAM_ACTIVITY: streamName.default('user_activity'),
   STREAM_FRIENDS: streamName.default('user_friends'),
-  SNAPSHOT_PREFIX: z.string().regex(/^[A-Za-z0-9_:.-]{1,100}$/, 'letters, digits and _ : . -').default('user_snapshot_'),
-  REDSOURCE_GROUP: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, '1-128 characters from A-Z a-z 0-9 _ . : -').default('profile-api'),
+  SNAPSHOT_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:.-]{1,100}$/, 'letters, digits and _ : . -')
+    .default('user_snapshot_'),
+  REDSOURCE_GROUP: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,128}$/, '1-128 characters from A-Z a-z 0-9 _ . : -')
+    .default('profile-api'),
   REDSOURCE_CONSUMER: z.string().min(1).optional(),
   // Processor tunables: unset means the processor's own default (packages/processor/src/options.ts).
   REDSOURCE_BATCH_SIZE: int(1, 10_000).optional(),
@@ -118,7 +135,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       const value = relevant[key];
       return JSON.stringify(key === 'REDIS_URL' && value !== undefined ? redactUrl(value) : value);
     };
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${shown(String(i.path[0]))})`);
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join('.')}: ${i.message} (got ${shown(String(i.path[0]))})`,
+    );
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   return parsed.data;

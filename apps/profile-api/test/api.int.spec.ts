@@ -14,7 +14,19 @@ beforeAll(async () => {
   setup = isolatedProfileSetup(ctx.redis);
   app = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: redisUp, processor: true }) });
   await xaddAll(ctx.redis, [
-    [setup.streams.updates, 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck', 'birth_date', '1937-04-17'],
+    [
+      setup.streams.updates,
+      'user_id',
+      '1',
+      'command',
+      'register',
+      'name',
+      'Duffy',
+      'surename',
+      'Duck',
+      'birth_date',
+      '1937-04-17',
+    ],
     [setup.streams.updates, 'user_id', '9', 'command', 'register', 'name', 'Gone'],
     [setup.streams.updates, 'user_id', '9', 'command', 'delete'],
     [setup.streams.friends, 'user_id', '1', 'command', 'add', 'friend_id', '2'],
@@ -22,7 +34,8 @@ beforeAll(async () => {
   ]);
   const processor = setup.processor(ctx.server.client());
   await processor.start();
-  for (let i = 0; i < 100 && !(await setup.snapshots.read('1'))?.sets['likedPages']; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && !(await setup.snapshots.read('1'))?.sets['likedPages']; i++)
+    await new Promise((r) => setTimeout(r, 20));
   await processor.stop();
 });
 afterAll(async () => {
@@ -34,7 +47,13 @@ describe('GET /users/:id/profile', () => {
     const res = await app.inject({ method: 'GET', url: '/users/1/profile' });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({
-      id: '1', name: 'Duffy', surname: 'Duck', birth_date: '1937-04-17', friends: ['2'], likedPages: ['Looney'], activity: { like: 1 },
+      id: '1',
+      name: 'Duffy',
+      surname: 'Duck',
+      birth_date: '1937-04-17',
+      friends: ['2'],
+      likedPages: ['Looney'],
+      activity: { like: 1 },
     });
   });
 

@@ -31,7 +31,12 @@ export function useProfileApps(ctx: TestRedisContext) {
     },
     /** An app on the file's snapshots and streams, reporting ready; `options` override any of it. */
     async app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> {
-      const built = await buildApp({ snapshots: current().snapshots, readiness: async () => ({ redis: true, processor: true }), streams: this.streams, ...options });
+      const built = await buildApp({
+        snapshots: current().snapshots,
+        readiness: async () => ({ redis: true, processor: true }),
+        streams: this.streams,
+        ...options,
+      });
       open.push(built);
       return built;
     },

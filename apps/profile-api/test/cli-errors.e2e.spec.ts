@@ -6,7 +6,10 @@ import { freePort } from '../../../test/support/redis.ts';
 const children = cliChildren();
 
 /** Runs the CLI to its end; stdout and stderr together. */
-async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null | 'hung'; output: string }> {
+async function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null | 'hung'; output: string }> {
   const run = runCli(args, env);
   children.push(run);
   const code = await Promise.race([run.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
@@ -22,7 +25,9 @@ describe('CLI failures: one clear line, no stack unless LOG_LEVEL=debug', () => 
     expect(() => loadConfig({ REDIS_URL: url })).toThrow(/REDIS_URL: .*percent-encoding/);
     const run = await cli(['status'], { REDIS_URL: url });
     expect(run.code, run.output).toBe(1);
-    expect(plainLines(run.output), run.output).toEqual([expect.stringMatching(/^redsource: Invalid configuration: REDIS_URL: .*%25/)]);
+    expect(plainLines(run.output), run.output).toEqual([
+      expect.stringMatching(/^redsource: Invalid configuration: REDIS_URL: .*%25/),
+    ]);
     expect(run.output).not.toMatch(/URIError|\n\s+at /);
     expect(run.output).not.toContain('pa%zzword');
   });
@@ -31,7 +36,11 @@ describe('CLI failures: one clear line, no stack unless LOG_LEVEL=debug', () => 
     const port = await freePort();
     const down = await cli(['status'], { REDIS_URL: `redis://127.0.0.1:${port}` });
     expect(down.code, down.output).toBe(1);
-    expect(plainLines(down.output), down.output).toEqual([expect.stringMatching(/^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/)]);
+    expect(plainLines(down.output), down.output).toEqual([
+      expect.stringMatching(
+        /^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/,
+      ),
+    ]);
 
     // A usage error: its one line, then the command's usage (cli-usage.e2e.spec.ts), exit 2.
     const option = await cli(['status', '--bogus'], { REDIS_URL: `redis://127.0.0.1:${port}` });
@@ -44,7 +53,9 @@ describe('CLI failures: one clear line, no stack unless LOG_LEVEL=debug', () => 
     const port = await freePort();
     const run = await cli(['status'], { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: 'debug' });
     expect(run.code, run.output).toBe(1);
-    expect(run.output).toMatch(/^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/m);
+    expect(run.output).toMatch(
+      /^redsource: Redis at 127\.0\.0\.1:\d+ is not reachable: .*: check REDIS_URL \/ that Redis runs$/m,
+    );
     expect(run.output).toMatch(/\n\s+at /);
   });
 });

@@ -8,7 +8,10 @@ const ctx = useTestRedis();
 const children = cliChildren();
 
 /** Runs `redsource <args>` to its end; stdout and stderr apart. */
-async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const run = runCli(args, env);
   children.push(run);
   let stdout = '';
@@ -26,7 +29,8 @@ describe('redsource help and usage errors', { timeout: 60_000 }, () => {
   it('--help lists every command and the exit codes; <command> --help shows its options; both exit 0 on stdout', async () => {
     const all = await cli(['--help']);
     expect(all.code, all.stderr).toBe(0);
-    for (const command of ['serve', 'api', 'process', 'replay', 'seed', 'status', 'dlq']) expect(all.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
+    for (const command of ['serve', 'api', 'process', 'replay', 'seed', 'status', 'dlq'])
+      expect(all.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     expect(all.stdout).toMatch(/Exit codes: 0 .*1 failed.*2 bad command line/s);
 
     const replay = await cli(['replay', '--help']);
@@ -69,7 +73,9 @@ describe('redsource help and usage errors', { timeout: 60_000 }, () => {
       const run = await cli(['replay', '--users', users], env);
       expect(run.code, run.stderr).toBe(2);
       const [first, blank, usage] = run.stderr.split('\n');
-      expect(first).toMatch(/^redsource: option '--users <ids>' argument .* is invalid\. .*1-64 characters from A-Z, a-z, 0-9, _ and -/);
+      expect(first).toMatch(
+        /^redsource: option '--users <ids>' argument .* is invalid\. .*1-64 characters from A-Z, a-z, 0-9, _ and -/,
+      );
       expect([blank, usage]).toEqual(['', 'Usage: redsource replay [options]']);
     }
     const retry = await cli(['dlq', 'retry', 'user_updates'], env);
@@ -81,7 +87,11 @@ describe('redsource help and usage errors', { timeout: 60_000 }, () => {
     const env = { ...process.env, ...isolatedServiceEnv(ctx.server.url), LOG_LEVEL: 'info' };
     const pnpmExec = (args: string[]) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn('npx', ['-y', 'pnpm@9', 'exec', 'redsource', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn('npx', ['-y', 'pnpm@9', 'exec', 'redsource', ...args], {
+          cwd: ROOT,
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -22,24 +22,60 @@ describe('the service on a Redis Cluster', () => {
 
   it('serves the seed from raw XADDs, reads its writes; status, dlq and replay work; SIGTERM exits 0', async () => {
     const { cluster } = clusterContext;
-    const env = { ...isolatedServiceEnv(cluster.url), HOST: '127.0.0.1', PORT: String(await freePort()), REDSOURCE_REBALANCE_MS: '200' };
+    const env = {
+      ...isolatedServiceEnv(cluster.url),
+      HOST: '127.0.0.1',
+      PORT: String(await freePort()),
+      REDSOURCE_REBALANCE_MS: '200',
+    };
     const serve = runCli(['serve'], env);
     children.push(serve);
     const base = `http://127.0.0.1:${env.PORT}`;
     const client = cluster.client();
     try {
-      await client.xadd(env.STREAM_UPDATES, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
-      await client.xadd(env.STREAM_UPDATES, '*', 'user_id', '2', 'command', 'register', 'name', 'Bugs', 'surename', 'Bunny');
+      await client.xadd(
+        env.STREAM_UPDATES,
+        '*',
+        'user_id',
+        '1',
+        'command',
+        'register',
+        'name',
+        'Duffy',
+        'surename',
+        'Duck',
+      );
+      await client.xadd(
+        env.STREAM_UPDATES,
+        '*',
+        'user_id',
+        '2',
+        'command',
+        'register',
+        'name',
+        'Bugs',
+        'surename',
+        'Bunny',
+      );
       await client.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'kick', 'object', 'Bugs');
       await client.xadd(env.STREAM_ACTIVITY, '*', 'user_id', '1', 'command', 'dislike', 'object', 'Bugs face');
       await client.xadd(env.STREAM_FRIENDS, '*', 'user_id', '1', 'command', 'remove', 'friend_id', '2');
       await client.xadd(env.STREAM_UPDATES, '*', 'user_id', '9', 'command', 'bogus');
-      const duffy = await eventually(async () => {
-        const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
-        const body = res?.status === 200 ? ((await res.json()) as { activity?: Record<string, number> }) : undefined;
-        return body?.activity?.['dislike'] === 1 ? body : undefined;
-      }, 30_000, 100);
-      expect(duffy, serve.output()).toMatchObject({ id: '1', name: 'Duffy', surname: 'Duck', activity: { kick: 1, dislike: 1 } });
+      const duffy = await eventually(
+        async () => {
+          const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
+          const body = res?.status === 200 ? ((await res.json()) as { activity?: Record<string, number> }) : undefined;
+          return body?.activity?.['dislike'] === 1 ? body : undefined;
+        },
+        30_000,
+        100,
+      );
+      expect(duffy, serve.output()).toMatchObject({
+        id: '1',
+        name: 'Duffy',
+        surname: 'Duck',
+        activity: { kick: 1, dislike: 1 },
+      });
       expect((await (await fetch(`${base}/users/2/profile`)).json()) as object).toMatchObject({ surname: 'Bunny' });
       expect((await fetch(`${base}/users/42/profile`)).status).toBe(404);
 
@@ -53,16 +89,24 @@ describe('the service on a Redis Cluster', () => {
       const status = await cli(['status', '--json'], { ...env, REDIS_URL: cluster.seeds });
       expect(status.code, status.output).toBe(0);
       expect(status.output).toContain(env.STREAM_UPDATES);
-      const dlq = await eventually(async () => {
-        const run = await cli(['dlq', 'list', env.STREAM_UPDATES, '--json'], env);
-        return run.code === 0 && run.output.includes('RS_EVENT_TYPE_UNKNOWN') ? run : undefined;
-      }, 15_000, 200);
+      const dlq = await eventually(
+        async () => {
+          const run = await cli(['dlq', 'list', env.STREAM_UPDATES, '--json'], env);
+          return run.code === 0 && run.output.includes('RS_EVENT_TYPE_UNKNOWN') ? run : undefined;
+        },
+        15_000,
+        200,
+      );
       expect(dlq?.output).toContain('bogus');
 
       // A rebuild while the service runs: the same profiles after the switch.
       const replay = await cli(['replay'], env);
       expect(replay.code, replay.output).toBe(0);
-      expect((await (await fetch(`${base}/users/1/profile`)).json()) as object).toMatchObject({ name: 'Duffy', likedPages: ['P'], activity: { kick: 1, dislike: 1 } });
+      expect((await (await fetch(`${base}/users/1/profile`)).json()) as object).toMatchObject({
+        name: 'Duffy',
+        likedPages: ['P'],
+        activity: { kick: 1, dislike: 1 },
+      });
     } finally {
       client.disconnect();
     }
@@ -74,7 +118,12 @@ describe('the service on a Redis Cluster', () => {
 
   it('with REDIS_URL a seed list: seed appends, `api` and `process` as separate processes serve it; both exit 0 on SIGTERM', async () => {
     const { cluster } = clusterContext;
-    const env = { ...isolatedServiceEnv(cluster.seeds), HOST: '127.0.0.1', PORT: String(await freePort()), REDSOURCE_REBALANCE_MS: '200' };
+    const env = {
+      ...isolatedServiceEnv(cluster.seeds),
+      HOST: '127.0.0.1',
+      PORT: String(await freePort()),
+      REDSOURCE_REBALANCE_MS: '200',
+    };
     const seeded = await cli(['seed'], env);
     expect(seeded.code, seeded.output).toBe(0);
     expect(seeded.output).toContain('appended 5 seed event(s)');
@@ -82,18 +131,32 @@ describe('the service on a Redis Cluster', () => {
     const processor = runCli(['process'], env);
     children.push(api, processor);
     const base = `http://127.0.0.1:${env.PORT}`;
-    const duffy = await eventually(async () => {
-      const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
-      const body = res?.status === 200 ? ((await res.json()) as { activity?: Record<string, number>; friends?: string[] }) : undefined;
-      return body?.activity?.['dislike'] === 1 && body.friends?.length === 0 ? body : undefined;
-    }, 30_000, 100);
-    expect(duffy, `${api.output()}\n${processor.output()}`).toMatchObject({ id: '1', name: 'Duffy', surname: 'Duck', activity: { kick: 1, dislike: 1 } });
+    const duffy = await eventually(
+      async () => {
+        const res = await fetch(`${base}/users/1/profile`).catch(() => undefined);
+        const body =
+          res?.status === 200
+            ? ((await res.json()) as { activity?: Record<string, number>; friends?: string[] })
+            : undefined;
+        return body?.activity?.['dislike'] === 1 && body.friends?.length === 0 ? body : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(duffy, `${api.output()}\n${processor.output()}`).toMatchObject({
+      id: '1',
+      name: 'Duffy',
+      surname: 'Duck',
+      activity: { kick: 1, dislike: 1 },
+    });
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     for (const run of [api, processor]) {
       run.child.kill('SIGTERM');
       expect(await run.exited, run.output()).toBe(0);
       // The start-up line names every seed node, and says it is a cluster.
-      expect(run.output()).toContain(`using a Redis Cluster, seed nodes ${cluster.ports.map((p) => `127.0.0.1:${p}`).join(', ')}`);
+      expect(run.output()).toContain(
+        `using a Redis Cluster, seed nodes ${cluster.ports.map((p) => `127.0.0.1:${p}`).join(', ')}`,
+      );
       expect(run.output()).not.toMatch(/CROSSSLOT|non local key|at .*\.ts:\d+/);
     }
   }, 90_000);

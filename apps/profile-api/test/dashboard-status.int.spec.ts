@@ -15,7 +15,13 @@ function countedStatus() {
   const read = async (): Promise<StreamStatus[]> => {
     counter.calls += 1;
     if (counter.fail) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6390'), { code: 'ECONNREFUSED' });
-    return streamStatus({ redis: ctx.redis, snapshots: apps.setup.snapshots, group: apps.setup.group, streams: apps.streams, subjectFields: (s) => apps.setup.eventStore.catalog.subjectFields(s) });
+    return streamStatus({
+      redis: ctx.redis,
+      snapshots: apps.setup.snapshots,
+      group: apps.setup.group,
+      streams: apps.streams,
+      subjectFields: (s) => apps.setup.eventStore.catalog.subjectFields(s),
+    });
   };
   return { counter, read };
 }
@@ -25,7 +31,8 @@ function capturedLogger(level = 'info') {
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -39,7 +46,7 @@ describe('GET /dashboard/status.json', () => {
     const answers = await Promise.all(Array.from({ length: 40 }, () => app.inject('/dashboard/status.json')));
     expect(answers.map((a) => a.statusCode)).toEqual(answers.map(() => 200));
     expect(counter.calls).toBe(1);
-    expect(new Set(answers.map((a) => (a.json() as { at: number }).at)).size).toBe(1);
+    expect(new Set(answers.map((a) => a.json<{ at: number }>().at)).size).toBe(1);
     await sleep(1_050);
     await app.inject('/dashboard/status.json');
     expect(counter.calls).toBe(2);
@@ -62,9 +69,12 @@ describe('GET /dashboard/status.json', () => {
     if (!updates) throw new Error('no stream');
     await app.inject('/dashboard/status.json');
     await sleep(2_100);
-    const plain = (await app.inject('/dashboard/status.json')).json() as { history?: unknown };
+    const plain = (await app.inject('/dashboard/status.json')).json<{ history?: unknown }>();
     expect(plain.history).toBeUndefined();
-    const body = (await app.inject('/dashboard/status.json?history=1')).json() as { at: number; history: { stream: string; samples: [number, number][] }[] };
+    const body = (await app.inject('/dashboard/status.json?history=1')).json<{
+      at: number;
+      history: { stream: string; samples: [number, number][] }[];
+    }>();
     const samples = body.history.find((h) => h.stream === updates)?.samples ?? [];
     expect(samples.length).toBe(2);
     expect((samples[1]?.[0] ?? 0) - (samples[0]?.[0] ?? 0)).toBeGreaterThanOrEqual(2_000);
@@ -82,7 +92,11 @@ describe('GET /dashboard/status.json', () => {
       const answer = await app.inject('/dashboard/status.json');
       expect(answer.statusCode).toBe(503);
       expect(answer.headers['retry-after']).toBe('2');
-      expect(answer.json()).toMatchObject({ statusCode: 503, code: 'RS_UNAVAILABLE', message: expect.stringMatching(/^Redis is not reachable \(since \d{4}-/) });
+      expect(answer.json()).toMatchObject({
+        statusCode: 503,
+        code: 'RS_UNAVAILABLE',
+        message: expect.stringMatching(/^Redis is not reachable \(since \d{4}-/),
+      });
     }
     counter.fail = false;
     await sleep(1_050);
@@ -102,13 +116,30 @@ describe('GET /dashboard/dead-letters.json', () => {
     const deadLetters = new DeadLetters(ctx.redis);
     const app = await apps.app({ deadLetters: (stream, count) => deadLetters.list(stream, { count }) });
     // A dead letter as the apply script writes one, its fields holding personal data.
-    await ctx.redis.xadd(processorKeys.deadLetters(updates), '*', 'stream', updates, 'entry_id', '1-1', 'reason', 'no command field', 'group', 'g', 'dead_at', '1700000000000', 'fields', '["user_id","1","name","Duffy"]');
+    await ctx.redis.xadd(
+      processorKeys.deadLetters(updates),
+      '*',
+      'stream',
+      updates,
+      'entry_id',
+      '1-1',
+      'reason',
+      'no command field',
+      'group',
+      'g',
+      'dead_at',
+      '1700000000000',
+      'fields',
+      '["user_id","1","name","Duffy"]',
+    );
     const listed = await app.inject(`/dashboard/dead-letters.json?stream=${encodeURIComponent(updates)}`);
     expect(listed.statusCode).toBe(200);
-    const body = listed.json() as { stream: string; command: string; deadLetters: Record<string, unknown>[] };
+    const body = listed.json<{ stream: string; command: string; deadLetters: Record<string, unknown>[] }>();
     expect(body.stream).toBe(updates);
     expect(body.command).toBe(`redsource dlq list ${updates}`);
-    expect(body.deadLetters).toEqual([{ id: expect.stringMatching(/^\d+-\d+$/), entryId: '1-1', reason: 'no command field', deadAt: 1700000000000 }]);
+    expect(body.deadLetters).toEqual([
+      { id: expect.stringMatching(/^\d+-\d+$/), entryId: '1-1', reason: 'no command field', deadAt: 1700000000000 },
+    ]);
     expect(listed.body).not.toContain('Duffy');
     expect((await app.inject('/dashboard/dead-letters.json?stream=not_configured')).statusCode).toBe(404);
     expect((await app.inject('/dashboard/dead-letters.json')).statusCode).toBe(400);

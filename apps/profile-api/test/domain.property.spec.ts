@@ -18,25 +18,52 @@ type Command =
   | { kind: 'add' | 'remove'; friend: string };
 
 const fieldList = (min: number) =>
-  fc.uniqueArray(fc.tuple(personalFieldName().filter((n) => !RESERVED.has(n)), fc.string()), { selector: ([n]) => n, minLength: min, maxLength: 4 });
+  fc.uniqueArray(
+    fc.tuple(
+      personalFieldName().filter((n) => !RESERVED.has(n)),
+      fc.string(),
+    ),
+    { selector: ([n]) => n, minLength: min, maxLength: 4 },
+  );
 const command: fc.Arbitrary<Command> = fc.oneof(
   fieldList(0).map((fields) => ({ kind: 'register' as const, fields })),
   fieldList(1).map((fields) => ({ kind: 'update' as const, fields })),
   fc.constant({ kind: 'delete' as const }),
-  fc.tuple(fc.constantFrom('like' as const, 'unlike' as const), anyName().filter((p) => p !== '')).map(([kind, page]) => ({ kind, page })),
-  fc.oneof(anyName(), personalFieldName()).filter((c) => /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(c) && c !== 'like' && c !== 'unlike').map((c) => ({ kind: 'activity' as const, command: c })),
-  fc.tuple(fc.constantFrom('add' as const, 'remove' as const), userId().filter((f) => f !== 'me')).map(([kind, friend]) => ({ kind, friend })),
+  fc
+    .tuple(
+      fc.constantFrom('like' as const, 'unlike' as const),
+      anyName().filter((p) => p !== ''),
+    )
+    .map(([kind, page]) => ({ kind, page })),
+  fc
+    .oneof(anyName(), personalFieldName())
+    .filter((c) => /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(c) && c !== 'like' && c !== 'unlike')
+    .map((c) => ({ kind: 'activity' as const, command: c })),
+  fc
+    .tuple(
+      fc.constantFrom('add' as const, 'remove' as const),
+      userId().filter((f) => f !== 'me'),
+    )
+    .map(([kind, friend]) => ({ kind, friend })),
 );
 
 function toEntry(c: Command): [stream: string, fields: string[]] {
   const head = ['user_id', 'me'];
   switch (c.kind) {
-    case 'register': return [streams.updates, [...head, 'command', 'register', 'name', 'N', ...c.fields.flat()]];
-    case 'update': return [streams.updates, [...head, 'command', 'update', ...c.fields.flat()]];
-    case 'delete': return [streams.updates, [...head, 'command', 'delete']];
-    case 'like': case 'unlike': return [streams.activity, [...head, 'command', c.kind, 'page', c.page]];
-    case 'activity': return [streams.activity, [...head, 'command', c.command]];
-    case 'add': case 'remove': return [streams.friends, [...head, 'command', c.kind, 'friend_id', c.friend]];
+    case 'register':
+      return [streams.updates, [...head, 'command', 'register', 'name', 'N', ...c.fields.flat()]];
+    case 'update':
+      return [streams.updates, [...head, 'command', 'update', ...c.fields.flat()]];
+    case 'delete':
+      return [streams.updates, [...head, 'command', 'delete']];
+    case 'like':
+    case 'unlike':
+      return [streams.activity, [...head, 'command', c.kind, 'page', c.page]];
+    case 'activity':
+      return [streams.activity, [...head, 'command', c.command]];
+    case 'add':
+    case 'remove':
+      return [streams.friends, [...head, 'command', c.kind, 'friend_id', c.friend]];
   }
 }
 
@@ -53,7 +80,7 @@ function reference(commands: readonly Command[]) {
   for (const c of commands) {
     if (c.kind === 'register') [exists, fields] = [true, new Map([['name', 'N'], ...c.fields])];
     else if (c.kind === 'update') for (const [n, v] of c.fields) fields.set(n, v);
-    else if (c.kind === 'delete') [exists, fields] = [false, new Map()];
+    else if (c.kind === 'delete') [exists, fields] = [false, new Map<string, string>()];
     else if (c.kind === 'activity') count(c.command);
     else if (c.kind === 'like' || c.kind === 'unlike') {
       count(c.kind);

@@ -6,8 +6,7 @@ import { foldLog, stateToProfile } from '../src/domain/fold.ts';
 const codec = new EventCodec(profileCatalog());
 let seq = 0;
 /** Decodes a flat entry the way the processor would, so the fold sees exactly what Redis gives it. */
-const entry = (stream: string, ...fields: string[]): RecordedEvent =>
-  codec.decode(stream, `1-${seq++}`, fields);
+const entry = (stream: string, ...fields: string[]): RecordedEvent => codec.decode(stream, `1-${seq++}`, fields);
 
 /** given(events).then(userId, expected profile or undefined) */
 const given = (...events: RecordedEvent[]) => ({
@@ -25,7 +24,14 @@ describe('the profile fold', () => {
       entry('user_activity', 'user_id', '1', 'command', 'kick', 'object', 'Bugs'),
       entry('user_activity', 'user_id', '1', 'command', 'dislike', 'object', 'Bugs face'),
       entry('user_friends', 'user_id', '1', 'command', 'remove', 'friend_id', '2'),
-    ).then('1', { id: '1', name: 'Duffy', surname: 'Duck', friends: [], likedPages: [], activity: { kick: 1, dislike: 1 } });
+    ).then('1', {
+      id: '1',
+      name: 'Duffy',
+      surname: 'Duck',
+      friends: [],
+      likedPages: [],
+      activity: { kick: 1, dislike: 1 },
+    });
   });
 
   it('keeps what arrived before the registration, and a re-registration replaces only the personal fields', () => {
@@ -44,7 +50,11 @@ describe('the profile fold', () => {
     ];
     given(...events).then('3', undefined);
     given(...events, entry('user_updates', 'user_id', '3', 'command', 'register', 'name', 'D')).then('3', {
-      id: '3', name: 'D', friends: [], likedPages: [], activity: {},
+      id: '3',
+      name: 'D',
+      friends: [],
+      likedPages: [],
+      activity: {},
     });
   });
 

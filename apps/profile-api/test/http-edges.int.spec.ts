@@ -12,10 +12,18 @@ const ctx = useTestRedis();
 const apps = useProfileApps(ctx);
 const app = (options?: Parameters<typeof apps.app>[0]) => apps.app(options);
 
-const ERROR_SHAPE = { statusCode: expect.any(Number), code: expect.stringMatching(/^RS_/), error: expect.any(String), message: expect.any(String) };
+const ERROR_SHAPE = {
+  statusCode: expect.any(Number),
+  code: expect.stringMatching(/^RS_/),
+  error: expect.any(String),
+  message: expect.any(String),
+};
 
 /** Sends raw bytes to a listening app; resolves with everything it answered before closing. */
-async function rawRequest(a: FastifyInstance, bytes: string): Promise<{ status: number; headers: string; body: unknown }> {
+async function rawRequest(
+  a: FastifyInstance,
+  bytes: string,
+): Promise<{ status: number; headers: string; body: unknown }> {
   if (!a.server.listening) await a.listen({ port: 0, host: '127.0.0.1' });
   const address = a.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
@@ -29,7 +37,11 @@ async function rawRequest(a: FastifyInstance, bytes: string): Promise<{ status: 
   });
   const split = received.indexOf('\r\n\r\n');
   const head = received.slice(0, split);
-  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]), headers: head, body: JSON.parse(received.slice(split + 4)) as unknown };
+  return {
+    status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]),
+    headers: head,
+    body: JSON.parse(received.slice(split + 4)) as unknown,
+  };
 }
 
 describe('rate limiting', () => {
@@ -57,7 +69,8 @@ describe('rate limiting', () => {
     }
     // The exempt ones stay exempt.
     for (const url of ['/healthz', '/readyz', '/metrics', '/dashboard']) {
-      for (let i = 0; i < 4; i++) expect((await a.inject({ url, remoteAddress: '10.0.1.1' })).statusCode, url).not.toBe(429);
+      for (let i = 0; i < 4; i++)
+        expect((await a.inject({ url, remoteAddress: '10.0.1.1' })).statusCode, url).not.toBe(429);
     }
   });
 });
@@ -67,7 +80,12 @@ describe("errors from Node's HTTP parser answer the documented error body", () =
     const a = await app();
     const huge = await rawRequest(a, `GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(huge.status).toBe(431);
-    expect(huge.body).toEqual({ ...ERROR_SHAPE, statusCode: 431, code: 'RS_BAD_REQUEST', error: 'Request Header Fields Too Large' });
+    expect(huge.body).toEqual({
+      ...ERROR_SHAPE,
+      statusCode: 431,
+      code: 'RS_BAD_REQUEST',
+      error: 'Request Header Fields Too Large',
+    });
     expect(huge.headers).toMatch(/content-type: application\/json/i);
 
     const method = await rawRequest(a, 'FROB /healthz HTTP/1.1\r\nHost: t\r\n\r\n');
@@ -91,7 +109,8 @@ describe('read your writes: wait', () => {
       expect(res.json<{ message: string }>().message, wait).toMatch(/wait must be/);
     }
     // Valid: the wait runs out (504), nothing is refused.
-    for (const wait of ['0', '10', '010']) expect((await a.inject(`/users/1/profile?${after}&wait=${wait}`)).statusCode, wait).toBe(504);
+    for (const wait of ['0', '10', '010'])
+      expect((await a.inject(`/users/1/profile?${after}&wait=${wait}`)).statusCode, wait).toBe(504);
   });
 
   it('answers 503 RS_UNAVAILABLE within about the wait when Redis is down', async () => {
@@ -108,7 +127,12 @@ describe('read your writes: wait', () => {
         const res = await a.inject(`/users/1/profile?after=${apps.setup.streams.updates}:1-0&wait=${wait}`);
         const took = Date.now() - started;
         expect(res.statusCode, `wait=${wait}: ${res.body}`).toBe(503);
-        expect(res.json()).toEqual({ ...ERROR_SHAPE, statusCode: 503, code: 'RS_UNAVAILABLE', error: 'Service Unavailable' });
+        expect(res.json()).toEqual({
+          ...ERROR_SHAPE,
+          statusCode: 503,
+          code: 'RS_UNAVAILABLE',
+          error: 'Service Unavailable',
+        });
         expect(took, `wait=${wait}`).toBeLessThan(wait + 1_000);
       }
       // close() would stop it again: a stopped server's second stop waits for an exit already seen.

@@ -29,26 +29,48 @@ async function xadd(stream: string, ...fields: string[]): Promise<string> {
 let users = 0;
 const newUser = () => `u${process.pid}_${++users}_${Date.now() % 100_000}`;
 
-const ERROR_SHAPE = { statusCode: expect.any(Number), code: expect.stringMatching(/^RS_/), error: expect.any(String), message: expect.any(String) };
+const ERROR_SHAPE = {
+  statusCode: expect.any(Number),
+  code: expect.stringMatching(/^RS_/),
+  error: expect.any(String),
+  message: expect.any(String),
+};
 
 describe('OpenAPI document and docs page', () => {
   it('serves the document generated from the zod schemas at /docs/json', async () => {
     const res = await (await app()).inject('/docs/json');
     expect(res.statusCode).toBe(200);
-    const doc = res.json() as {
+    const doc = res.json<{
       openapi: string;
-      paths: Record<string, Record<string, { parameters?: { name: string; in: string }[]; responses: Record<string, { description: string; content?: Record<string, { schema: Record<string, unknown> }> }> }>>;
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            parameters?: { name: string; in: string }[];
+            responses: Record<
+              string,
+              { description: string; content?: Record<string, { schema: Record<string, unknown> }> }
+            >;
+          }
+        >
+      >;
       components?: { schemas?: Record<string, unknown> };
-    };
+    }>();
     expect(doc.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/users/{id}/profile', '/healthz', '/readyz']));
     expect(Object.keys(doc.paths).filter((p) => p.startsWith('/docs'))).toEqual([]);
 
     const profile = doc.paths['/users/{id}/profile']?.['get'];
-    expect(Object.keys(profile?.responses ?? {})).toEqual(expect.arrayContaining(['200', '304', '400', '404', '429', '503', '504']));
+    expect(Object.keys(profile?.responses ?? {})).toEqual(
+      expect.arrayContaining(['200', '304', '400', '404', '429', '503', '504']),
+    );
     expect(profile?.responses['304']?.content).toBeUndefined();
     const ok = profile?.responses['200']?.content?.['application/json']?.schema;
-    expect(ok).toMatchObject({ type: 'object', required: expect.arrayContaining(['id', 'friends', 'likedPages', 'activity']) });
+    expect(ok).toMatchObject({
+      type: 'object',
+      required: expect.arrayContaining(['id', 'friends', 'likedPages', 'activity']),
+    });
     expect(profile?.responses['404']?.content?.['application/json']?.schema).toMatchObject({
       required: ['statusCode', 'code', 'error', 'message'],
     });
@@ -58,7 +80,9 @@ describe('OpenAPI document and docs page', () => {
     expect(doc.paths['/readyz']?.['get']?.responses['503']).toBeDefined();
 
     // Every reference resolves inside the document.
-    const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1] as string);
+    const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map(
+      (m) => m[1] as string,
+    );
     for (const ref of refs) expect(doc.components?.schemas?.[ref], ref).toBeDefined();
   });
 
@@ -79,7 +103,9 @@ describe('ETag and If-None-Match', () => {
     await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Tag');
     const processor = await startProcessor();
     const a = await app();
-    const first = await a.inject({ url: `/users/${id}/profile?after=${apps.setup.streams.updates}:${await lastId(apps.setup.streams.updates)}` });
+    const first = await a.inject({
+      url: `/users/${id}/profile?after=${apps.setup.streams.updates}:${await lastId(apps.setup.streams.updates)}`,
+    });
     expect(first.statusCode).toBe(200);
     const etag = first.headers['etag'];
     expect(etag).toMatch(/^W\/"\d+-[A-Za-z0-9_-]+"$/);
@@ -90,12 +116,20 @@ describe('ETag and If-None-Match', () => {
     expect(again.body).toBe('');
     expect(again.headers['etag']).toBe(etag);
     for (const header of [`W/"other", ${String(etag)}`, '*', String(etag).replace(/^W\//, '')]) {
-      expect((await a.inject({ url: `/users/${id}/profile`, headers: { 'if-none-match': header } })).statusCode, header).toBe(304);
+      expect(
+        (await a.inject({ url: `/users/${id}/profile`, headers: { 'if-none-match': header } })).statusCode,
+        header,
+      ).toBe(304);
     }
-    expect((await a.inject({ url: `/users/${id}/profile`, headers: { 'if-none-match': 'W/"stale"' } })).statusCode).toBe(200);
+    expect(
+      (await a.inject({ url: `/users/${id}/profile`, headers: { 'if-none-match': 'W/"stale"' } })).statusCode,
+    ).toBe(200);
 
     const liked = await xadd(apps.setup.streams.activity, 'user_id', id, 'command', 'like', 'page', 'P');
-    const changed = await a.inject({ url: `/users/${id}/profile?after=${apps.setup.streams.activity}:${liked}`, headers: { 'if-none-match': String(etag) } });
+    const changed = await a.inject({
+      url: `/users/${id}/profile?after=${apps.setup.streams.activity}:${liked}`,
+      headers: { 'if-none-match': String(etag) },
+    });
     expect(changed.statusCode).toBe(200);
     expect(changed.json()).toMatchObject({ likedPages: ['P'] });
     expect(changed.headers['etag']).not.toBe(etag);
@@ -136,7 +170,9 @@ describe('read your writes: ?after=<stream>:<entry id>', () => {
     const entryId = await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Early');
     await startProcessor();
     const a = await app();
-    expect((await a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=5000`)).statusCode).toBe(200);
+    expect(
+      (await a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=5000`)).statusCode,
+    ).toBe(200);
     const started = Date.now();
     const res = await a.inject(`/users/${id}/profile?after=${apps.setup.streams.updates}:1-0&wait=0`);
     expect(res.statusCode).toBe(200);
@@ -148,7 +184,9 @@ describe('read your writes: ?after=<stream>:<entry id>', () => {
     const entryId = await xadd(apps.setup.streams.friends, 'user_id', id, 'command', 'add', 'friend_id', 'x1');
     const a = await app();
     const started = Date.now();
-    const res = await a.inject(`/users/${id}/profile?after=${encodeURIComponent(`${apps.setup.streams.friends}:${entryId}`)}&wait=200`);
+    const res = await a.inject(
+      `/users/${id}/profile?after=${encodeURIComponent(`${apps.setup.streams.friends}:${entryId}`)}&wait=200`,
+    );
     expect(Date.now() - started).toBeGreaterThanOrEqual(190);
     expect(res.statusCode).toBe(504);
     expect(res.headers['retry-after']).toBe('1');
@@ -219,7 +257,11 @@ describe('CORS', () => {
     const preflight = await a.inject({
       method: 'OPTIONS',
       url: '/users/1/profile',
-      headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'if-none-match' },
+      headers: {
+        origin: 'https://app.example',
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'if-none-match',
+      },
     });
     expect(preflight.statusCode).toBe(204);
     expect(preflight.headers['access-control-allow-origin']).toBe('https://app.example');
@@ -245,7 +287,12 @@ describe('rate limiting', () => {
     for (let i = 0; i < 3; i++) expect((await a.inject('/users/1/profile')).statusCode).not.toBe(429);
     const limited = await a.inject({ url: '/users/1/profile', headers: { 'x-request-id': 'limited-1' } });
     expect(limited.statusCode).toBe(429);
-    expect(limited.json()).toEqual({ ...ERROR_SHAPE, statusCode: 429, code: 'RS_RATE_LIMITED', error: 'Too Many Requests' });
+    expect(limited.json()).toEqual({
+      ...ERROR_SHAPE,
+      statusCode: 429,
+      code: 'RS_RATE_LIMITED',
+      error: 'Too Many Requests',
+    });
     expect(limited.headers['retry-after']).toBeDefined();
     expect(limited.headers['x-request-id']).toBe('limited-1');
     // Another address has its own budget; probes are never limited.
@@ -274,7 +321,11 @@ describe('graceful shutdown', () => {
   it('lets an in-flight request finish; a request arriving during close gets a 503 in the API error shape', async () => {
     const id = newUser();
     const entryId = await xadd(apps.setup.streams.updates, 'user_id', id, 'command', 'register', 'name', 'Lingering');
-    const a = await buildApp({ snapshots: apps.setup.snapshots, readiness: async () => ({ redis: true, processor: true }), streams: apps.streams });
+    const a = await buildApp({
+      snapshots: apps.setup.snapshots,
+      readiness: async () => ({ redis: true, processor: true }),
+      streams: apps.streams,
+    });
     await a.listen({ port: 0, host: '127.0.0.1' });
     const address = a.server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
@@ -284,7 +335,9 @@ describe('graceful shutdown', () => {
     socket.on('data', (d: Buffer) => (received += d.toString()));
     const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    socket.write(`GET /users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=8000 HTTP/1.1\r\nHost: test\r\n\r\n`);
+    socket.write(
+      `GET /users/${id}/profile?after=${apps.setup.streams.updates}:${entryId}&wait=8000 HTTP/1.1\r\nHost: test\r\n\r\n`,
+    );
     await sleep(150);
 
     let closed = false;
@@ -317,7 +370,12 @@ describe('error bodies', () => {
     expect(badUrl.statusCode).toBe(400);
     expect(badUrl.json()).toEqual({ ...ERROR_SHAPE, statusCode: 400, code: 'RS_BAD_REQUEST', error: 'Bad Request' });
     expect(badUrl.headers['x-request-id']).toBe('bad-url-1');
-    const badJson = await a.inject({ method: 'POST', url: '/users/1/profile', headers: { 'content-type': 'application/json' }, payload: '{' });
+    const badJson = await a.inject({
+      method: 'POST',
+      url: '/users/1/profile',
+      headers: { 'content-type': 'application/json' },
+      payload: '{',
+    });
     expect(badJson.json()).toEqual({ ...ERROR_SHAPE, statusCode: 400 });
     const badWait = await a.inject('/users/1/profile?wait=soon');
     expect(badWait.json<{ message: string }>().message).toMatch(/^wait must be/);

@@ -17,18 +17,26 @@ describe('?after= entry ids must fit Redis (two unsigned 64-bit numbers)', () =>
       expect(res.json<{ code: string }>().code, id).toBe('RS_BAD_REQUEST');
       expect(Date.now() - started, id).toBeLessThan(100);
     }
-    expect(parseAfter(`${s}:18446744073709551615-18446744073709551615`)).toEqual({ stream: s, entryId: '18446744073709551615-18446744073709551615' });
+    expect(parseAfter(`${s}:18446744073709551615-18446744073709551615`)).toEqual({
+      stream: s,
+      entryId: '18446744073709551615-18446744073709551615',
+    });
     expect(parseAfter(`${s}:18446744073709551616-0`)).toBeUndefined();
   });
 });
 
 describe('/readyz says why Redis is down', () => {
   it('gives the reason (a refused login) with redis down, and no reason while it is up', async () => {
-    const reason = 'WRONGPASS: Redis at 127.0.0.1:6379 refused the login for user app: check the user and password in REDIS_URL';
-    const down = await (await apps.app({ readiness: async () => ({ redis: false, redisReason: reason, processor: undefined }) })).inject('/readyz');
+    const reason =
+      'WRONGPASS: Redis at 127.0.0.1:6379 refused the login for user app: check the user and password in REDIS_URL';
+    const down = await (
+      await apps.app({ readiness: async () => ({ redis: false, redisReason: reason, processor: undefined }) })
+    ).inject('/readyz');
     expect(down.statusCode).toBe(503);
     expect(down.json()).toMatchObject({ status: 'not ready', redis: 'down', reason });
-    const up = await (await apps.app({ readiness: async () => ({ redis: true, redisReason: reason, processor: undefined }) })).inject('/readyz');
+    const up = await (
+      await apps.app({ readiness: async () => ({ redis: true, redisReason: reason, processor: undefined }) })
+    ).inject('/readyz');
     expect(up.statusCode).toBe(200);
     expect(up.json()).not.toHaveProperty('reason');
   });

@@ -26,11 +26,16 @@ const readStatus = (scanLimit?: number): Promise<StreamStatus[]> =>
     scanLimit,
   });
 /** The partition of a subject (the first 32 bits of its SHA-1, modulo the count), computed here on its own. */
-const partitionOf = (subject: string) => Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
+const partitionOf = (subject: string) =>
+  Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
 const PARTITION_LABELS = Array.from({ length: PARTITIONS }, (_, p) => String(p));
 
 async function newApp(status?: () => Promise<readonly StreamStatus[]>): Promise<FastifyInstance> {
-  const built = await buildApp({ snapshots: setup.snapshots, readiness: async () => ({ redis: true, processor: undefined }), ...(status ? { status } : {}) });
+  const built = await buildApp({
+    snapshots: setup.snapshots,
+    readiness: async () => ({ redis: true, processor: undefined }),
+    ...(status ? { status } : {}),
+  });
   apps.push(built);
   return built;
 }
@@ -49,7 +54,8 @@ function parse(text: string): Sample[] {
     const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!match) throw new Error(`not a sample line: ${line}`);
     const labels: Record<string, string> = {};
-    for (const [, key, value] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[key ?? ''] = value ?? '';
+    for (const [, key, value] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      labels[key ?? ''] = value ?? '';
     samples.push({ name: match[1] ?? '', labels, value: Number(match[3]) });
   }
   return samples;
@@ -81,7 +87,11 @@ beforeAll(async () => {
   for (let i = 1; i <= 5; i++) commands.push([friends, 'user_id', 'u1', 'command', 'add', 'friend_id', `f${i}`]);
   await xaddAll(ctx.redis, commands);
 
-  const processor = setup.processor(ctx.server.client(), { consumer: 'metrics-first', heartbeatMs: 50, partitions: PARTITIONS });
+  const processor = setup.processor(ctx.server.client(), {
+    consumer: 'metrics-first',
+    heartbeatMs: 50,
+    partitions: PARTITIONS,
+  });
   await processor.start();
   try {
     // Done: every entry applied or dead-lettered, and the consumer's report (batch timings) written.
@@ -89,7 +99,14 @@ beforeAll(async () => {
       const rows = await readStatus();
       const u = rows.find((r) => r.stream === updates);
       const f = rows.find((r) => r.stream === friends);
-      return u?.applied === 30 && u.deadLettered === 2 && u.unapplied === 0 && u.avgBatchMs !== undefined && f?.applied === 5 && f.unapplied === 0;
+      return (
+        u?.applied === 30 &&
+        u.deadLettered === 2 &&
+        u.unapplied === 0 &&
+        u.avgBatchMs !== undefined &&
+        f?.applied === 5 &&
+        f.unapplied === 0
+      );
     }, 20_000);
     expect(settled, 'processor did not finish the scenario').toBe(true);
   } finally {
@@ -148,7 +165,14 @@ describe('GET /metrics', () => {
     expect(value(samples, 'redsource_consumer_partitions', gone)).toBe(0);
     expect(value(samples, 'redsource_consumer_heartbeat_age_seconds', gone)).toBeGreaterThanOrEqual(0);
     // What only the old design had is gone.
-    for (const name of ['redsource_stream_oldest_unrouted_seconds', 'redsource_stream_pending', 'redsource_stream_oldest_pending_seconds', 'redsource_consumer_pending', 'redsource_consumer_idle_seconds', 'redsource_stream_consumers']) {
+    for (const name of [
+      'redsource_stream_oldest_unrouted_seconds',
+      'redsource_stream_pending',
+      'redsource_stream_oldest_pending_seconds',
+      'redsource_consumer_pending',
+      'redsource_consumer_idle_seconds',
+      'redsource_stream_consumers',
+    ]) {
       expect(text).not.toContain(name);
     }
 
@@ -163,7 +187,10 @@ describe('GET /metrics', () => {
 
   it('follows the streams: entries appended later show at the next scrape', async () => {
     const before = value((await scrape(app)).samples, 'redsource_stream_length', { stream: setup.streams.activity });
-    await xaddAll(ctx.redis, [[setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'], [setup.streams.activity, 'user_id', 'u2', 'command', 'kick']]);
+    await xaddAll(ctx.redis, [
+      [setup.streams.activity, 'user_id', 'u1', 'command', 'like', 'page', 'p1'],
+      [setup.streams.activity, 'user_id', 'u2', 'command', 'kick'],
+    ]);
     const { samples } = await scrape(app);
     expect(value(samples, 'redsource_stream_length', { stream: setup.streams.activity })).toBe((before ?? 0) + 2);
     // No processor runs now: both wait in their subject's partition, after every cursor.
@@ -174,7 +201,10 @@ describe('GET /metrics', () => {
     expect(value(samples, 'redsource_stream_oldest_unapplied_seconds', activity)).toBeGreaterThanOrEqual(0);
     for (const partition of PARTITION_LABELS) {
       const expected = ['u1', 'u2'].filter((u) => String(partitionOf(u)) === partition).length;
-      expect(value(samples, 'redsource_partition_unapplied', { ...activity, partition }), `partition ${partition}`).toBe(expected);
+      expect(
+        value(samples, 'redsource_partition_unapplied', { ...activity, partition }),
+        `partition ${partition}`,
+      ).toBe(expected);
     }
 
     // A status that reads one entry per stream at most: the counts are lower bounds, and say so.
@@ -188,9 +218,23 @@ describe('GET /metrics', () => {
   it('per partition: who holds it and what waits in it; the live members of the group', async () => {
     const { friends } = setup.streams;
     const consumer = 'metrics-live';
-    const processor = ctx.track(setup.processor(ctx.server.client(), { consumer, heartbeatMs: 50, partitions: PARTITIONS, rebalanceIntervalMs: 50, leaseMs: 1_000 }));
+    const processor = ctx.track(
+      setup.processor(ctx.server.client(), {
+        consumer,
+        heartbeatMs: 50,
+        partitions: PARTITIONS,
+        rebalanceIntervalMs: 50,
+        leaseMs: 1_000,
+      }),
+    );
     await processor.start();
-    expect(await eventually(async () => (await readStatus()).every((r) => r.unapplied === 0 && r.partitions.every((p) => p.owner === consumer)), 10_000)).toBe(true);
+    expect(
+      await eventually(
+        async () =>
+          (await readStatus()).every((r) => r.unapplied === 0 && r.partitions.every((p) => p.owner === consumer)),
+        10_000,
+      ),
+    ).toBe(true);
     let { samples } = await scrape(app);
     expect(value(samples, 'redsource_group_members', { group: setup.group })).toBe(1);
     expect(value(samples, 'redsource_consumer_partitions', { group: setup.group, consumer })).toBe(PARTITIONS);
@@ -203,14 +247,24 @@ describe('GET /metrics', () => {
     // A rebuild holds the stream: the processor reads new entries but applies none, so they wait in their subject's partition.
     await setup.snapshots.hold(friends);
     try {
-      await xaddAll(ctx.redis, [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]));
-      expect(await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 3, 10_000)).toBe(true);
+      await xaddAll(
+        ctx.redis,
+        [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]),
+      );
+      expect(
+        await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 3, 10_000),
+      ).toBe(true);
       ({ samples } = await scrape(app));
       const u7 = partitionOf('u7');
       for (const partition of PARTITION_LABELS) {
-        expect(value(samples, 'redsource_partition_unapplied', { stream: friends, partition, owner: consumer }), `partition ${partition}`).toBe(partition === String(u7) ? 3 : 0);
+        expect(
+          value(samples, 'redsource_partition_unapplied', { stream: friends, partition, owner: consumer }),
+          `partition ${partition}`,
+        ).toBe(partition === String(u7) ? 3 : 0);
       }
-      expect(value(samples, 'redsource_partition_oldest_unapplied_seconds', { stream: friends, partition: String(u7) })).toBeGreaterThanOrEqual(0);
+      expect(
+        value(samples, 'redsource_partition_oldest_unapplied_seconds', { stream: friends, partition: String(u7) }),
+      ).toBeGreaterThanOrEqual(0);
       expect(value(samples, 'redsource_stream_unapplied', { stream: friends })).toBe(3);
       // Not applied in their partition, so after the lowest cursor too.
       expect(value(samples, 'redsource_stream_lag', { stream: friends })).toBeGreaterThanOrEqual(3);
@@ -218,14 +272,17 @@ describe('GET /metrics', () => {
     } finally {
       await setup.snapshots.release(friends);
     }
-    expect(await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 0, 10_000)).toBe(true);
+    expect(
+      await eventually(async () => (await readStatus()).find((r) => r.stream === friends)?.unapplied === 0, 10_000),
+    ).toBe(true);
 
     // Stopped: it hands the partitions back and leaves; they show free until another processor takes them.
     await processor.stop();
     ({ samples } = await scrape(app));
     expect(value(samples, 'redsource_group_members', { group: setup.group })).toBe(0);
     expect(value(samples, 'redsource_consumer_member', { group: setup.group, consumer })).toBe(0);
-    for (const partition of PARTITION_LABELS) expect(value(samples, 'redsource_partition_owned', { stream: friends, partition, owner: '' })).toBe(0);
+    for (const partition of PARTITION_LABELS)
+      expect(value(samples, 'redsource_partition_owned', { stream: friends, partition, owner: '' })).toBe(0);
   });
 
   it('reads the status once per scrape, whatever the number of metrics', async () => {
@@ -249,7 +306,9 @@ describe('GET /metrics', () => {
     expect(value(samples, 'http_request_duration_seconds_sum', profile200)).toBeGreaterThan(0);
     expect(value(samples, 'http_request_duration_seconds_count', { ...profile200, status_code: '400' })).toBe(1);
     // An unknown URL is one label value, never the URL itself.
-    expect(value(samples, 'http_request_duration_seconds_count', { method: 'GET', route: 'unmatched', status_code: '404' })).toBe(1);
+    expect(
+      value(samples, 'http_request_duration_seconds_count', { method: 'GET', route: 'unmatched', status_code: '404' }),
+    ).toBe(1);
     expect(text).not.toContain('/no/such/route');
     expect(text).toContain('# TYPE http_request_duration_seconds histogram');
   });
@@ -264,7 +323,9 @@ describe('GET /metrics', () => {
     expect(value((await scrape(first)).samples, 'http_request_duration_seconds_count', profile)).toBe(2);
     expect(value((await scrape(second)).samples, 'http_request_duration_seconds_count', profile)).toBe(1);
     // ...while both show the same group-wide figures, kept in Redis.
-    expect(value((await scrape(second)).samples, 'redsource_stream_applied_total', { stream: setup.streams.updates })).toBe(30);
+    expect(
+      value((await scrape(second)).samples, 'redsource_stream_applied_total', { stream: setup.streams.updates }),
+    ).toBe(30);
   });
 
   it('still answers when the status cannot be read: redsource_status_up 0 and no stale stream figures', async () => {

@@ -14,7 +14,19 @@ let appended = 0;
 
 const NAMES = ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__'];
 /** `data` as JSON text: the envelope as another client would write it. */
-const envelope = (stream: string, type: string, data: string): RawCommand => [stream, 'specversion', '1.0', 'id', `id-${appended++}`, 'source', 'test', 'type', type, 'data', data];
+const envelope = (stream: string, type: string, data: string): RawCommand => [
+  stream,
+  'specversion',
+  '1.0',
+  'id',
+  `id-${appended++}`,
+  'source',
+  'test',
+  'type',
+  type,
+  'data',
+  data,
+];
 
 beforeAll(async () => {
   setup = isolatedProfileSetup(ctx.redis);
@@ -60,11 +72,15 @@ const profile = async (id: string) => {
   expect(res.statusCode, res.body).toBe(200);
   return { body: res.body, json: JSON.parse(res.body) as Record<string, unknown> };
 };
-const own = (value: unknown, key: string) => (value !== null && typeof value === 'object' && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : 'missing');
+const own = (value: unknown, key: string) =>
+  value !== null && typeof value === 'object' && Object.hasOwn(value, key)
+    ? (value as Record<string, unknown>)[key]
+    : 'missing';
 
 describe('names that are Object.prototype members, through the processor and the API', () => {
   it('dead-letters none of them', async () => {
-    for (const stream of Object.values(setup.streams)) expect(await ctx.redis.xlen(processorKeys.deadLetters(stream))).toBe(0);
+    for (const stream of Object.values(setup.streams))
+      expect(await ctx.redis.xlen(processorKeys.deadLetters(stream))).toBe(0);
   });
 
   for (const [i, name] of NAMES.entries()) {

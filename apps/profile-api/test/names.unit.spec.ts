@@ -7,14 +7,33 @@ import { foldLog, stateToProfile } from '../src/domain/fold.ts';
 import { profileHandlers } from '../src/domain/handlers.ts';
 
 /** Names Object.prototype has: in an event they are just names (issue 9, item 4). */
-const PROTOTYPE_NAMES = ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__', 'isPrototypeOf', '__defineGetter__'];
+const PROTOTYPE_NAMES = [
+  'constructor',
+  'toString',
+  'valueOf',
+  'hasOwnProperty',
+  '__proto__',
+  'isPrototypeOf',
+  '__defineGetter__',
+];
 
 const codec = new EventCodec(profileCatalog());
 let seq = 0;
 const flat = (stream: string, ...fields: string[]): RecordedEvent => codec.decode(stream, `1-${seq++}`, fields);
 /** The envelope form, with `data` written as JSON text (JSON.parse makes an own `__proto__` key of it). */
 const envelope = (stream: string, type: string, dataJson: string): RecordedEvent =>
-  codec.decode(stream, `2-${seq++}`, ['specversion', '1.0', 'id', `e${seq}`, 'source', 'test', 'type', type, 'data', dataJson]);
+  codec.decode(stream, `2-${seq++}`, [
+    'specversion',
+    '1.0',
+    'id',
+    `e${seq}`,
+    'source',
+    'test',
+    'type',
+    type,
+    'data',
+    dataJson,
+  ]);
 
 /** The profile as the API serialises it: JSON text, so an own `__proto__` key is visible. */
 const served = (events: RecordedEvent[], userId: string) => {
@@ -22,7 +41,10 @@ const served = (events: RecordedEvent[], userId: string) => {
   const profile = state && stateToProfile(userId, state);
   return profile === undefined ? undefined : (JSON.parse(JSON.stringify(profile)) as Record<string, unknown>);
 };
-const own = (value: unknown, key: string) => (value !== null && typeof value === 'object' && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : 'missing');
+const own = (value: unknown, key: string) =>
+  value !== null && typeof value === 'object' && Object.hasOwn(value, key)
+    ? (value as Record<string, unknown>)[key]
+    : 'missing';
 
 describe('names that are Object.prototype members', () => {
   for (const name of PROTOTYPE_NAMES) {
@@ -30,7 +52,11 @@ describe('names that are Object.prototype members', () => {
       const viaFlat = flat('user_updates', 'user_id', '20', 'command', 'register', 'name', 'S', name, 'c');
       expect(Object.keys(viaFlat.data as object)).toEqual(['userId', 'name', name]);
       expect(own(viaFlat.data, name)).toBe('c');
-      const viaEnvelope = envelope('user_updates', 'register', `{"userId":"20","name":"S",${JSON.stringify(name)}:"c"}`);
+      const viaEnvelope = envelope(
+        'user_updates',
+        'register',
+        `{"userId":"20","name":"S",${JSON.stringify(name)}:"c"}`,
+      );
       expect(Object.keys(viaEnvelope.data as object)).toEqual(['userId', 'name', name]);
       expect(own(viaEnvelope.data, name)).toBe('c');
       for (const event of [viaFlat, viaEnvelope]) {
@@ -55,7 +81,11 @@ describe('names that are Object.prototype members', () => {
       expect(own(own(profile, 'activity'), name)).toBe(3);
       expect(own(own(profile, 'activity'), 'like')).toBe(2);
       expect(own(profile, 'likedPages')).toEqual([name]);
-      expect(served([...events, flat('user_activity', 'user_id', '10', 'command', 'unlike', 'page', name)], '10')?.['likedPages']).toEqual([]);
+      expect(
+        served([...events, flat('user_activity', 'user_id', '10', 'command', 'unlike', 'page', name)], '10')?.[
+          'likedPages'
+        ],
+      ).toEqual([]);
     });
   }
 
@@ -67,13 +97,34 @@ describe('names that are Object.prototype members', () => {
   });
 
   it('keeps an envelope extension attribute named __proto__ in the metadata', () => {
-    const event = codec.decode('user_activity', '3-0', ['specversion', '1.0', 'type', 'kick', '__proto__', 'x', 'data', '{"userId":"1"}']);
+    const event = codec.decode('user_activity', '3-0', [
+      'specversion',
+      '1.0',
+      'type',
+      'kick',
+      '__proto__',
+      'x',
+      'data',
+      '{"userId":"1"}',
+    ]);
     expect(own(event.metadata, '__proto__')).toBe('x');
   });
 
   it('turns such names into mutations and hash field names as written', () => {
     const handlers: HandlerRegistry = profileHandlers();
-    const event = flat('user_updates', 'user_id', '20', 'command', 'register', 'name', 'S', '__proto__', 'p', 'constructor', 'c');
+    const event = flat(
+      'user_updates',
+      'user_id',
+      '20',
+      'command',
+      'register',
+      'name',
+      'S',
+      '__proto__',
+      'p',
+      'constructor',
+      'c',
+    );
     const changes = handlers.run(event) as readonly { mutations: Parameters<typeof encodeMutations>[0] }[];
     const out: (string | number)[] = [];
     for (const change of changes) encodeMutations(change.mutations, out);
@@ -103,7 +154,11 @@ describe('names that are Object.prototype members', () => {
 
 describe('synonyms', () => {
   it('names both spellings as the entry wrote them when a field and its synonym disagree', () => {
-    for (const [first, second] of [['surname', 'surename'], ['surename', 'surname'], ['page', 'object']] as const) {
+    for (const [first, second] of [
+      ['surname', 'surename'],
+      ['surename', 'surname'],
+      ['page', 'object'],
+    ] as const) {
       const stream = first === 'page' ? 'user_activity' : 'user_updates';
       const command = stream === 'user_activity' ? 'like' : 'register';
       let caught: unknown;
@@ -118,10 +173,17 @@ describe('synonyms', () => {
   });
 
   it('accepts a field and its synonym with the same value', () => {
-    expect(flat('user_updates', 'user_id', '1', 'command', 'register', 'name', 'N', 'surname', 'D', 'surename', 'D').data).toEqual({ userId: '1', name: 'N', surname: 'D' });
+    expect(
+      flat('user_updates', 'user_id', '1', 'command', 'register', 'name', 'N', 'surname', 'D', 'surename', 'D').data,
+    ).toEqual({ userId: '1', name: 'N', surname: 'D' });
   });
 
   it('keeps a field literally named __conflict as a personal field', () => {
-    expect(own(flat('user_updates', 'user_id', '1', 'command', 'register', 'name', 'N', '__conflict', 'x').data, '__conflict')).toBe('x');
+    expect(
+      own(
+        flat('user_updates', 'user_id', '1', 'command', 'register', 'name', 'N', '__conflict', 'x').data,
+        '__conflict',
+      ),
+    ).toBe('x');
   });
 });

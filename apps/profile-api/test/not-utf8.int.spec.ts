@@ -13,7 +13,8 @@ let app: FastifyInstance;
 let setup: ReturnType<typeof isolatedProfileSetup>;
 let deadLetters: DeadLetters;
 
-const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+const bytes = (...parts: (string | number[])[]) =>
+  Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
 /** The entries as raw bytes, each with what its dead letter's reason must name (undefined: it applies). */
 const entries = () => {
   const { updates, activity } = setup.streams;
@@ -22,10 +23,18 @@ const entries = () => {
     { stream: updates, fields: ['user_id', '1', 'command', 'register', 'name', 'N'], names: undefined },
     { stream: activity, fields: ['user_id', '1', 'command', 'like', 'object', bytes('P', [0xff])], names: "'object'" },
     { stream: activity, fields: ['user_id', '1', 'command', 'like', 'object', bytes('P', [0xfe])], names: "'object'" },
-    { stream: activity, fields: ['user_id', '1', 'command', 'unlike', 'object', bytes('P', [0xfd])], names: "'object'" },
+    {
+      stream: activity,
+      fields: ['user_id', '1', 'command', 'unlike', 'object', bytes('P', [0xfd])],
+      names: "'object'",
+    },
     // A genuine U+FFFD in valid UTF-8 is just a character.
     { stream: activity, fields: ['user_id', '1', 'command', 'like', 'object', 'P\ufffd'], names: undefined },
-    { stream: activity, fields: ['user_id', '1', 'command', 'kick', bytes('na', [0xc3, 0x28], 'me'), 'v'], names: 'na\\xc3(me' },
+    {
+      stream: activity,
+      fields: ['user_id', '1', 'command', 'kick', bytes('na', [0xc3, 0x28], 'me'), 'v'],
+      names: 'na\\xc3(me',
+    },
     { stream: activity, fields: envelope(bytes('{"userId":"1","object":"Q', [0xff], '"}')), names: "'data'" },
   ];
 };
@@ -65,7 +74,9 @@ async function dlq(args: string[], flags = { json: false, all: false }): Promise
     const command = dlqCommand(async (body) => {
       code = await body({ deadLetters, streams: Object.values(setup.streams) });
     });
-    await command.parseAsync([...args, ...(flags.json ? ['--json'] : []), ...(flags.all ? ['--all'] : [])], { from: 'user' });
+    await command.parseAsync([...args, ...(flags.json ? ['--json'] : []), ...(flags.all ? ['--all'] : [])], {
+      from: 'user',
+    });
     return { code, out };
   } finally {
     spy.mockRestore();
@@ -82,7 +93,9 @@ describe('entries that are not UTF-8', () => {
 
   it('dead-letters each with RS_NOT_UTF8 naming the field, or the field name when the name is not UTF-8', async () => {
     const letters = await deadLetters.list(setup.streams.activity);
-    const expected = entries().map((e, i) => ({ ...e, id: appended[i] })).filter((e) => e.names !== undefined);
+    const expected = entries()
+      .map((e, i) => ({ ...e, id: appended[i] }))
+      .filter((e) => e.names !== undefined);
     expect(letters.map((l) => l.entryId)).toEqual(expected.map((e) => e.id));
     for (const [i, letter] of letters.entries()) {
       expect(letter.reason).toMatch(/^RS_NOT_UTF8: /);
@@ -93,7 +106,13 @@ describe('entries that are not UTF-8', () => {
 
   it('rebuilds to the same profiles and dead-letters nothing twice', async () => {
     const before = await ctx.redis.xlen(processorKeys.deadLetters(setup.streams.activity));
-    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, streams: [setup.streams.updates, setup.streams.activity] });
+    await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      streams: [setup.streams.updates, setup.streams.activity],
+    });
     expect((await setup.snapshots.read('1'))?.sets['likedPages']).toEqual(['P\ufffd']);
     expect(await ctx.redis.xlen(processorKeys.deadLetters(setup.streams.activity))).toBe(before);
   });
@@ -111,7 +130,10 @@ describe('entries that are not UTF-8', () => {
     expect(shown.out).toContain('fields: user_id 1 command like object P\\xff');
     expect(shown.out).toContain('reason: RS_NOT_UTF8');
     const json = await dlq(['show', setup.streams.activity, first.id], { json: true, all: false });
-    expect(JSON.parse(json.out)).toMatchObject({ entryId: appended[1], fields: ['user_id', '1', 'command', 'like', 'object', 'P\\xff'] });
+    expect(JSON.parse(json.out)).toMatchObject({
+      entryId: appended[1],
+      fields: ['user_id', '1', 'command', 'like', 'object', 'P\\xff'],
+    });
     const listed = await dlq(['list', setup.streams.activity], { json: true, all: false });
     expect((JSON.parse(listed.out) as unknown[]).length).toBe(entries().filter((e) => e.names !== undefined).length);
   });
@@ -132,9 +154,31 @@ describe('entries that are not UTF-8', () => {
   it('still reads, shows and retries a dead letter written before this change (fields as JSON text)', async () => {
     // A dead letter in the format before this change: the fields as JSON text, no exact bytes.
     const stream = setup.streams.friends;
-    const id = String(await ctx.redis.xadd(processorKeys.deadLetters(stream), '*', 'stream', stream, 'entry_id', '1-1', 'reason', 'RS_ENTRY_UNDECODABLE: old', 'fields', JSON.stringify(['user_id', '1', 'no_type', 'é']), 'group', 'g', 'dead_at', '1700000000000'));
+    const id = String(
+      await ctx.redis.xadd(
+        processorKeys.deadLetters(stream),
+        '*',
+        'stream',
+        stream,
+        'entry_id',
+        '1-1',
+        'reason',
+        'RS_ENTRY_UNDECODABLE: old',
+        'fields',
+        JSON.stringify(['user_id', '1', 'no_type', 'é']),
+        'group',
+        'g',
+        'dead_at',
+        '1700000000000',
+      ),
+    );
     const [letter] = await deadLetters.list(stream);
-    expect(letter).toMatchObject({ id, entryId: '1-1', fields: ['user_id', '1', 'no_type', 'é'], deadAt: 1700000000000 });
+    expect(letter).toMatchObject({
+      id,
+      entryId: '1-1',
+      fields: ['user_id', '1', 'no_type', 'é'],
+      deadAt: 1700000000000,
+    });
     const shown = await dlq(['show', stream, id]);
     expect(shown.out).toContain('fields: user_id 1 no_type é');
     const newId = await deadLetters.retry(stream, id);

@@ -13,15 +13,25 @@ const REDOCLY = join(ROOT, 'node_modules/.bin/redocly');
 const dir = mkdtempSync(join(tmpdir(), 'redsource-openapi-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-type Operation = { operationId?: string; responses: Record<string, { content?: Record<string, { example?: Record<string, unknown> }> }> };
+type Operation = {
+  operationId?: string;
+  responses: Record<string, { content?: Record<string, { example?: Record<string, unknown> }> }>;
+};
 
 describe('the OpenAPI document', () => {
   it("passes `redocly lint` with the recommended rules (redocly.yaml): what CI's `pnpm openapi:lint` runs", async () => {
     const file = join(dir, 'openapi.json');
     writeFileSync(file, JSON.stringify(await openApiDocument()));
-    const run = await promisify(execFile)(REDOCLY, ['lint', file, '--config', join(ROOT, 'redocly.yaml'), '--format=summary'], { cwd: ROOT, timeout: 25_000 }).then(
+    const run = await promisify(execFile)(
+      REDOCLY,
+      ['lint', file, '--config', join(ROOT, 'redocly.yaml'), '--format=summary'],
+      { cwd: ROOT, timeout: 25_000 },
+    ).then(
       ({ stdout, stderr }) => ({ code: 0, output: stdout + stderr }),
-      (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: error.code ?? 1, output: `${error.stdout ?? ''}${error.stderr ?? ''}` }),
+      (error: { code?: number; stdout?: string; stderr?: string }) => ({
+        code: error.code ?? 1,
+        output: `${error.stdout ?? ''}${error.stderr ?? ''}`,
+      }),
     );
     expect(run.output).toContain('Your API description is valid');
     expect(run.output).not.toMatch(/^(warning|error) |You have \d+ warning/m);
@@ -29,7 +39,10 @@ describe('the OpenAPI document', () => {
   }, 30_000);
 
   it('names every operation, shows real error bodies as examples, and lists the error codes as an enum', async () => {
-    const document = (await openApiDocument()) as { paths: Record<string, Record<string, Operation>>; components: { schemas: Record<string, unknown> } };
+    const document = (await openApiDocument()) as {
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, unknown> };
+    };
     const operations = Object.values(document.paths).flatMap((path) => Object.values(path));
     const ids = operations.map((o) => o.operationId);
     expect(ids.every((id) => typeof id === 'string')).toBe(true);
@@ -47,7 +60,15 @@ describe('the OpenAPI document', () => {
       }
     }
     const profile = document.paths['/users/{id}/profile']?.['get'];
-    expect(profile?.responses['404']?.content?.['application/json']?.example).toEqual({ statusCode: 404, code: 'RS_NOT_FOUND', error: 'Not Found', message: "No profile for user '42'." });
-    expect(profile?.responses['200']?.content?.['application/json']?.example).toMatchObject({ id: '1', activity: { kick: 1 } });
+    expect(profile?.responses['404']?.content?.['application/json']?.example).toEqual({
+      statusCode: 404,
+      code: 'RS_NOT_FOUND',
+      error: 'Not Found',
+      message: "No profile for user '42'.",
+    });
+    expect(profile?.responses['200']?.content?.['application/json']?.example).toMatchObject({
+      id: '1',
+      activity: { kick: 1 },
+    });
   });
 });

@@ -1,7 +1,15 @@
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config.ts';
-import { clusterErrorKind, connectCluster, detectRedisMode, openRedisConnection, parseRedisSeeds, RedisModeError, type RedisConnection } from '../src/runtime/redis-connection.ts';
+import {
+  clusterErrorKind,
+  connectCluster,
+  detectRedisMode,
+  openRedisConnection,
+  parseRedisSeeds,
+  RedisModeError,
+  type RedisConnection,
+} from '../src/runtime/redis-connection.ts';
 import { unavailableKindOf } from '../src/runtime/redis.ts';
 import { createRedactor } from '../src/runtime/redact.ts';
 import { RedisFailureError } from '../src/runtime/redis-watch.ts';
@@ -45,7 +53,13 @@ describe('parseRedisSeeds', () => {
   it('takes one URL as one node, with its credentials and db', () => {
     const seeds = parseRedisSeeds(`rediss://app:${ENCODED}@redis.example:6380/2`);
     expect(seeds.seeds).toEqual([{ host: 'redis.example', port: 6380 }]);
-    expect(seeds).toMatchObject({ tls: true, username: 'app', password: PASSWORD, db: 2, endpoint: { address: 'redis.example:6380', user: 'app', tls: true } });
+    expect(seeds).toMatchObject({
+      tls: true,
+      username: 'app',
+      password: PASSWORD,
+      db: 2,
+      endpoint: { address: 'redis.example:6380', user: 'app', tls: true },
+    });
   });
 
   it('takes a comma-separated list of URLs, or bare host:port entries sharing the first URL’s credentials', () => {
@@ -61,7 +75,12 @@ describe('parseRedisSeeds', () => {
       { host: 'c', port: 6379 },
     ]);
     expect(mixed.password).toBe(PASSWORD);
-    expect(parseRedisSeeds('127.0.0.1:7000,127.0.0.1:7001')).toMatchObject({ tls: false, username: undefined, password: undefined, seeds: [{ port: 7000 }, { port: 7001 }] });
+    expect(parseRedisSeeds('127.0.0.1:7000,127.0.0.1:7001')).toMatchObject({
+      tls: false,
+      username: undefined,
+      password: undefined,
+      seeds: [{ port: 7000 }, { port: 7001 }],
+    });
   });
 
   it('refuses lists whose nodes differ in credentials or scheme, and malformed entries, without showing a password', () => {
@@ -117,7 +136,11 @@ describe('openRedisConnection', () => {
     expect(connection.answeredBy).toBe(`127.0.0.1:${cluster.ports[1]}`);
     const client = connection.client as Cluster;
     expect(client).toBeInstanceOf(Cluster);
-    expect(client.options).toMatchObject({ scaleReads: 'master', enableOfflineQueue: true, slotsRefreshTimeout: 2_000 });
+    expect(client.options).toMatchObject({
+      scaleReads: 'master',
+      enableOfflineQueue: true,
+      slotsRefreshTimeout: 2_000,
+    });
     const keys = Array.from({ length: 20 }, (_, i) => `conn-key-${i}`);
     for (const key of keys) await client.set(key, key);
     for (const key of keys) expect(await client.get(key)).toBe(key);
@@ -146,7 +169,9 @@ describe('openRedisConnection', () => {
   it('detects a cluster for an ACL user without INFO (CLUSTER INFO answers)', async () => {
     const { cluster } = ctx;
     for (const port of cluster.ports) {
-      expect(await cluster.command(port, 'ACL', 'SETUSER', 'noinfo', 'reset', 'on', '>noinfo-pass', '~*', '+@all', '-info')).toBe('OK\n');
+      expect(
+        await cluster.command(port, 'ACL', 'SETUSER', 'noinfo', 'reset', 'on', '>noinfo-pass', '~*', '+@all', '-info'),
+      ).toBe('OK\n');
     }
     const seeds = parseRedisSeeds(`redis://noinfo:noinfo-pass@127.0.0.1:${cluster.ports[0]}`);
     expect((await detectRedisMode(seeds, undefined)).mode).toBe('cluster');
@@ -155,11 +180,29 @@ describe('openRedisConnection', () => {
   it('names the missing permission when an ACL user may not run CLUSTER SLOTS or CLUSTER INFO', async () => {
     // ioredis itself only says "None of startup nodes is available" for such a user.
     const { cluster } = ctx;
-    for (const [user, denied] of [['noslots', 'cluster|slots'], ['noclusterinfo', 'cluster|info']] as const) {
+    for (const [user, denied] of [
+      ['noslots', 'cluster|slots'],
+      ['noclusterinfo', 'cluster|info'],
+    ] as const) {
       for (const port of cluster.ports) {
-        expect(await cluster.command(port, 'ACL', 'SETUSER', user, 'reset', 'on', `>${PASSWORD}`, '~*', '+@all', `-${denied}`)).toBe('OK\n');
+        expect(
+          await cluster.command(
+            port,
+            'ACL',
+            'SETUSER',
+            user,
+            'reset',
+            'on',
+            `>${PASSWORD}`,
+            '~*',
+            '+@all',
+            `-${denied}`,
+          ),
+        ).toBe('OK\n');
       }
-      const error = await rejection(openRedisConnection(`redis://${user}:${ENCODED}@127.0.0.1:${cluster.ports[0]}`, 'test'));
+      const error = await rejection(
+        openRedisConnection(`redis://${user}:${ENCODED}@127.0.0.1:${cluster.ports[0]}`, 'test'),
+      );
       expect(error).toBeInstanceOf(RedisFailureError);
       expect((error as RedisFailureError).kind).toBe('NOPERM');
       expect(error.message).toBe(
@@ -173,7 +216,9 @@ describe('openRedisConnection', () => {
   it('refuses several nodes that are not a cluster, and a db on a cluster', async () => {
     const notCluster = await rejection(openRedisConnection(`${standalone.url},127.0.0.1:${await freePort()}`, 'test'));
     expect(notCluster).toBeInstanceOf(RedisModeError);
-    expect(notCluster.message).toMatch(/^REDIS_URL lists 2 nodes, but Redis at 127\.0\.0\.1:\d+ is not a Redis Cluster node/);
+    expect(notCluster.message).toMatch(
+      /^REDIS_URL lists 2 nodes, but Redis at 127\.0\.0\.1:\d+ is not a Redis Cluster node/,
+    );
 
     const withDb = await rejection(openRedisConnection(`${clusterUrl(ctx.cluster.ports[0] as number)}/3`, 'test'));
     expect(withDb).toBeInstanceOf(RedisModeError);
@@ -188,7 +233,9 @@ describe('openRedisConnection', () => {
     const error = await rejection(openRedisConnection(list, 'test'));
     expect(error).toBeInstanceOf(RedisFailureError);
     expect((error as RedisFailureError).kind).toBe('WRONGPASS');
-    expect(error.message).toBe(`Redis at 127.0.0.1:${cluster.ports[0]} refused the login for user app: check the user and password in REDIS_URL`);
+    expect(error.message).toBe(
+      `Redis at 127.0.0.1:${cluster.ports[0]} refused the login for user app: check the user and password in REDIS_URL`,
+    );
     expectNoPassword(shown(error));
     expect(shown(error)).not.toContain('wrong');
 
@@ -224,10 +271,16 @@ describe('openRedisConnection', () => {
     const error = await rejection(openRedisConnection(list, 'test', undefined, { timeoutMs: 500 }));
     expect(error).toBeInstanceOf(RedisFailureError);
     expect((error as RedisFailureError).kind).toBe('CONNECTION');
-    expect(error.message).toMatch(new RegExp(`^none of the 2 Redis nodes in REDIS_URL answers; the first: Redis at 127\\.0\\.0\\.1:${a} is not reachable`));
+    expect(error.message).toMatch(
+      new RegExp(
+        `^none of the 2 Redis nodes in REDIS_URL answers; the first: Redis at 127\\.0\\.0\\.1:${a} is not reachable`,
+      ),
+    );
     expectNoPassword(shown(error));
 
-    const guessed = keep(await openRedisConnection(list, 'test', undefined, { timeoutMs: 500, whenUnreachable: 'guess', oneShot: true }));
+    const guessed = keep(
+      await openRedisConnection(list, 'test', undefined, { timeoutMs: 500, whenUnreachable: 'guess', oneShot: true }),
+    );
     expect(guessed.mode).toBe('cluster');
     // A one-shot cluster client gives up within seconds, with an error read as "Redis unreachable".
     const started = Date.now();

@@ -82,7 +82,7 @@ describe('Redis with an ACL user and password in the URL', () => {
   });
   afterAll(async () => server.stop());
 
-  it('connects as the URL\'s user, its percent-encoded password decoded', async () => {
+  it("connects as the URL's user, its percent-encoded password decoded", async () => {
     expect(server.url).toContain(encodeURIComponent(PASSWORD));
     const redis = client(server.url);
     expect(await redis.ping()).toBe('PONG');
@@ -159,7 +159,11 @@ describe.skipIf(!TLS)('Redis over TLS (rediss://), with an ACL user', () => {
     const api = runCli(['serve', '--demo'], env);
     children.push(api);
     const base = `http://127.0.0.1:${port}`;
-    const ready = await eventually(async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200, 20_000, 100);
+    const ready = await eventually(
+      async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
+      20_000,
+      100,
+    );
     expect(ready, api.output()).toBe(true);
     const duffy = await eventually(async () => {
       const res = await fetch(`${base}/users/1/profile`);

@@ -8,7 +8,12 @@ const noop = async () => undefined;
 
 function logged(target: RedisTarget): { obj: object; msg: string | undefined }[] {
   const lines: { obj: object; msg: string | undefined }[] = [];
-  const logger: Logger = { debug: () => undefined, warn: () => undefined, error: () => undefined, info: (obj, msg) => lines.push({ obj, msg }) };
+  const logger: Logger = {
+    debug: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+    info: (obj, msg) => lines.push({ obj, msg }),
+  };
   logRedisTarget(logger, target);
   return lines;
 }
@@ -26,10 +31,24 @@ describe('the Redis a process uses, as logged', () => {
   });
 
   it("a Redis Cluster's seed list: every node named, the first URL's user and TLS, never the password", () => {
-    const lines = logged({ url: 'rediss://ops:p%40ss@10.0.0.1:7000,rediss://ops:p%40ss@10.0.0.2:7001,10.0.0.3:7002', source: 'REDIS_URL', stop: noop });
+    const lines = logged({
+      url: 'rediss://ops:p%40ss@10.0.0.1:7000,rediss://ops:p%40ss@10.0.0.2:7001,10.0.0.3:7002',
+      source: 'REDIS_URL',
+      stop: noop,
+    });
     expect(lines).toEqual([
       {
-        obj: { redis: { address: '10.0.0.1:7000', cluster: true, seeds: ['10.0.0.1:7000', '10.0.0.2:7001', '10.0.0.3:7002'], tls: true, user: 'ops', db: 0, source: 'REDIS_URL' } },
+        obj: {
+          redis: {
+            address: '10.0.0.1:7000',
+            cluster: true,
+            seeds: ['10.0.0.1:7000', '10.0.0.2:7001', '10.0.0.3:7002'],
+            tls: true,
+            user: 'ops',
+            db: 0,
+            source: 'REDIS_URL',
+          },
+        },
         msg: 'using a Redis Cluster, seed nodes 10.0.0.1:7000, 10.0.0.2:7001, 10.0.0.3:7002 (TLS, user ops; from REDIS_URL)',
       },
     ]);
@@ -38,11 +57,25 @@ describe('the Redis a process uses, as logged', () => {
   });
 
   it('the embedded redis-server: its port and data directory', () => {
-    const [line] = logged({ url: 'redis://127.0.0.1:6390', source: 'embedded', dataDir: '/srv/redsource/data', stop: noop });
+    const [line] = logged({
+      url: 'redis://127.0.0.1:6390',
+      source: 'embedded',
+      dataDir: '/srv/redsource/data',
+      stop: noop,
+    });
     expect(line?.msg).toBe(
       'using Redis at 127.0.0.1:6390 (no TLS, user default; REDIS_URL not set and nothing on 127.0.0.1:6379: an embedded redis-server this process started, data in /srv/redsource/data (AOF on))',
     );
-    expect(line?.obj).toEqual({ redis: { address: '127.0.0.1:6390', tls: false, user: 'default', db: 0, source: 'embedded', dataDir: '/srv/redsource/data' } });
+    expect(line?.obj).toEqual({
+      redis: {
+        address: '127.0.0.1:6390',
+        tls: false,
+        user: 'default',
+        db: 0,
+        source: 'embedded',
+        dataDir: '/srv/redsource/data',
+      },
+    });
   });
 
   it('the failure lines say what failed and what to check', () => {
@@ -50,7 +83,9 @@ describe('the Redis a process uses, as logged', () => {
     expect(explainKind('CONNECTION', at, 'connect ECONNREFUSED 10.0.0.5:6379')).toBe(
       'Redis at 10.0.0.5:6379 is not reachable: connect ECONNREFUSED 10.0.0.5:6379: check REDIS_URL / that Redis runs',
     );
-    expect(explainKind('WRONGPASS', at, undefined)).toBe('Redis at 10.0.0.5:6379 refused the login for user app: check the user and password in REDIS_URL');
+    expect(explainKind('WRONGPASS', at, undefined)).toBe(
+      'Redis at 10.0.0.5:6379 refused the login for user app: check the user and password in REDIS_URL',
+    );
     expect(redisEndpoint('redis://[::1]:7000').address).toBe('[::1]:7000');
   });
 });

@@ -60,24 +60,32 @@ const logLines = (output: string) =>
 const ONE_SHOT_BUDGET_MS = 6_000;
 
 describe('one-shot commands: one line, a non-zero exit within a few seconds', () => {
-  it.each([['status'], ['dlq', 'list'], ['replay'], ['seed']])('%s against a closed port says which Redis is not reachable and what to check', async (...args) => {
-    const port = await freePort();
-    const run = await timed(args, { ...isolatedServiceEnv(`redis://127.0.0.1:${port}`) });
-    expect(run.code, run.output).toBe(1);
-    expect(run.ms, run.output).toBeLessThan(ONE_SHOT_BUDGET_MS);
-    expect(plainLines(run.output), run.output).toEqual([
-      `redsource: Redis at 127.0.0.1:${port} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}: check REDIS_URL / that Redis runs`,
-    ]);
-  });
+  it.each([['status'], ['dlq', 'list'], ['replay'], ['seed']])(
+    '%s against a closed port says which Redis is not reachable and what to check',
+    async (...args) => {
+      const port = await freePort();
+      const run = await timed(args, { ...isolatedServiceEnv(`redis://127.0.0.1:${port}`) });
+      expect(run.code, run.output).toBe(1);
+      expect(run.ms, run.output).toBeLessThan(ONE_SHOT_BUDGET_MS);
+      expect(plainLines(run.output), run.output).toEqual([
+        `redsource: Redis at 127.0.0.1:${port} is not reachable: connect ECONNREFUSED 127.0.0.1:${port}: check REDIS_URL / that Redis runs`,
+      ]);
+    },
+  );
 
-  it.each([['status'], ['seed'], ['dlq', 'list'], ['replay']])('%s with a wrong password names the user and never the password', async (...args) => {
-    const url = `redis://app:not-the-password@127.0.0.1:${secure.port}`;
-    const run = await timed(args, { ...isolatedServiceEnv(url) });
-    expect(run.code, run.output).toBe(1);
-    expect(run.ms, run.output).toBeLessThan(ONE_SHOT_BUDGET_MS);
-    expect(plainLines(run.output), run.output).toEqual([`redsource: Redis at 127.0.0.1:${secure.port} refused the login for user app: check the user and password in REDIS_URL`]);
-    expect(run.output).not.toContain('not-the-password');
-  });
+  it.each([['status'], ['seed'], ['dlq', 'list'], ['replay']])(
+    '%s with a wrong password names the user and never the password',
+    async (...args) => {
+      const url = `redis://app:not-the-password@127.0.0.1:${secure.port}`;
+      const run = await timed(args, { ...isolatedServiceEnv(url) });
+      expect(run.code, run.output).toBe(1);
+      expect(run.ms, run.output).toBeLessThan(ONE_SHOT_BUDGET_MS);
+      expect(plainLines(run.output), run.output).toEqual([
+        `redsource: Redis at 127.0.0.1:${secure.port} refused the login for user app: check the user and password in REDIS_URL`,
+      ]);
+      expect(run.output).not.toContain('not-the-password');
+    },
+  );
 });
 
 describe('the Redis a process uses, logged once', () => {
@@ -85,8 +93,16 @@ describe('the Redis a process uses, logged once', () => {
     const run = await timed(['status', '--json'], { ...isolatedServiceEnv(secure.url) });
     expect(run.code, run.output).toBe(0);
     const lines = logLines(run.output).filter((l) => l.msg.startsWith('using Redis'));
-    expect(lines.map((l) => l.msg)).toEqual([`using Redis at 127.0.0.1:${secure.port} (no TLS, user app; from REDIS_URL)`]);
-    expect(lines[0]?.['redis']).toEqual({ address: `127.0.0.1:${secure.port}`, tls: false, user: 'app', db: 0, source: 'REDIS_URL' });
+    expect(lines.map((l) => l.msg)).toEqual([
+      `using Redis at 127.0.0.1:${secure.port} (no TLS, user app; from REDIS_URL)`,
+    ]);
+    expect(lines[0]?.['redis']).toEqual({
+      address: `127.0.0.1:${secure.port}`,
+      tls: false,
+      user: 'app',
+      db: 0,
+      source: 'REDIS_URL',
+    });
     expect(run.output).not.toContain(secure.password);
   });
 
@@ -107,7 +123,9 @@ describe('the Redis a process uses, logged once', () => {
         local
           ? 'using Redis at 127.0.0.1:6379 (no TLS, user default; REDIS_URL not set: the one answering on 127.0.0.1:6379)'
           : expect.stringMatching(
-              new RegExp(`^using Redis at 127\\.0\\.0\\.1:\\d+ \\(no TLS, user default; REDIS_URL not set and nothing on 127\\.0\\.0\\.1:6379: an embedded redis-server this process started, data in ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(AOF on\\)\\)$`),
+              new RegExp(
+                `^using Redis at 127\\.0\\.0\\.1:\\d+ \\(no TLS, user default; REDIS_URL not set and nothing on 127\\.0\\.0\\.1:6379: an embedded redis-server this process started, data in ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(AOF on\\)\\)$`,
+              ),
             ),
       );
     } finally {
@@ -119,7 +137,10 @@ describe('the Redis a process uses, logged once', () => {
 /** Starts `serve` on a free port; resolves with the child and its base URL once it listens. */
 async function serve(env: Record<string, string>, args: string[] = []) {
   const run = cli(['serve', ...args], { PORT: '0', ...env });
-  const listening = await eventually(async () => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(run.output())?.[1], 15_000);
+  const listening = await eventually(
+    async () => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(run.output())?.[1],
+    15_000,
+  );
   if (!listening) throw new Error(`serve did not listen:\n${run.output()}`);
   return { run, base: listening };
 }
@@ -148,7 +169,11 @@ describe('services while Redis is away', () => {
     expect(metrics.ms).toBeLessThan(1_500);
 
     await sleep(2_500); // several reconnect attempts
-    const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const server = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
     servers.push(server);
     expect(await eventually(async () => /is back after/.test(run.output()), 10_000), run.output()).toBe(true);
 
@@ -157,7 +182,10 @@ describe('services while Redis is away', () => {
     expect(outage, run.output()).toHaveLength(1);
     expect(outage[0]?.msg).toMatch(/: check REDIS_URL \/ that Redis runs; retrying until it answers$/);
     // Nothing else says the same again and again: at most one warning per distinct message.
-    const messages = warnings.map((l) => `${l.msg}|${String(l['waiting'] ?? '')}`);
+    const messages = warnings.map((l) => {
+      const waiting: unknown = l['waiting'] ?? ''; // the wait's reason, a string
+      return `${l.msg}|${String(waiting)}`;
+    });
     expect(new Set(messages).size, run.output()).toBe(messages.length);
     expect(run.output()).not.toContain('redis connection error');
     // The client library's wording and stacks are for debug; the warnings say what Redis is doing.
@@ -176,7 +204,10 @@ describe('services while Redis is away', () => {
     expect(warnings.filter((l) => l.msg.startsWith('demo data not appended')).map((l) => l.msg)).toEqual([
       `demo data not appended: Redis at 127.0.0.1:${secure.port} refused the login for user app: check the user and password in REDIS_URL`,
     ]);
-    expect(warnings.filter((l) => l.msg.includes('refused the login') && l.msg.endsWith('retrying until it answers')), output).toHaveLength(1);
+    expect(
+      warnings.filter((l) => l.msg.includes('refused the login') && l.msg.endsWith('retrying until it answers')),
+      output,
+    ).toHaveLength(1);
   });
 });
 

@@ -12,7 +12,8 @@ const PASSWORD = 'Cluster-Pa55-zq7LeakMarker';
 /** A logger that keeps `level message` lines (and the objects, for the password check). */
 function recording() {
   const lines: string[] = [];
-  const at = (level: string) => (obj: object, msg?: string) => lines.push(`${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
+  const at = (level: string) => (obj: object, msg?: string) =>
+    lines.push(`${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
   const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
   return { lines, logger, said: (level: string) => lines.filter((l) => l.startsWith(`${level} `)) };
 }
@@ -39,19 +40,33 @@ describe('RedisWatch on a Redis Cluster', () => {
   it('a wrong password is said once as a refused login (WRONGPASS), never as "not reachable", and never with the password', async () => {
     const { cluster } = ctx;
     for (const port of cluster.ports) {
-      expect(await cluster.command(port, 'ACL', 'SETUSER', 'app', 'reset', 'on', `>${PASSWORD}`, '~*', '+@all')).toBe('OK\n');
+      expect(await cluster.command(port, 'ACL', 'SETUSER', 'app', 'reset', 'on', `>${PASSWORD}`, '~*', '+@all')).toBe(
+        'OK\n',
+      );
     }
     const wrong = encodeURIComponent(`${PASSWORD}-wrong`);
     const url = cluster.ports.map((p) => `redis://app:${wrong}@127.0.0.1:${p}`).join(',');
     const { said, lines, watch } = watched(url);
     const warned = await eventually(async () => (said('warn').length > 0 ? said('warn') : undefined), 10_000, 50);
     expect(warned, lines.join('\n')).toHaveLength(1);
-    expect(warned?.[0]).toMatch(/^warn Redis at 127\.0\.0\.1:\d+ refused the login for user app: check the user and password in REDIS_URL; retrying until it answers/);
+    expect(warned?.[0]).toMatch(
+      /^warn Redis at 127\.0\.0\.1:\d+ refused the login for user app: check the user and password in REDIS_URL; retrying until it answers/,
+    );
     expect(watch.downReason()).toMatch(/^WRONGPASS: Redis at 127\.0\.0\.1:\d+ refused the login for user app/);
     // A service's cluster client waits for the cluster (its commands queue); a one-shot client's command gives up.
-    const oneShot = connectCluster(parseRedisSeeds(url), unique('oneshot'), undefined, { oneShot: true }) as unknown as Redis;
+    const oneShot = connectCluster(parseRedisSeeds(url), unique('oneshot'), undefined, {
+      oneShot: true,
+    }) as unknown as Redis;
     oneShot.on('error', () => undefined);
-    opened.push({ redis: oneShot, watch: new RedisWatch(oneShot, { url, source: 'REDIS_URL', stop: async () => undefined }, recording().logger, false) });
+    opened.push({
+      redis: oneShot,
+      watch: new RedisWatch(
+        oneShot,
+        { url, source: 'REDIS_URL', stop: async () => undefined },
+        recording().logger,
+        false,
+      ),
+    });
     const failed = watch.explain(await rejection(oneShot.get('x')));
     expect(failed).toBeInstanceOf(RedisFailureError);
     expect((failed as RedisFailureError).kind).toBe('WRONGPASS');
@@ -74,15 +89,43 @@ describe('RedisWatch on a Redis Cluster', () => {
       // Commands to its slots fail; the client keeps trying the node.
       await rejection(redis.get(key));
       await rejection(redis.get(key));
-      const warned = await eventually(async () => said('warn').find((l) => l.includes(`127.0.0.1:${port}`)), 10_000, 50);
-      expect(warned, lines.join('\n')).toMatch(new RegExp(`^warn Redis Cluster node: Redis at 127\\.0\\.0\\.1:${port} is not reachable: .*; the cluster client retries and follows a failover`));
+      const warned = await eventually(
+        async () => said('warn').find((l) => l.includes(`127.0.0.1:${port}`)),
+        10_000,
+        50,
+      );
+      expect(warned, lines.join('\n')).toMatch(
+        new RegExp(
+          `^warn Redis Cluster node: Redis at 127\\.0\\.0\\.1:${port} is not reachable: .*; the cluster client retries and follows a failover`,
+        ),
+      );
       await rejection(redis.get(key));
-      expect(said('warn').filter((l) => l.includes(`127.0.0.1:${port}`)), lines.join('\n')).toHaveLength(1);
+      expect(
+        said('warn').filter((l) => l.includes(`127.0.0.1:${port}`)),
+        lines.join('\n'),
+      ).toHaveLength(1);
     } finally {
       await cluster.restart(port);
     }
     await cluster.waitStable();
-    expect(await eventually(async () => (await redis.set(key, 'w').then(() => true, () => false)) || undefined, 15_000, 100)).toBe(true);
-    expect(await eventually(async () => said('info').find((l) => l.includes(`Redis Cluster node 127.0.0.1:${port} answers again`)), 10_000, 50), lines.join('\n')).toBeDefined();
+    expect(
+      await eventually(
+        async () =>
+          (await redis.set(key, 'w').then(
+            () => true,
+            () => false,
+          )) || undefined,
+        15_000,
+        100,
+      ),
+    ).toBe(true);
+    expect(
+      await eventually(
+        async () => said('info').find((l) => l.includes(`Redis Cluster node 127.0.0.1:${port} answers again`)),
+        10_000,
+        50,
+      ),
+      lines.join('\n'),
+    ).toBeDefined();
   });
 });

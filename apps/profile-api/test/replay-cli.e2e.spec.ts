@@ -24,7 +24,8 @@ describe('redsource replay', { timeout: 60_000 }, () => {
   it('writes its total with its first state; warns once per bad entry, counts ones dead-lettered before; --users counts only those users', async () => {
     const env = isolatedServiceEnv(ctx.server.url);
     const pipeline = ctx.redis.pipeline();
-    for (let i = 0; i < USERS; i++) pipeline.xadd(env.STREAM_UPDATES, '*', 'user_id', `u${i}`, 'command', 'register', 'name', `N${i}`);
+    for (let i = 0; i < USERS; i++)
+      pipeline.xadd(env.STREAM_UPDATES, '*', 'user_id', `u${i}`, 'command', 'register', 'name', `N${i}`);
     for (let i = 0; i < LIKES; i++) {
       pipeline.xadd(env.STREAM_ACTIVITY, '*', 'user_id', `u${i % USERS}`, 'command', 'like', 'object', `P${i}`);
       if (i % (LIKES / POISON) === 0) pipeline.xadd(env.STREAM_ACTIVITY, '*', 'user_id', 'u0', 'no_type_here', 'x');
@@ -37,7 +38,8 @@ describe('redsource replay', { timeout: 60_000 }, () => {
     const monitor = await ctx.redis.duplicate().monitor();
     const stateWrites: string[][] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
-      if (args.includes(stateKey) && args.includes('phase') && args[0]?.toLowerCase() !== 'hget') stateWrites.push(args);
+      if (args.includes(stateKey) && args.includes('phase') && args[0]?.toLowerCase() !== 'hget')
+        stateWrites.push(args);
     });
     const first = await replay(env);
     monitor.disconnect();
@@ -47,13 +49,21 @@ describe('redsource replay', { timeout: 60_000 }, () => {
     expect(firstWrite[firstWrite.indexOf('total') + 1], firstWrite.join(' ')).toBe(String(total));
     expect(first.output).toMatch(new RegExp(`^replay building: 0/${total} entries`, 'm'));
     expect(first.warnings, first.output).toHaveLength(POISON);
-    expect(first.summary).toMatch(new RegExp(`^replayed ${total} entries \\(${USERS + LIKES} applied, ${POISON} dead-lettered \\(0 of them already before\\)\\)`));
+    expect(first.summary).toMatch(
+      new RegExp(
+        `^replayed ${total} entries \\(${USERS + LIKES} applied, ${POISON} dead-lettered \\(0 of them already before\\)\\)`,
+      ),
+    );
 
     // The same entries again: dead-lettered before, so counted in the summary, not one WARN line each.
     const again = await replay(env);
     expect(again.code, again.output).toBe(0);
     expect(again.warnings, again.output).toEqual([]);
-    expect(again.summary).toMatch(new RegExp(`^replayed ${total} entries \\(${USERS + LIKES} applied, ${POISON} dead-lettered \\(${POISON} of them already before\\)\\)`));
+    expect(again.summary).toMatch(
+      new RegExp(
+        `^replayed ${total} entries \\(${USERS + LIKES} applied, ${POISON} dead-lettered \\(${POISON} of them already before\\)\\)`,
+      ),
+    );
 
     const some = await replay(env, ['--users', 'u1,u2']);
     expect(some.code, some.output).toBe(0);

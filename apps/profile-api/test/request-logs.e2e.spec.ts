@@ -20,7 +20,8 @@ function capturedLogger(level: string) {
   const lines: { level: number; msg: string; req?: { url?: string }; res?: { statusCode?: number } }[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) lines.push(JSON.parse(line) as (typeof lines)[number]);
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line.trim()) lines.push(JSON.parse(line) as (typeof lines)[number]);
       done();
     },
   });
@@ -28,7 +29,8 @@ function capturedLogger(level: string) {
 }
 
 const POLLED = ['/dashboard', '/dashboard/app.js', '/dashboard/status.json', '/metrics', '/healthz', '/readyz'];
-const requestLines = <T extends { msg: string }>(lines: T[]) => lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed');
+const requestLines = <T extends { msg: string }>(lines: T[]) =>
+  lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed');
 
 describe('request logs', () => {
   it('logs the dashboard polling, /metrics and the health checks at debug, every other request at info', async () => {
@@ -68,9 +70,15 @@ function logOnce(env: Record<string, string>, viaTerminal: boolean): Promise<str
   const script = `import { createLogger } from './apps/profile-api/src/runtime/logger.ts'; import { createRedactor } from './apps/profile-api/src/runtime/redact.ts'; createLogger({ level: 'info', redactor: createRedactor() }).info({ port: 1234 }, 'hello');`;
   const command = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', JSON.stringify(script)].join(' ');
   // `script` gives the child a terminal (a pseudo-tty); without it stderr is a pipe.
-  const [file, args] = viaTerminal ? ['script', ['-qec', `${command} 2>&1`, '/dev/null']] : ['sh', ['-c', `${command} 2>&1`]];
+  const [file, args] = viaTerminal
+    ? ['script', ['-qec', `${command} 2>&1`, '/dev/null']]
+    : ['sh', ['-c', `${command} 2>&1`]];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args as string[], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(file, args, {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.once('error', reject);
@@ -89,12 +97,24 @@ describe('the process log', () => {
   }, 30_000);
 
   it('with PORT=0 names the port actually bound', async () => {
-    const service = runCli(['api'], { ...isolatedServiceEnv(ctx.server.url), PORT: '0', HOST: '127.0.0.1', CI: 'true' });
+    const service = runCli(['api'], {
+      ...isolatedServiceEnv(ctx.server.url),
+      PORT: '0',
+      HOST: '127.0.0.1',
+      CI: 'true',
+    });
     children.push(service);
-    const port = await eventually(async () => Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(service.output())?.[1] ?? 0), 20_000, 50);
+    const port = await eventually(
+      async () => Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(service.output())?.[1] ?? 0),
+      20_000,
+      50,
+    );
     expect(port, service.output()).toBeGreaterThan(0);
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
-    const line = service.output().split('\n').find((l) => l.includes('listening on'));
+    const line = service
+      .output()
+      .split('\n')
+      .find((l) => l.includes('listening on'));
     expect(JSON.parse(line ?? '{}')).toMatchObject({ port });
   }, 30_000);
 });

@@ -14,7 +14,8 @@ const USER = 'app';
 const FORMS = [PASSWORD, encodeURIComponent(PASSWORD), 'zq7LeakMarker'];
 
 function expectNoPassword(label: string, text: string): void {
-  for (const form of FORMS) expect(text.includes(form), `${label} shows the password (${form}):\n${text.slice(0, 3000)}`).toBe(false);
+  for (const form of FORMS)
+    expect(text.includes(form), `${label} shows the password (${form}):\n${text.slice(0, 3000)}`).toBe(false);
 }
 
 /** An ioredis-style ReplyError: the message plus the command with its arguments. */
@@ -35,16 +36,22 @@ describe('the redaction every log line and error message passes through', () => 
       ['config', ['SET', 'maxmemory', '1mb', 'requirepass', 'other-s3cret']],
     ];
     for (const [name, args] of cases) {
-      const shown = JSON.stringify(redactor.value({ err: replyError('WRONGPASS invalid username-password pair', name, args) }));
+      const shown = JSON.stringify(
+        redactor.value({ err: replyError('WRONGPASS invalid username-password pair', name, args) }),
+      );
       expect(shown, name).not.toContain('other-s3cret');
       expect(shown, name).toContain('WRONGPASS');
     }
     // Other commands keep their arguments (they say what failed).
-    expect(JSON.stringify(redactor.value(replyError('WRONGTYPE', 'hgetall', ['user_snapshot_1'])))).toContain('user_snapshot_1');
+    expect(JSON.stringify(redactor.value(replyError('WRONGTYPE', 'hgetall', ['user_snapshot_1'])))).toContain(
+      'user_snapshot_1',
+    );
   });
 
   it('hides the password of any URL in any string, and the configured password anywhere', () => {
-    const text = redactor.text(`connect to redis://bob:hunter22@h:1 and rediss://:hunter33@h:2 failed; also ${PASSWORD} and ${encodeURIComponent(PASSWORD)}`);
+    const text = redactor.text(
+      `connect to redis://bob:hunter22@h:1 and rediss://:hunter33@h:2 failed; also ${PASSWORD} and ${encodeURIComponent(PASSWORD)}`,
+    );
     expect(text).not.toMatch(/hunter22|hunter33/);
     expectNoPassword('text', text);
     expect(text).toContain('redis://bob:***@h:1');
@@ -59,7 +66,9 @@ describe('the redaction every log line and error message passes through', () => 
     const own = createRedactor(urlSecrets(seeds));
     const text = own.text(`REDIS_URL=${seeds} failed`);
     expectNoPassword('seed list', text);
-    expect(text).toBe(`REDIS_URL=redis://${USER}:***@10.0.0.1:7000,redis://${USER}:***@10.0.0.2:7001,10.0.0.3:7002 failed`);
+    expect(text).toBe(
+      `REDIS_URL=redis://${USER}:***@10.0.0.1:7000,redis://${USER}:***@10.0.0.2:7001,10.0.0.3:7002 failed`,
+    );
     // A password that itself holds ',redis://' is not cut in two (it is REDIS_URL's, so known).
     const odd = 'x,redis://y@z';
     const oddUrl = `redis://${USER}:${odd}@10.0.0.1:7000,redis://${USER}:${odd}@10.0.0.2:7001`;
@@ -67,7 +76,10 @@ describe('the redaction every log line and error message passes through', () => 
     // ioredis Cluster's "Failed to refresh slots cache." keeps the last node's refused AUTH, password included.
     const refresh = Object.assign(new Error('Failed to refresh slots cache.'), {
       name: 'ClusterAllFailedError',
-      lastNodeError: replyError('WRONGPASS invalid username-password pair or user is disabled.', 'auth', [USER, PASSWORD]),
+      lastNodeError: replyError('WRONGPASS invalid username-password pair or user is disabled.', 'auth', [
+        USER,
+        PASSWORD,
+      ]),
     });
     const shown = JSON.stringify(own.value({ err: refresh }));
     expectNoPassword('lastNodeError', shown);
@@ -80,7 +92,9 @@ describe('the redaction every log line and error message passes through', () => 
     const logger = pino({ level: 'trace', ...redactingLoggerOptions(redactor) }, sink);
     logger.error({ err: replyError('WRONGPASS x', 'auth', [USER, PASSWORD]) }, 'request failed');
     logger.warn({ error: replyError('NOAUTH x', 'hello', ['3', 'AUTH', USER, PASSWORD]) }, 'failed');
-    logger.child({ url: `redis://${USER}:${PASSWORD}@h:1` }).info(`retrying redis://${USER}:${encodeURIComponent(PASSWORD)}@h:1`);
+    logger
+      .child({ url: `redis://${USER}:${PASSWORD}@h:1` })
+      .info(`retrying redis://${USER}:${encodeURIComponent(PASSWORD)}@h:1`);
     logger.info({ detail: { deep: [PASSWORD] } }, 'x');
     expect(lines).toHaveLength(4);
     expectNoPassword('log', lines.join(''));
@@ -126,7 +140,10 @@ describe('a service whose ACL user is disabled while it runs', () => {
     expect((await cli(['seed'])).code).toBe(0);
     const service = runCli(['serve'], { ...env, LOG_LEVEL: 'info' });
     children.push(service);
-    expect(await eventually(async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200, 20_000, 100), service.output()).toBe(true);
+    expect(
+      await eventually(async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200, 20_000, 100),
+      service.output(),
+    ).toBe(true);
     expect(await eventually(async () => (await http('/users/1/profile')).status === 200), service.output()).toBe(true);
     expect((await http('/dashboard/status.json')).status).toBe(200);
     expect((await http('/metrics')).body).toContain('redsource_status_up 1');
@@ -155,10 +172,19 @@ describe('a service whose ACL user is disabled while it runs', () => {
     for (const run of failed) {
       expect(run.code, run.output).not.toBe(0);
       expect(run.code, run.output).not.toBe('hung');
-      expect(run.output, run.output).toMatch(/redsource: Redis at 127\.0\.0\.1:\d+ refused the login for user \S+: check the user and password in REDIS_URL/);
+      expect(run.output, run.output).toMatch(
+        /redsource: Redis at 127\.0\.0\.1:\d+ refused the login for user \S+: check the user and password in REDIS_URL/,
+      );
     }
     // One line without the stack at the default level; the stack only under LOG_LEVEL=debug.
-    for (const run of failed.slice(0, 5)) expect(run.output.trim().split('\n').filter((l) => l.startsWith('redsource:') || l.includes('    at ')), run.output).toHaveLength(1);
+    for (const run of failed.slice(0, 5))
+      expect(
+        run.output
+          .trim()
+          .split('\n')
+          .filter((l) => l.startsWith('redsource:') || l.includes('    at ')),
+        run.output,
+      ).toHaveLength(1);
     expect(failed[5]?.output).toMatch(/\n\s+at /);
 
     // Let the processor and the API log a few reconnect rounds, then stop the service.

@@ -29,7 +29,10 @@ export interface SecureRedisOptions {
 export function tlsAvailable(): boolean {
   if (spawnSync('openssl', ['version']).status !== 0) return false;
   // Listening nowhere, a TLS build loads the configuration and exits at once; one without TLS rejects the directive.
-  const probe = spawnSync('redis-server', ['--port', '0', '--tls-port', '0', '--bind', '127.0.0.1', '--save', ''], { encoding: 'utf8', timeout: 5_000 });
+  const probe = spawnSync('redis-server', ['--port', '0', '--tls-port', '0', '--bind', '127.0.0.1', '--save', ''], {
+    encoding: 'utf8',
+    timeout: 5_000,
+  });
   const output = `${probe.stdout}${probe.stderr}`;
   return /Configuration loaded/.test(output) && !/Bad directive/.test(output);
 }
@@ -50,7 +53,23 @@ function makeCertificates(dir: string): { ca: string; cert: string; key: string 
   };
   run(['req', '-x509', ...ec, '-keyout', caKey, '-out', ca, '-days', '1', '-subj', '/CN=redsource test CA']);
   run(['req', ...ec, '-keyout', key, '-out', csr, '-subj', '/CN=localhost']);
-  run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '1', '-extfile', ext]);
+  run([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca,
+    '-CAkey',
+    caKey,
+    '-CAcreateserial',
+    '-out',
+    cert,
+    '-days',
+    '1',
+    '-extfile',
+    ext,
+  ]);
   return { ca, cert, key };
 }
 
@@ -64,7 +83,21 @@ export async function startSecureRedis({ user, password, tls = false }: SecureRe
   if (tls) {
     const certs = makeCertificates(dir);
     caFile = certs.ca;
-    args = ['--port', '0', '--tls-port', String(port), '--tls-cert-file', certs.cert, '--tls-key-file', certs.key, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'no', ...base];
+    args = [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      certs.cert,
+      '--tls-key-file',
+      certs.key,
+      '--tls-ca-cert-file',
+      certs.ca,
+      '--tls-auth-clients',
+      'no',
+      ...base,
+    ];
   } else {
     args = ['--port', String(port), ...base];
   }
@@ -79,7 +112,12 @@ export async function startSecureRedis({ user, password, tls = false }: SecureRe
     rmSync(dir, { recursive: true, force: true });
   };
   for (let i = 0; i < 200 && child.exitCode === null; i++) {
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...(caFile ? { tls: { ca: readFileSync(caFile, 'utf8') } } : {}) });
+    const probe = new Redis(url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      ...(caFile ? { tls: { ca: readFileSync(caFile, 'utf8') } } : {}),
+    });
     probe.on('error', () => undefined);
     const up = await probe.connect().then(
       async () => (await probe.ping()) === 'PONG',
@@ -92,4 +130,3 @@ export async function startSecureRedis({ user, password, tls = false }: SecureRe
   await stop();
   throw new Error(`the secure redis-server on port ${port} did not start`);
 }
-

@@ -18,11 +18,20 @@ let setup: ReturnType<typeof isolatedProfileSetup>;
 let processor: StreamProcessor | undefined;
 
 /** The partition of a subject (the processors' function), computed here on its own. */
-const partitionOf = (subject: string) => Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
+const partitionOf = (subject: string) =>
+  Number.parseInt(createHash('sha1').update(subject).digest('hex').slice(0, 8), 16) % PARTITIONS;
 
 /** The status of `streams` as the CLI reads it (the catalog's subject fields, REDSOURCE_PARTITIONS). */
 const readStatus = (streams: readonly string[], scanLimit?: number): Promise<StreamStatus[]> =>
-  streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams, partitions: PARTITIONS, subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream), scanLimit });
+  streamStatus({
+    redis: ctx.redis,
+    snapshots: setup.snapshots,
+    group: setup.group,
+    streams,
+    partitions: PARTITIONS,
+    subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream),
+    scanLimit,
+  });
 
 /** `redsource <args>` on this file's names, stdout apart from stderr (where the start line and logs go). */
 function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -37,7 +46,11 @@ function cli(args: readonly string[]): Promise<{ code: number | null; stdout: st
     REDSOURCE_PARTITIONS: String(PARTITIONS),
     LOG_LEVEL: 'warn',
   };
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -53,7 +66,13 @@ function tableAfter(text: string, title: string): string[][] {
   const rows: string[][] = [];
   for (const line of lines.slice(start + 1)) {
     if (!/^[│┌├└]/.test(line)) break;
-    if (line.startsWith('│')) rows.push(line.split('│').slice(1, -1).map((c) => c.trim()));
+    if (line.startsWith('│'))
+      rows.push(
+        line
+          .split('│')
+          .slice(1, -1)
+          .map((c) => c.trim()),
+      );
   }
   return rows.slice(1);
 }
@@ -63,17 +82,41 @@ describe('redsource status', () => {
     setup = isolatedProfileSetup(ctx.redis);
     const { updates, friends } = setup.streams;
     await xaddAll(ctx.redis, [
-      ...Array.from({ length: 8 }, (_, i): RawCommand => [updates, 'user_id', `u${i}`, 'command', 'register', 'name', `User ${i}`]),
+      ...Array.from({ length: 8 }, (_, i): RawCommand => [
+        updates,
+        'user_id',
+        `u${i}`,
+        'command',
+        'register',
+        'name',
+        `User ${i}`,
+      ]),
       [friends, 'user_id', 'u1', 'command', 'add', 'friend_id', 'u2'],
     ]);
-    processor = setup.processor(ctx.server.client(), { consumer: CONSUMER, partitions: PARTITIONS, heartbeatMs: 50, rebalanceIntervalMs: 50 });
+    processor = setup.processor(ctx.server.client(), {
+      consumer: CONSUMER,
+      partitions: PARTITIONS,
+      heartbeatMs: 50,
+      rebalanceIntervalMs: 50,
+    });
     await processor.start();
     const read = () => readStatus([updates, friends]);
-    expect(await eventually(async () => (await read()).every((r) => r.applied === r.length && r.partitions.every((p) => p.owner === CONSUMER)), 15_000)).toBe(true);
+    expect(
+      await eventually(
+        async () =>
+          (await read()).every((r) => r.applied === r.length && r.partitions.every((p) => p.owner === CONSUMER)),
+        15_000,
+      ),
+    ).toBe(true);
     // A rebuild holds friends: new entries are read and wait, applied by nobody, in u7's partition.
     await setup.snapshots.hold(friends);
-    await xaddAll(ctx.redis, [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]));
-    expect(await eventually(async () => (await read()).find((r) => r.stream === friends)?.unapplied === 3, 10_000)).toBe(true);
+    await xaddAll(
+      ctx.redis,
+      [1, 2, 3].map((i): RawCommand => [friends, 'user_id', 'u7', 'command', 'add', 'friend_id', `g${i}`]),
+    );
+    expect(
+      await eventually(async () => (await read()).find((r) => r.stream === friends)?.unapplied === 3, 10_000),
+    ).toBe(true);
   }, 60_000);
 
   afterAll(async () => {
@@ -88,24 +131,51 @@ describe('redsource status', () => {
     expect(rows.map((r) => r.stream)).toEqual([setup.streams.updates, setup.streams.activity, setup.streams.friends]);
     const friends = rows.find((r) => r.stream === setup.streams.friends);
     const u7 = partitionOf('u7');
-    expect(friends).toMatchObject({ group: setup.group, length: 4, unapplied: 3, unappliedExact: true, backlog: 3, heldByRebuild: true, partitionCount: PARTITIONS, members: 1 });
+    expect(friends).toMatchObject({
+      group: setup.group,
+      length: 4,
+      unapplied: 3,
+      unappliedExact: true,
+      backlog: 3,
+      heldByRebuild: true,
+      partitionCount: PARTITIONS,
+      members: 1,
+    });
     // Not applied in their partition, so after the lowest partition cursor too.
     expect(friends?.lag).toBeGreaterThanOrEqual(3);
     expect(friends).not.toHaveProperty('routedTo');
     expect(friends).not.toHaveProperty('oldestUnroutedMs');
-    expect(friends?.partitions.map((p) => [p.partition, p.owner, p.unapplied])).toEqual([0, 1, 2, 3].map((p) => [p, CONSUMER, p === u7 ? 3 : 0]));
+    expect(friends?.partitions.map((p) => [p.partition, p.owner, p.unapplied])).toEqual(
+      [0, 1, 2, 3].map((p) => [p, CONSUMER, p === u7 ? 3 : 0]),
+    );
     expect(friends?.partitions[u7]?.oldestUnappliedMs).toBeGreaterThanOrEqual(0);
-    expect(friends?.consumers).toEqual([expect.objectContaining({ name: CONSUMER, member: true, partitions: [0, 1, 2, 3] })]);
+    expect(friends?.consumers).toEqual([
+      expect.objectContaining({ name: CONSUMER, member: true, partitions: [0, 1, 2, 3] }),
+    ]);
     // The same as the library reads from Redis (less what ages between the two reads).
     const direct = await readStatus([setup.streams.updates]);
     const updates = rows[0];
-    expect(updates?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({ partition, owner, token, cursor, unapplied }))).toEqual(
-      direct[0]?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({ partition, owner, token, cursor, unapplied })),
+    expect(
+      updates?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({
+        partition,
+        owner,
+        token,
+        cursor,
+        unapplied,
+      })),
+    ).toEqual(
+      direct[0]?.partitions.map(({ partition, owner, token, cursor, unapplied }) => ({
+        partition,
+        owner,
+        token,
+        cursor,
+        unapplied,
+      })),
     );
     expect(updates?.partitions.some((p) => p.cursor !== '0-0')).toBe(true);
   }, 30_000);
 
-  it('the table shows each stream, then each stream\'s partitions (owner, cursor, unapplied), then the group\'s processors', async () => {
+  it("the table shows each stream, then each stream's partitions (owner, cursor, unapplied), then the group's processors", async () => {
     const run = await cli(['status']);
     expect(run.code, run.stderr).toBe(0);
     const text = run.stdout;
@@ -124,7 +194,13 @@ describe('redsource status', () => {
     const partitions = tableAfter(text, `${setup.streams.friends}: ${PARTITIONS} partitions`);
     const u7 = partitionOf('u7');
     expect(partitions.map((r) => r.slice(0, 5))).toEqual(
-      (status[0]?.partitions ?? []).map((p) => [String(p.partition), CONSUMER, p.token ?? '', p.cursor, p.partition === u7 ? '3' : '0']),
+      (status[0]?.partitions ?? []).map((p) => [
+        String(p.partition),
+        CONSUMER,
+        p.token ?? '',
+        p.cursor,
+        p.partition === u7 ? '3' : '0',
+      ]),
     );
     expect(partitions[u7]?.[5]).toMatch(/^\d+(\.\d)?m?s$/);
     expect(tableAfter(text, `${setup.streams.activity}: ${PARTITIONS} partitions`)).toHaveLength(PARTITIONS);

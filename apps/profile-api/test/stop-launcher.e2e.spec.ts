@@ -41,32 +41,55 @@ function descendants(pid: number): number[] {
   }
   const found: number[] = [];
   const walk = (p: number) => {
-    for (const [child, parent] of parents) if (parent === p) (found.push(child), walk(child));
+    for (const [child, parent] of parents)
+      if (parent === p) {
+        found.push(child);
+        walk(child);
+      }
   };
   walk(pid);
   return found;
 }
 
 describe('stopping the service the way process managers do', { timeout: 60_000 }, () => {
-  it.skipIf(process.platform !== 'linux')('SIGTERM to the `npx pnpm@9 start` process stops the service: port closed, no process left', async () => {
-    const port = await freePort();
-    const env = { ...process.env, ...isolatedServiceEnv(ctx.server.url), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' };
-    started = spawn('npx', ['-y', 'pnpm@9', 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    started.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-    started.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    const up = await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok === true, 40_000, 100);
-    expect(up, output).toBe(true);
-    family = descendants(started.pid ?? 0);
-    expect(family.length, 'npx has launched the service through its children').toBeGreaterThan(0);
+  it.skipIf(process.platform !== 'linux')(
+    'SIGTERM to the `npx pnpm@9 start` process stops the service: port closed, no process left',
+    async () => {
+      const port = await freePort();
+      const env = {
+        ...process.env,
+        ...isolatedServiceEnv(ctx.server.url),
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+      };
+      started = spawn('npx', ['-y', 'pnpm@9', 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      started.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+      started.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+      const up = await eventually(
+        async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok === true,
+        40_000,
+        100,
+      );
+      expect(up, output).toBe(true);
+      family = descendants(started.pid ?? 0);
+      expect(family.length, 'npx has launched the service through its children').toBeGreaterThan(0);
 
-    const signalledAt = Date.now();
-    process.kill(started.pid ?? 0, 'SIGTERM');
-    const closed = await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)) === undefined, 5_000, 50);
-    const gone = await eventually(async () => family.every((pid) => !alive(pid)), 5_000, 50);
-    console.log(`[stop] port closed ${closed} and ${family.length} processes gone ${gone} ${Date.now() - signalledAt} ms after SIGTERM to npx`);
-    expect(closed, output).toBe(true);
-    expect(gone, `${family.filter(alive).join(' ')} still running\n${output}`).toBe(true);
-    expect(output).toMatch(/shutting down: finishing the batch in hand/);
-  });
+      const signalledAt = Date.now();
+      process.kill(started.pid ?? 0, 'SIGTERM');
+      const closed = await eventually(
+        async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)) === undefined,
+        5_000,
+        50,
+      );
+      const gone = await eventually(async () => family.every((pid) => !alive(pid)), 5_000, 50);
+      console.log(
+        `[stop] port closed ${closed} and ${family.length} processes gone ${gone} ${Date.now() - signalledAt} ms after SIGTERM to npx`,
+      );
+      expect(closed, output).toBe(true);
+      expect(gone, `${family.filter(alive).join(' ')} still running\n${output}`).toBe(true);
+      expect(output).toMatch(/shutting down: finishing the batch in hand/);
+    },
+  );
 });

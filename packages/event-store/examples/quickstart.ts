@@ -30,7 +30,11 @@ const store = new RedisEventStore({ redis, catalog, source: 'quickstart' });
 
 try {
   // 1. Append. `no_subject`: account a1 must have no events yet.
-  const opened = await store.append(stream, { type: 'opened', data: { accountId: 'a1', owner: 'Ada' } }, { expectedVersion: 'no_subject' });
+  const opened = await store.append(
+    stream,
+    { type: 'opened', data: { accountId: 'a1', owner: 'Ada' } },
+    { expectedVersion: 'no_subject' },
+  );
   console.log('opened at', opened.entryIds[0], 'versions', opened.versions);
 
   // 2. Several events in one atomic call. The event ids make a retry idempotent: a retry writes nothing
@@ -41,7 +45,14 @@ try {
   ];
   const first = await store.append(stream, batch, { expectedVersion: 1 });
   const retry = await store.append(stream, batch, { expectedVersion: 1 });
-  console.log('first', first.versions, 'retry duplicates', retry.duplicates, 'same ids', retry.entryIds.join() === first.entryIds.join());
+  console.log(
+    'first',
+    first.versions,
+    'retry duplicates',
+    retry.duplicates,
+    'same ids',
+    retry.entryIds.join() === first.entryIds.join(),
+  );
 
   // 3. Optimistic concurrency: a1 now has 3 events, not 1. Nothing is written.
   try {
@@ -95,6 +106,12 @@ try {
   }
 } finally {
   // Delete what this run created: the stream and the store's two keys beside it, and the string of step 9.
-  await redis.del(stream, eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), eventStoreKeys.eventIdsByAge(stream), broken);
+  await redis.del(
+    stream,
+    eventStoreKeys.versions(stream),
+    eventStoreKeys.eventIds(stream),
+    eventStoreKeys.eventIdsByAge(stream),
+    broken,
+  );
   await redis.quit();
 }

@@ -33,9 +33,10 @@ export type StreamDefinitions = Readonly<Record<string, StreamDefinition>>;
 export type EventTypeOf<Definition extends StreamDefinition> = Extract<keyof Definition['schemas'], string>;
 
 /** The data of an event of that type as its schema outputs it (what decoding gives a handler). */
-export type EventDataOf<Definition extends StreamDefinition, Type extends string> = Type extends keyof Definition['schemas']
-  ? z.output<Definition['schemas'][Type]>
-  : never;
+export type EventDataOf<
+  Definition extends StreamDefinition,
+  Type extends string,
+> = Type extends keyof Definition['schemas'] ? z.output<Definition['schemas'][Type]> : never;
 
 /**
  * Which event types each stream carries. Keys are the stream names, or names for them in code whose
@@ -49,12 +50,16 @@ export class EventCatalog<Definitions extends StreamDefinitions = StreamDefiniti
 
   constructor(definitions: Definitions) {
     this.definitions = definitions;
-    this.streams = new Map(Object.entries(definitions).map(([key, definition]) => [definition.stream ?? key, definition]));
+    this.streams = new Map(
+      Object.entries(definitions).map(([key, definition]) => [definition.stream ?? key, definition]),
+    );
   }
 
   /** The stream name in Redis of a catalog key (its `stream`, else the key itself). */
   streamOf(key: Extract<keyof Definitions, string>): string {
-    const definition: StreamDefinition | undefined = Object.hasOwn(this.definitions, key) ? this.definitions[key] : undefined;
+    const definition: StreamDefinition | undefined = Object.hasOwn(this.definitions, key)
+      ? this.definitions[key]
+      : undefined;
     if (!definition) throw new UnknownStreamError(key, Object.keys(this.definitions));
     return definition.stream ?? key;
   }
@@ -77,7 +82,8 @@ export class EventCatalog<Definitions extends StreamDefinitions = StreamDefiniti
   private matchPrefix(stream: string): StreamDefinition | undefined {
     let best: string | undefined;
     for (const name of this.streams.keys()) {
-      if (name.endsWith('*') && stream.startsWith(name.slice(0, -1)) && (!best || name.length > best.length)) best = name;
+      if (name.endsWith('*') && stream.startsWith(name.slice(0, -1)) && (!best || name.length > best.length))
+        best = name;
     }
     return best === undefined ? undefined : this.streams.get(best);
   }
@@ -88,7 +94,8 @@ export class EventCatalog<Definitions extends StreamDefinitions = StreamDefiniti
     const listed = Object.hasOwn(schemas, type);
     const schema = listed ? schemas[type] : schemas['*'];
     if (!schema) throw new UnknownEventTypeError(stream, type, Object.keys(schemas));
-    if (!listed && otherTypes && !otherTypes.pattern.test(type)) throw new EventValidationError(stream, type, [{ field: 'type', message: otherTypes.message }]);
+    if (!listed && otherTypes && !otherTypes.pattern.test(type))
+      throw new EventValidationError(stream, type, [{ field: 'type', message: otherTypes.message }]);
     const result = schema.safeParse(data);
     if (!result.success) throw new EventValidationError(stream, type, toFieldIssues(result.error));
     return result.data;

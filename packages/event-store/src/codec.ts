@@ -8,7 +8,16 @@ export const DEFAULT_TYPE_FIELDS: readonly string[] = ['command', 'action'];
 
 /** CloudEvents 1.0 attributes the envelope form uses; `specversion` tells the two forms apart. */
 const ENVELOPE_MARKER = 'specversion';
-const ENVELOPE_ATTRIBUTES = new Set(['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'data']);
+const ENVELOPE_ATTRIBUTES = new Set([
+  'specversion',
+  'id',
+  'source',
+  'type',
+  'subject',
+  'time',
+  'datacontenttype',
+  'data',
+]);
 
 export interface CodecOptions {
   readonly typeFields?: readonly string[];
@@ -34,19 +43,29 @@ export class EventCodec {
   }
 
   /** Validates an event and returns the entry fields to XADD, plus its subject. */
-  encode(stream: string, event: EventInput): { fields: string[]; subject: string | undefined; eventId: string | undefined } {
+  encode(
+    stream: string,
+    event: EventInput,
+  ): { fields: string[]; subject: string | undefined; eventId: string | undefined } {
     const data = this.catalog.parse(stream, event.type, event.data);
     const subject = event.metadata?.subject ?? this.catalog.subjectOf(stream, data);
     const eventId = event.metadata?.id;
     const fields = [
-      'specversion', '1.0',
-      'id', eventId ?? randomUUID(),
-      'source', event.metadata?.source ?? this.source,
-      'type', event.type,
+      'specversion',
+      '1.0',
+      'id',
+      eventId ?? randomUUID(),
+      'source',
+      event.metadata?.source ?? this.source,
+      'type',
+      event.type,
       ...(subject === undefined ? [] : ['subject', subject]),
-      'time', event.metadata?.time ?? new Date().toISOString(),
-      'datacontenttype', 'application/json',
-      'data', JSON.stringify(data),
+      'time',
+      event.metadata?.time ?? new Date().toISOString(),
+      'datacontenttype',
+      'application/json',
+      'data',
+      JSON.stringify(data),
     ];
     return { fields, subject, eventId };
   }
@@ -77,7 +96,11 @@ export class EventCodec {
       if (type === undefined) type = record[field];
       else if (record[field] !== type) {
         const present = this.typeFields.filter((f) => Object.hasOwn(record, f));
-        throw new UndecodableEntryError(stream, entryId, `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`);
+        throw new UndecodableEntryError(
+          stream,
+          entryId,
+          `type fields disagree (${present.map((f) => `${f}=${record[f]}`).join(', ')})`,
+        );
       }
     }
     if (type === undefined) {
@@ -96,7 +119,8 @@ export class EventCodec {
     let payload: unknown = {};
     if (record['data'] !== undefined) {
       // Redis' cjson reads no deeper: such data could not be read by a script either.
-      if (nestingDepth(record['data']) > MAX_DATA_DEPTH) throw new UndecodableEntryError(stream, entryId, `envelope data nests deeper than ${MAX_DATA_DEPTH} levels`);
+      if (nestingDepth(record['data']) > MAX_DATA_DEPTH)
+        throw new UndecodableEntryError(stream, entryId, `envelope data nests deeper than ${MAX_DATA_DEPTH} levels`);
       try {
         payload = JSON.parse(record['data']);
       } catch {

@@ -62,8 +62,14 @@ export class UnknownEventTypeError extends EventStoreError {
 
 /** The stream is not in the catalog the store was built with. */
 export class UnknownStreamError extends EventStoreError {
-  constructor(readonly stream: string, known: readonly string[]) {
-    super('RS_STREAM_UNKNOWN', `Stream '${stream}' is not in the event catalog. Declared streams: ${known.join(', ')}.`);
+  constructor(
+    readonly stream: string,
+    known: readonly string[],
+  ) {
+    super(
+      'RS_STREAM_UNKNOWN',
+      `Stream '${stream}' is not in the event catalog. Declared streams: ${known.join(', ')}.`,
+    );
   }
 }
 
@@ -111,7 +117,7 @@ export class AppendRejectedError extends EventStoreError {
       kind
         ? `Redis refused the append to '${stream}': ${describeRedisUnavailable(kind)} (${reply}). Nothing was written. ${WHAT_TO_CHECK[kind] ?? RETRY_LATER}`
         : `Redis rejected the append to '${stream}': ${reply}. Nothing was written. ` +
-          'It fails again on retry until the key is fixed (WRONGTYPE: the stream key holds another type).',
+            'It fails again on retry until the key is fixed (WRONGTYPE: the stream key holds another type).',
       { cause },
     );
   }
@@ -121,7 +127,8 @@ const RETRY_LATER = 'It may pass once Redis recovers: retry with the same event 
 const WHAT_TO_CHECK: Partial<Record<RedisUnavailableKind, string>> = {
   WRONGPASS: 'Check the user and password in REDIS_URL and that the ACL user is enabled (ACL SETUSER <user> on).',
   NOAUTH: 'Put the user and password in REDIS_URL (redis://user:password@host:port).',
-  NOPERM: "Give the ACL user the rules it needs: appending needs XADD on the stream and EVALSHA/EVAL with the redsource:* keys (README, Security).",
+  NOPERM:
+    'Give the ACL user the rules it needs: appending needs XADD on the stream and EVALSHA/EVAL with the redsource:* keys (README, Security).',
   OOM: `Free memory or raise maxmemory (or set an eviction policy that spares these keys). ${RETRY_LATER}`,
 };
 

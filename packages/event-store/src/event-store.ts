@@ -66,7 +66,11 @@ export class RedisEventStore {
    * Appends events to one stream in a single script call: all are validated first, then all
    * are written, or none (on a validation error or a version conflict).
    */
-  async append(stream: string, events: EventInput | readonly EventInput[], options: AppendOptions = {}): Promise<AppendResult> {
+  async append(
+    stream: string,
+    events: EventInput | readonly EventInput[],
+    options: AppendOptions = {},
+  ): Promise<AppendResult> {
     const list = Array.isArray(events) ? (events as readonly EventInput[]) : [events as EventInput];
     if (list.length === 0) return { entryIds: [], duplicates: [], versions: {} };
     const args: (string | number)[] = [this.idempotency.windowMs, this.idempotency.maxIds, list.length];
@@ -79,7 +83,11 @@ export class RedisEventStore {
     }
     let reply: unknown[];
     try {
-      const keys = [eventStoreKeys.versions(stream), eventStoreKeys.eventIds(stream), eventStoreKeys.eventIdsByAge(stream)] as const;
+      const keys = [
+        eventStoreKeys.versions(stream),
+        eventStoreKeys.eventIds(stream),
+        eventStoreKeys.eventIdsByAge(stream),
+      ] as const;
       reply = await this.redis.redsourceAppend(stream, ...keys, ...args);
     } catch (error) {
       // Redis answered with an error: the script checks before it writes, so nothing was appended.
@@ -149,14 +157,21 @@ export class RedisEventStore {
   }
 
   /** One reader per stream (a Redis Cluster), merged as each yields; the merge ends all of them when it ends. */
-  private async *followEach(streams: readonly string[], positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
+  private async *followEach(
+    streams: readonly string[],
+    positions: Map<string, string>,
+    resolved: Promise<void>,
+    options: SubscribeOptions,
+  ): AsyncGenerator<RecordedEvent> {
     if (options.signal?.aborted) return;
     // Ends every reader when the caller's signal aborts, and when the merge ends otherwise (a reader
     // failed, the caller returned or threw): a reader blocked in XREAD is cut off by its disconnect.
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const readers = streams.map((stream) => this.follow([stream], positions, resolved, { ...options, signal: stop.signal }));
+    const readers = streams.map((stream) =>
+      this.follow([stream], positions, resolved, { ...options, signal: stop.signal }),
+    );
     const pending = new Map<number, Promise<{ index: number; result: IteratorResult<RecordedEvent> }>>();
     const request = (index: number) => {
       const next = (readers[index] as AsyncGenerator<RecordedEvent>).next().then((result) => ({ index, result }));
@@ -182,7 +197,12 @@ export class RedisEventStore {
     }
   }
 
-  private async *follow(streams: readonly string[], positions: Map<string, string>, resolved: Promise<void>, options: SubscribeOptions): AsyncGenerator<RecordedEvent> {
+  private async *follow(
+    streams: readonly string[],
+    positions: Map<string, string>,
+    resolved: Promise<void>,
+    options: SubscribeOptions,
+  ): AsyncGenerator<RecordedEvent> {
     const reader = this.redis.duplicate();
     let closed = false;
     const onAbort = () => {
@@ -196,7 +216,15 @@ export class RedisEventStore {
         let reply: unknown;
         try {
           const ids = streams.map((stream) => positions.get(stream) as string);
-          reply = await reader.xread('COUNT', options.count ?? 500, 'BLOCK', options.blockMs ?? 5000, 'STREAMS', ...streams, ...ids);
+          reply = await reader.xread(
+            'COUNT',
+            options.count ?? 500,
+            'BLOCK',
+            options.blockMs ?? 5000,
+            'STREAMS',
+            ...streams,
+            ...ids,
+          );
         } catch (error) {
           if (options.signal?.aborted) return;
           throw error;
@@ -233,7 +261,9 @@ function encodeExpectedVersion(expected: ExpectedVersion): string {
   if (expected === 'any') return '';
   if (expected === 'no_subject') return '0';
   if (!Number.isInteger(expected) || expected < 0) {
-    throw new RangeError(`expectedVersion must be 'any', 'no_subject' or a non-negative integer, got ${String(expected)}`);
+    throw new RangeError(
+      `expectedVersion must be 'any', 'no_subject' or a non-negative integer, got ${String(expected)}`,
+    );
   }
   return String(expected);
 }
@@ -241,7 +271,7 @@ function encodeExpectedVersion(expected: ExpectedVersion): string {
 function pickStart(from: SubscribeOptions['from'], stream: string): StartPosition {
   if (from === undefined) return 'latest';
   if (typeof from === 'string' || 'after' in from) return from as StartPosition;
-  return (from as Readonly<Record<string, StartPosition>>)[stream] ?? 'latest';
+  return from[stream] ?? 'latest';
 }
 
 function startId(position: StartPosition): string {

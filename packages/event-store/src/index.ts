@@ -1,5 +1,12 @@
 export { RedisEventStore, type EventStoreOptions, type ReadOptions, type SubscribeOptions } from './event-store.ts';
-export { EventCatalog, type EventSchemas, type StreamDefinition, type StreamDefinitions, type EventTypeOf, type EventDataOf } from './catalog.ts';
+export {
+  EventCatalog,
+  type EventSchemas,
+  type StreamDefinition,
+  type StreamDefinitions,
+  type EventTypeOf,
+  type EventDataOf,
+} from './catalog.ts';
 export { EventCodec, DEFAULT_TYPE_FIELDS, nestingDepth, type CodecOptions } from './codec.ts';
 export { eventStoreKeys } from './keys.ts';
 export { idempotencySettingsSchema, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';
@@ -27,5 +34,10 @@ export type {
   StreamEntry,
   WireFormat,
 } from './types.ts';
-export { isRedisUnavailable, redisUnavailableKind, describeRedisUnavailable, type RedisUnavailableKind } from './redis-errors.ts';
+export {
+  isRedisUnavailable,
+  redisUnavailableKind,
+  describeRedisUnavailable,
+  type RedisUnavailableKind,
+} from './redis-errors.ts';
 export { scanKeys, globEscape, isCluster, type ScanKeysOptions } from './scan.ts';

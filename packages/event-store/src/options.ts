@@ -10,7 +10,12 @@ import { InvalidEventStoreOptionsError } from './errors.ts';
 export const idempotencySettingsSchema = z
   .object({
     /** An id is forgotten this long after its append (ms, by Redis' clock). Default 24 h. */
-    windowMs: z.number().int().min(1_000).max(365 * 86_400_000).default(86_400_000),
+    windowMs: z
+      .number()
+      .int()
+      .min(1_000)
+      .max(365 * 86_400_000)
+      .default(86_400_000),
     /** At most this many ids per stream are remembered, the newest. Default 100,000 (about 20 MB). */
     maxIds: z.number().int().min(1).max(100_000_000).default(100_000),
   })
@@ -22,7 +27,9 @@ export type IdempotencySettingsInput = z.input<typeof idempotencySettingsSchema>
 export function parseIdempotencySettings(input: IdempotencySettingsInput = {}): IdempotencySettings {
   const result = idempotencySettingsSchema.safeParse(input);
   if (!result.success) {
-    throw new InvalidEventStoreOptionsError(result.error.issues.map((i) => `idempotency.${i.path.join('.')}: ${i.message}`).join('; '));
+    throw new InvalidEventStoreOptionsError(
+      result.error.issues.map((i) => `idempotency.${i.path.join('.')}: ${i.message}`).join('; '),
+    );
   }
   return result.data;
 }

@@ -27,7 +27,8 @@ const UNAVAILABLE_REPLIES = {
 export type RedisUnavailableKind = keyof typeof UNAVAILABLE_REPLIES | 'CONNECTION';
 
 /** Node and ioredis errors that mean the connection is gone or never came up. */
-const CONNECTION_FAILURE = /^(Connection is closed|Stream isn't writeable|Reached the max retries per request limit|connect E[A-Z]+|read E[A-Z]+|write E[A-Z]+|getaddrinfo|All sentinels are unreachable|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Cluster is disconnect|Node is disconnected)/;
+const CONNECTION_FAILURE =
+  /^(Connection is closed|Stream isn't writeable|Reached the max retries per request limit|connect E[A-Z]+|read E[A-Z]+|write E[A-Z]+|getaddrinfo|All sentinels are unreachable|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Cluster is disconnect|Node is disconnected)/;
 /**
  * ioredis Cluster gave up following a command: it is retried only on MOVED, ASK, TRYAGAIN,
  * CLUSTERDOWN and a closed connection (a master gone, a failover under way), and the last of those is
@@ -36,7 +37,17 @@ const CONNECTION_FAILURE = /^(Connection is closed|Stream isn't writeable|Reache
 const TOO_MANY_REDIRECTIONS = /^Too many Cluster redirections\. Last error: (?:[A-Za-z]*Error: )?(.*)$/s;
 /** A command or script over keys of several slots or nodes: a bug in the caller, never Redis's state. */
 const CROSS_SLOT = /CROSSSLOT|non local key|should belong to the same slot|do not hash to the same slot/;
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ERR_SSL_PROTOCOL_ERROR']);
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ERR_SSL_PROTOCOL_ERROR',
+]);
 
 /**
  * Why Redis cannot take the command now, or undefined when the error is anything else (a bug, bad
@@ -50,7 +61,10 @@ export function redisUnavailableKind(error: unknown): RedisUnavailableKind | und
     // "Failed to refresh slots cache." (ioredis Cluster: no node gave the slots): the last node's own
     // error says why, and a refused login or permission is not a connection problem.
     const last = (error as { lastNodeError?: unknown }).lastNodeError;
-    const lastKind = kind === 'CONNECTION' && last instanceof Error && !CROSS_SLOT.test(last.message) ? kindOfMessage(last.message) : undefined;
+    const lastKind =
+      kind === 'CONNECTION' && last instanceof Error && !CROSS_SLOT.test(last.message)
+        ? kindOfMessage(last.message)
+        : undefined;
     return lastKind ?? kind;
   }
   const code = (error as { code?: unknown }).code;
@@ -61,7 +75,8 @@ export function redisUnavailableKind(error: unknown): RedisUnavailableKind | und
 
 function kindOfMessage(message: string): RedisUnavailableKind | undefined {
   const prefix = /^([A-Z]+)\b/.exec(message)?.[1];
-  if (prefix !== undefined && Object.hasOwn(UNAVAILABLE_REPLIES, prefix)) return prefix as keyof typeof UNAVAILABLE_REPLIES;
+  if (prefix !== undefined && Object.hasOwn(UNAVAILABLE_REPLIES, prefix))
+    return prefix as keyof typeof UNAVAILABLE_REPLIES;
   const redirected = TOO_MANY_REDIRECTIONS.exec(message);
   // The last reply says what the cluster was doing (TRYAGAIN while a slot moves, CLUSTERDOWN); a
   // closed connection or MOVED/ASK going round: a node is gone or the slots are changing.
@@ -76,5 +91,7 @@ export function isRedisUnavailable(error: unknown): boolean {
 
 /** One line for an operator: what Redis is doing, without any argument of the failed command. */
 export function describeRedisUnavailable(kind: RedisUnavailableKind): string {
-  return kind === 'CONNECTION' ? 'Redis is not reachable (connection refused, closed or timed out)' : UNAVAILABLE_REPLIES[kind];
+  return kind === 'CONNECTION'
+    ? 'Redis is not reachable (connection refused, closed or timed out)'
+    : UNAVAILABLE_REPLIES[kind];
 }

@@ -3,7 +3,13 @@ import type { Redis, Result } from 'ioredis';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    redsourceAppend(stream: string, versions: string, eventIds: string, eventIdsByAge: string, ...args: (string | number)[]): Result<unknown[], Context>;
+    redsourceAppend(
+      stream: string,
+      versions: string,
+      eventIds: string,
+      eventIdsByAge: string,
+      ...args: (string | number)[]
+    ): Result<unknown[], Context>;
   }
 }
 

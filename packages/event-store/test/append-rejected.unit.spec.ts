@@ -6,7 +6,10 @@ const reply = (text: string) => Object.assign(new Error(text), { name: 'ReplyErr
 
 describe('AppendRejectedError says what kind of refusal it is and what to check', () => {
   it('a refused login names the login, not a wrong key type', () => {
-    const { message } = new AppendRejectedError('user_updates', reply('WRONGPASS invalid username-password pair or user is disabled.'));
+    const { message } = new AppendRejectedError(
+      'user_updates',
+      reply('WRONGPASS invalid username-password pair or user is disabled.'),
+    );
     expect(message).toContain('refused the login');
     expect(message).toContain('REDIS_URL');
     expect(message).toContain('ACL SETUSER');
@@ -15,11 +18,17 @@ describe('AppendRejectedError says what kind of refusal it is and what to check'
   });
 
   it('a missing permission and an out-of-memory Redis each say theirs', () => {
-    const noperm = new AppendRejectedError('user_updates', reply("NOPERM this user has no permissions to run the 'evalsha' command")).message;
+    const noperm = new AppendRejectedError(
+      'user_updates',
+      reply("NOPERM this user has no permissions to run the 'evalsha' command"),
+    ).message;
     expect(noperm).toContain('lacks a permission');
     expect(noperm).toContain('XADD');
     expect(noperm).not.toMatch(/WRONGTYPE/);
-    const oom = new AppendRejectedError('user_updates', reply("OOM command not allowed when used memory > 'maxmemory'.")).message;
+    const oom = new AppendRejectedError(
+      'user_updates',
+      reply("OOM command not allowed when used memory > 'maxmemory'."),
+    ).message;
     expect(oom).toContain('out of memory');
     expect(oom).toContain('maxmemory');
     expect(oom).toContain('same event ids');
@@ -27,7 +36,10 @@ describe('AppendRejectedError says what kind of refusal it is and what to check'
   });
 
   it('a wrong key type still says it fails again until the key is fixed', () => {
-    const { message } = new AppendRejectedError('user_updates', reply('WRONGTYPE Operation against a key holding the wrong kind of value'));
+    const { message } = new AppendRejectedError(
+      'user_updates',
+      reply('WRONGTYPE Operation against a key holding the wrong kind of value'),
+    );
     expect(message).toContain('WRONGTYPE');
     expect(message).toContain('fails again');
     expect(message).not.toContain('..');

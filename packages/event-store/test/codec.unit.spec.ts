@@ -43,7 +43,10 @@ describe('both wire forms decode to the same event', () => {
   });
 
   it('decodes an envelope produced by encode() to the same type and data as the flat form', () => {
-    const { fields } = codec.encode(UPDATES, { type: 'register', data: { userId: '1', name: 'Duffy', surname: 'Duck' } });
+    const { fields } = codec.encode(UPDATES, {
+      type: 'register',
+      data: { userId: '1', name: 'Duffy', surname: 'Duck' },
+    });
     expect(fields).toContain('specversion');
     const envelope = codec.decode(UPDATES, '2-0', fields);
     const flat = codec.decode(UPDATES, '1-0', SEED_REGISTER);
@@ -54,7 +57,10 @@ describe('both wire forms decode to the same event', () => {
   });
 
   it('encodes seed spellings given to encode() as canonical data in the envelope', () => {
-    const { fields, subject } = codec.encode(UPDATES, { type: 'register', data: { user_id: 1, name: 'Duffy', surename: 'Duck' } });
+    const { fields, subject } = codec.encode(UPDATES, {
+      type: 'register',
+      data: { user_id: 1, name: 'Duffy', surename: 'Duck' },
+    });
     expect(subject).toBe('1');
     const event = codec.decode(UPDATES, '3-0', fields);
     expect(event.data).toEqual({ userId: '1', name: 'Duffy', surname: 'Duck' });
@@ -68,15 +74,29 @@ describe('both wire forms decode to the same event', () => {
     });
     expect(eventId).toBe('evt-1');
     const event = codec.decode(UPDATES, '4-0', [...fields, 'traceparent', 'abc']);
-    expect(event.metadata).toEqual({ id: 'evt-1', source: 'test-suite', subject: '7', time: '2020-01-02T03:04:05.000Z', traceparent: 'abc' });
+    expect(event.metadata).toEqual({
+      id: 'evt-1',
+      source: 'test-suite',
+      subject: '7',
+      time: '2020-01-02T03:04:05.000Z',
+      traceparent: 'abc',
+    });
     expect(event.data).toEqual({ userId: '7', city: 'Paris' });
   });
-
 });
 
 describe('flat form type fields', () => {
   it('accepts `action` as a synonym of `command`', () => {
-    const withAction = codec.decode(UPDATES, '1-0', ['user_id', '1', 'action', 'register', 'name', 'Duffy', 'surename', 'Duck']);
+    const withAction = codec.decode(UPDATES, '1-0', [
+      'user_id',
+      '1',
+      'action',
+      'register',
+      'name',
+      'Duffy',
+      'surename',
+      'Duck',
+    ]);
     const withCommand = codec.decode(UPDATES, '1-0', SEED_REGISTER);
     expect(withAction.type).toBe('register');
     expect(withAction.data).toEqual(withCommand.data);
@@ -91,7 +111,9 @@ describe('flat form type fields', () => {
   it('takes the type field names from the options', () => {
     const custom = new EventCodec(profileCatalog(), { typeFields: ['kind'] });
     expect(custom.decode(FRIENDS, '1-0', ['user_id', '1', 'kind', 'add', 'friend_id', '2']).type).toBe('add');
-    expect(custom.tryDecode(FRIENDS, '1-0', ['user_id', '1', 'command', 'add', 'friend_id', '2'])).toBeInstanceOf(UndecodableEntryError);
+    expect(custom.tryDecode(FRIENDS, '1-0', ['user_id', '1', 'command', 'add', 'friend_id', '2'])).toBeInstanceOf(
+      UndecodableEntryError,
+    );
   });
 });
 
@@ -125,7 +147,11 @@ describe('entries that cannot be decoded throw UndecodableEntryError', () => {
     ['an odd number of field/value items', ['user_id', '1', 'command'], /odd number/],
     ['a field given twice', ['user_id', '1', 'command', 'register', 'name', 'A', 'name', 'B'], /'name' appears twice/],
     ['no type field', ['user_id', '1', 'name', 'Duffy'], /no type field/],
-    ['command and action that disagree', ['user_id', '1', 'command', 'register', 'action', 'update', 'name', 'X'], /disagree/],
+    [
+      'command and action that disagree',
+      ['user_id', '1', 'command', 'register', 'action', 'update', 'name', 'X'],
+      /disagree/,
+    ],
   ])('rejects %s', (_label, fields, reason) => {
     const error = decodeError(UPDATES, fields);
     expect(error).toBeInstanceOf(UndecodableEntryError);

@@ -30,7 +30,11 @@ afterAll(() => {
 
 /** A store over three stream names no other test uses. */
 function isolated(client: Redis = ctx.redis) {
-  const streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  const streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
   return { streams, store: new RedisEventStore({ redis: client, catalog: profileCatalog(streams) }) };
 }
 
@@ -78,7 +82,9 @@ async function take(iterator: AsyncIterator<RecordedEvent>, n: number): Promise<
 /** Whether a connection with this name is blocked in XREAD right now. */
 async function blockedInXread(name: string): Promise<boolean> {
   const list = String(await ctx.redis.call('CLIENT', 'LIST'));
-  return list.split('\n').some((line) => line.includes(` name=${name} `) && /\bflags=\S*b/.test(line) && line.includes(' cmd=xread'));
+  return list
+    .split('\n')
+    .some((line) => line.includes(` name=${name} `) && /\bflags=\S*b/.test(line) && line.includes(' cmd=xread'));
 }
 
 async function connectionsNamed(name: string): Promise<number> {
@@ -107,7 +113,9 @@ describe('append writes events to the stream in order', () => {
     const entries = await xrange(streams.activity);
     expect(entries).toHaveLength(4);
     expect(result.entryIds).toEqual(entries.map((e) => e.id));
-    expect(entries.map((e) => JSON.parse(field(e, 'data') ?? 'null') as { object: string }).map((d) => d.object)).toEqual(['p1', 'p2', 'p3', 'p4']);
+    expect(
+      entries.map((e) => JSON.parse(field(e, 'data') ?? 'null') as { object: string }).map((d) => d.object),
+    ).toEqual(['p1', 'p2', 'p3', 'p4']);
     expect(result.versions).toEqual({ '1': 2, '2': 1, '3': 1 });
   });
 
@@ -128,7 +136,11 @@ describe('append writes events to the stream in order', () => {
 describe('an invalid event rejects the whole batch', () => {
   it('throws EventValidationError naming the field and writes nothing', async () => {
     const { streams, store } = isolated();
-    const batch: EventInput[] = [register('1', 'A', 'ok-1'), { type: 'register', data: { userId: '2' } }, register('3', 'C')];
+    const batch: EventInput[] = [
+      register('1', 'A', 'ok-1'),
+      { type: 'register', data: { userId: '2' } },
+      register('3', 'C'),
+    ];
     const error = await rejection(store.append(streams.updates, batch));
     expect(error).toBeInstanceOf(EventValidationError);
     expect((error as EventValidationError).issues.map((i) => i.field)).toEqual(['name']);
@@ -140,7 +152,9 @@ describe('an invalid event rejects the whole batch', () => {
 
   it('names a nested-path field of a friend event', async () => {
     const { streams, store } = isolated();
-    const error = await rejection(store.append(streams.friends, [{ type: 'add', data: { userId: '1', friendId: 'x y' } }]));
+    const error = await rejection(
+      store.append(streams.friends, [{ type: 'add', data: { userId: '1', friendId: 'x y' } }]),
+    );
     expect(error).toBeInstanceOf(EventValidationError);
     expect((error as EventValidationError).issues.map((i) => i.field)).toEqual(['friendId']);
     expect(await ctx.redis.xlen(streams.friends)).toBe(0);
@@ -171,7 +185,11 @@ describe('appends with an event id are idempotent', () => {
 
   it('writes an id repeated within one batch once and gives both the same entry id', async () => {
     const { streams, store } = isolated();
-    const result = await store.append(streams.updates, [register('1', 'A', 'x'), register('2', 'B', 'y'), register('1', 'A', 'x')]);
+    const result = await store.append(streams.updates, [
+      register('1', 'A', 'x'),
+      register('2', 'B', 'y'),
+      register('1', 'A', 'x'),
+    ]);
     expect(result.duplicates).toEqual([2]);
     expect(result.entryIds[2]).toBe(result.entryIds[0]);
     expect(result.entryIds[1]).not.toBe(result.entryIds[0]);
@@ -207,9 +225,15 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
   it('succeeds with a matching numeric version and fails with a stale one', async () => {
     const { streams, store } = isolated();
     await store.append(streams.updates, register('1', 'A'));
-    const ok = await store.append(streams.updates, { type: 'update', data: { userId: '1', city: 'X' } }, { expectedVersion: 1 });
+    const ok = await store.append(
+      streams.updates,
+      { type: 'update', data: { userId: '1', city: 'X' } },
+      { expectedVersion: 1 },
+    );
     expect(ok.versions).toEqual({ '1': 2 });
-    const error = await rejection(store.append(streams.updates, { type: 'update', data: { userId: '1', city: 'Y' } }, { expectedVersion: 1 }));
+    const error = await rejection(
+      store.append(streams.updates, { type: 'update', data: { userId: '1', city: 'Y' } }, { expectedVersion: 1 }),
+    );
     expect(isVersionConflictError(error)).toBe(true);
     expect((error as VersionConflictError).actual).toBe(2);
     expect(await ctx.redis.xlen(streams.updates)).toBe(2);
@@ -217,7 +241,11 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
 
   it('checks the version before the batch: several events of one subject in one batch pass', async () => {
     const { streams, store } = isolated();
-    const result = await store.append(streams.updates, [register('1', 'A'), { type: 'update', data: { userId: '1', city: 'X' } }], { expectedVersion: 'no_subject' });
+    const result = await store.append(
+      streams.updates,
+      [register('1', 'A'), { type: 'update', data: { userId: '1', city: 'X' } }],
+      { expectedVersion: 'no_subject' },
+    );
     expect(result.versions).toEqual({ '1': 2 });
     expect(await ctx.redis.xlen(streams.updates)).toBe(2);
   });
@@ -225,7 +253,9 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
   it('rejects the whole batch when any subject conflicts', async () => {
     const { streams, store } = isolated();
     await store.append(streams.updates, register('2', 'B'));
-    const error = await rejection(store.append(streams.updates, [register('1', 'A'), register('2', 'B2')], { expectedVersion: 'no_subject' }));
+    const error = await rejection(
+      store.append(streams.updates, [register('1', 'A'), register('2', 'B2')], { expectedVersion: 'no_subject' }),
+    );
     expect(isVersionConflictError(error)).toBe(true);
     expect((error as VersionConflictError).subject).toBe('2');
     expect(await ctx.redis.xlen(streams.updates)).toBe(1);
@@ -242,8 +272,12 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
 
   it('refuses a negative or fractional expectedVersion before writing', async () => {
     const { streams, store } = isolated();
-    expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: -1 }))).toBeInstanceOf(RangeError);
-    expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: 1.5 }))).toBeInstanceOf(RangeError);
+    expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: -1 }))).toBeInstanceOf(
+      RangeError,
+    );
+    expect(await rejection(store.append(streams.updates, register('1'), { expectedVersion: 1.5 }))).toBeInstanceOf(
+      RangeError,
+    );
     expect(await ctx.redis.exists(streams.updates)).toBe(0);
   });
 });
@@ -277,7 +311,18 @@ describe('read() pages through a stream in order', () => {
 
   it('reads the flat form written by any client and the envelope form alike', async () => {
     const { streams, store } = isolated();
-    await ctx.redis.xadd(streams.updates, '*', 'user_id', '1', 'command', 'register', 'name', 'Duffy', 'surename', 'Duck');
+    await ctx.redis.xadd(
+      streams.updates,
+      '*',
+      'user_id',
+      '1',
+      'command',
+      'register',
+      'name',
+      'Duffy',
+      'surename',
+      'Duck',
+    );
     await store.append(streams.updates, { type: 'register', data: { userId: '1', name: 'Duffy', surname: 'Duck' } });
     const [flat, envelope] = await collect(store.read(streams.updates));
     expect(flat?.format).toBe('flat');
@@ -287,7 +332,12 @@ describe('read() pages through a stream in order', () => {
 
   it('honours from/to bounds', async () => {
     const { streams, store } = isolated();
-    const { entryIds } = await store.append(streams.activity, [like('1', 'a'), like('1', 'b'), like('1', 'c'), like('1', 'd')]);
+    const { entryIds } = await store.append(streams.activity, [
+      like('1', 'a'),
+      like('1', 'b'),
+      like('1', 'c'),
+      like('1', 'd'),
+    ]);
     const read = await collect(store.read(streams.activity, { from: entryIds[1], to: entryIds[2], pageSize: 1 }));
     expect(read.map((e) => e.entryId)).toEqual(entryIds.slice(1, 3));
   });
@@ -298,7 +348,9 @@ describe('read() pages through a stream in order', () => {
     const badId = await ctx.redis.xadd(streams.updates, '*', 'user_id', '3', 'name', 'no type field');
     await store.append(streams.updates, register('4', 'D'));
     const invalid: { error: EventStoreError; entry: StreamEntry }[] = [];
-    const read = await collect(store.read(streams.updates, { pageSize: 2, onInvalid: (error, entry) => invalid.push({ error, entry }) }));
+    const read = await collect(
+      store.read(streams.updates, { pageSize: 2, onInvalid: (error, entry) => invalid.push({ error, entry }) }),
+    );
     expect(read.map((e) => (e.data as { userId: string }).userId)).toEqual(['1', '2', '4']);
     expect(invalid).toHaveLength(1);
     expect(invalid[0]?.error).toBeInstanceOf(UndecodableEntryError);
@@ -327,7 +379,11 @@ describe('subscribe() follows several streams', () => {
     const oldUpdates = await store.append(streams.updates, [register('1', 'A'), register('2', 'B')]);
     const oldActivity = await store.append(streams.activity, like('1', 'p1'));
     const controller = new AbortController();
-    const iterator = store.subscribe([streams.updates, streams.activity], { from: 'beginning', signal: controller.signal, blockMs: 1000 });
+    const iterator = store.subscribe([streams.updates, streams.activity], {
+      from: 'beginning',
+      signal: controller.signal,
+      blockMs: 1000,
+    });
     try {
       const old = await take(iterator, 3);
       expect(old.filter((e) => e.stream === streams.updates).map((e) => e.entryId)).toEqual(oldUpdates.entryIds);
@@ -351,7 +407,11 @@ describe('subscribe() follows several streams', () => {
     await store.append(streams.updates, register('1', 'old'));
     await store.append(streams.activity, like('1', 'old'));
     const controller = new AbortController();
-    const iterator = store.subscribe([streams.updates, streams.activity], { from: 'latest', signal: controller.signal, blockMs: 1000 });
+    const iterator = store.subscribe([streams.updates, streams.activity], {
+      from: 'latest',
+      signal: controller.signal,
+      blockMs: 1000,
+    });
     try {
       const pending = take(iterator, 2);
       expect(await eventually(() => blockedInXread(name))).toBe(true);
@@ -359,7 +419,9 @@ describe('subscribe() follows several streams', () => {
       const newUpdates = await store.append(streams.updates, register('1', 'new'));
       const events = await pending;
       expect(events.map((e) => e.entryId).sort()).toEqual([...newActivity.entryIds, ...newUpdates.entryIds].sort());
-      expect(events.map((e) => JSON.stringify(e.data)).sort()).toEqual([JSON.stringify({ userId: '1', name: 'new' }), JSON.stringify({ userId: '1', object: 'new' })].sort());
+      expect(events.map((e) => JSON.stringify(e.data)).sort()).toEqual(
+        [JSON.stringify({ userId: '1', name: 'new' }), JSON.stringify({ userId: '1', object: 'new' })].sort(),
+      );
     } finally {
       controller.abort();
       await iterator.return(undefined);
@@ -394,7 +456,9 @@ describe('subscribe() follows several streams', () => {
     });
     try {
       const events = await take(iterator, 3);
-      expect(events.filter((e) => e.stream === streams.updates).map((e) => e.entryId)).toEqual(updates.entryIds.slice(1));
+      expect(events.filter((e) => e.stream === streams.updates).map((e) => e.entryId)).toEqual(
+        updates.entryIds.slice(1),
+      );
       expect(events.filter((e) => e.stream === streams.activity).map((e) => e.entryId)).toEqual(activity.entryIds);
     } finally {
       controller.abort();
@@ -405,7 +469,11 @@ describe('subscribe() follows several streams', () => {
   it('ends the iterator promptly when the signal aborts during a blocking read, and closes its connection', async () => {
     const { name, streams, store } = named();
     const controller = new AbortController();
-    const iterator = store.subscribe([streams.updates, streams.friends], { from: 'latest', signal: controller.signal, blockMs: 20_000 });
+    const iterator = store.subscribe([streams.updates, streams.friends], {
+      from: 'latest',
+      signal: controller.signal,
+      blockMs: 20_000,
+    });
     const pending = iterator.next();
     expect(await eventually(() => blockedInXread(name))).toBe(true);
     const started = Date.now();
@@ -422,7 +490,11 @@ describe('subscribe() follows several streams', () => {
     const { streams, store } = isolated();
     await store.append(streams.activity, [like('1', 'a'), like('1', 'b')]);
     const controller = new AbortController();
-    const iterator = store.subscribe([streams.activity], { from: 'beginning', signal: controller.signal, blockMs: 20_000 });
+    const iterator = store.subscribe([streams.activity], {
+      from: 'beginning',
+      signal: controller.signal,
+      blockMs: 20_000,
+    });
     const [first] = await take(iterator, 1);
     expect((first?.data as { object: string }).object).toBe('a');
     controller.abort();
@@ -473,7 +545,9 @@ describe('regressions: expectedVersion with duplicates in the batch', () => {
     expect(second.versions).toEqual({ '1': 2 });
     const before = await xrange(streams.updates);
 
-    const error = await rejection(store.append(streams.updates, [register('1', 'A', 'a1'), update('1', 'Y')], { expectedVersion: 'no_subject' }));
+    const error = await rejection(
+      store.append(streams.updates, [register('1', 'A', 'a1'), update('1', 'Y')], { expectedVersion: 'no_subject' }),
+    );
     expect(error).toBeInstanceOf(VersionConflictError);
     expect((error as VersionConflictError).subject).toBe('1');
     expect((error as VersionConflictError).expected).toBe(0);
@@ -498,7 +572,9 @@ describe('regressions: expectedVersion with duplicates in the batch', () => {
   it('compares the version before the first new event with the expectation when the batch starts with a duplicate', async () => {
     const { streams, store } = isolated();
     const first = await store.append(streams.updates, register('1', 'A', 'r1'), { expectedVersion: 'no_subject' });
-    const next = await store.append(streams.updates, [register('1', 'A', 'r1'), update('1', 'X', 'u2')], { expectedVersion: 1 });
+    const next = await store.append(streams.updates, [register('1', 'A', 'r1'), update('1', 'X', 'u2')], {
+      expectedVersion: 1,
+    });
     expect(next.duplicates).toEqual([0]);
     expect(next.entryIds[0]).toBe(first.entryIds[0]);
     expect(next.versions).toEqual({ '1': 2 });
@@ -541,7 +617,11 @@ describe("regressions: subscribe() from 'latest' starts when subscribe() is call
     const { streams, store } = isolated();
     await store.append(streams.updates, register('1', 'before'));
     const controller = new AbortController();
-    const sub = store.subscribe([streams.updates, streams.activity], { from: 'latest', signal: controller.signal, blockMs: 200 });
+    const sub = store.subscribe([streams.updates, streams.activity], {
+      from: 'latest',
+      signal: controller.signal,
+      blockMs: 200,
+    });
     try {
       const { entryIds } = await store.append(streams.updates, register('2', 'after'));
       const event = await firstWithin(sub, 5_000);
@@ -564,7 +644,9 @@ describe('regressions: Redis refuses an append', () => {
     expect((error as AppendRejectedError).code).toBe('RS_APPEND_REJECTED');
     expect((error as AppendRejectedError).message).toContain(streams.updates);
     expect(await ctx.redis.get(streams.updates)).toBe('x');
-    expect(await ctx.redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates))).toBe(0);
+    expect(
+      await ctx.redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates)),
+    ).toBe(0);
   });
 
   it('writes nothing when a bookkeeping key has the wrong type', async () => {

@@ -1,13 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidEventStoreOptionsError, RedisEventStore, eventStoreKeys, type EventInput, type IdempotencySettingsInput } from '@redsource/event-store';
+import {
+  InvalidEventStoreOptionsError,
+  RedisEventStore,
+  eventStoreKeys,
+  type EventInput,
+  type IdempotencySettingsInput,
+} from '@redsource/event-store';
 import { profileCatalog, type ProfileStreams } from '../../../apps/profile-api/src/domain/events.ts';
 import { unique, useTestRedis } from '../../../test/support/redis.ts';
 
 const ctx = useTestRedis();
 
 function isolated(idempotency?: IdempotencySettingsInput) {
-  const streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
-  const store = new RedisEventStore({ redis: ctx.redis, catalog: profileCatalog(streams), ...(idempotency ? { idempotency } : {}) });
+  const streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
+  const store = new RedisEventStore({
+    redis: ctx.redis,
+    catalog: profileCatalog(streams),
+    ...(idempotency ? { idempotency } : {}),
+  });
   return { stream: streams.activity, store };
 }
 
@@ -15,7 +29,10 @@ const kick = (userId: string, id: string): EventInput => ({ type: 'kick', data: 
 
 /** Sizes of the two bookkeeping keys of the idempotency window. */
 async function remembered(stream: string) {
-  const [ids, byAge] = await Promise.all([ctx.redis.hlen(eventStoreKeys.eventIds(stream)), ctx.redis.zcard(eventStoreKeys.eventIdsByAge(stream))]);
+  const [ids, byAge] = await Promise.all([
+    ctx.redis.hlen(eventStoreKeys.eventIds(stream)),
+    ctx.redis.zcard(eventStoreKeys.eventIdsByAge(stream)),
+  ]);
   return { ids, byAge };
 }
 
@@ -23,7 +40,10 @@ describe('the idempotency window: appended event ids are remembered for a bounde
   it('remembers at most maxIds ids however many are appended, and a resend inside the window is still a duplicate', async () => {
     const { stream, store } = isolated({ maxIds: 100 });
     for (let batch = 0; batch < 50; batch++) {
-      await store.append(stream, Array.from({ length: 100 }, (_, i) => kick(String(i % 7), `e-${batch}-${i}`)));
+      await store.append(
+        stream,
+        Array.from({ length: 100 }, (_, i) => kick(String(i % 7), `e-${batch}-${i}`)),
+      );
     }
     expect(await ctx.redis.xlen(stream)).toBe(5_000);
     expect(await remembered(stream)).toEqual({ ids: 100, byAge: 100 });
@@ -64,7 +84,11 @@ describe('the idempotency window: appended event ids are remembered for a bounde
 
   it('catches up when the window is made smaller: each append forgets more than it adds', async () => {
     const { stream, store } = isolated({ maxIds: 5_000 });
-    for (let batch = 0; batch < 5; batch++) await store.append(stream, Array.from({ length: 1_000 }, (_, i) => kick('1', `b${batch}-${i}`)));
+    for (let batch = 0; batch < 5; batch++)
+      await store.append(
+        stream,
+        Array.from({ length: 1_000 }, (_, i) => kick('1', `b${batch}-${i}`)),
+      );
     expect((await remembered(stream)).ids).toBe(5_000);
     const smaller = new RedisEventStore({ redis: ctx.redis, catalog: store.catalog, idempotency: { maxIds: 10 } });
     for (let i = 0; i < 6; i++) await smaller.append(stream, kick('1', `s-${i}`));
@@ -73,8 +97,15 @@ describe('the idempotency window: appended event ids are remembered for a bounde
 
   it('validates the settings, naming the bad one', () => {
     const catalog = profileCatalog({ updates: 'u', activity: 'a', friends: 'f' });
-    expect(() => new RedisEventStore({ redis: ctx.redis, catalog, idempotency: { windowMs: 10 } })).toThrow(InvalidEventStoreOptionsError);
-    expect(() => new RedisEventStore({ redis: ctx.redis, catalog, idempotency: { maxIds: 0 } })).toThrow(/idempotency\.maxIds/);
-    expect(new RedisEventStore({ redis: ctx.redis, catalog }).idempotency).toEqual({ windowMs: 86_400_000, maxIds: 100_000 });
+    expect(() => new RedisEventStore({ redis: ctx.redis, catalog, idempotency: { windowMs: 10 } })).toThrow(
+      InvalidEventStoreOptionsError,
+    );
+    expect(() => new RedisEventStore({ redis: ctx.redis, catalog, idempotency: { maxIds: 0 } })).toThrow(
+      /idempotency\.maxIds/,
+    );
+    expect(new RedisEventStore({ redis: ctx.redis, catalog }).idempotency).toEqual({
+      windowMs: 86_400_000,
+      maxIds: 100_000,
+    });
   });
 });

@@ -4,7 +4,11 @@ import { describeRedisUnavailable, isRedisUnavailable, redisUnavailableKind } fr
 import { useTestCluster } from '../../../test/support/cluster.ts';
 import { unique, useTestRedis } from '../../../test/support/redis.ts';
 
-const failure = (promise: Promise<unknown>) => promise.then(() => undefined, (error: unknown) => error);
+const failure = (promise: Promise<unknown>) =>
+  promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
 
 describe('redisUnavailableKind: Redis refusing or unreachable, as real Redis reports it', () => {
   const ctx = useTestRedis();
@@ -29,7 +33,12 @@ describe('redisUnavailableKind: Redis refusing or unreachable, as real Redis rep
     expect(redisUnavailableKind(await failure(ctx.redis.evalsha('0'.repeat(40), 0)))).toBe('NOSCRIPT');
     const user = unique('user');
     await ctx.redis.acl('SETUSER', user, 'on', '>pw', '~*', '+get');
-    const limited = new Redis(ctx.server.url, { username: user, password: 'pw', lazyConnect: true, enableReadyCheck: false });
+    const limited = new Redis(ctx.server.url, {
+      username: user,
+      password: 'pw',
+      lazyConnect: true,
+      enableReadyCheck: false,
+    });
     try {
       await limited.connect();
       expect(redisUnavailableKind(await failure(limited.set(unique('k'), 'v')))).toBe('NOPERM');
@@ -93,7 +102,10 @@ describe('redisUnavailableKind on a Redis Cluster (ioredis Cluster), as a real c
     expect(redisUnavailableKind(pipelined)).toBeUndefined();
 
     // ioredis' own words for a cluster it cannot reach yet (enableOfflineQueue off) and one it closed.
-    const offline = new Cluster([{ host: '127.0.0.1', port: ctx.cluster.ports[0] as number }], { enableOfflineQueue: false, lazyConnect: true });
+    const offline = new Cluster([{ host: '127.0.0.1', port: ctx.cluster.ports[0] as number }], {
+      enableOfflineQueue: false,
+      lazyConnect: true,
+    });
     clients.push(offline);
     const notReady = await failure(offline.get(a));
     expect(String(notReady)).toMatch(/Cluster isn't ready/);
@@ -103,12 +115,36 @@ describe('redisUnavailableKind on a Redis Cluster (ioredis Cluster), as a real c
   it('a refused login or permission, seen only in lastNodeError of "Failed to refresh slots cache.", is that and not "not reachable"', async () => {
     const { cluster } = ctx;
     for (const port of cluster.ports) {
-      expect(await cluster.command(port, 'ACL', 'SETUSER', 'errs-app', 'reset', 'on', '>right', '~*', '+@all')).toBe('OK\n');
-      expect(await cluster.command(port, 'ACL', 'SETUSER', 'errs-noslots', 'reset', 'on', '>right', '~*', '+@all', '-cluster|slots')).toBe('OK\n');
+      expect(await cluster.command(port, 'ACL', 'SETUSER', 'errs-app', 'reset', 'on', '>right', '~*', '+@all')).toBe(
+        'OK\n',
+      );
+      expect(
+        await cluster.command(
+          port,
+          'ACL',
+          'SETUSER',
+          'errs-noslots',
+          'reset',
+          'on',
+          '>right',
+          '~*',
+          '+@all',
+          '-cluster|slots',
+        ),
+      ).toBe('OK\n');
     }
-    for (const [username, password, kind] of [['errs-app', 'wrong', 'WRONGPASS'], ['errs-noslots', 'right', 'NOPERM']] as const) {
-      const redis = client({ redisOptions: { username, password }, clusterRetryStrategy: () => null, enableReadyCheck: false });
-      const refreshFailed = new Promise<Error>((resolve) => redis.on('error', (e: Error) => e.message.startsWith('Failed to refresh slots cache') && resolve(e)));
+    for (const [username, password, kind] of [
+      ['errs-app', 'wrong', 'WRONGPASS'],
+      ['errs-noslots', 'right', 'NOPERM'],
+    ] as const) {
+      const redis = client({
+        redisOptions: { username, password },
+        clusterRetryStrategy: () => null,
+        enableReadyCheck: false,
+      });
+      const refreshFailed = new Promise<Error>((resolve) =>
+        redis.on('error', (e: Error) => e.message.startsWith('Failed to refresh slots cache') && resolve(e)),
+      );
       const command = await failure(redis.get('x'));
       const error = await refreshFailed;
       expect((error as { lastNodeError?: Error }).lastNodeError?.message, username).toMatch(new RegExp(`^${kind}`));

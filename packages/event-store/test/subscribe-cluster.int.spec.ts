@@ -19,7 +19,11 @@ describe('subscribe() on a Redis Cluster', () => {
     const client = ctx.cluster.client({ redisOptions: { connectionName: name } });
     const redis = client as unknown as Redis;
     // Stream names no other test uses, each on another node.
-    const streams: { -readonly [K in keyof ProfileStreams]: string } = { updates: unique('user_updates'), activity: '', friends: '' };
+    const streams: { -readonly [K in keyof ProfileStreams]: string } = {
+      updates: unique('user_updates'),
+      activity: '',
+      friends: '',
+    };
     const taken = new Set([await ctx.cluster.nodeForKey(streams.updates)]);
     for (const key of ['activity', 'friends'] as const) {
       for (let name = unique(`user_${key}`); ; name = unique(`user_${key}`)) {
@@ -68,14 +72,20 @@ describe('subscribe() on a Redis Cluster', () => {
   it('follows streams on different nodes: every event once, each stream in order, old and new', async () => {
     const { store, streams } = await isolated();
     const appended: Record<string, string[]> = { [streams.updates]: [], [streams.activity]: [], [streams.friends]: [] };
-    const append = async (stream: string, event: EventInput) => (appended[stream] as string[]).push(...(await store.append(stream, event)).entryIds);
+    const append = async (stream: string, event: EventInput) =>
+      (appended[stream] as string[]).push(...(await store.append(stream, event)).entryIds);
     for (let i = 0; i < 5; i++) {
       await append(streams.updates, register(String(i), `old${i}`));
       await append(streams.activity, like(String(i), `old${i}`));
       await append(streams.friends, add(String(i), `old${i}`));
     }
     const controller = new AbortController();
-    const iterator = store.subscribe(Object.values(streams), { from: 'beginning', signal: controller.signal, blockMs: 1000, count: 2 });
+    const iterator = store.subscribe(Object.values(streams), {
+      from: 'beginning',
+      signal: controller.signal,
+      blockMs: 1000,
+      count: 2,
+    });
     try {
       const received = take(iterator, 60);
       for (let i = 5; i < 20; i++) {
@@ -85,9 +95,14 @@ describe('subscribe() on a Redis Cluster', () => {
       }
       const events = await received;
       for (const stream of Object.values(streams)) {
-        expect(events.filter((e) => e.stream === stream).map((e) => e.entryId), stream).toEqual(appended[stream]);
+        expect(
+          events.filter((e) => e.stream === stream).map((e) => e.entryId),
+          stream,
+        ).toEqual(appended[stream]);
       }
-      expect(events.find((e) => e.stream === streams.friends && e.entryId === appended[streams.friends]?.[19])?.data).toEqual({ userId: '19', friendId: 'new19' });
+      expect(
+        events.find((e) => e.stream === streams.friends && e.entryId === appended[streams.friends]?.[19])?.data,
+      ).toEqual({ userId: '19', friendId: 'new19' });
     } finally {
       controller.abort();
       await iterator.return(undefined);
@@ -100,11 +115,18 @@ describe('subscribe() on a Redis Cluster', () => {
     await store.append(streams.friends, add('1', 'old'));
     const before = (await connections(name, redis)).count;
     const controller = new AbortController();
-    const iterator = store.subscribe([streams.updates, streams.friends], { from: 'latest', signal: controller.signal, blockMs: 20_000 });
+    const iterator = store.subscribe([streams.updates, streams.friends], {
+      from: 'latest',
+      signal: controller.signal,
+      blockMs: 20_000,
+    });
     const pending = take(iterator, 2);
     // One reader per stream, each blocked on its stream's node.
     expect(await eventually(async () => (await connections(name, redis)).blocked === 2)).toBe(true);
-    const fresh = [...(await store.append(streams.friends, add('1', 'new'))).entryIds, ...(await store.append(streams.updates, register('1', 'new'))).entryIds];
+    const fresh = [
+      ...(await store.append(streams.friends, add('1', 'new'))).entryIds,
+      ...(await store.append(streams.updates, register('1', 'new'))).entryIds,
+    ];
     const events = await pending;
     expect(events.map((e) => e.entryId).sort()).toEqual(fresh.sort());
 
@@ -123,7 +145,7 @@ describe('subscribe() on a Redis Cluster', () => {
     const before = (await connections(name, redis)).count;
     // Short blocks: Redis 7.0 keeps an XREAD blocked on a key that is replaced by another type.
     const iterator = store.subscribe([streams.updates, streams.activity], { from: 'beginning', blockMs: 300 });
-    const first = iterator.next();
+    const first: Promise<IteratorResult<RecordedEvent, void>> = iterator.next();
     expect(await eventually(async () => (await connections(name, redis)).blocked === 2)).toBe(true);
     // The activity stream is replaced by a string: its reader's next XREAD fails with WRONGTYPE.
     await store.append(streams.activity, like('1', 'a'));

@@ -17,7 +17,11 @@ const order = z.object({ orderId: z.string(), item: z.string().optional() });
 // `orders` is the stream's name in code; `stream` its name in Redis (written once, here).
 // subjectFields: an order's entries share a partition (found in a flat entry's fields or the event's data).
 const catalog = new EventCatalog({
-  orders: { stream: `quickstart_orders_${run}`, schemas: { placed: order, cancelled: order, audited: order }, subjectFields: ['orderId'] },
+  orders: {
+    stream: `quickstart_orders_${run}`,
+    schemas: { placed: order, cancelled: order, audited: order },
+    subjectFields: ['orderId'],
+  },
 });
 const stream = catalog.streamOf('orders');
 
@@ -30,7 +34,11 @@ const orders = defineProjection({
       // `data` is { orderId: string; item?: string }, from the catalog: no type to assert, a typo does not compile.
       placed: ({ data }) => ({
         snapshotId: data.orderId,
-        mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item } }, { op: 'increment', counter: 'placed' }],
+        mutations: [
+          { op: 'create' },
+          { op: 'setFields', fields: { item: data.item } },
+          { op: 'increment', counter: 'placed' },
+        ],
       }),
       cancelled: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'remove' }] }),
       audited: () => {
@@ -48,7 +56,15 @@ const logger: Logger = {
 };
 
 // One call: the event store, snapshot store and handlers come from the projection.
-const processor = createProcessor(orders, { connection: redis, logger, consumer: 'worker-1', partitions: 4, blockMs: 200, maxDeliveries: 3, retryBackoffMs: 20 });
+const processor = createProcessor(orders, {
+  connection: redis,
+  logger,
+  consumer: 'worker-1',
+  partitions: 4,
+  blockMs: 200,
+  maxDeliveries: 3,
+  retryBackoffMs: 20,
+});
 processor.on('partitionsChanged', ({ held }) => console.log('event: partitions held', held));
 processor.on('deadLetter', ({ entryId, reason }) => console.log('event: dead letter', entryId, reason.split(':')[0]));
 const eventStore = orders.eventStore(redis);
@@ -95,11 +111,34 @@ try {
   // shadow hashes, then the live ones are switched over during a short hold. The bad entries are
   // stepped over, not dead-lettered again.
   const result = await replay({
-    redis, eventStore, snapshots, handlers: orders.handlers,
+    redis,
+    eventStore,
+    snapshots,
+    handlers: orders.handlers,
     partitioning: { group: processor.settings.group, partitions: processor.settings.partitions }, // the switch moves each partition's cursor
-    onProgress: (p) => console.log('replay', p.phase, `${p.done}/${p.total}`, 'applied', p.applied, 'stepped', p.stepped, 'switched', p.switched),
+    onProgress: (p) =>
+      console.log(
+        'replay',
+        p.phase,
+        `${p.done}/${p.total}`,
+        'applied',
+        p.applied,
+        'stepped',
+        p.stepped,
+        'switched',
+        p.switched,
+      ),
   });
-  console.log('replayed', result.done, 'of', result.total, '- o1:', (await snapshots.read('o1'))?.fields, '- dead letters:', await deadLetters.count(stream));
+  console.log(
+    'replayed',
+    result.done,
+    'of',
+    result.total,
+    '- o1:',
+    (await snapshots.read('o1'))?.fields,
+    '- dead letters:',
+    await deadLetters.count(stream),
+  );
 
   // The processor goes on from where the rebuilt snapshots are.
   await eventStore.append(stream, { type: 'placed', data: { orderId: 'o3', item: 'pen' } });

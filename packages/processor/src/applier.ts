@@ -84,7 +84,10 @@ export class Applier {
       applied += result.applied;
       skipped += result.skipped;
       deadLettered += result.deadLettered;
-      await this.attempts?.forget(stream, remaining.slice(0, result.handled).map((e) => e.entryId));
+      await this.attempts?.forget(
+        stream,
+        remaining.slice(0, result.handled).map((e) => e.entryId),
+      );
       remaining = remaining.slice(result.handled);
       // Held by a rebuild's switch-over: wait, even for an empty batch (its cursor move counts too).
       if (!result.held && (remaining.length === 0 || result.blockedAt === undefined)) break;
@@ -105,8 +108,15 @@ export class Applier {
       giveUp,
       onWait: (wait, error, started) => {
         // Said once per wait (and per change of reason); the client's own wording is for debug.
-        this.logger.debug({ stream, err: error instanceof Error ? error.message : String(error) }, 'apply refused by Redis');
-        if (started) this.logger.warn({ stream, waiting: wait.reason }, 'Redis refuses the apply; retrying the same batch until it accepts');
+        this.logger.debug(
+          { stream, err: error instanceof Error ? error.message : String(error) },
+          'apply refused by Redis',
+        );
+        if (started)
+          this.logger.warn(
+            { stream, waiting: wait.reason },
+            'Redis refuses the apply; retrying the same batch until it accepts',
+          );
         stats.lastError = `waiting on Redis: ${wait.reason}`;
         stats.lastErrorAt = Date.now();
       },
@@ -114,7 +124,11 @@ export class Applier {
   }
 }
 
-function record(stats: StreamStats, result: { applied: number; skipped: number; deadLettered: number }, elapsedMs: number): void {
+function record(
+  stats: StreamStats,
+  result: { applied: number; skipped: number; deadLettered: number },
+  elapsedMs: number,
+): void {
   stats.applied += result.applied;
   stats.skipped += result.skipped;
   stats.deadLettered += result.deadLettered;

@@ -62,7 +62,12 @@ export class HandlerAttempts {
     const key = processorKeys.attempts(stream, this.group);
     // HDEL is allowed under OOM; if Redis refuses it anyway, the key's TTL clears what is left.
     try {
-      const replies = (await this.redis.pipeline().hdel(key, ...handledIds).exists(key).exec()) ?? [];
+      const replies =
+        (await this.redis
+          .pipeline()
+          .hdel(key, ...handledIds)
+          .exists(key)
+          .exec()) ?? [];
       const [error, exists] = replies[1] ?? [new Error('no reply to EXISTS')];
       if (error) throw error;
       this.mayHold.set(stream, { yes: Number(exists) === 1, checkedAt: now });

@@ -1,6 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventStoreError, type EventCodec, type RecordedEvent, type StreamEntry } from '@redsource/event-store';
-import { checkMutations, SnapshotStoreError, type BatchEntry, type SnapshotChange, type SnapshotStore } from '@redsource/snapshot-store';
+import {
+  checkMutations,
+  SnapshotStoreError,
+  type BatchEntry,
+  type SnapshotChange,
+  type SnapshotStore,
+} from '@redsource/snapshot-store';
 import type { HandlerAttempts } from './attempts.ts';
 import type { HandlerRegistry } from './handlers.ts';
 import { mayBeNotUtf8, notUtf8 } from './not-utf8.ts';
@@ -43,7 +49,9 @@ export class BatchBuilder {
   async build(stream: string, entries: readonly StreamEntry[], options: BuildOptions = {}): Promise<BatchEntry[]> {
     const batch: BatchEntry[] = [];
     for (const entry of entries) {
-      const event = (mayBeNotUtf8(entry) && (await notUtf8(this.snapshots.redis, stream, entry))) || this.codec.tryDecode(stream, entry.id, entry.fields);
+      const event =
+        (mayBeNotUtf8(entry) && (await notUtf8(this.snapshots.redis, stream, entry))) ||
+        this.codec.tryDecode(stream, entry.id, entry.fields);
       if (event instanceof EventStoreError) {
         batch.push(await this.buildOne(stream, entry, event, options, undefined));
         continue;

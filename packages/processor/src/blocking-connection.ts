@@ -27,8 +27,12 @@ export class BlockingConnection {
     this.connection = this.canWake
       ? commands.duplicate({ connectionName: name })
       : // A Cluster's duplicate() takes cluster options; the connection name goes to each node's connection.
-        asCluster(commands).duplicate([], { redisOptions: { ...asCluster(commands).options.redisOptions, connectionName: name } });
-    this.connection.on('error', (error: Error) => logger.debug({ err: error.message, connection: name }, 'blocking connection error'));
+        asCluster(commands).duplicate([], {
+          redisOptions: { ...asCluster(commands).options.redisOptions, connectionName: name },
+        });
+    this.connection.on('error', (error: Error) =>
+      logger.debug({ err: error.message, connection: name }, 'blocking connection error'),
+    );
     if (this.canWake) {
       this.connection.on('ready', () => {
         this.idRequest = this.refreshId();
@@ -59,7 +63,8 @@ export class BlockingConnection {
   /** Wakes it, then closes it. */
   async close(): Promise<void> {
     if (this.connection.status !== 'ready') {
-      if (this.connection.status === 'connecting' || this.connection.status === 'connect') await handshakeEnded(this.connection, 1_000);
+      if (this.connection.status === 'connecting' || this.connection.status === 'connect')
+        await handshakeEnded(this.connection, 1_000);
     }
     this.connection.disconnect();
   }
@@ -74,8 +79,14 @@ export class BlockingConnection {
 }
 
 /** The few members of an ioredis Cluster used here (it is passed around typed as Redis). */
-function asCluster(redis: Redis): { options: { redisOptions?: object }; duplicate(nodes: unknown[], options: object): Redis } {
-  return redis as unknown as { options: { redisOptions?: object }; duplicate(nodes: unknown[], options: object): Redis };
+function asCluster(redis: Redis): {
+  options: { redisOptions?: object };
+  duplicate(nodes: unknown[], options: object): Redis;
+} {
+  return redis as unknown as {
+    options: { redisOptions?: object };
+    duplicate(nodes: unknown[], options: object): Redis;
+  };
 }
 
 /** Resolves when `connection` is ready or closed, or after `ms`; leaves no listener or timer behind. */

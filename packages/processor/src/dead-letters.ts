@@ -48,7 +48,13 @@ export class DeadLetters {
   /** Oldest first; page with `after` (the last id seen). */
   async list(stream: string, options: { count?: number; after?: string } = {}): Promise<DeadLetter[]> {
     const from = options.after ? `(${options.after}` : '-';
-    const entries = await this.redis.xrangeBuffer(processorKeys.deadLetters(stream), from, '+', 'COUNT', options.count ?? 100);
+    const entries = await this.redis.xrangeBuffer(
+      processorKeys.deadLetters(stream),
+      from,
+      '+',
+      'COUNT',
+      options.count ?? 100,
+    );
     return entries.map(([entryId, fields]) => toDeadLetter(entryId, fields));
   }
 

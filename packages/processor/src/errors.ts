@@ -21,7 +21,10 @@ export class InvalidProcessorOptionsError extends ProcessorError {
 
 export class DuplicateHandlerError extends ProcessorError {
   constructor(stream: string, type: string) {
-    super('RS_HANDLER_DUPLICATE', `A handler for '${type}' on stream '${stream}' is already registered; register one handler per stream and type.`);
+    super(
+      'RS_HANDLER_DUPLICATE',
+      `A handler for '${type}' on stream '${stream}' is already registered; register one handler per stream and type.`,
+    );
   }
 }
 
@@ -103,14 +106,19 @@ export class ProcessorLoopError extends ProcessorError {
   }
 }
 
-export type StartFailure = 'WRONGPASS' | 'NOAUTH' | 'NOPERM' | 'WRONGTYPE' | 'RS_PARTITIONS_MISMATCH' | 'TIMEOUT' | 'STOPPED';
+export type StartFailure =
+  'WRONGPASS' | 'NOAUTH' | 'NOPERM' | 'WRONGTYPE' | 'RS_PARTITIONS_MISMATCH' | 'TIMEOUT' | 'STOPPED';
 
 const START_ADVICE: Record<StartFailure, string> = {
-  WRONGPASS: 'Redis refused the login: check the user name and password of the connection (REDIS_URL), and that the ACL user is enabled',
+  WRONGPASS:
+    'Redis refused the login: check the user name and password of the connection (REDIS_URL), and that the ACL user is enabled',
   NOAUTH: 'Redis requires a password: give it in the connection options (REDIS_URL: redis://:<password>@host:port)',
-  NOPERM: "the connection's ACL user lacks a permission the processor needs: grant it the stream, hash, sorted-set and script commands on the projection's keys",
-  WRONGTYPE: "a key the processor needs holds another type of value (a stream name of the catalog names a key that is not a stream?): rename the stream in the catalog, or delete that key",
-  RS_PARTITIONS_MISMATCH: 'the stream is already processed in another partition count: give every processor of the group that count (`partitions`), or use a new group',
+  NOPERM:
+    "the connection's ACL user lacks a permission the processor needs: grant it the stream, hash, sorted-set and script commands on the projection's keys",
+  WRONGTYPE:
+    'a key the processor needs holds another type of value (a stream name of the catalog names a key that is not a stream?): rename the stream in the catalog, or delete that key',
+  RS_PARTITIONS_MISMATCH:
+    'the stream is already processed in another partition count: give every processor of the group that count (`partitions`), or use a new group',
   TIMEOUT: 'check that Redis is reachable at the address of the connection, or raise `startTimeoutMs`',
   STOPPED: 'stop() was called before the processor was ready',
 };
@@ -126,7 +134,11 @@ export class ProcessorStartError extends ProcessorError {
     cause: unknown,
     detail: string,
   ) {
-    super('RS_PROCESSOR_START', `The processor could not start (${detail}): ${START_ADVICE[reason]}.`, cause === undefined ? {} : { cause });
+    super(
+      'RS_PROCESSOR_START',
+      `The processor could not start (${detail}): ${START_ADVICE[reason]}.`,
+      cause === undefined ? {} : { cause },
+    );
   }
 }
 

@@ -88,5 +88,7 @@ export function reportBatch(
     });
   }
   if (!outcome.complete || processor.listenerCount('deadLetter') === 0) return;
-  for (const entry of batch) if ('deadLetter' in entry) processor.emit('deadLetter', { stream, partition, entryId: entry.entryId, reason: entry.deadLetter.reason });
+  for (const entry of batch)
+    if ('deadLetter' in entry)
+      processor.emit('deadLetter', { stream, partition, entryId: entry.entryId, reason: entry.deadLetter.reason });
 }

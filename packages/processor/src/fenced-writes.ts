@@ -10,7 +10,12 @@ declare module 'ioredis' {
     redsourceReleaseRebuildLease(lease: string, token: string): Result<number, Context>;
     redsourceTakeRebuildEpoch(epoch: string, token: string): Result<string, Context>;
     redsourceFencedSet(fence: string, key: string, token: string, value: string): Result<string, Context>;
-    redsourceFencedHset(fence: string, key: string, token: string, ...fieldsAndValues: (string | number)[]): Result<string, Context>;
+    redsourceFencedHset(
+      fence: string,
+      key: string,
+      token: string,
+      ...fieldsAndValues: (string | number)[]
+    ): Result<string, Context>;
     redsourceSwitchSnapshot(numKeys: number, ...keysAndArgs: (string | number)[]): Result<number, Context>;
     redsourceUnlinkSnapshot(numKeys: number, ...keysAndArgs: (string | number)[]): Result<number, Context>;
   }
@@ -104,7 +109,8 @@ export class FencedWrites {
   ) {
     this.cluster = isCluster(redis);
     for (const [name, definition] of Object.entries(scripts)) {
-      if (typeof (redis as unknown as Record<string, unknown>)[name] !== 'function') redis.defineCommand(name, definition);
+      if (typeof (redis as unknown as Record<string, unknown>)[name] !== 'function')
+        redis.defineCommand(name, definition);
     }
   }
 
@@ -114,7 +120,8 @@ export class FencedWrites {
    */
   fenceFor(stream: string | undefined): Fence {
     if (!this.cluster || stream === undefined) return this.fence;
-    if (!this.options.epochKey) throw new Error('FencedWrites on a Redis Cluster needs an epochKey for writes to a stream\'s keys');
+    if (!this.options.epochKey)
+      throw new Error("FencedWrites on a Redis Cluster needs an epochKey for writes to a stream's keys");
     return { key: this.options.epochKey(stream), token: this.fence.token };
   }
 
@@ -122,7 +129,9 @@ export class FencedWrites {
   async claimStreams(streams: readonly string[]): Promise<void> {
     if (!this.cluster) return;
     this.options.guard?.();
-    await this.settled(streams.map((stream) => this.redis.redsourceTakeRebuildEpoch(this.fenceFor(stream).key, this.fence.token)));
+    await this.settled(
+      streams.map((stream) => this.redis.redsourceTakeRebuildEpoch(this.fenceFor(stream).key, this.fence.token)),
+    );
   }
 
   /** SET `key` to `value`; an empty value DELetes it. `stream`: the stream whose slot `key` is in (none: the state, in the lease's). */
@@ -133,26 +142,55 @@ export class FencedWrites {
 
   async hset(key: string, fields: Readonly<Record<string, string | number>>, stream?: string): Promise<void> {
     this.options.guard?.();
-    await this.fenced(this.redis.redsourceFencedHset(this.fenceFor(stream).key, key, this.fence.token, ...Object.entries(fields).flat()));
+    await this.fenced(
+      this.redis.redsourceFencedHset(
+        this.fenceFor(stream).key,
+        key,
+        this.fence.token,
+        ...Object.entries(fields).flat(),
+      ),
+    );
   }
 
   /** Marks each shadow hash with the rebuild id and RENAMEs it over its live key; returns how many were switched. */
-  async switchSnapshots(pairs: readonly (readonly [shadow: string, live: string])[], rebuildId: string, markers: Pick<SnapshotMarkers, 'rebuild'> = NO_MARKERS): Promise<number> {
+  async switchSnapshots(
+    pairs: readonly (readonly [shadow: string, live: string])[],
+    rebuildId: string,
+    markers: Pick<SnapshotMarkers, 'rebuild'> = NO_MARKERS,
+  ): Promise<number> {
     this.options.guard?.();
     const args = [this.fence.token, rebuildId, markers.rebuild.length, ...markers.rebuild];
     const replies = await this.settled(
       pairs.map(([shadow, live]) =>
-        this.cluster ? this.redis.redsourceSwitchSnapshot(2, shadow, live, ...args) : this.redis.redsourceSwitchSnapshot(3, shadow, live, this.fence.key, ...args),
+        this.cluster
+          ? this.redis.redsourceSwitchSnapshot(2, shadow, live, ...args)
+          : this.redis.redsourceSwitchSnapshot(3, shadow, live, this.fence.key, ...args),
       ),
     );
     return replies.reduce<number>((n, switched) => n + Number(switched), 0);
   }
 
   /** UNLINKs each snapshot hash, except those marked by `keepRebuildId` (undefined: all of them) and, on a cluster, those the markers keep. */
-  async unlinkSnapshots(keys: readonly string[], keepRebuildId: string | undefined, markers: SnapshotMarkers = NO_MARKERS): Promise<void> {
+  async unlinkSnapshots(
+    keys: readonly string[],
+    keepRebuildId: string | undefined,
+    markers: SnapshotMarkers = NO_MARKERS,
+  ): Promise<void> {
     this.options.guard?.();
-    const args = [this.fence.token, keepRebuildId ?? '', markers.rebuild.length, ...markers.rebuild, ...markers.live.flat()];
-    await this.settled(keys.map((key) => (this.cluster ? this.redis.redsourceUnlinkSnapshot(1, key, ...args) : this.redis.redsourceUnlinkSnapshot(2, key, this.fence.key, ...args))));
+    const args = [
+      this.fence.token,
+      keepRebuildId ?? '',
+      markers.rebuild.length,
+      ...markers.rebuild,
+      ...markers.live.flat(),
+    ];
+    await this.settled(
+      keys.map((key) =>
+        this.cluster
+          ? this.redis.redsourceUnlinkSnapshot(1, key, ...args)
+          : this.redis.redsourceUnlinkSnapshot(2, key, this.fence.key, ...args),
+      ),
+    );
   }
 
   /**
@@ -166,7 +204,8 @@ export class FencedWrites {
 
   /** Extends the lease; false when this token no longer holds it. */
   async renew(leaseMs: number): Promise<boolean> {
-    if (!(leaseMs > 0)) throw new RangeError(`renew needs a lease time above 0 ms, got ${leaseMs}: release() gives the lease back`);
+    if (!(leaseMs > 0))
+      throw new RangeError(`renew needs a lease time above 0 ms, got ${leaseMs}: release() gives the lease back`);
     return (await this.redis.redsourceRenewRebuildLease(this.fence.key, this.fence.token, leaseMs)) === 1;
   }
 

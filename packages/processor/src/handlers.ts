@@ -5,7 +5,11 @@ import { DuplicateHandlerError } from './errors.ts';
 /** Folds one event into snapshot changes. Runs again on redelivery, so it must not have other effects. */
 export type Handler<Data = unknown> = (
   event: RecordedEvent<string, Data>,
-) => SnapshotChange | readonly SnapshotChange[] | undefined | Promise<SnapshotChange | readonly SnapshotChange[] | undefined>;
+) =>
+  | SnapshotChange
+  | readonly SnapshotChange[]
+  | undefined
+  | Promise<SnapshotChange | readonly SnapshotChange[] | undefined>;
 
 /**
  * Handlers per stream and event type; type `*` catches the types with no handler of their own, and a
@@ -16,7 +20,7 @@ export class HandlerRegistry {
 
   on<Data = unknown>(stream: string, type: string, handler: Handler<Data>): this {
     let byType = this.handlers.get(stream);
-    if (!byType) this.handlers.set(stream, (byType = new Map()));
+    if (!byType) this.handlers.set(stream, (byType = new Map<string, Handler>()));
     if (byType.has(type)) throw new DuplicateHandlerError(stream, type);
     byType.set(type, handler as Handler);
     return this;
@@ -41,7 +45,8 @@ export class HandlerRegistry {
   }
 
   find(stream: string, type: string): Handler | undefined {
-    const byType = this.handlers.get(stream) ?? this.handlers.get(`${longestPrefix(this.streamPrefixes, stream) ?? '\u0000'}*`);
+    const byType =
+      this.handlers.get(stream) ?? this.handlers.get(`${longestPrefix(this.streamPrefixes, stream) ?? '\u0000'}*`);
     return byType?.get(type) ?? byType?.get('*');
   }
 

@@ -26,5 +26,6 @@ export const processorKeys = {
    * to the stream's keys (hold, cursors, totals, shadow applies) checks it in the same script. Only
    * grows, never deleted.
    */
-  rebuildEpoch: (stream: string, projection: string, keyPrefix: string) => `redsource:{${stream}}:rebuild-epoch:${projection}:${keyPrefix}`,
+  rebuildEpoch: (stream: string, projection: string, keyPrefix: string) =>
+    `redsource:{${stream}}:rebuild-epoch:${projection}:${keyPrefix}`,
 } as const;

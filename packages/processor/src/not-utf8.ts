@@ -4,7 +4,12 @@ import { EventStoreError, type StreamEntry } from '@redsource/event-store';
 
 /** An entry holds bytes that are not UTF-8: decoded as text they would become U+FFFD, so distinct inputs would become one. */
 export class NotUtf8Error extends EventStoreError {
-  constructor(readonly stream: string, readonly entryId: string, readonly field: string, readonly inName: boolean) {
+  constructor(
+    readonly stream: string,
+    readonly entryId: string,
+    readonly field: string,
+    readonly inName: boolean,
+  ) {
     super(
       'RS_NOT_UTF8',
       inName
@@ -49,7 +54,16 @@ export function escapeBytes(bytes: Buffer): string {
   let i = 0;
   while (i < bytes.length) {
     const lead = bytes[i] as number;
-    const length = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+    const length =
+      lead < 0x80
+        ? 1
+        : lead >= 0xc2 && lead <= 0xdf
+          ? 2
+          : lead >= 0xe0 && lead <= 0xef
+            ? 3
+            : lead >= 0xf0 && lead <= 0xf4
+              ? 4
+              : 0;
     const sequence = length > 0 ? bytes.subarray(i, i + length) : undefined;
     if (sequence && sequence.length === length && isUtf8(sequence)) {
       const text = sequence.toString();

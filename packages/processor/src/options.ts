@@ -8,9 +8,18 @@ const entryId = z.string().regex(/^\d+-\d+$/, 'an entry id like 1700000000000-0'
 /** Every processor setting with its default: the one place defaults are written. */
 export const processorSettingsSchema = z.object({
   /** Consumer group; several processes in one group share the work. */
-  group: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, '1-128 characters from A-Z a-z 0-9 _ . : - (it is part of hash-tagged key names)').default('redsource'),
+  group: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9_.:-]{1,128}$/,
+      '1-128 characters from A-Z a-z 0-9 _ . : - (it is part of hash-tagged key names)',
+    )
+    .default('redsource'),
   /** This process's name in the group. Unique by default; give a stable name to resume its own pending entries after a restart. */
-  consumer: z.string().min(1).default(() => `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
+  consumer: z
+    .string()
+    .min(1)
+    .default(() => `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`),
   /** Where a new group starts on a stream: every entry, only new ones, or after an id. */
   start: z.union([z.literal('beginning'), z.literal('latest'), z.object({ after: entryId })]).default('beginning'),
   /** Most entries per read of one partition of one stream. */
@@ -64,10 +73,15 @@ export type ProcessorSettingsInput = z.input<typeof processorSettingsSchema>;
 
 export function parseProcessorSettings(input: ProcessorSettingsInput): ProcessorSettings {
   const result = processorSettingsSchema
-    .refine((s) => s.rebalanceIntervalMs * 2 <= s.leaseMs, { message: 'must be at most half of leaseMs, or leases run out between renewals', path: ['rebalanceIntervalMs'] })
+    .refine((s) => s.rebalanceIntervalMs * 2 <= s.leaseMs, {
+      message: 'must be at most half of leaseMs, or leases run out between renewals',
+      path: ['rebalanceIntervalMs'],
+    })
     .safeParse(input);
   if (!result.success) {
-    throw new InvalidProcessorOptionsError(result.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; '));
+    throw new InvalidProcessorOptionsError(
+      result.error.issues.map((i) => `${i.path.join('.') || '(options)'}: ${i.message}`).join('; '),
+    );
   }
   return result.data;
 }

@@ -12,7 +12,13 @@ interface Observed extends Pick<EventEmitter<ProcessorEvents>, 'on' | 'off'> {
  * Refusals that retrying cannot cure: the processor would loop on them forever. Anything else
  * (Redis unreachable, out of memory, loading...) may pass, so it is waited out up to the timeout.
  */
-const INCURABLE: ReadonlySet<string> = new Set<StartFailure>(['WRONGPASS', 'NOAUTH', 'NOPERM', 'WRONGTYPE', 'RS_PARTITIONS_MISMATCH']);
+const INCURABLE: ReadonlySet<string> = new Set<StartFailure>([
+  'WRONGPASS',
+  'NOAUTH',
+  'NOPERM',
+  'WRONGTYPE',
+  'RS_PARTITIONS_MISMATCH',
+]);
 
 function incurable(error: ProcessorLoopError): StartFailure | undefined {
   const kind = redisUnavailableKind(error.cause);
@@ -24,7 +30,8 @@ function incurable(error: ProcessorLoopError): StartFailure | undefined {
 /** Resolves on the processor's `ready`; rejects with ProcessorStartError (see StreamProcessor.ready). Leaves no listener or timer behind. */
 export function untilReady(processor: Observed, timeoutMs: number, stopped: AbortSignal): Promise<void> {
   if (processor.isReady) return Promise.resolve();
-  if (stopped.aborted) return Promise.reject(new ProcessorStartError('STOPPED', undefined, 'stopped before it was ready'));
+  if (stopped.aborted)
+    return Promise.reject(new ProcessorStartError('STOPPED', undefined, 'stopped before it was ready'));
   return new Promise<void>((resolve, reject) => {
     let last: ProcessorLoopError | undefined;
     const done = (failure?: ProcessorStartError) => {
@@ -43,7 +50,9 @@ export function untilReady(processor: Observed, timeoutMs: number, stopped: Abor
     };
     const onStop = () => done(new ProcessorStartError('STOPPED', last?.cause, 'stopped before it was ready'));
     const timer = setTimeout(() => {
-      const why = last ? `last error: ${last.waiting?.reason ?? messageOf(last.cause)}` : 'no error, Redis did not answer';
+      const why = last
+        ? `last error: ${last.waiting?.reason ?? messageOf(last.cause)}`
+        : 'no error, Redis did not answer';
       done(new ProcessorStartError('TIMEOUT', last?.cause, `not ready within ${timeoutMs} ms; ${why}`));
     }, timeoutMs);
     processor.on('ready', onReady);

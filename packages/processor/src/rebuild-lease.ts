@@ -9,7 +9,12 @@ import { processorKeys } from './keys.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    redsourceAcquireRebuildLease(lease: string, fence: string, leaseMs: number, holder: string): Result<[number, string], Context>;
+    redsourceAcquireRebuildLease(
+      lease: string,
+      fence: string,
+      leaseMs: number,
+      holder: string,
+    ): Result<[number, string], Context>;
   }
 }
 
@@ -26,7 +31,10 @@ export const rebuildLeaseSettingsSchema = z
     waitPollMs: z.number().int().min(10).default(1_000),
   })
   .transform((s) => ({ ...s, renewMs: s.renewMs ?? Math.min(2_000, Math.floor(s.leaseMs / 5)) }))
-  .refine((s) => s.renewMs * 3 <= s.leaseMs, { path: ['renewMs'], message: 'must be at most a third of leaseMs, so one or two late renewals do not lose the lease' });
+  .refine((s) => s.renewMs * 3 <= s.leaseMs, {
+    path: ['renewMs'],
+    message: 'must be at most a third of leaseMs, so one or two late renewals do not lose the lease',
+  });
 
 export type RebuildLeaseSettings = z.output<typeof rebuildLeaseSettingsSchema>;
 export type RebuildLeaseSettingsInput = z.input<typeof rebuildLeaseSettingsSchema>;
@@ -34,7 +42,9 @@ export type RebuildLeaseSettingsInput = z.input<typeof rebuildLeaseSettingsSchem
 export function parseRebuildLeaseSettings(input: RebuildLeaseSettingsInput): RebuildLeaseSettings {
   const result = rebuildLeaseSettingsSchema.safeParse(input);
   if (!result.success) {
-    throw new InvalidProcessorOptionsError(result.error.issues.map((i) => `lease.${i.path.join('.')}: ${i.message}`).join('; '));
+    throw new InvalidProcessorOptionsError(
+      result.error.issues.map((i) => `lease.${i.path.join('.')}: ${i.message}`).join('; '),
+    );
   }
   return result.data;
 }
@@ -68,7 +78,12 @@ export async function tryAcquireRebuildLease(
   if (typeof (redis as Partial<Redis>).redsourceAcquireRebuildLease !== 'function') {
     redis.defineCommand('redsourceAcquireRebuildLease', { numberOfKeys: 2, lua: acquireSource });
   }
-  const [taken, value] = await redis.redsourceAcquireRebuildLease(keys.lease, keys.fence, leaseMs, JSON.stringify(holder));
+  const [taken, value] = await redis.redsourceAcquireRebuildLease(
+    keys.lease,
+    keys.fence,
+    leaseMs,
+    JSON.stringify(holder),
+  );
   if (taken === 1) return { token: value };
   const space = value.indexOf(' ');
   const parsed = holderSchema.safeParse(safeJson(value.slice(space + 1)));
@@ -110,7 +125,10 @@ export class RebuildLease {
       redis,
       { key: lease.key, token: lease.token },
       // On a Redis Cluster the stream's keys are fenced by the stream's epoch (see FencedWrites).
-      { epochKey: (stream) => processorKeys.rebuildEpoch(stream, target.projection, target.keyPrefix), guard: () => this.assertHeld() },
+      {
+        epochKey: (stream) => processorKeys.rebuildEpoch(stream, target.projection, target.keyPrefix),
+        guard: () => this.assertHeld(),
+      },
     );
     this.confirmedAt = lease.requestedAt;
     this.timer = setInterval(() => void this.renew(), settings.renewMs);
@@ -119,14 +137,22 @@ export class RebuildLease {
   /** Takes the lease, or throws RebuildRunningError naming its holder, or (with `wait`) waits until it is free. */
   static async acquire(redis: Redis, options: AcquireOptions): Promise<RebuildLease> {
     const { target, settings } = options;
-    const keys = { lease: processorKeys.rebuildLease(target.projection, target.keyPrefix), fence: processorKeys.rebuildFence(target.projection, target.keyPrefix) };
+    const keys = {
+      lease: processorKeys.rebuildLease(target.projection, target.keyPrefix),
+      fence: processorKeys.rebuildFence(target.projection, target.keyPrefix),
+    };
     const holder = { host: hostname(), pid: process.pid };
     let reportedToken: string | undefined;
     for (;;) {
       const requestedAt = Date.now();
-      const attempt = await tryAcquireRebuildLease(redis, keys, settings.leaseMs, { ...holder, startedAt: requestedAt });
-      if ('token' in attempt) return new RebuildLease(redis, { key: keys.lease, token: attempt.token, requestedAt }, target, settings);
-      const phase = (await redis.hget(processorKeys.rebuild(target.projection, target.keyPrefix), 'phase')) ?? 'starting';
+      const attempt = await tryAcquireRebuildLease(redis, keys, settings.leaseMs, {
+        ...holder,
+        startedAt: requestedAt,
+      });
+      if ('token' in attempt)
+        return new RebuildLease(redis, { key: keys.lease, token: attempt.token, requestedAt }, target, settings);
+      const phase =
+        (await redis.hget(processorKeys.rebuild(target.projection, target.keyPrefix), 'phase')) ?? 'starting';
       const running: RunningRebuild = { ...attempt.heldBy, phase };
       if (!options.wait) throw new RebuildRunningError(running, target, settings.leaseMs);
       if (reportedToken !== running.token) options.onWaiting?.(running);

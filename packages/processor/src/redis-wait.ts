@@ -31,7 +31,11 @@ export class RedisWaits {
     if (kind === undefined) return undefined;
     const current = this.active.get(source);
     if (current?.kind === kind) return 'same';
-    this.active.set(source, { kind, reason: `${kind}: ${describeRedisUnavailable(kind)}`, since: current?.since ?? Date.now() });
+    this.active.set(source, {
+      kind,
+      reason: `${kind}: ${describeRedisUnavailable(kind)}`,
+      since: current?.since ?? Date.now(),
+    });
     return 'new';
   }
 

@@ -12,7 +12,12 @@ import { processorSettingsSchema } from './options.ts';
 import { partitionKeys } from './partitions/keys.ts';
 import { partitionOfEntry } from './partitions/subject.ts';
 import { silentLogger, type Logger } from './logger.ts';
-import { parseRebuildLeaseSettings, RebuildLease, type RebuildLeaseSettingsInput, type RunningRebuild } from './rebuild-lease.ts';
+import {
+  parseRebuildLeaseSettings,
+  RebuildLease,
+  type RebuildLeaseSettingsInput,
+  type RunningRebuild,
+} from './rebuild-lease.ts';
 
 export interface ReplayProgress {
   readonly phase: 'building' | 'catching-up' | 'switching' | 'done';
@@ -116,8 +121,11 @@ const SWITCH_BATCH = 500;
 export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
   const { redis, snapshots: live } = options;
   // Every stream that feeds the projection: a stream left out would have its snapshots' part lost at the switch.
-  const streams = options.streams ?? [...new Set([...options.handlers.streams, ...(await discoverStreams(redis, options.handlers.streamPrefixes))])];
-  if (streams.length === 0) throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
+  const streams = options.streams ?? [
+    ...new Set([...options.handlers.streams, ...(await discoverStreams(redis, options.handlers.streamPrefixes))]),
+  ];
+  if (streams.length === 0)
+    throw new ProcessorStateError('Nothing to replay: no stream is registered or matches a registered prefix.');
   const settings = parseRebuildLeaseSettings(options.lease ?? {});
   // A live prefix no shadow can be named for on a cluster is refused before the lease is taken.
   shadowNaming(live.keyPrefix, 'g0', isCluster(redis));
@@ -125,7 +133,12 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
     const trimmed = await redis.get(processorKeys.trimmedBelow(stream));
     if (trimmed) throw new ReplayImpossibleError(stream, trimmed);
   }
-  const lease = await RebuildLease.acquire(redis, { target: live, settings, wait: options.wait ?? false, onWaiting: options.onWaiting });
+  const lease = await RebuildLease.acquire(redis, {
+    target: live,
+    settings,
+    wait: options.wait ?? false,
+    onWaiting: options.onWaiting,
+  });
   try {
     return await rebuild(options, streams, lease);
   } finally {
@@ -134,7 +147,11 @@ export async function replay(options: ReplayOptions): Promise<ReplayProgress> {
 }
 
 /** The rebuild itself, under the lease: every write through `lease.writes`, so none lands once the lease is lost. */
-async function rebuild(options: ReplayOptions, streams: readonly string[], lease: RebuildLease): Promise<ReplayProgress> {
+async function rebuild(
+  options: ReplayOptions,
+  streams: readonly string[],
+  lease: RebuildLease,
+): Promise<ReplayProgress> {
   const { redis, snapshots: live } = options;
   const writes = lease.writes;
   const only = options.only ? new Set(options.only) : undefined;
@@ -147,17 +164,35 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   // A rebuild's id names its shadow's generation: 'g' and the token of the holder that started it
   // (a rebuild taken over keeps it). A fresh start never meets what an earlier one left (see shadowNaming).
   const rebuildId = phaseFound === null ? `g${lease.token}` : (state['id'] ?? '');
-  if (!/^g\d+$/.test(rebuildId)) throw new ProcessorStateError(`The rebuild state '${stateKey}' has no valid id ('${rebuildId}'): delete that key to start the rebuild over.`);
+  if (!/^g\d+$/.test(rebuildId))
+    throw new ProcessorStateError(
+      `The rebuild state '${stateKey}' has no valid id ('${rebuildId}'): delete that key to start the rebuild over.`,
+    );
   const naming = shadowNaming(live.keyPrefix, rebuildId, cluster);
-  const shadow = new SnapshotStore<unknown>({ redis, keyPrefix: naming.keyPrefix, keySuffix: naming.keySuffix, projection: `${live.projection}:rebuild` });
-  const builder = new BatchBuilder(options.eventStore.codec, options.handlers, shadow, { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 }, logger);
+  const shadow = new SnapshotStore<unknown>({
+    redis,
+    keyPrefix: naming.keyPrefix,
+    keySuffix: naming.keySuffix,
+    projection: `${live.projection}:rebuild`,
+  });
+  const builder = new BatchBuilder(
+    options.eventStore.codec,
+    options.handlers,
+    shadow,
+    { maxDeliveries: options.maxDeliveries ?? 3, retryBackoffMs: 50 },
+    logger,
+  );
   // The count the group processes the stream with wins (stored when a processor prepares it); then the option, then the default.
   const configured = options.partitioning?.partitions ?? processorSettingsSchema.shape.partitions.parse(undefined);
-  const stored = options.partitioning ? await redis.get(partitionKeys.count(streams[0] ?? '', options.partitioning.group)) : null;
+  const stored = options.partitioning
+    ? await redis.get(partitionKeys.count(streams[0] ?? '', options.partitioning.group))
+    : null;
   const partitions = stored !== null && /^\d+$/.test(stored) ? Number(stored) : configured;
-  const subjectFields = (stream: string) => (options.eventStore.catalog.has(stream) ? options.eventStore.catalog.subjectFields(stream) : []);
+  const subjectFields = (stream: string) =>
+    options.eventStore.catalog.has(stream) ? options.eventStore.catalog.subjectFields(stream) : [];
   /** The live snapshots' applied position in each partition of a stream. */
-  const liveCursors = async (stream: string) => Promise.all(Array.from({ length: partitions }, (_, p) => live.cursor(stream, p)));
+  const liveCursors = async (stream: string) =>
+    Promise.all(Array.from({ length: partitions }, (_, p) => live.cursor(stream, p)));
   const highest = (ids: readonly string[]) => ids.reduce((a, b) => maxId(a, b), '0-0');
 
   const asked = only ? [...only].sort().join(',') : '';
@@ -192,10 +227,26 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   }
 
   const lastId = async (stream: string) => (await redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
-  let progress: ReplayProgress = { phase: 'building', stream: streams[0] ?? '', done: 0, total: 0, applied: 0, stepped: 0, deadLetteredBefore: 0, switched: 0, elapsedMs: 0 };
+  let progress: ReplayProgress = {
+    phase: 'building',
+    stream: streams[0] ?? '',
+    done: 0,
+    total: 0,
+    applied: 0,
+    stepped: 0,
+    deadLetteredBefore: 0,
+    switched: 0,
+    elapsedMs: 0,
+  };
   const report = async (update: Partial<ReplayProgress>) => {
     progress = { ...progress, ...update, elapsedMs: Date.now() - started };
-    if (progress.phase !== 'done') await writes.hset(stateKey, { phase: progress.phase, done: progress.done, total: progress.total, updatedAt: Date.now() });
+    if (progress.phase !== 'done')
+      await writes.hset(stateKey, {
+        phase: progress.phase,
+        done: progress.done,
+        total: progress.total,
+        updatedAt: Date.now(),
+      });
     options.onProgress?.(progress);
   };
   // A full rebuild folds to the end of the stream; `only` to where the live partitions are (each
@@ -203,9 +254,22 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
   const target = async (stream: string) => (only ? highest(await liveCursors(stream)) : lastId(stream));
   // The total is known before the first entry is read (XLEN, or a count from the nearer end), so the
   // state's first write already carries it: no "0 of 0" while a long stream would be counted.
-  const totals = await Promise.all(streams.map(async (s) => [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const));
+  const totals = await Promise.all(
+    streams.map(
+      async (s) =>
+        [await countUpTo(redis, s, await target(s)), await countUpTo(redis, s, await shadow.cursor(s))] as const,
+    ),
+  );
   progress = { ...progress, total: totals.reduce((n, [t]) => n + t, 0), done: totals.reduce((n, [, d]) => n + d, 0) };
-  if (phaseFound === null) await writes.hset(stateKey, { id: rebuildId, phase: 'building', startedAt: started, only: asked, total: progress.total, done: progress.done });
+  if (phaseFound === null)
+    await writes.hset(stateKey, {
+      id: rebuildId,
+      phase: 'building',
+      startedAt: started,
+      only: asked,
+      total: progress.total,
+      done: progress.done,
+    });
   await report({});
 
   /**
@@ -219,8 +283,13 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     if (compareEntryIds(from, limit) >= 0) return;
     const cursors = only ? await liveCursors(stream) : [];
     const partitionOf = (entry: StreamEntry) => partitionOfEntry(entry.fields, subjectFields(stream), partitions);
-    const pages = options.eventStore.readPages(stream, { from: `(${from}`, to: limit, pageSize: options.pageSize ?? 1_000 });
-    let next = pages.next();
+    const pages = options.eventStore.readPages(stream, {
+      from: `(${from}`,
+      to: limit,
+      pageSize: options.pageSize ?? 1_000,
+    });
+    // The generator returns nothing: its done result carries no value.
+    let next: Promise<IteratorResult<StreamEntry[], void>> = pages.next();
     for (;;) {
       const { value: read, done } = await next;
       if (done || read.length === 0) return;
@@ -228,23 +297,41 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
       // The next page is read while this one is folded and applied.
       next = pages.next();
       next.catch(() => undefined);
-      const cut = stopAtUnapplied ? read.findIndex((entry) => compareEntryIds(entry.id, cursors[partitionOf(entry)] ?? '0-0') > 0) : -1;
+      const cut = stopAtUnapplied
+        ? read.findIndex((entry) => compareEntryIds(entry.id, cursors[partitionOf(entry)] ?? '0-0') > 0)
+        : -1;
       const page = cut < 0 ? read : read.slice(0, cut);
       if (page.length === 0) return;
       const bad: { entryId: string; reason: string }[] = [];
       const built = await builder.build(stream, page, { onBad: (entryId, reason) => bad.push({ entryId, reason }) });
-      const before = await deadLetteredBefore(redis, stream, bad.map((b) => b.entryId));
+      const before = await deadLetteredBefore(
+        redis,
+        stream,
+        bad.map((b) => b.entryId),
+      );
       // An entry a processor (or an earlier rebuild) dead-lettered is counted, not warned about again.
-      for (const b of bad) if (!before.has(b.entryId)) logger.warn({ stream, ...b }, 'entry cannot be applied: dead-lettering it');
+      for (const b of bad)
+        if (!before.has(b.entryId)) logger.warn({ stream, ...b }, 'entry cannot be applied: dead-lettering it');
       const entries = only
         ? built.map((e, i) => {
             // Applied live only if its partition's cursor is past it: else the live processors apply it after the switch.
-            return keepOnly(e, only, compareEntryIds(e.entryId, cursors[partitionOf(page[i] as StreamEntry)] ?? '0-0') <= 0);
+            return keepOnly(
+              e,
+              only,
+              compareEntryIds(e.entryId, cursors[partitionOf(page[i] as StreamEntry)] ?? '0-0') <= 0,
+            );
           })
         : built;
-      const result = await writes.applyBatch(shadow, { stream, entries, deadLetterStream: processorKeys.deadLetters(stream), contiguous: true });
+      const result = await writes.applyBatch(shadow, {
+        stream,
+        entries,
+        deadLetterStream: processorKeys.deadLetters(stream),
+        contiguous: true,
+      });
       // With `only`, an entry of another user is applied as an empty change: it moves the cursor, it is not these users' work.
-      const applied = only ? Math.min(result.applied, entries.filter((e) => 'changes' in e && e.changes.length > 0).length) : result.applied;
+      const applied = only
+        ? Math.min(result.applied, entries.filter((e) => 'changes' in e && e.changes.length > 0).length)
+        : result.applied;
       await report({
         stream,
         done: progress.done + page.length,
@@ -269,7 +356,8 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     await report({ phase: 'catching-up' });
     if (!resumedHeld) for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()), stream);
     // Held: no live apply moves now. A full rebuild takes in what arrived meanwhile; `only` what the live partitions applied.
-    for (const stream of streams) await fold(stream, async () => (only ? highest(await liveCursors(stream)) : lastId(stream)));
+    for (const stream of streams)
+      await fold(stream, async () => (only ? highest(await liveCursors(stream)) : lastId(stream)));
     await writes.hset(stateKey, { phase: 'switching' });
   } else {
     for (const stream of streams) await writes.set(live.holdKey(stream), String(Date.now()), stream);
@@ -283,12 +371,18 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
     const switchedAt = new Map<string, string[]>();
     for (const stream of streams) {
       const folded = await shadow.cursor(stream);
-      switchedAt.set(stream, (await liveCursors(stream)).map((cursor) => (only ? cursor : maxId(folded, cursor))));
+      switchedAt.set(
+        stream,
+        (await liveCursors(stream)).map((cursor) => (only ? cursor : maxId(folded, cursor))),
+      );
     }
     // On a cluster the switch and the deletions read the snapshots' markers (see FencedWrites):
     // the live processors' are `_at:<stream>:p<n>` (SnapshotStore.applyBatch on a cluster).
     const markers: SnapshotMarkers = cluster
-      ? { rebuild: rebuildMarkers.rebuild, live: streams.flatMap((s) => (switchedAt.get(s) ?? []).map((at, p) => [`_at:${s}:p${p}`, at] as const)) }
+      ? {
+          rebuild: rebuildMarkers.rebuild,
+          live: streams.flatMap((s) => (switchedAt.get(s) ?? []).map((at, p) => [`_at:${s}:p${p}`, at] as const)),
+        }
       : NO_MARKERS;
     const switched = await switchOver(redis, writes, shadow, live, rebuildId, markers);
     await report({ switched });
@@ -320,10 +414,19 @@ async function rebuild(options: ReplayOptions, streams: readonly string[], lease
 }
 
 /** The rebuild running now, if any: what the dashboard and status show. */
-export async function rebuildState(redis: Redis, snapshots: Pick<SnapshotStore<unknown>, 'projection' | 'keyPrefix'>): Promise<{ phase: string; done: number; total: number; startedAt: number; updatedAt: number } | undefined> {
+export async function rebuildState(
+  redis: Redis,
+  snapshots: Pick<SnapshotStore<unknown>, 'projection' | 'keyPrefix'>,
+): Promise<{ phase: string; done: number; total: number; startedAt: number; updatedAt: number } | undefined> {
   const state = await redis.hgetall(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix));
   if (!state['phase']) return undefined;
-  return { phase: state['phase'], done: Number(state['done'] ?? 0), total: Number(state['total'] ?? 0), startedAt: Number(state['startedAt'] ?? 0), updatedAt: Number(state['updatedAt'] ?? 0) };
+  return {
+    phase: state['phase'],
+    done: Number(state['done'] ?? 0),
+    total: Number(state['total'] ?? 0),
+    startedAt: Number(state['startedAt'] ?? 0),
+    updatedAt: Number(state['updatedAt'] ?? 0),
+  };
 }
 
 const SHADOW = 'redsource:rebuild:';
@@ -356,7 +459,10 @@ export interface ShadowNaming {
 export function shadowNaming(livePrefix: string, rebuildId: string, cluster: boolean): ShadowNaming {
   const tag = hashTag(livePrefix);
   if (cluster && tag === undefined && livePrefix.includes('}')) {
-    throw new RebuildKeyPrefixError(livePrefix, "it has a '}' with no valid hash tag ('{…}', not empty) before it, so no shadow key can be named in each live key's slot");
+    throw new RebuildKeyPrefixError(
+      livePrefix,
+      "it has a '}' with no valid hash tag ('{…}', not empty) before it, so no shadow key can be named in each live key's slot",
+    );
   }
   let keyPrefix = tag === undefined ? `${SHADOW}{${livePrefix}` : `${SHADOW}${livePrefix}`;
   let beforeId = tag === undefined ? '}:' : ':';
@@ -364,8 +470,13 @@ export function shadowNaming(livePrefix: string, rebuildId: string, cluster: boo
   if (keyPrefix.length > MAX_PREFIX) {
     beforeId = ':';
     if (!cluster) keyPrefix = `${SHADOW}${hashed}:`;
-    else if (tag !== undefined && `${SHADOW}{${tag}}:${hashed}:`.length <= MAX_PREFIX) keyPrefix = `${SHADOW}{${tag}}:${hashed}:`;
-    else throw new RebuildKeyPrefixError(livePrefix, `the shadow key prefix would be longer than ${MAX_PREFIX} characters`);
+    else if (tag !== undefined && `${SHADOW}{${tag}}:${hashed}:`.length <= MAX_PREFIX)
+      keyPrefix = `${SHADOW}{${tag}}:${hashed}:`;
+    else
+      throw new RebuildKeyPrefixError(
+        livePrefix,
+        `the shadow key prefix would be longer than ${MAX_PREFIX} characters`,
+      );
   }
   // Before generations: `redsource:rebuild:` + live prefix (hashed when long) + id, nothing after.
   const legacyPrefix = `${SHADOW}${livePrefix}`.length <= MAX_PREFIX ? `${SHADOW}${livePrefix}` : `${SHADOW}${hashed}:`;
@@ -441,9 +552,16 @@ async function countUpTo(redis: Redis, stream: string, id: string): Promise<numb
  * moves to a master already scanned (a reshard meanwhile) is missed by that scan, and a live
  * snapshot whose shadow was not switched would be deleted next.
  */
-async function switchOver(redis: Redis, writes: FencedWrites, shadow: SnapshotStore<unknown>, live: SnapshotStore<unknown>, rebuildId: string, markers: SnapshotMarkers): Promise<number> {
+async function switchOver(
+  redis: Redis,
+  writes: FencedWrites,
+  shadow: SnapshotStore<unknown>,
+  live: SnapshotStore<unknown>,
+  rebuildId: string,
+  markers: SnapshotMarkers,
+): Promise<number> {
   let switched = 0;
-  for (let found = true; found; ) {
+  for (let found = true; found;) {
     found = false;
     for await (const keys of scanKeys(redis, { match: shadow.keyPattern(), type: 'hash', count: SWITCH_BATCH })) {
       const pairs = keys.flatMap((key) => {
@@ -459,7 +577,14 @@ async function switchOver(redis: Redis, writes: FencedWrites, shadow: SnapshotSt
 }
 
 /** Deletes live snapshots that this rebuild did not write (the fold of the streams has no such snapshot). */
-async function deleteUnswitched(redis: Redis, writes: FencedWrites, live: SnapshotStore<unknown>, rebuildId: string, only: ReadonlySet<string> | undefined, markers: SnapshotMarkers): Promise<void> {
+async function deleteUnswitched(
+  redis: Redis,
+  writes: FencedWrites,
+  live: SnapshotStore<unknown>,
+  rebuildId: string,
+  only: ReadonlySet<string> | undefined,
+  markers: SnapshotMarkers,
+): Promise<void> {
   for await (const keys of scanKeys(redis, { match: live.keyPattern(), type: 'hash', count: SWITCH_BATCH })) {
     const candidates = keys.filter((key) => {
       const id = live.snapshotIdOf(key);
@@ -470,7 +595,12 @@ async function deleteUnswitched(redis: Redis, writes: FencedWrites, live: Snapsh
 }
 
 /** Deletes every shadow hash of these snapshots: every generation, and the naming before generations. */
-async function deleteShadows(redis: Redis, writes: FencedWrites, naming: ShadowNaming, markers: SnapshotMarkers): Promise<void> {
+async function deleteShadows(
+  redis: Redis,
+  writes: FencedWrites,
+  naming: ShadowNaming,
+  markers: SnapshotMarkers,
+): Promise<void> {
   for (const match of naming.patterns) {
     for await (const keys of scanKeys(redis, { match, type: 'hash', count: SWITCH_BATCH })) {
       const doomed = keys.filter((key) => naming.isShadow(key));

@@ -18,10 +18,17 @@ export interface PartitionedBy {
  * moves forward, so a point computed a moment ago is still safe when XTRIM runs. Returns the MINID
  * used, or undefined when nothing could be trimmed.
  */
-export async function trimApplied(redis: Redis, stream: string, snapshots: SnapshotStore<unknown>, partitioned?: PartitionedBy): Promise<string | undefined> {
+export async function trimApplied(
+  redis: Redis,
+  stream: string,
+  snapshots: SnapshotStore<unknown>,
+  partitioned?: PartitionedBy,
+): Promise<string | undefined> {
   if ((await redis.exists(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix))) === 1) return undefined;
   let safe: string | undefined;
-  const cursors = partitioned ? await Promise.all(Array.from({ length: partitioned.partitions }, (_, p) => snapshots.cursor(stream, p))) : [await snapshots.cursor(stream)];
+  const cursors = partitioned
+    ? await Promise.all(Array.from({ length: partitioned.partitions }, (_, p) => snapshots.cursor(stream, p)))
+    : [await snapshots.cursor(stream)];
   for (const cursor of cursors) {
     if (!/^\d+-\d+$/.test(cursor) || cursor === '0-0') return undefined;
     if (safe === undefined || compareEntryIds(cursor, safe) < 0) safe = cursor;
@@ -31,7 +38,8 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
     const name = String(group['name']);
     if (name === partitioned?.group) continue;
     const pending = Number(group['pending'] ?? 0);
-    let needed = String(group['last-delivered-id'] ?? '0-0');
+    const lastDelivered: unknown = group['last-delivered-id'] ?? '0-0'; // an entry id (a string reply)
+    let needed = String(lastDelivered);
     if (pending > 0) {
       const oldest = (await redis.xpending(stream, name, '-', '+', 1)) as [string, string, number, number][];
       needed = oldest[0]?.[0] ?? needed;
@@ -43,7 +51,8 @@ export async function trimApplied(redis: Redis, stream: string, snapshots: Snaps
   if (!first || compareEntryIds(first[0], safe) >= 0) return safe;
   // The mark and the trim in one transaction: a trim without its mark would let a replay rebuild
   // from a stream missing its start. Redis refusing writes (OOM, READONLY) aborts both at EXEC.
-  const replies = (await redis.multi().set(processorKeys.trimmedBelow(stream), safe).xtrim(stream, 'MINID', safe).exec()) ?? [];
+  const replies =
+    (await redis.multi().set(processorKeys.trimmedBelow(stream), safe).xtrim(stream, 'MINID', safe).exec()) ?? [];
   for (const [error] of replies) if (error) throw error;
   await forgetDeadLettered(redis, stream, safe);
   return safe;

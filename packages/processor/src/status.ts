@@ -4,7 +4,14 @@ import { describeRedisUnavailable, type RedisUnavailableKind } from '@redsource/
 import { processorKeys } from './keys.ts';
 import { toObject } from './replies.ts';
 import { processorSettingsSchema } from './options.ts';
-import { countUnapplied, cursorOrStart, idTime, readOwnership, readPartitionCount, type PartitionStatus } from './partitions/status.ts';
+import {
+  countUnapplied,
+  cursorOrStart,
+  idTime,
+  readOwnership,
+  readPartitionCount,
+  type PartitionStatus,
+} from './partitions/status.ts';
 import { PartitionFinder } from './partitions/subject.ts';
 import type { StreamStats } from './stats.ts';
 
@@ -127,9 +134,12 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
   // Leases are the group's, one per partition of every stream: read once, as many as the widest stream has.
   const ownership = await readOwnership(redis, group, Math.max(configured, ...counts), now);
   const holdings = new Map<string, number[]>();
-  for (const [p, lease] of [...ownership.leases].sort(([a], [b]) => a - b)) holdings.set(lease.owner, [...(holdings.get(lease.owner) ?? []), p]);
+  for (const [p, lease] of [...ownership.leases].sort(([a], [b]) => a - b))
+    holdings.set(lease.owner, [...(holdings.get(lease.owner) ?? []), p]);
   const live = ownership.members && new Set(ownership.members.map((m) => m.name));
-  const names = [...new Set([...(ownership.members ?? []).map((m) => m.name), ...holdings.keys(), ...Object.keys(heartbeats)])].sort();
+  const names = [
+    ...new Set([...(ownership.members ?? []).map((m) => m.name), ...holdings.keys(), ...Object.keys(heartbeats)]),
+  ].sort();
   return Promise.all(
     options.streams.map(async (stream, i): Promise<StreamStatus> => {
       const count = counts[i] ?? configured;
@@ -144,7 +154,9 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
       ]);
       // The group marks where the projection starts: without it nothing says what will be applied.
       const grouped = groupInfo.map(toObject).some((g) => g['name'] === group);
-      const scan = grouped ? await countUnapplied(redis, stream, cursors, new PartitionFinder(count, options.subjectFields), scanLimit) : undefined;
+      const scan = grouped
+        ? await countUnapplied(redis, stream, cursors, new PartitionFinder(count, options.subjectFields), scanLimit)
+        : undefined;
       const partitions = cursors.map((cursor, partition): PartitionStatus => {
         const lease = ownership.leases.get(partition);
         const own = scan?.partitions[partition];
@@ -171,7 +183,9 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
       });
       const stats = consumers.flatMap((c) => (c.stats ? [c.stats] : []));
       const batches = stats.reduce((n, s) => n + s.batches, 0);
-      const latestError = stats.filter((s) => s.lastErrorAt !== undefined).sort((a, b) => (b.lastErrorAt ?? 0) - (a.lastErrorAt ?? 0))[0];
+      const latestError = stats
+        .filter((s) => s.lastErrorAt !== undefined)
+        .sort((a, b) => (b.lastErrorAt ?? 0) - (a.lastErrorAt ?? 0))[0];
       const unapplied = partitions.reduce((n, p) => n + p.unapplied, 0);
       const ages = partitions.flatMap((p) => (p.oldestUnappliedMs === undefined ? [] : [p.oldestUnappliedMs]));
       return {
@@ -213,8 +227,16 @@ const DEFAULT_SCAN_LIMIT = 20_000;
  * Each partition's cursor. Where a partition has none yet while the stream's pre-partition cursor
  * is there, that one: the first processor to prepare the stream adopts it for every partition.
  */
-async function readCursors(redis: Redis, stream: string, count: number, snapshots: SnapshotStore<unknown>): Promise<string[]> {
-  const [old, ...stored] = await Promise.all([redis.get(snapshots.cursorKey(stream)), ...Array.from({ length: count }, (_, p) => redis.get(snapshots.cursorKey(stream, p)))]);
+async function readCursors(
+  redis: Redis,
+  stream: string,
+  count: number,
+  snapshots: SnapshotStore<unknown>,
+): Promise<string[]> {
+  const [old, ...stored] = await Promise.all([
+    redis.get(snapshots.cursorKey(stream)),
+    ...Array.from({ length: count }, (_, p) => redis.get(snapshots.cursorKey(stream, p))),
+  ]);
   return stored.map((cursor) => cursorOrStart(cursor ?? old));
 }
 
@@ -265,11 +287,22 @@ async function writeRefusals(redis: Redis, streams: readonly string[]): Promise<
  */
 async function writeRefusal(redis: Redis, clusterNode: boolean): Promise<Refusal | undefined> {
   const text = await redis.info().catch(() => '');
-  const info = new Map(text.split('\r\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
-  const refusal = (kind: RedisUnavailableKind, detail: string): Refusal => ({ kind, reason: `${kind}: ${describeRedisUnavailable(kind)}; ${detail}` });
+  const info = new Map(
+    text
+      .split('\r\n')
+      .filter((l) => l.includes(':'))
+      .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]),
+  );
+  const refusal = (kind: RedisUnavailableKind, detail: string): Refusal => ({
+    kind,
+    reason: `${kind}: ${describeRedisUnavailable(kind)}; ${detail}`,
+  });
   if (info.get('loading') === '1') return refusal('LOADING', 'INFO loading:1');
   if (!clusterNode && info.get('role') === 'slave' && info.get('slave_read_only') === '1') {
-    return refusal('READONLY', `INFO role:slave of ${info.get('master_host') ?? '?'}:${info.get('master_port') ?? '?'}`);
+    return refusal(
+      'READONLY',
+      `INFO role:slave of ${info.get('master_host') ?? '?'}:${info.get('master_port') ?? '?'}`,
+    );
   }
   // What Redis compares with maxmemory: replication and AOF buffers are not counted.
   const used = Number(info.get('used_memory')) - Number(info.get('mem_not_counted_for_evict') ?? 0);
@@ -277,7 +310,10 @@ async function writeRefusal(redis: Redis, clusterNode: boolean): Promise<Refusal
   const policy = info.get('maxmemory_policy') ?? '';
   // volatile-* evicts only keys with a TTL, and nearly nothing redsource writes has one.
   if (max > 0 && used > max && (policy === 'noeviction' || policy.startsWith('volatile-'))) {
-    return refusal('OOM', `used_memory ${info.get('used_memory_human') ?? used} > maxmemory ${info.get('maxmemory_human') ?? max} (${policy})`);
+    return refusal(
+      'OOM',
+      `used_memory ${info.get('used_memory_human') ?? used} > maxmemory ${info.get('maxmemory_human') ?? max} (${policy})`,
+    );
   }
   // A failed RDB save refuses writes only with save points and stop-writes-on-bgsave-error, which INFO
   // does not show: that case is known from the consumers' reports once a heartbeat gets through.

@@ -137,18 +137,42 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     this.streamList = [...(options.streams ?? options.handlers.streams)];
     this.streamPrefixes = options.streamPrefixes ?? options.handlers.streamPrefixes;
     if (this.streamList.length === 0 && this.streamPrefixes.length === 0) {
-      throw new ProcessorStateError('No streams to process: register a handler (for a stream or a `<prefix>*`) or pass `streams`.');
+      throw new ProcessorStateError(
+        'No streams to process: register a handler (for a stream or a `<prefix>*`) or pass `streams`.',
+      );
     }
     for (const stream of this.streamList) this.statsByStream.set(stream, emptyStreamStats());
     this.snapshots = options.snapshots;
     this.group = new ConsumerGroup(this.redis, this.settings);
     const attempts = (this.attempts = new HandlerAttempts(this.redis, this.settings.group, this.waits, this.logger));
-    this.builder = new BatchBuilder(options.eventStore.codec, options.handlers, options.snapshots, this.settings, this.logger, attempts);
-    this.applier = new Applier(options.snapshots, this.settings, processorKeys.deadLetters, this.logger, this.waits, attempts);
+    this.builder = new BatchBuilder(
+      options.eventStore.codec,
+      options.handlers,
+      options.snapshots,
+      this.settings,
+      this.logger,
+      attempts,
+    );
+    this.applier = new Applier(
+      options.snapshots,
+      this.settings,
+      processorKeys.deadLetters,
+      this.logger,
+      this.waits,
+      attempts,
+    );
     const catalog = options.eventStore.catalog;
     this.partitionedStreams = new PartitionedStreams(this.redis, this.settings.group, this.settings.partitions);
-    this.partitionOf = new PartitionFinder(this.settings.partitions, (stream) => (catalog.has(stream) ? catalog.subjectFields(stream) : []));
-    this.ownership = new PartitionOwnership(this.redis, this.settings.group, this.settings.consumer, this.settings.partitions, this.settings.leaseMs);
+    this.partitionOf = new PartitionFinder(this.settings.partitions, (stream) =>
+      catalog.has(stream) ? catalog.subjectFields(stream) : [],
+    );
+    this.ownership = new PartitionOwnership(
+      this.redis,
+      this.settings.group,
+      this.settings.consumer,
+      this.settings.partitions,
+      this.settings.leaseMs,
+    );
   }
 
   /** The streams consumed now (grows as streams matching a prefix appear). */
@@ -180,7 +204,9 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
 
   /** The partitions this processor holds now, with the fencing token of each. */
   get partitions(): readonly HeldPartitionInfo[] {
-    return [...this.held.values()].map((p) => ({ partition: p.index, token: p.token, state: p.state })).sort((a, b) => a.partition - b.partition);
+    return [...this.held.values()]
+      .map((p) => ({ partition: p.index, token: p.token, state: p.state }))
+      .sort((a, b) => a.partition - b.partition);
   }
 
   /** This processor's fair share of the partitions, and the live processors of its group, at the last ownership round. */
@@ -199,7 +225,9 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /** Counters per stream since start, and why the stream waits on Redis if it does. */
   stats(): Record<string, Readonly<StreamStats>> {
     const loopWait = () => this.waits.get('read') ?? this.waits.get('ownership');
-    return Object.fromEntries([...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? loopWait() }]));
+    return Object.fromEntries(
+      [...this.statsByStream].map(([s, st]) => [s, { ...st, waiting: this.waits.get(s) ?? loopWait() }]),
+    );
   }
 
   /**
@@ -207,14 +235,23 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
    * created (and work taken up) as soon as it answers, retrying with backoff meanwhile.
    */
   async start(): Promise<void> {
-    if (this.state !== 'idle') throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
+    if (this.state !== 'idle')
+      throw new ProcessorStateError(`start() called on a processor that is ${this.state}; create a new one.`);
     this.state = 'running';
     this.unready = new Set([OWNERSHIP_ROUND, ...this.streamList]);
     void this.heartbeat();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.settings.heartbeatMs);
     this.loops = [this.ownershipLoop()];
     for (const stream of this.streamList) this.startStreamLoops(stream);
-    this.logger.info({ group: this.settings.group, consumer: this.settings.consumer, streams: this.streams, partitions: this.settings.partitions }, 'processor started');
+    this.logger.info(
+      {
+        group: this.settings.group,
+        consumer: this.settings.consumer,
+        streams: this.streams,
+        partitions: this.settings.partitions,
+      },
+      'processor started',
+    );
   }
 
   /**
@@ -232,7 +269,11 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     // Bounded: with Redis away, a loop may wait on a command that only fails after ioredis gives up.
     const settled = Promise.allSettled([...this.loops, ...this.inFlight]);
     const gaveUp = await within(settled, this.settings.shutdownTimeoutMs);
-    if (gaveUp) this.logger.warn({ consumer: this.settings.consumer }, 'stop: the batch in hand did not finish in time; it is applied by the next holder of its partition');
+    if (gaveUp)
+      this.logger.warn(
+        { consumer: this.settings.consumer },
+        'stop: the batch in hand did not finish in time; it is applied by the next holder of its partition',
+      );
     else await within(this.handOver(), 2_000);
     this.held.clear();
     await Promise.all([...this.readers.values()].map((c) => c.close()));
@@ -298,14 +339,25 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   private async ensureGroup(stream: string): Promise<void> {
-    const { adopted } = await this.partitionedStreams.prepare(stream, this.group.startId, this.snapshots.cursorKey(stream), (p) => this.snapshots.cursorKey(stream, p));
-    if (adopted) this.logger.info({ stream, cursor: adopted }, 'stream processed before partitions: every partition goes on from its applied position');
+    const { adopted } = await this.partitionedStreams.prepare(
+      stream,
+      this.group.startId,
+      this.snapshots.cursorKey(stream),
+      (p) => this.snapshots.cursorKey(stream, p),
+    );
+    if (adopted)
+      this.logger.info(
+        { stream, cursor: adopted },
+        'stream processed before partitions: every partition goes on from its applied position',
+      );
     this.statsFor(stream);
     this.progressed(stream);
   }
 
   private async heartbeat(): Promise<void> {
-    await this.group.heartbeat(this.stats()).catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
+    await this.group
+      .heartbeat(this.stats())
+      .catch((error: unknown) => this.logger.debug({ err: String(error) }, 'heartbeat failed'));
   }
 
   /** Every rebalanceIntervalMs: renew, take a fair share, give back what is beyond it. */
@@ -318,10 +370,15 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         this.lastRound = { share: round.share, members: round.members };
         await this.reconcile(round.held, round.share);
         this.progressed(OWNERSHIP_ROUND);
-        if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs) await this.discover();
+        if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs)
+          await this.discover();
         if (this.settings.retention && Date.now() - this.trimmedAt >= RETENTION_INTERVAL_MS) {
           this.trimmedAt = Date.now();
-          for (const stream of this.streams) await trimApplied(this.redis, stream, this.snapshots, { group: this.settings.group, partitions: this.settings.partitions });
+          for (const stream of this.streams)
+            await trimApplied(this.redis, stream, this.snapshots, {
+              group: this.settings.group,
+              partitions: this.settings.partitions,
+            });
         }
         if (Date.now() - this.forgotAt >= FORGET_SILENT_AFTER_MS) {
           this.forgotAt = Date.now();
@@ -329,7 +386,9 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         }
         this.waits.clear('ownership');
         backoff = 100;
-        await sleep(this.settings.rebalanceIntervalMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+        await sleep(this.settings.rebalanceIntervalMs, undefined, { signal: this.stopping.signal }).catch(
+          () => undefined,
+        );
       } catch (error) {
         if (this.state !== 'running') return;
         const unavailable = this.onLoopError(error, 'ownership');
@@ -353,7 +412,15 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     }
     for (const [index, token] of leases) {
       if (this.held.has(index) || this.releasing.has(index)) continue;
-      const partition: HeldPartition = { index, token, state: 'active', readFrom: new Map(), stored: new Map(), generation: 0, busy: new Set() };
+      const partition: HeldPartition = {
+        index,
+        token,
+        state: 'active',
+        readFrom: new Map(),
+        stored: new Map(),
+        generation: 0,
+        busy: new Set(),
+      };
       try {
         for (const stream of this.streams) await this.takeStream(partition, stream);
       } catch (error) {
@@ -404,7 +471,10 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
       this.logger.info({ partition: partition.index }, 'partition handed over');
       this.partitionsChanged({ released: [partition.index] });
     } catch (error) {
-      this.logger.warn({ partition: partition.index, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
+      this.logger.warn(
+        { partition: partition.index, err: String(error) },
+        'could not hand a partition over; its lease runs out instead',
+      );
     } finally {
       this.releasing.delete(partition.index);
     }
@@ -413,7 +483,10 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /** Waits until the held partitions change, or blockMs. */
   private async untilOwnershipChanges(): Promise<void> {
     const bound = new AbortController();
-    await Promise.race([this.ownershipChanged.promise, sleep(this.settings.blockMs, undefined, { signal: bound.signal }).catch(() => undefined)]);
+    await Promise.race([
+      this.ownershipChanged.promise,
+      sleep(this.settings.blockMs, undefined, { signal: bound.signal }).catch(() => undefined),
+    ]);
     bound.abort();
   }
 
@@ -437,11 +510,16 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         const positions = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
         const from = positions.reduce((min, id) => (compareEntryIds(id, min) < 0 ? id : min));
         // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
-        const blockMs = this.readers.get(stream)?.canWake === false ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs) : this.settings.blockMs;
+        const blockMs =
+          this.readers.get(stream)?.canWake === false
+            ? Math.min(this.settings.blockMs, this.settings.rebalanceIntervalMs)
+            : this.settings.blockMs;
         // Enough for a full batch per partition held, whatever share of the stream they are.
         const count = Math.min(this.settings.batchSize * this.settings.partitions, MAX_READ);
         // As bytes: only the entries of partitions held are decoded to text (and only the subject of the others).
-        const raw = readEntries(await connection.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from));
+        const raw = readEntries(
+          await connection.xreadBuffer('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, from),
+        );
         if (raw.length === 0) {
           // Nothing new for blockMs: write the cursors idle partitions have read past, so what
           // status, retention and read-your-writes see settles.
@@ -490,7 +568,11 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   /** Moves the cursor of each partition whose read position is past it (entries of other partitions only). */
-  private async writeIdleCursors(stream: string, reading: readonly HeldPartition[], generations: readonly number[]): Promise<void> {
+  private async writeIdleCursors(
+    stream: string,
+    reading: readonly HeldPartition[],
+    generations: readonly number[],
+  ): Promise<void> {
     const work: Promise<void>[] = [];
     for (const [i, partition] of reading.entries()) {
       if (this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
@@ -515,7 +597,13 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
    * Applies one partition's entries of one read (none: its cursor only moves up to `through`);
    * a partition found taken over is dropped.
    */
-  private processPartition(partition: HeldPartition, stream: string, entries: readonly StreamEntry[], cursor: string, through: string): Promise<void> {
+  private processPartition(
+    partition: HeldPartition,
+    stream: string,
+    entries: readonly StreamEntry[],
+    cursor: string,
+    through: string,
+  ): Promise<void> {
     const run = async () => {
       try {
         // At most batchSize entries per apply call (one call holds Redis for its whole run).
@@ -534,10 +622,17 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         if (String(error).includes(PARTITION_LOST)) {
           if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
           this.partitionsChanged({ lost: [partition.index] });
-          this.logger.warn({ stream, partition: partition.index }, 'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied');
+          this.logger.warn(
+            { stream, partition: partition.index },
+            'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied',
+          );
           return;
         }
-        if (String(error).includes(PARTITION_GAP)) this.logger.warn({ stream, partition: partition.index, err: String(error) }, 'partition cursor moved under this processor: reading on from it');
+        if (String(error).includes(PARTITION_GAP))
+          this.logger.warn(
+            { stream, partition: partition.index, err: String(error) },
+            'partition cursor moved under this processor: reading on from it',
+          );
         await this.resetReadPosition(partition, stream).catch(() => undefined);
         if (!String(error).includes(PARTITION_GAP)) throw error;
       }
@@ -548,26 +643,53 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   /** Returns false when stopping cut it short. */
-  private async process(stream: string, partition: HeldPartition, entries: readonly StreamEntry[], cursor: string, through: string): Promise<boolean> {
+  private async process(
+    stream: string,
+    partition: HeldPartition,
+    entries: readonly StreamEntry[],
+    cursor: string,
+    through: string,
+  ): Promise<boolean> {
     const stats = this.statsFor(stream);
     const observed = entries.length > 0 && this.listenerCount('batch') + this.listenerCount('deadLetter') > 0;
     const started = observed ? performance.now() : 0;
-    const batch = entries.length === 0 ? [] : await this.builder.build(stream, entries, { signal: this.stopping.signal });
+    const batch =
+      entries.length === 0 ? [] : await this.builder.build(stream, entries, { signal: this.stopping.signal });
     const outcome = await this.applier.apply(stream, batch, {
       group: this.settings.group,
       stats,
       stopRequestedAt: () => this.stopRequestedAt,
       partition: { index: partition.index, readFrom: cursor, readThrough: through },
-      fence: { key: partitionKeys.epoch(stream, this.settings.group, partition.index), token: partition.token, code: PARTITION_LOST },
+      fence: {
+        key: partitionKeys.epoch(stream, this.settings.group, partition.index),
+        token: partition.token,
+        code: PARTITION_LOST,
+      },
     });
     if (!outcome.complete) return false;
     if (entries.length > 0) {
       this.logger.debug(
-        { stream, partition: partition.index, first: entries[0]?.id, count: entries.length, applied: outcome.applied, skipped: outcome.skipped, deadLettered: outcome.deadLettered },
+        {
+          stream,
+          partition: partition.index,
+          first: entries[0]?.id,
+          count: entries.length,
+          applied: outcome.applied,
+          skipped: outcome.skipped,
+          deadLettered: outcome.deadLettered,
+        },
         'batch applied',
       );
     }
-    if (observed) reportBatch(this, { stream, partition: partition.index, entries, batch, outcome, durationMs: performance.now() - started });
+    if (observed)
+      reportBatch(this, {
+        stream,
+        partition: partition.index,
+        entries,
+        batch,
+        outcome,
+        durationMs: performance.now() - started,
+      });
     return true;
   }
 
@@ -598,7 +720,8 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     } else {
       this.logger.warn({ err: message, loop: source }, 'processor loop error; retrying');
     }
-    if (this.listenerCount('error') > 0) this.emit('error', new ProcessorLoopError(source, error, this.waits.get(source)));
+    if (this.listenerCount('error') > 0)
+      this.emit('error', new ProcessorLoopError(source, error, this.waits.get(source)));
     // The group is gone (Redis restarted without persistence, or someone destroyed it): create it again.
     if (message.includes('NOGROUP')) this.groupsReady = false;
     return unavailable;

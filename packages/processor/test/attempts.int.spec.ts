@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { HandlerRegistry, processorKeys, StreamProcessor, type Handler, type ProcessorSettingsInput } from '@redsource/processor';
+import {
+  HandlerRegistry,
+  processorKeys,
+  StreamProcessor,
+  type Handler,
+  type ProcessorSettingsInput,
+} from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
@@ -21,7 +27,16 @@ function jobs(handler: Handler<{ id: string }>) {
   const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix });
   const processor = (consumer: string, settings: ProcessorSettingsInput = {}) =>
     ctx.track(
-      new StreamProcessor({ redis: ctx.server.client(), eventStore: new RedisEventStore({ redis: ctx.redis, catalog }), snapshots, handlers, group, consumer, blockMs: 100, ...settings }),
+      new StreamProcessor({
+        redis: ctx.server.client(),
+        eventStore: new RedisEventStore({ redis: ctx.redis, catalog }),
+        snapshots,
+        handlers,
+        group,
+        consumer,
+        blockMs: 100,
+        ...settings,
+      }),
     );
   return { stream, group, snapshots, processor };
 }
@@ -74,7 +89,9 @@ describe('handler attempts, not deliveries, count toward maxDeliveries', () => {
       const before = reads;
       const holder = setup.processor(consumer, quick);
       await holder.start();
-      expect(await eventually(async () => reads > before && (holder.stats()[setup.stream]?.batches ?? 0) > 0)).toBe(true);
+      expect(await eventually(async () => reads > before && (holder.stats()[setup.stream]?.batches ?? 0) > 0)).toBe(
+        true,
+      );
       await holder.stop();
     }
     expect(reads).toBeGreaterThanOrEqual(5);
@@ -108,7 +125,9 @@ describe('handler attempts, not deliveries, count toward maxDeliveries', () => {
     failing = false;
     await ctx.redis.xadd(setup.stream, '*', 'command', 'job', 'id', 'other');
     await b.start();
-    expect(await eventually(async () => (await setup.snapshots.read('flaky'))?.counters['done'] === 1, 10_000)).toBe(true);
+    expect(await eventually(async () => (await setup.snapshots.read('flaky'))?.counters['done'] === 1, 10_000)).toBe(
+      true,
+    );
     expect(await eventually(async () => (await ctx.redis.hexists(key, flaky)) === 0, 3_000)).toBe(true);
     await b.stop();
   });

@@ -12,7 +12,9 @@ describe('the dead-lettered-ids set is trimmed with the stream', () => {
   it('stays bounded under retention however many entries are dead-lettered, each dead-lettered once', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const stream = setup.streams.activity;
-    const p = ctx.track(setup.processor(ctx.server.client(), { retention: true, rebalanceIntervalMs: 50, batchSize: 100 }));
+    const p = ctx.track(
+      setup.processor(ctx.server.client(), { retention: true, rebalanceIntervalMs: 50, batchSize: 100 }),
+    );
     await p.start();
     let poison = 0;
     const handled = async () => {
@@ -34,7 +36,9 @@ describe('the dead-lettered-ids set is trimmed with the stream', () => {
       expect(await eventually(async () => (await handled()) === (round + 1) * PER_ROUND, 10_000)).toBe(true);
       // Trimmed with the stream: only ids of entries still in it are kept.
       expect(await eventually(async () => (await ctx.redis.xlen(stream)) <= 1, 8_000, 100)).toBe(true);
-      expect(await eventually(async () => (await ctx.redis.scard(snapshotKeys.deadLettered(stream))) <= 1, 8_000, 100)).toBe(true);
+      expect(
+        await eventually(async () => (await ctx.redis.scard(snapshotKeys.deadLettered(stream))) <= 1, 8_000, 100),
+      ).toBe(true);
     }
     expect((await setup.snapshots.totals(stream)).deadLettered).toBe(poison);
     expect(await ctx.redis.xlen(processorKeys.deadLetters(stream))).toBe(poison);
@@ -68,7 +72,12 @@ describe('a rebuild never applies an entry that was dead-lettered, and never dea
     expect(await eventually(async () => (await setup.snapshots.totals(stream)).deadLettered === 2)).toBe(true);
     await p.stop();
     await ctx.redis.del(`${setup.keyPrefix}5`);
-    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers });
+    await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+    });
     // The dead letter stays the entry's one outcome: not applied by the rebuild, not dead-lettered again.
     expect(await setup.snapshots.read('5')).toBeUndefined();
     expect((await setup.snapshots.read('6'))?.counters['kick']).toBe(1);

@@ -26,7 +26,14 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { DeadLetters, HandlerRegistry, processorKeys, StreamProcessor, type Logger, type ProcessorSettingsInput } from '@redsource/processor';
+import {
+  DeadLetters,
+  HandlerRegistry,
+  processorKeys,
+  StreamProcessor,
+  type Logger,
+  type ProcessorSettingsInput,
+} from '@redsource/processor';
 import { compareEntryIds, SnapshotStore } from '@redsource/snapshot-store';
 import { PartitionOwnership } from '../src/partitions/ownership.ts';
 import { PartitionedStreams } from '../src/partitions/streams.ts';
@@ -57,12 +64,23 @@ const P = 12;
 const LEASE_MS = 1_500;
 const REBALANCE_MS = 100;
 /** Fast ownership for these tests: a dead processor is replaced within 1.5 s. */
-const OWNERSHIP = { partitions: P, leaseMs: LEASE_MS, rebalanceIntervalMs: REBALANCE_MS, blockMs: 100, batchSize: 50, gapFillAfterMs: 500 };
+const OWNERSHIP = {
+  partitions: P,
+  leaseMs: LEASE_MS,
+  rebalanceIntervalMs: REBALANCE_MS,
+  blockMs: 100,
+  batchSize: 50,
+  gapFillAfterMs: 500,
+};
 
 type Setup = ReturnType<typeof isolatedProfileSetup>;
 
 /** A processor of the setup's group (stopped after the test), on a client of its own unless given one. */
-function processor(setup: Setup, consumer: string, options: ProcessorSettingsInput & { client?: Redis; logger?: Logger } = {}): StreamProcessor {
+function processor(
+  setup: Setup,
+  consumer: string,
+  options: ProcessorSettingsInput & { client?: Redis; logger?: Logger } = {},
+): StreamProcessor {
   const { client = ctx.server.client(), logger, ...settings } = options;
   return ctx.track(
     new StreamProcessor({
@@ -88,7 +106,8 @@ function backgroundLoad(setup: Setup, seed: number, chunk = 10, everyMs = 10) {
   const done = (async () => {
     while (running && appended < commands.length) {
       const pipeline = client.pipeline();
-      for (const [stream, ...fields] of commands.slice(appended, appended + chunk)) pipeline.xadd(stream, '*', ...fields);
+      for (const [stream, ...fields] of commands.slice(appended, appended + chunk))
+        pipeline.xadd(stream, '*', ...fields);
       for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
       appended += chunk;
       await sleep(everyMs);
@@ -124,10 +143,14 @@ async function expectAllAppliedOnce(setup: Setup, appended: number): Promise<voi
     }
     return { applied, deadLettered, left, pending };
   };
-  await within(async () => {
-    const s = await state();
-    return s.applied >= appended && s.left === 0;
-  }, 20_000, 50);
+  await within(
+    async () => {
+      const s = await state();
+      return s.applied >= appended && s.left === 0;
+    },
+    20_000,
+    50,
+  );
   // A moment more: an entry applied twice would show as applied > appended.
   await sleep(200);
   expect(await state()).toEqual({ applied: appended, deadLettered: 0, left: 0, pending: 0 });
@@ -173,21 +196,35 @@ function watchExclusive(processors: () => readonly StreamProcessor[]) {
  * Whether the processors hold exactly `counts` partitions each (all active), and Redis agrees: each
  * lease names the processor holding it in memory, with the same token, and every partition is held.
  */
-async function converged(setup: Pick<Setup, 'group'>, processors: readonly StreamProcessor[], counts: readonly number[]): Promise<boolean> {
+async function converged(
+  setup: Pick<Setup, 'group'>,
+  processors: readonly StreamProcessor[],
+  counts: readonly number[],
+): Promise<boolean> {
   const leases = await readLeases(ctx.redis, setup.group, P);
   const held = processors.map((p) => p.partitions);
   if (held.some((h, i) => h.length !== counts[i] || h.some((x) => x.state !== 'active'))) return false;
   if (leases.some((l) => l === undefined)) return false;
-  return held.every((h, i) => h.every((x) => leases[x.partition]?.holder === processors[i]?.consumer && leases[x.partition]?.token === x.token));
+  return held.every((h, i) =>
+    h.every((x) => leases[x.partition]?.holder === processors[i]?.consumer && leases[x.partition]?.token === x.token),
+  );
 }
 
-async function converge(setup: Pick<Setup, 'group'>, processors: readonly StreamProcessor[], counts: readonly number[], timeoutMs = 5_000): Promise<void> {
+async function converge(
+  setup: Pick<Setup, 'group'>,
+  processors: readonly StreamProcessor[],
+  counts: readonly number[],
+  timeoutMs = 5_000,
+): Promise<void> {
   const done = await within(() => converged(setup, processors, counts), timeoutMs);
   const leases = await readLeases(ctx.redis, setup.group, P);
-  expect(done.ok, `want ${JSON.stringify(counts)}; in memory ${JSON.stringify(processors.map((p) => p.partitions))}; leases ${JSON.stringify(leases)}`).toBe(true);
+  expect(
+    done.ok,
+    `want ${JSON.stringify(counts)}; in memory ${JSON.stringify(processors.map((p) => p.partitions))}; leases ${JSON.stringify(leases)}`,
+  ).toBe(true);
 }
 
-describe('reading: every processor reads the source stream and applies only its partitions\' entries', () => {
+describe("reading: every processor reads the source stream and applies only its partitions' entries", () => {
   it('the processor and this file name the same keys', () => {
     expectKeyLayout();
   });
@@ -197,7 +234,8 @@ describe('reading: every processor reads the source stream and applies only its 
     const streams = (count = P) => new PartitionedStreams(ctx.redis, group, count);
     const cursorKey = (stream: string) => (p: number) => `redsource:{${stream}}:applied:profiles:p${p}`;
     const oldKey = (stream: string) => `redsource:{${stream}}:applied:profiles`;
-    const cursors = async (stream: string) => ctx.redis.mget(...Array.from({ length: P }, (_, p) => cursorKey(stream)(p)));
+    const cursors = async (stream: string) =>
+      ctx.redis.mget(...Array.from({ length: P }, (_, p) => cursorKey(stream)(p)));
 
     // A new group at '$': the projection starts after the entries already there.
     const late = unique('late');
@@ -208,7 +246,10 @@ describe('reading: every processor reads the source stream and applies only its 
     expect(await cursors(late)).toEqual(Array.from({ length: P }, () => last));
     expect(await groupInfo(late, group)).toMatchObject({ 'last-delivered-id': last, pending: 0 });
     // Another count is refused and changes nothing; the same count again changes nothing either.
-    for (const other of [8, 13, 1]) expect(String(await rejection(streams(other).prepare(late, '0', oldKey(late), cursorKey(late))))).toMatch(/RS_PARTITIONS_MISMATCH.*12.*not/);
+    for (const other of [8, 13, 1])
+      expect(String(await rejection(streams(other).prepare(late, '0', oldKey(late), cursorKey(late))))).toMatch(
+        /RS_PARTITIONS_MISMATCH.*12.*not/,
+      );
     await ctx.redis.set(cursorKey(late)(4), '9999999999999-0');
     expect(await streams().prepare(late, '0', oldKey(late), cursorKey(late))).toEqual({ adopted: undefined });
     expect(await ctx.redis.get(keys.count(late, group))).toBe(String(P));
@@ -229,28 +270,36 @@ describe('reading: every processor reads the source stream and applies only its 
     expect(await cursors(existing)).toEqual(Array.from({ length: P }, () => '0-0'));
   });
 
-  it('two processors of one group on one stream apply every entry exactly once, each only its own partitions\' entries, in each subject\'s order', async () => {
+  it("two processors of one group on one stream apply every entry exactly once, each only its own partitions' entries, in each subject's order", async () => {
     const stream = unique('seq');
     const group = unique('g');
     const keyPrefix = `${unique('seq')}_`;
-    const catalog = new EventCatalog({ [stream]: { schemas: { step: z.object({ user: z.string(), seq: z.coerce.number() }) }, subjectFields: ['user'] } });
+    const catalog = new EventCatalog({
+      [stream]: { schemas: { step: z.object({ user: z.string(), seq: z.coerce.number() }) }, subjectFields: ['user'] },
+    });
     // Each user's entries carry 0, 1, 2...: the ordered set shows the order they were applied in, the counter how often.
     const handlers = new HandlerRegistry().on<{ user: string; seq: number }>(stream, 'step', ({ data }) => ({
       snapshotId: data.user,
-      mutations: [{ op: 'create' }, { op: 'addMember', set: 'seq', member: String(data.seq) }, { op: 'increment', counter: 'n' }],
+      mutations: [
+        { op: 'create' },
+        { op: 'addMember', set: 'seq', member: String(data.seq) },
+        { op: 'increment', counter: 'n' },
+      ],
     }));
     const applying = new Map<string, Set<number>>();
     const start = async (consumer: string) => {
       const client = ctx.server.client();
-      const p = ctx.track(new StreamProcessor({
-        redis: client,
-        eventStore: new RedisEventStore({ redis: client, catalog }),
-        snapshots: new SnapshotStore({ redis: client, keyPrefix }),
-        handlers,
-        group,
-        consumer,
-        ...OWNERSHIP,
-      }));
+      const p = ctx.track(
+        new StreamProcessor({
+          redis: client,
+          eventStore: new RedisEventStore({ redis: client, catalog }),
+          snapshots: new SnapshotStore({ redis: client, keyPrefix }),
+          handlers,
+          group,
+          consumer,
+          ...OWNERSHIP,
+        }),
+      );
       await p.start();
       return p;
     };
@@ -278,20 +327,28 @@ describe('reading: every processor reads the source stream and applies only its 
     for (const user of users) {
       const snapshot = await snapshots.read(user);
       const count = next.get(user) as number;
-      expect({ user, n: snapshot?.counters['n'], seq: snapshot?.sets['seq'] }).toEqual({ user, n: count, seq: Array.from({ length: count }, (_, i) => String(i)) });
+      expect({ user, n: snapshot?.counters['n'], seq: snapshot?.sets['seq'] }).toEqual({
+        user,
+        n: count,
+        seq: Array.from({ length: count }, (_, i) => String(i)),
+      });
     }
-    expect(await unappliedPerPartition(ctx.redis, snapshots, stream, P, ['user'])).toEqual(Array.from({ length: P }, () => 0));
+    expect(await unappliedPerPartition(ctx.redis, snapshots, stream, P, ['user'])).toEqual(
+      Array.from({ length: P }, () => 0),
+    );
     // Both read the whole stream, each applied only the entries of the partitions it held (no partition moved meanwhile).
     for (const p of [a, b]) {
       const mine = applying.get(p.consumer) as Set<number>;
       expect(new Set(p.partitions.map((h) => h.partition))).toEqual(mine);
-      const expected = users.filter((u) => mine.has(designPartition(u, P))).reduce((n, u) => n + (next.get(u) as number), 0);
+      const expected = users
+        .filter((u) => mine.has(designPartition(u, P)))
+        .reduce((n, u) => n + (next.get(u) as number), 0);
       expect(p.stats()[stream]?.applied, p.consumer).toBe(expected);
     }
     expect((a.stats()[stream]?.applied ?? 0) + (b.stats()[stream]?.applied ?? 0)).toBe(1_500);
   });
 
-  it('an entry of more than 7000 field items is applied in its user\'s order like any other, and one the codec refuses is dead-lettered with its exact bytes', async () => {
+  it("an entry of more than 7000 field items is applied in its user's order like any other, and one the codec refuses is dead-lettered with its exact bytes", async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const user = 'big';
     const personal = Array.from({ length: 3_597 }, (_, i) => [`f${i}`, `v${i}`]).flat();
@@ -300,17 +357,32 @@ describe('reading: every processor reads the source stream and applies only its 
     // The same size with no command: the event store cannot decode it.
     const poison = ['user_id', user, 'no_command_here', 'x', ...personal, 'pad', 'pad'];
     expect(poison.length).toBe(7_200);
-    await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'command', 'register', 'name', 'Small', 'f0', 'before');
+    await ctx.redis.xadd(
+      setup.streams.updates,
+      '*',
+      'user_id',
+      user,
+      'command',
+      'register',
+      'name',
+      'Small',
+      'f0',
+      'before',
+    );
     await ctx.redis.xadd(setup.streams.updates, '*', ...big);
     const poisonId = String(await ctx.redis.xadd(setup.streams.updates, '*', ...poison));
     await ctx.redis.xadd(setup.streams.updates, '*', 'user_id', user, 'action', 'update', 'f1', 'after');
 
     const p = processor(setup, 'solo');
     await p.start();
-    const done = await within(async () => {
-      const t = await setup.snapshots.totals(setup.streams.updates);
-      return t.applied + t.deadLettered >= 4;
-    }, 10_000, 50);
+    const done = await within(
+      async () => {
+        const t = await setup.snapshots.totals(setup.streams.updates);
+        return t.applied + t.deadLettered >= 4;
+      },
+      10_000,
+      50,
+    );
     expect(done.ok).toBe(true);
     expect(await setup.snapshots.totals(setup.streams.updates)).toEqual({ applied: 3, skipped: 0, deadLettered: 1 });
     const snapshot = await setup.snapshots.read(user);
@@ -385,7 +457,11 @@ describe('ownership: each partition held by one processor at a time, shared fair
       const three = await readLeases(ctx.redis, setup.group, P);
       const fencesThree = await readFences(ctx.redis, setup.group, P);
       expectOnlyMovedChanged(pair, three, fencesPair, fencesThree, 'c', 4);
-      expect([a.share, b.share, c.share]).toEqual([{ share: 4, members: 3 }, { share: 4, members: 3 }, { share: 4, members: 3 }]);
+      expect([a.share, b.share, c.share]).toEqual([
+        { share: 4, members: 3 },
+        { share: 4, members: 3 },
+        { share: 4, members: 3 },
+      ]);
       // Each stream's epoch of each partition is its holder's token (what every apply is checked against).
       for (const stream of Object.values(setup.streams)) {
         const epochs = await ctx.redis.mget(...Array.from({ length: P }, (_, p) => keys.epoch(stream, setup.group, p)));
@@ -404,7 +480,11 @@ describe('ownership: each partition held by one processor at a time, shared fair
   it('stop() hands its partitions over at once: the others hold them within ~3 rebalance intervals, far before the lease', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const load = backgroundLoad(setup, 42);
-    const [a, b, c] = ['a', 'b', 'c'].map((name) => processor(setup, name)) as [StreamProcessor, StreamProcessor, StreamProcessor];
+    const [a, b, c] = ['a', 'b', 'c'].map((name) => processor(setup, name)) as [
+      StreamProcessor,
+      StreamProcessor,
+      StreamProcessor,
+    ];
     const exclusive = watchExclusive(() => [a, b, c]);
     try {
       await Promise.all([a.start(), b.start(), c.start()]);
@@ -421,7 +501,9 @@ describe('ownership: each partition held by one processor at a time, shared fair
       expect(taken.ms, `handover took ${Math.round(taken.ms)} ms`).toBeLessThan(3 * REBALANCE_MS + 200);
       // Only c's partitions moved, once each.
       const after = await readFences(ctx.redis, setup.group, P);
-      expect(after.map((f, p) => f - (before[p] as number))).toEqual(Array.from({ length: P }, (_, p) => (cHeld.includes(p) ? 1 : 0)));
+      expect(after.map((f, p) => f - (before[p] as number))).toEqual(
+        Array.from({ length: P }, (_, p) => (cHeld.includes(p) ? 1 : 0)),
+      );
       await expectAllAppliedOnce(setup, await load.stop());
     } finally {
       await load.stop();
@@ -452,8 +534,12 @@ describe('ownership: each partition held by one processor at a time, shared fair
       const replaced = await within(() => converged(setup, [a, b], [6, 6]), LEASE_MS + 3_000);
       expect(replaced.ok).toBe(true);
       // Its last renewal was at most one round before the cut: the leases ran out no sooner than that.
-      expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeGreaterThan(LEASE_MS - REBALANCE_MS - 150);
-      expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeLessThan(LEASE_MS + 3 * REBALANCE_MS + 500);
+      expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeGreaterThan(
+        LEASE_MS - REBALANCE_MS - 150,
+      );
+      expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeLessThan(
+        LEASE_MS + 3 * REBALANCE_MS + 500,
+      );
       const after = await readLeases(ctx.redis, setup.group, P);
       for (let p = 0; p < P; p++) {
         if (dHeld.includes(p)) expect(Number(after[p]?.token)).toBeGreaterThan(Number(before[p]?.token));
@@ -502,15 +588,26 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     const partition = 5;
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('snap')}_`, projection: 'profiles' });
     const ids: string[] = [];
-    for (const fields of [['user_id', 'u1', 'n', '1'], ['garbage', 'x'], ['user_id', 'u1', 'n', '2']]) ids.push(String(await ctx.redis.xadd(stream, '*', ...fields)));
+    for (const fields of [
+      ['user_id', 'u1', 'n', '1'],
+      ['garbage', 'x'],
+      ['user_id', 'u1', 'n', '2'],
+    ])
+      ids.push(String(await ctx.redis.xadd(stream, '*', ...fields)));
     const epoch = keys.epoch(stream, group, partition);
     const batch = (token: string) =>
       snapshots.applyBatch({
         stream,
         entries: [
-          { entryId: ids[0] as string, changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' }, { op: 'increment', counter: 'n' }] }] },
+          {
+            entryId: ids[0] as string,
+            changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' }, { op: 'increment', counter: 'n' }] }],
+          },
           { entryId: ids[1] as string, deadLetter: { reason: 'RS_TEST poison', fields: ['garbage', 'x'] } },
-          { entryId: ids[2] as string, changes: [{ snapshotId: 'u1', mutations: [{ op: 'increment', counter: 'n' }] }] },
+          {
+            entryId: ids[2] as string,
+            changes: [{ snapshotId: 'u1', mutations: [{ op: 'increment', counter: 'n' }] }],
+          },
         ],
         deadLetterStream: processorKeys.deadLetters(stream),
         group,
@@ -533,7 +630,11 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     expect(String(await rejection(batch('3')))).toMatch(/RS_PARTITION_LOST/);
     await untouched();
     const result = await batch('2');
-    expect({ applied: result.applied, deadLettered: result.deadLettered, cursor: result.cursor }).toEqual({ applied: 2, deadLettered: 1, cursor: ids[2] });
+    expect({ applied: result.applied, deadLettered: result.deadLettered, cursor: result.cursor }).toEqual({
+      applied: 2,
+      deadLettered: 1,
+      cursor: ids[2],
+    });
     expect((await snapshots.read('u1'))?.counters['n']).toBe(2);
     // The source stream is left as it is.
     expect(await ctx.redis.xlen(stream)).toBe(3);
@@ -555,7 +656,12 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     expect(successor).toBeGreaterThan(Number(stale));
     await ctx.redis.set(keys.lease(setup.group, partition), `${successor} ghost`, 'PX', 60_000);
     const ownership = new PartitionOwnership(ctx.redis, setup.group, 'ghost', P, 60_000);
-    for (const stream of Object.values(setup.streams)) await ownership.take(keys.epoch(stream, setup.group, partition), setup.snapshots.cursorKey(stream, partition), String(successor));
+    for (const stream of Object.values(setup.streams))
+      await ownership.take(
+        keys.epoch(stream, setup.group, partition),
+        setup.snapshots.cursorKey(stream, partition),
+        String(successor),
+      );
 
     const id = await ctx.redis.xadd(setup.streams.activity, '*', 'user_id', user, 'command', 'kick', 'object', 'x');
     const refused = await within(() => log.said(/claimed by another processor/), 5_000);
@@ -567,7 +673,9 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     // The entry waits in the stream for the partition's holder: the only one after its partition's cursor.
     const left = await unappliedPerPartition(ctx.redis, setup.snapshots, setup.streams.activity, P, SUBJECT_FIELDS);
     expect(left).toEqual(Array.from({ length: P }, (_, p) => (p === partition ? 1 : 0)));
-    expect(compareEntryIds(await setup.snapshots.cursor(setup.streams.activity, partition), String(id))).toBeLessThan(0);
+    expect(compareEntryIds(await setup.snapshots.cursor(setup.streams.activity, partition), String(id))).toBeLessThan(
+      0,
+    );
 
     // The ghost goes; a real processor takes the partition over and applies the entry, once.
     await a.stop();

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { DeadLetters, HandlerRegistry, partitionKeys, processorKeys, replay, StreamProcessor, type ReplayProgress } from '@redsource/processor';
+import {
+  DeadLetters,
+  HandlerRegistry,
+  partitionKeys,
+  processorKeys,
+  replay,
+  StreamProcessor,
+  type ReplayProgress,
+} from '@redsource/processor';
 import { compareEntryIds, SnapshotStore, type ApplyBatchInput, type ApplyBatchResult } from '@redsource/snapshot-store';
 import { z } from 'zod';
 import { PartitionOwnership } from '../src/partitions/ownership.ts';
@@ -35,7 +43,8 @@ async function totals(setup: Setup) {
 }
 
 /** What is left of one stream: its entries after their partition's cursor, and what is pending in the group. */
-const unprocessedOf = (setup: Setup, stream: string) => unprocessed(ctx.redis, stream, setup.group, setup.snapshots, setup.eventStore.catalog.subjectFields(stream));
+const unprocessedOf = (setup: Setup, stream: string) =>
+  unprocessed(ctx.redis, stream, setup.group, setup.snapshots, setup.eventStore.catalog.subjectFields(stream));
 
 async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
   let unapplied = 0;
@@ -49,10 +58,18 @@ async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
 }
 
 /** What a processor does on taking partitions: claims each of them on every stream with its lease's fencing token. */
-async function claimPartitions(setup: Setup, ownership: PartitionOwnership, leases: ReadonlyMap<number, string>): Promise<void> {
+async function claimPartitions(
+  setup: Setup,
+  ownership: PartitionOwnership,
+  leases: ReadonlyMap<number, string>,
+): Promise<void> {
   for (const [partition, token] of leases) {
     for (const stream of Object.values(setup.streams)) {
-      await ownership.take(partitionKeys.epoch(stream, setup.group, partition), setup.snapshots.cursorKey(stream, partition), token);
+      await ownership.take(
+        partitionKeys.epoch(stream, setup.group, partition),
+        setup.snapshots.cursorKey(stream, partition),
+        token,
+      );
     }
   }
 }
@@ -77,12 +94,15 @@ describe('StreamProcessor with the profile handlers', () => {
     await xaddAll(ctx.redis, commands);
     const processor = await started(setup.processor(ctx.server.client()));
     const expected = await referenceFold(setup.eventStore, setup.streams);
-    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(
+      true,
+    );
     // The script has run before its reply reaches the processor's counters: wait for those too.
     const applied = () => Object.values(processor.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
     // Nothing left behind: no entry after its partition's cursor, nothing pending in the group.
-    for (const stream of Object.values(setup.streams)) expect(await unprocessedOf(setup, stream)).toEqual({ unapplied: 0, pending: 0 });
+    for (const stream of Object.values(setup.streams))
+      expect(await unprocessedOf(setup, stream)).toEqual({ unapplied: 0, pending: 0 });
   });
 
   it('resumes a restarted processor on its own partitions at once (no lease wait), from where each is applied, with nothing lost or doubled', async () => {
@@ -104,7 +124,9 @@ describe('StreamProcessor with the profile handlers', () => {
     const restarted = await started(setup.processor(ctx.server.client(), { consumer: 'c1' }));
     const expected = await referenceFold(setup.eventStore, setup.streams);
     // Well within the lease: it goes on with its own leases instead of waiting for them to run out.
-    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 5_000)).toBe(true);
+    expect(
+      await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 5_000),
+    ).toBe(true);
     expect(restarted.partitions.map((p) => [p.partition, p.token])).toEqual([...leases].sort(([a], [b]) => a - b));
     const applied = () => Object.values(restarted.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
@@ -120,7 +142,15 @@ describe('StreamProcessor with the profile handlers', () => {
     const client = ctx.server.client();
     const snapshots = new ReplyLostOnce({ redis: client, keyPrefix: setup.keyPrefix, projection: 'profiles' });
     const first = await started(
-      new StreamProcessor({ redis: client, eventStore: new RedisEventStore({ redis: client, catalog: setup.eventStore.catalog }), snapshots, handlers: setup.handlers, group: setup.group, consumer: 'a', blockMs: 100 }),
+      new StreamProcessor({
+        redis: client,
+        eventStore: new RedisEventStore({ redis: client, catalog: setup.eventStore.catalog }),
+        snapshots,
+        handlers: setup.handlers,
+        group: setup.group,
+        consumer: 'a',
+        blockMs: 100,
+      }),
     );
     expect(await eventually(async () => first.stats()[stream]?.skipped === 1)).toBe(true);
     expect(snapshots.lost).toBe(1);
@@ -143,11 +173,16 @@ describe('StreamProcessor with the profile handlers', () => {
 
   it('shares a group between processors with the snapshots equal to the fold of the log', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
-    const processors = await Promise.all([1, 2, 3].map(() => started(setup.processor(ctx.server.client(), { batchSize: 20, rebalanceIntervalMs: 100 }))));
+    const processors = await Promise.all(
+      [1, 2, 3].map(() => started(setup.processor(ctx.server.client(), { batchSize: 20, rebalanceIntervalMs: 100 }))),
+    );
     const commands = randomCommands(setup.streams, 3000, 25, 3);
     await xaddAll(ctx.redis, commands, 100);
     const expected = await referenceFold(setup.eventStore, setup.streams);
-    const settled = await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 20_000);
+    const settled = await eventually(
+      async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0,
+      20_000,
+    );
     expect(settled ? [] : await snapshotDifferences(setup.snapshots, expected)).toEqual([]);
     const applied = () => processors.flatMap((p) => Object.values(p.stats())).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
@@ -155,7 +190,9 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(applied()).toBe(commands.length);
     // Shared fairly: 12 partitions, 4 each, every one held by exactly one of them.
     expect(await eventually(async () => processors.every((p) => p.partitions.length === PARTITIONS / 3))).toBe(true);
-    expect(processors.flatMap((p) => p.partitions.map((h) => h.partition)).sort((a, b) => a - b)).toEqual([...Array(PARTITIONS).keys()]);
+    expect(processors.flatMap((p) => p.partitions.map((h) => h.partition)).sort((a, b) => a - b)).toEqual([
+      ...Array(PARTITIONS).keys(),
+    ]);
     expect(processors.every((p) => p.share.members === 3 && p.share.share === PARTITIONS / 3)).toBe(true);
   });
 
@@ -168,18 +205,23 @@ describe('StreamProcessor with the profile handlers', () => {
     const ghost = new PartitionOwnership(ctx.redis, setup.group, 'ghost', PARTITIONS, 1_000);
     const ghostLeases = (await ghost.round()).held;
     await claimPartitions(setup, ghost, ghostLeases);
-    const living = await started(setup.processor(ctx.server.client(), { leaseMs: 1_000, rebalanceIntervalMs: 100, gapFillAfterMs: 60_000 }));
+    const living = await started(
+      setup.processor(ctx.server.client(), { leaseMs: 1_000, rebalanceIntervalMs: 100, gapFillAfterMs: 60_000 }),
+    );
     // While the ghost's leases run, its partitions are its own: nothing is applied by another.
     await new Promise((r) => setTimeout(r, 300));
     expect(living.partitions).toEqual([]);
     expect((await totals(setup)).applied).toBe(0);
 
     const expected = await referenceFold(setup.eventStore, setup.streams);
-    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(true);
+    expect(await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0)).toBe(
+      true,
+    );
     expect(Object.values(living.stats()).reduce((n, s) => n + s.claimed, 0)).toBeGreaterThan(0);
     expect(living.partitions).toHaveLength(PARTITIONS);
     // Each with a later fencing token than the ghost's, so the ghost could no longer write there.
-    for (const held of living.partitions) expect(Number(held.token)).toBeGreaterThan(Number(ghostLeases.get(held.partition)));
+    for (const held of living.partitions)
+      expect(Number(held.token)).toBeGreaterThan(Number(ghostLeases.get(held.partition)));
     expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
     expect(await unprocessedAll(setup)).toEqual({ unapplied: 0, pending: 0 });
     expect(await ctx.redis.zscore(partitionKeys.members(setup.group), 'ghost')).toBeNull();
@@ -219,7 +261,8 @@ describe('StreamProcessor with the profile handlers', () => {
 });
 
 describe('StreamProcessor with handlers of your own', () => {
-  const catalog = (stream: string) => new EventCatalog({ [stream]: { schemas: { '*': z.object({ id: z.string() }) } } });
+  const catalog = (stream: string) =>
+    new EventCatalog({ [stream]: { schemas: { '*': z.object({ id: z.string() }) } } });
 
   it('retries a throwing handler with backoff, then dead-letters it after maxDeliveries while later entries still apply', async () => {
     const stream = unique('jobs');
@@ -234,7 +277,16 @@ describe('StreamProcessor with handlers of your own', () => {
     });
     const eventStore = new RedisEventStore({ redis: ctx.redis, catalog: catalog(stream) });
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix });
-    const processor = new StreamProcessor({ redis: ctx.redis, eventStore, snapshots, handlers, group: unique('g'), maxDeliveries: 4, retryBackoffMs: 5, blockMs: 100 });
+    const processor = new StreamProcessor({
+      redis: ctx.redis,
+      eventStore,
+      snapshots,
+      handlers,
+      group: unique('g'),
+      maxDeliveries: 4,
+      retryBackoffMs: 5,
+      blockMs: 100,
+    });
     for (const id of ['flaky', 'poison', 'after']) await ctx.redis.xadd(stream, '*', 'command', 'job', 'id', id);
     await started(processor);
     expect(await eventually(async () => (await snapshots.read('after'))?.counters['done'] === 1)).toBe(true);
@@ -270,7 +322,14 @@ describe('replay', () => {
     await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0);
     const live = await dumpSnapshots(setup.keyPrefix);
     const progress: number[] = [];
-    const result = await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100, onProgress: (p) => progress.push(p.done) });
+    const result = await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      pageSize: 100,
+      onProgress: (p) => progress.push(p.done),
+    });
     expect(result.done).toBe(500);
     expect(progress.length).toBeGreaterThanOrEqual(5);
     expect(await dumpSnapshots(setup.keyPrefix, ['_rev', '_rebuild'])).toEqual(stripFields(live, ['_rev', '_rebuild']));
@@ -287,7 +346,12 @@ async function dumpSnapshots(prefix: string, without: string[] = []): Promise<Re
 }
 
 function stripFields(dump: Record<string, Record<string, string>>, without: string[]) {
-  return Object.fromEntries(Object.entries(dump).map(([k, h]) => [k, Object.fromEntries(Object.entries(h).filter(([f]) => !without.includes(f)))]));
+  return Object.fromEntries(
+    Object.entries(dump).map(([k, h]) => [
+      k,
+      Object.fromEntries(Object.entries(h).filter(([f]) => !without.includes(f))),
+    ]),
+  );
 }
 
 describe('regressions: replay deletes only snapshot hashes and counts what it steps over', () => {
@@ -295,9 +359,14 @@ describe('regressions: replay deletes only snapshot hashes and counts what it st
   async function ordersSetup() {
     const stream = unique('orders_log');
     const keyPrefix = `p_${unique('r')}_`;
-    const catalog = new EventCatalog({ [stream]: { schemas: { place: z.object({ id: z.string() }), note: z.object({ id: z.string() }) } } });
+    const catalog = new EventCatalog({
+      [stream]: { schemas: { place: z.object({ id: z.string() }), note: z.object({ id: z.string() }) } },
+    });
     const handlers = new HandlerRegistry()
-      .on<{ id: string }>(stream, 'place', (event) => ({ snapshotId: event.data.id, mutations: [{ op: 'create' }, { op: 'increment', counter: 'orders' }] }))
+      .on<{ id: string }>(stream, 'place', (event) => ({
+        snapshotId: event.data.id,
+        mutations: [{ op: 'create' }, { op: 'increment', counter: 'orders' }],
+      }))
       .on(stream, 'note', () => undefined);
     const eventStore = new RedisEventStore({ redis: ctx.redis, catalog });
     const snapshots = new SnapshotStore({ redis: ctx.redis, keyPrefix });
@@ -342,16 +411,27 @@ describe('regressions: replay deletes only snapshot hashes and counts what it st
   it('counts as stepped only the entries it cannot apply, not valid events without changes; applied excludes them', async () => {
     const { stream, handlers, eventStore, snapshots } = await ordersSetup();
     const progress: ReplayProgress[] = [];
-    const result = await replay({ redis: ctx.redis, eventStore, snapshots, handlers, pageSize: 2, onProgress: (p) => progress.push(p) });
+    const result = await replay({
+      redis: ctx.redis,
+      eventStore,
+      snapshots,
+      handlers,
+      pageSize: 2,
+      onProgress: (p) => progress.push(p),
+    });
 
     expect(result).toMatchObject({ stream, done: 5, total: 5, applied: 4, stepped: 1 });
     expect(progress.at(-1)).toEqual(result);
-    expect(progress.filter((p) => p.phase === 'building' && p.done > 0).map((p) => [p.done, p.applied, p.stepped])).toEqual([
+    expect(
+      progress.filter((p) => p.phase === 'building' && p.done > 0).map((p) => [p.done, p.applied, p.stepped]),
+    ).toEqual([
       [2, 2, 0],
       [4, 3, 1],
       [5, 4, 1],
     ]);
-    expect(progress.map((p) => p.phase)).toEqual(expect.arrayContaining(['building', 'catching-up', 'switching', 'done']));
+    expect(progress.map((p) => p.phase)).toEqual(
+      expect.arrayContaining(['building', 'catching-up', 'switching', 'done']),
+    );
   });
 });
 
@@ -359,7 +439,10 @@ describe('DeadLetters', () => {
   it('lists and shows what a processor dead-lettered, retries it into the stream and drops it', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const stream = setup.streams.updates;
-    const badFields = [['user_id', '1', 'no_type_here', 'x'], ['user_id', '2', 'still_no_type', 'y']];
+    const badFields = [
+      ['user_id', '1', 'no_type_here', 'x'],
+      ['user_id', '2', 'still_no_type', 'y'],
+    ];
     const before = Date.now();
     const [, bad1, bad2] = await xaddAll(ctx.redis, [
       [stream, 'user_id', '1', 'command', 'register', 'name', 'A'],

@@ -14,7 +14,7 @@ const catalog = new EventCatalog({
 });
 
 describe('defineProjection types', () => {
-  it('infers each handler\'s event from the catalog schema for its stream and type', () => {
+  it("infers each handler's event from the catalog schema for its stream and type", () => {
     const projection = defineProjection({
       name: 'orders',
       catalog,
@@ -65,8 +65,11 @@ describe('defineProjection types', () => {
       keyPrefix: 'field_',
       handlers: {
         orders: {
-          // @ts-expect-error 'amount' is not a field of placed's data
-          placed: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'setFields', fields: { amount: data.amount } }] }),
+          placed: ({ data }) => ({
+            snapshotId: data.orderId,
+            // @ts-expect-error 'amount' is not a field of placed's data
+            mutations: [{ op: 'setFields', fields: { amount: data.amount } }],
+          }),
         },
       },
     });
@@ -82,6 +85,8 @@ describe('defineProjection types', () => {
   });
 
   it('refuses a name that cannot be part of a key', () => {
-    expect(() => defineProjection({ name: 'a{b}', catalog, keyPrefix: 'x_', handlers: { orders: { placed: () => undefined } } })).toThrow(InvalidProjectionError);
+    expect(() =>
+      defineProjection({ name: 'a{b}', catalog, keyPrefix: 'x_', handlers: { orders: { placed: () => undefined } } }),
+    ).toThrow(InvalidProjectionError);
   });
 });

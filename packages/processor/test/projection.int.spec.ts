@@ -21,14 +21,19 @@ const order = z.object({ orderId: z.string(), item: z.string().optional() });
 /** A projection of its own stream, group and keys. */
 function ordersProjection() {
   const stream = unique('orders');
-  const catalog = new EventCatalog({ orders: { stream, schemas: { placed: order, audited: order }, subjectFields: ['orderId'] } });
+  const catalog = new EventCatalog({
+    orders: { stream, schemas: { placed: order, audited: order }, subjectFields: ['orderId'] },
+  });
   const projection = defineProjection({
     name: unique('orders'),
     catalog,
     keyPrefix: `${unique('order')}_`,
     handlers: {
       orders: {
-        placed: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item } }] }),
+        placed: ({ data }) => ({
+          snapshotId: data.orderId,
+          mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item } }],
+        }),
         audited: () => {
           throw new Error('audit service is down');
         },
@@ -72,7 +77,14 @@ describe('createProcessor', () => {
     ]);
     await eventually(async () => dead.length === 1 && batches.reduce((n, b) => n + b.applied, 0) === 1);
     expect((await projection.snapshots(ctx.redis).read('o1'))?.fields).toEqual({ item: 'book' });
-    expect(dead).toEqual([{ stream, partition: expect.any(Number) as number, entryId: entryIds[1], reason: expect.stringMatching(/^RS_HANDLER_FAILED: .*audit service is down/) as string }]);
+    expect(dead).toEqual([
+      {
+        stream,
+        partition: expect.any(Number) as number,
+        entryId: entryIds[1],
+        reason: expect.stringMatching(/^RS_HANDLER_FAILED: .*audit service is down/) as string,
+      },
+    ]);
     // One subject, one partition: both entries in one batch (or two, if the second arrived later).
     const [first] = batches;
     expect(first).toMatchObject({ stream, firstEntryId: entryIds[0], applied: 1, skipped: 0 });
@@ -119,7 +131,12 @@ describe('createProcessor', () => {
 
   it('rejects start() with WRONGPASS when Redis refuses the login', async () => {
     const { projection } = ordersProjection();
-    const connection = new Redis(ctx.server.url, { username: unique('nobody'), password: 'wrong', maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    const connection = new Redis(ctx.server.url, {
+      username: unique('nobody'),
+      password: 'wrong',
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 50,
+    });
     connection.on('error', () => undefined);
     try {
       const processor = ctx.track(createProcessor(projection, { connection, ...fast }));
@@ -134,10 +151,18 @@ describe('createProcessor', () => {
 
   it('rejects start() after startTimeoutMs when Redis cannot be reached; start({ waitUntilReady: false }) returns at once', async () => {
     const { projection } = ordersProjection();
-    const connection = new Redis({ port: await freePort(), host: '127.0.0.1', maxRetriesPerRequest: 1, retryStrategy: () => 50, lazyConnect: true });
+    const connection = new Redis({
+      port: await freePort(),
+      host: '127.0.0.1',
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 50,
+      lazyConnect: true,
+    });
     connection.on('error', () => undefined);
     try {
-      const processor = ctx.track(createProcessor(projection, { connection, ...fast, startTimeoutMs: 500, shutdownTimeoutMs: 200 }));
+      const processor = ctx.track(
+        createProcessor(projection, { connection, ...fast, startTimeoutMs: 500, shutdownTimeoutMs: 200 }),
+      );
       const started = Date.now();
       const error = await rejection(processor.start());
       expect(error).toMatchObject({ reason: 'TIMEOUT' });

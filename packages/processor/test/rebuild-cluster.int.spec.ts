@@ -4,7 +4,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { RedisEventStore, scanKeys } from '@redsource/event-store';
-import { HandlerRegistry, processorKeys, rebuildState, RebuildRunningError, replay, StreamProcessor, type ReplayOptions } from '@redsource/processor';
+import {
+  HandlerRegistry,
+  processorKeys,
+  rebuildState,
+  RebuildRunningError,
+  replay,
+  StreamProcessor,
+  type ReplayOptions,
+} from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { profileCatalog, type ProfileStreams } from '../../../apps/profile-api/src/domain/events.ts';
 import { profileHandlers } from '../../../apps/profile-api/src/domain/handlers.ts';
@@ -46,7 +54,11 @@ const client = () => ctx.cluster.client() as unknown as Redis;
 
 function clusterSetup(setup: { keyPrefix?: string } = {}) {
   const redis = client();
-  const streams: ProfileStreams = { updates: unique('user_updates'), activity: unique('user_activity'), friends: unique('user_friends') };
+  const streams: ProfileStreams = {
+    updates: unique('user_updates'),
+    activity: unique('user_activity'),
+    friends: unique('user_friends'),
+  };
   const keyPrefix = setup.keyPrefix ?? `${unique('user_snapshot')}_`;
   const eventStore = new RedisEventStore({ redis, catalog: profileCatalog(streams) });
   const snapshots = new SnapshotStore({ redis, keyPrefix, projection: 'profiles' });
@@ -71,10 +83,33 @@ function clusterSetup(setup: { keyPrefix?: string } = {}) {
   };
   const differences = async () => profileDifferences(snapshots, await referenceFold(eventStore, streams));
   const settled = async () => (await differences()).length === 0;
-  const quiet = () => cursorsAtEnd(redis, snapshots, [streams.updates, streams.activity, streams.friends], partitioning.partitions);
-  const options = (extra: Partial<ReplayOptions> = {}): ReplayOptions => ({ redis, eventStore, snapshots, handlers, pageSize: 50, partitioning, ...extra });
+  const quiet = () =>
+    cursorsAtEnd(redis, snapshots, [streams.updates, streams.activity, streams.friends], partitioning.partitions);
+  const options = (extra: Partial<ReplayOptions> = {}): ReplayOptions => ({
+    redis,
+    eventStore,
+    snapshots,
+    handlers,
+    pageSize: 50,
+    partitioning,
+    ...extra,
+  });
   const allStreams = [streams.updates, streams.activity, streams.friends];
-  return { redis, streams, allStreams, keyPrefix, eventStore, snapshots, handlers, group, startProcessor, differences, settled, quiet, options };
+  return {
+    redis,
+    streams,
+    allStreams,
+    keyPrefix,
+    eventStore,
+    snapshots,
+    handlers,
+    group,
+    startProcessor,
+    differences,
+    settled,
+    quiet,
+    options,
+  };
 }
 type Setup = ReturnType<typeof clusterSetup>;
 
@@ -91,8 +126,24 @@ function visibilityKeepingCommands(streams: ProfileStreams, count: number, seed:
   const r = prng(seed);
   return Array.from({ length: count }, (_, i): RawCommand =>
     r.next() < 0.6
-      ? [streams.activity, 'user_id', String(1 + r.int(50)), 'command', r.pick(['like', 'unlike', 'kick']), 'object', r.pick(['p1', 'p2', 'p3'])]
-      : [streams.friends, 'user_id', String(1 + r.int(50)), 'command', r.pick(['add', 'remove']), 'friend_id', String(100 + (i % 7))],
+      ? [
+          streams.activity,
+          'user_id',
+          String(1 + r.int(50)),
+          'command',
+          r.pick(['like', 'unlike', 'kick']),
+          'object',
+          r.pick(['p1', 'p2', 'p3']),
+        ]
+      : [
+          streams.friends,
+          'user_id',
+          String(1 + r.int(50)),
+          'command',
+          r.pick(['add', 'remove']),
+          'friend_id',
+          String(100 + (i % 7)),
+        ],
   );
 }
 
@@ -102,7 +153,13 @@ async function profileDifferences(snapshots: SnapshotStore, expected: Map<string
   for (const [id, want] of expected) {
     const got = await snapshots.read(id);
     const normalised = got
-      ? { exists: got.exists, fields: got.fields, friends: got.sets['friends'] ?? [], likedPages: got.sets['likedPages'] ?? [], activity: got.counters }
+      ? {
+          exists: got.exists,
+          fields: got.fields,
+          friends: got.sets['friends'] ?? [],
+          likedPages: got.sets['likedPages'] ?? [],
+          activity: got.counters,
+        }
       : { exists: false, fields: {}, friends: [], likedPages: [], activity: {} };
     const [wantJson, gotJson] = [JSON.stringify(sortKeys(want)), JSON.stringify(sortKeys(normalised))];
     if (wantJson !== gotJson) differences.push(`user ${id}: want ${wantJson} got ${gotJson}`);
@@ -112,7 +169,12 @@ async function profileDifferences(snapshots: SnapshotStore, expected: Map<string
 
 function sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortKeys);
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, sortKeys(v)]));
+  if (value && typeof value === 'object')
+    return Object.fromEntries(
+      Object.entries(value)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, sortKeys(v)]),
+    );
   return value;
 }
 
@@ -131,7 +193,9 @@ function slowed(handlers: HandlerRegistry, everyNth: number, ms: number): Handle
 async function shadowHashes(s: Setup): Promise<string[]> {
   const naming = shadowNaming(s.keyPrefix, 'g0', true);
   const found: string[] = [];
-  for (const match of naming.patterns) for await (const keys of scanKeys(s.redis, { match, type: 'hash' })) found.push(...keys.filter((k) => naming.isShadow(k)));
+  for (const match of naming.patterns)
+    for await (const keys of scanKeys(s.redis, { match, type: 'hash' }))
+      found.push(...keys.filter((k) => naming.isShadow(k)));
   return found.sort();
 }
 
@@ -143,11 +207,15 @@ async function fingerprint(redis: Redis): Promise<Map<string, string>> {
       if (key.startsWith('redsource:{group:')) continue;
       const type = await redis.type(key);
       const value =
-        type === 'hash' ? JSON.stringify(Object.entries(await redis.hgetall(key)).sort())
-        : type === 'string' ? String(await redis.get(key))
-        : type === 'set' ? JSON.stringify((await redis.smembers(key)).sort())
-        : type === 'stream' ? `${await redis.xlen(key)} ${JSON.stringify(await redis.xrevrange(key, '+', '-', 'COUNT', 1))}`
-        : type;
+        type === 'hash'
+          ? JSON.stringify(Object.entries(await redis.hgetall(key)).sort())
+          : type === 'string'
+            ? String(await redis.get(key))
+            : type === 'set'
+              ? JSON.stringify((await redis.smembers(key)).sort())
+              : type === 'stream'
+                ? `${await redis.xlen(key)} ${JSON.stringify(await redis.xrevrange(key, '+', '-', 'COUNT', 1))}`
+                : type;
       values.set(key, value);
     }
   }
@@ -158,7 +226,7 @@ const changedKeys = (before: Map<string, string>, after: Map<string, string>) =>
   [...new Set([...before.keys(), ...after.keys()])].filter((k) => before.get(k) !== after.get(k)).sort();
 
 describe('replay on a Redis Cluster', () => {
-  it('a full rebuild while a processor keeps applying appends: every snapshot equals the fold, each shadow in its live key\'s slot, nothing left behind', async () => {
+  it("a full rebuild while a processor keeps applying appends: every snapshot equals the fold, each shadow in its live key's slot, nothing left behind", async () => {
     const s = clusterSetup();
     await append(s.redis, randomCommands(s.streams, 2_000, 50, 51));
     await s.startProcessor();
@@ -166,7 +234,9 @@ describe('replay on a Redis Cluster', () => {
     const ids = [...(await referenceFold(s.eventStore, s.streams)).keys()];
     // The snapshots are on all three masters: the rebuild works across slots and nodes.
     expect(new Set(await Promise.all(ids.map((id) => ctx.cluster.nodeForKey(s.snapshots.key(id))))).size).toBe(3);
-    const visible = (await Promise.all(ids.map((id) => s.snapshots.read(id)))).flatMap((snapshot) => (snapshot?.exists ? [snapshot.id] : []));
+    const visible = (await Promise.all(ids.map((id) => s.snapshots.read(id)))).flatMap((snapshot) =>
+      snapshot?.exists ? [snapshot.id] : [],
+    );
     expect(visible.length).toBeGreaterThan(10);
 
     // Readers: a visible profile never disappears, its activity total never goes back (no half-built snapshot).
@@ -180,7 +250,8 @@ describe('replay on a Redis Cluster', () => {
           const snapshot = await s.snapshots.read(id);
           if (!snapshot?.exists) problems.push(`user ${id} not visible during the rebuild`);
           const total = Object.values(snapshot?.counters ?? {}).reduce((a, b) => a + b, 0);
-          if (total < (lastTotal.get(id) ?? 0)) problems.push(`user ${id} went back from ${lastTotal.get(id)} to ${total} events`);
+          if (total < (lastTotal.get(id) ?? 0))
+            problems.push(`user ${id} went back from ${lastTotal.get(id)} to ${total} events`);
           lastTotal.set(id, total);
         }
         reads++;
@@ -216,7 +287,9 @@ describe('replay on a Redis Cluster', () => {
       expect(keySlot(key), key).toBe(keySlot(s.snapshots.key(id)));
     }
     // The lease, its fencing counter and the state share a slot.
-    const slots = ['rebuild', 'rebuildLease', 'rebuildFence'].map((k) => keySlot(processorKeys[k as 'rebuild'](s.snapshots.projection, s.keyPrefix)));
+    const slots = ['rebuild', 'rebuildLease', 'rebuildFence'].map((k) =>
+      keySlot(processorKeys[k as 'rebuild'](s.snapshots.projection, s.keyPrefix)),
+    );
     expect(new Set(slots).size).toBe(1);
     expect(await rebuildState(s.redis, s.snapshots)).toBeUndefined();
     for (const stream of s.allStreams) expect(await s.snapshots.isHeld(stream), stream).toBe(false);
@@ -280,7 +353,9 @@ describe('replay on a Redis Cluster', () => {
     expect(await eventually(s.settled, 30_000)).toBe(true);
     const appending = append(s.redis, randomCommands(s.streams, 600, 50, 58), { chunk: 20, pauseMs: 20 });
     const first = replay(s.options({ handlers: slowed(s.handlers, 50, 25) }));
-    expect(await eventually(async () => (await rebuildState(s.redis, s.snapshots))?.phase === 'building', 10_000, 5)).toBe(true);
+    expect(
+      await eventually(async () => (await rebuildState(s.redis, s.snapshots))?.phase === 'building', 10_000, 5),
+    ).toBe(true);
     const error = await rejection(replay(s.options()));
     expect(error).toBeInstanceOf(RebuildRunningError);
     expect((error as RebuildRunningError).code).toBe('RS_REBUILD_RUNNING');
@@ -296,19 +371,23 @@ describe('replay on a Redis Cluster', () => {
     expect(await eventually(s.settled, 30_000)).toBe(true);
     let appending = append(s.redis, randomCommands(s.streams, 400, 50, 60), { chunk: 20, pauseMs: 20 });
 
-    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./fixtures/cluster-replay.ts', import.meta.url))], {
-      cwd: fileURLToPath(new URL('../../../', import.meta.url)),
-      env: {
-        ...process.env,
-        CLUSTER_PORTS: (await ctx.cluster.masters()).join(','),
-        PROFILE_STREAMS: JSON.stringify(s.streams),
-        SNAPSHOT_PREFIX: s.keyPrefix,
-        GROUP: s.group,
-        LEASE_MS: '1500',
-        RENEW_MS: '300',
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', fileURLToPath(new URL('./fixtures/cluster-replay.ts', import.meta.url))],
+      {
+        cwd: fileURLToPath(new URL('../../../', import.meta.url)),
+        env: {
+          ...process.env,
+          CLUSTER_PORTS: (await ctx.cluster.masters()).join(','),
+          PROFILE_STREAMS: JSON.stringify(s.streams),
+          SNAPSHOT_PREFIX: s.keyPrefix,
+          GROUP: s.group,
+          LEASE_MS: '1500',
+          RENEW_MS: '300',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    );
     children.push(child);
     let output = '';
     child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
@@ -358,7 +437,10 @@ describe('fencing on a Redis Cluster: what each slot checks', () => {
   async function takenOver(streams: readonly string[]) {
     const redis = client();
     const target = { projection: 'profiles', keyPrefix: `${unique('user_snapshot')}_` };
-    const keys = { lease: processorKeys.rebuildLease(target.projection, target.keyPrefix), fence: processorKeys.rebuildFence(target.projection, target.keyPrefix) };
+    const keys = {
+      lease: processorKeys.rebuildLease(target.projection, target.keyPrefix),
+      fence: processorKeys.rebuildFence(target.projection, target.keyPrefix),
+    };
     const epochKey = (stream: string) => processorKeys.rebuildEpoch(stream, target.projection, target.keyPrefix);
     const first = await tryAcquireRebuildLease(redis, keys, 60_000, holder);
     if (!('token' in first)) throw new Error('the lease was not acquired');
@@ -374,7 +456,7 @@ describe('fencing on a Redis Cluster: what each slot checks', () => {
   }
   const lost = async (write: Promise<unknown>) => expect(await rejection(write)).toBeInstanceOf(RebuildLeaseLostError);
 
-  it('the streams\' keys check the stream\'s epoch, the state checks the lease; a former holder cannot claim a stream back', async () => {
+  it("the streams' keys check the stream's epoch, the state checks the lease; a former holder cannot claim a stream back", async () => {
     const stream = unique('stream');
     const { redis, target, stale, current } = await takenOver([stream]);
     await lost(stale.claimStreams([stream]));
@@ -392,13 +474,22 @@ describe('fencing on a Redis Cluster: what each slot checks', () => {
     expect(await redis.hget(state, 'phase')).toBe('building');
   });
 
-  it('shadow applies: refused in the stream\'s slot (epoch) before any snapshot write', async () => {
+  it("shadow applies: refused in the stream's slot (epoch) before any snapshot write", async () => {
     const stream = unique('stream');
     const { redis, target, stale, current, tokens } = await takenOver([stream]);
     const naming = shadowNaming(target.keyPrefix, `g${tokens[0]}`, true);
-    const shadow = new SnapshotStore({ redis, keyPrefix: naming.keyPrefix, keySuffix: naming.keySuffix, projection: 'profiles:rebuild' });
+    const shadow = new SnapshotStore({
+      redis,
+      keyPrefix: naming.keyPrefix,
+      keySuffix: naming.keySuffix,
+      projection: 'profiles:rebuild',
+    });
     const id = String(await redis.xadd(stream, '*', 'n', '1'));
-    const batch = { stream, deadLetterStream: processorKeys.deadLetters(stream), entries: [{ entryId: id, changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' as const }] }] }] };
+    const batch = {
+      stream,
+      deadLetterStream: processorKeys.deadLetters(stream),
+      entries: [{ entryId: id, changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' as const }] }] }],
+    };
     await lost(stale.applyBatch(shadow, batch));
     expect(await redis.exists(shadow.key('u1'))).toBe(0);
     expect(await redis.exists(shadow.cursorKey(stream))).toBe(0);
@@ -407,7 +498,7 @@ describe('fencing on a Redis Cluster: what each slot checks', () => {
     expect(await redis.hget(shadow.key('u1'), `_at:${stream}`)).toBe(`${tokens[1]} ${id}`);
   });
 
-  it('the switch: refused once a later holder wrote the shadow or a later rebuild switched; keeps the rebuild\'s markers; a shadow re-created after its switch is an orphan', async () => {
+  it("the switch: refused once a later holder wrote the shadow or a later rebuild switched; keeps the rebuild's markers; a shadow re-created after its switch is an orphan", async () => {
     const stream = unique('stream');
     const { redis, target, stale, current, tokens } = await takenOver([stream]);
     const rebuildId = `g${tokens[0]}`;
@@ -422,7 +513,11 @@ describe('fencing on a Redis Cluster: what each slot checks', () => {
     expect(await redis.hget(liveKey, 'f:name')).toBe('"old"');
     expect(await current.switchSnapshots([[shadowKey, liveKey]], rebuildId, markers)).toBe(1);
     // The rebuild's marker goes live with the hash: a live apply delayed past the switch skips what it covers.
-    expect(await redis.hgetall(liveKey)).toEqual({ 'f:name': '"new"', _rebuild: rebuildId, [`_at:${stream}`]: `${tokens[1]} 900-0` });
+    expect(await redis.hgetall(liveKey)).toEqual({
+      'f:name': '"new"',
+      _rebuild: rebuildId,
+      [`_at:${stream}`]: `${tokens[1]} 900-0`,
+    });
     expect(await redis.exists(shadowKey)).toBe(0);
 
     // A late shadow write of a former holder after the switch: not switched, deleted.

@@ -93,9 +93,17 @@ describe('fencing: a rebuild that lost its lease writes nothing', () => {
   it('the shadow applies (apply-batch with a fence)', async () => {
     const { stale, current } = await takenOver();
     const stream = unique('stream');
-    const store = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('shadow')}_`, projection: 'profiles:rebuild' });
+    const store = new SnapshotStore({
+      redis: ctx.redis,
+      keyPrefix: `${unique('shadow')}_`,
+      projection: 'profiles:rebuild',
+    });
     const id = String(await ctx.redis.xadd(stream, '*', 'n', '1'));
-    const batch = { stream, deadLetterStream: unique('dead'), entries: [{ entryId: id, changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' as const }] }] }] };
+    const batch = {
+      stream,
+      deadLetterStream: unique('dead'),
+      entries: [{ entryId: id, changes: [{ snapshotId: 'u1', mutations: [{ op: 'create' as const }] }] }],
+    };
     await lost(stale.applyBatch(store, batch));
     expect(await ctx.redis.exists(store.key('u1'), store.cursorKey(stream), store.totalsKey(stream))).toBe(0);
     expect((await current.applyBatch(store, batch)).applied).toBe(1);

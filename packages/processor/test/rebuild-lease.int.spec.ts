@@ -1,7 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { HandlerRegistry, processorKeys, rebuildState, RebuildLeaseLostError, RebuildRunningError, replay, type ReplayOptions } from '@redsource/processor';
+import {
+  HandlerRegistry,
+  processorKeys,
+  rebuildState,
+  RebuildLeaseLostError,
+  RebuildRunningError,
+  replay,
+  type ReplayOptions,
+} from '@redsource/processor';
 import { snapshotKeys } from '@redsource/snapshot-store';
 import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
@@ -20,7 +28,8 @@ async function runningSetup(events: number, seed: number) {
   await xaddAll(ctx.redis, randomCommands(setup.streams, events, 50, seed));
   const processor = ctx.track(setup.processor(ctx.server.client(), { gapFillAfterMs: 200 }));
   await processor.start();
-  const settled = async () => (await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).length === 0;
+  const settled = async () =>
+    (await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).length === 0;
   expect(await eventually(settled, 20_000)).toBe(true);
   const options = (extra: Partial<ReplayOptions> = {}): ReplayOptions => ({
     redis: ctx.redis,
@@ -57,7 +66,11 @@ describe('replay: one rebuild of a projection at a time', () => {
     expect(error).toBeInstanceOf(RebuildRunningError);
     expect((error as RebuildRunningError).code).toBe('RS_REBUILD_RUNNING');
     expect((error as Error).message).not.toContain('\n');
-    expect((error as Error).message).toMatch(new RegExp(`host ${hostname()}, pid ${process.pid}, started \\d{4}-\\d\\d-\\d\\dT[^,]+, phase (building|catching-up)`));
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `host ${hostname()}, pid ${process.pid}, started \\d{4}-\\d\\d-\\d\\dT[^,]+, phase (building|catching-up)`,
+      ),
+    );
 
     const result = await first;
     await appending;
@@ -96,13 +109,27 @@ describe('replay: one rebuild of a projection at a time', () => {
     const leaseKey = processorKeys.rebuildLease(setup.snapshots.projection, setup.snapshots.keyPrefix);
     const ttls: number[] = [];
     const started = Date.now();
-    await replay(setup.options({ handlers: slowed(setup.handlers, 10, 25), lease: { leaseMs: 400, renewMs: 100 }, onProgress: () => void ctx.redis.pttl(leaseKey).then((t) => ttls.push(t)) }));
+    await replay(
+      setup.options({
+        handlers: slowed(setup.handlers, 10, 25),
+        lease: { leaseMs: 400, renewMs: 100 },
+        onProgress: () => void ctx.redis.pttl(leaseKey).then((t) => ttls.push(t)),
+      }),
+    );
     // It outlived its lease several times over, and the lease never lapsed meanwhile.
     expect(Date.now() - started).toBeGreaterThan(1_000);
     expect(Math.min(...ttls)).toBeGreaterThan(0);
     expect(await ctx.redis.exists(leaseKey)).toBe(0);
 
-    await expect(replay(setup.options({ onProgress: () => { throw new Error('crash'); } }))).rejects.toThrow('crash');
+    await expect(
+      replay(
+        setup.options({
+          onProgress: () => {
+            throw new Error('crash');
+          },
+        }),
+      ),
+    ).rejects.toThrow('crash');
     expect(await ctx.redis.exists(leaseKey)).toBe(0);
     // The interrupted rebuild is resumed at once by the next replay: no lease is left to wait for.
     expect((await replay(setup.options())).phase).toBe('done');
@@ -115,10 +142,17 @@ describe('replay: one rebuild of a projection at a time', () => {
     const shadowCursor = snapshotKeys.cursor(setup.streams.updates, `${setup.snapshots.projection}:rebuild`);
     const stateKey = processorKeys.rebuild(setup.snapshots.projection, setup.snapshots.keyPrefix);
     const paused = replay(setup.options({ lease: { leaseMs: 1_000, renewMs: 200 } }));
-    expect(await eventually(async () => (await rebuildState(ctx.redis, setup.snapshots))?.phase === 'building', 5_000, 5)).toBe(true);
+    expect(
+      await eventually(async () => (await rebuildState(ctx.redis, setup.snapshots))?.phase === 'building', 5_000, 5),
+    ).toBe(true);
     await sleep(100);
     // Another rebuild takes the lease (as if this one had been frozen past it): in one step, noting where the shadow was.
-    const [[, cursorAtTakeover], [, stateAtTakeover]] = (await ctx.redis.multi().get(shadowCursor).hgetall(stateKey).set(leaseKey, `999999 {"host":"elsewhere","pid":1,"startedAt":0}`, 'PX', 60_000).exec()) as [[null, string | null], [null, Record<string, string>], unknown];
+    const [[, cursorAtTakeover], [, stateAtTakeover]] = (await ctx.redis
+      .multi()
+      .get(shadowCursor)
+      .hgetall(stateKey)
+      .set(leaseKey, `999999 {"host":"elsewhere","pid":1,"startedAt":0}`, 'PX', 60_000)
+      .exec()) as [[null, string | null], [null, Record<string, string>], unknown];
     const error = await rejection(paused);
     expect(error).toBeInstanceOf(RebuildLeaseLostError);
     expect((error as RebuildLeaseLostError).code).toBe('RS_REBUILD_LEASE_LOST');

@@ -2,7 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { rebuildState, replay } from '@redsource/processor';
 import { eventually, useTestRedis } from '../../../test/support/redis.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
-import { prng, randomCommands, referenceFold, snapshotDifferences, xaddAll, type RawCommand } from '../../../test/support/model.ts';
+import {
+  prng,
+  randomCommands,
+  referenceFold,
+  snapshotDifferences,
+  xaddAll,
+  type RawCommand,
+} from '../../../test/support/model.ts';
 
 const ctx = useTestRedis();
 
@@ -12,18 +19,39 @@ async function settledSetup(events: number, seed: number) {
   const processor = setup.processor(ctx.server.client(), { gapFillAfterMs: 200 });
   ctx.track(processor);
   await processor.start();
-  const settled = async () => (await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).length === 0;
+  const settled = async () =>
+    (await snapshotDifferences(setup.snapshots, await referenceFold(setup.eventStore, setup.streams))).length === 0;
   expect(await eventually(settled, 20_000)).toBe(true);
   return { ...setup, settled };
 }
 
 /** Activity and friend events only: they never change whether a profile is visible. */
-function visibilityKeepingCommands(setup: ReturnType<typeof isolatedProfileSetup>, count: number, seed: number): RawCommand[] {
+function visibilityKeepingCommands(
+  setup: ReturnType<typeof isolatedProfileSetup>,
+  count: number,
+  seed: number,
+): RawCommand[] {
   const r = prng(seed);
   return Array.from({ length: count }, (_, i): RawCommand =>
     r.next() < 0.6
-      ? [setup.streams.activity, 'user_id', String(1 + r.int(50)), 'command', r.pick(['like', 'unlike', 'kick']), 'object', r.pick(['p1', 'p2', 'p3'])]
-      : [setup.streams.friends, 'user_id', String(1 + r.int(50)), 'command', r.pick(['add', 'remove']), 'friend_id', String(100 + (i % 7))],
+      ? [
+          setup.streams.activity,
+          'user_id',
+          String(1 + r.int(50)),
+          'command',
+          r.pick(['like', 'unlike', 'kick']),
+          'object',
+          r.pick(['p1', 'p2', 'p3']),
+        ]
+      : [
+          setup.streams.friends,
+          'user_id',
+          String(1 + r.int(50)),
+          'command',
+          r.pick(['add', 'remove']),
+          'friend_id',
+          String(100 + (i % 7)),
+        ],
   );
 }
 
@@ -47,7 +75,8 @@ describe('replay: a rebuild with no downtime', () => {
           const id = [...visible][i] as string;
           if (!snapshot?.exists) problems.push(`user ${id} not visible during the rebuild`);
           const total = Object.values(snapshot?.counters ?? {}).reduce((a, b) => a + b, 0);
-          if (total < (lastTotal.get(id) ?? 0)) problems.push(`user ${id} went back from ${lastTotal.get(id)} to ${total} events`);
+          if (total < (lastTotal.get(id) ?? 0))
+            problems.push(`user ${id} went back from ${lastTotal.get(id)} to ${total} events`);
           lastTotal.set(id, total);
         });
         reads++;
@@ -55,7 +84,14 @@ describe('replay: a rebuild with no downtime', () => {
     })();
     const appending = xaddAll(ctx.redis, visibilityKeepingCommands(setup, 1_500, 22), 25);
     const phases = new Set<string>();
-    const result = await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 50, onProgress: (p) => phases.add(p.phase) });
+    const result = await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      pageSize: 50,
+      onProgress: (p) => phases.add(p.phase),
+    });
     await appending;
     expect(await eventually(setup.settled, 20_000)).toBe(true);
     reading = false;
@@ -73,7 +109,11 @@ describe('replay: a rebuild with no downtime', () => {
     const setup = await settledSetup(1_500, 23);
     let pages = 0;
     const interrupted = replay({
-      redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100,
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      pageSize: 100,
       onProgress: (p) => {
         if (p.phase === 'building' && ++pages === 5) throw new Error('crash');
       },
@@ -84,7 +124,14 @@ describe('replay: a rebuild with no downtime', () => {
     expect(state?.done).toBeGreaterThan(0);
 
     const done: number[] = [];
-    const result = await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, pageSize: 100, onProgress: (p) => done.push(p.done) });
+    const result = await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      pageSize: 100,
+      onProgress: (p) => done.push(p.done),
+    });
     // It starts from the shadow's cursor, not from zero.
     expect(done[0]).toBeGreaterThanOrEqual(400);
     expect(result.done).toBe(1_500);
@@ -97,7 +144,13 @@ describe('replay: a rebuild with no downtime', () => {
     // Corrupt two snapshots: only the one asked for is repaired.
     await ctx.redis.hset(key('1'), 'c:bogus', '99');
     await ctx.redis.hset(key('2'), 'c:bogus', '99');
-    await replay({ redis: ctx.redis, eventStore: setup.eventStore, snapshots: setup.snapshots, handlers: setup.handlers, only: ['1'] });
+    await replay({
+      redis: ctx.redis,
+      eventStore: setup.eventStore,
+      snapshots: setup.snapshots,
+      handlers: setup.handlers,
+      only: ['1'],
+    });
     expect(await ctx.redis.hget(key('1'), 'c:bogus')).toBeNull();
     expect(await ctx.redis.hget(key('2'), 'c:bogus')).toBe('99');
   });

@@ -12,7 +12,9 @@ const order = z.object({ orderId: z.string(), item: z.string().optional() });
 /** Two projections of one stream, each with its own name (= group) and key prefix. */
 function twoProjections() {
   const stream = unique('orders');
-  const catalog = new EventCatalog({ orders: { stream, schemas: { placed: order, audited: order }, subjectFields: ['orderId'] } });
+  const catalog = new EventCatalog({
+    orders: { stream, schemas: { placed: order, audited: order }, subjectFields: ['orderId'] },
+  });
   const define = (name: string) =>
     defineProjection({
       name: unique(name),
@@ -20,7 +22,10 @@ function twoProjections() {
       keyPrefix: `${unique(name)}_`,
       handlers: {
         orders: {
-          placed: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'create' }, { op: 'increment', counter: 'placed' }] }),
+          placed: ({ data }) => ({
+            snapshotId: data.orderId,
+            mutations: [{ op: 'create' }, { op: 'increment', counter: 'placed' }],
+          }),
           audited: () => {
             throw new Error('audit service is down');
           },
@@ -30,7 +35,14 @@ function twoProjections() {
   return { stream, a: define('proj_a'), b: define('proj_b') };
 }
 
-const settings = { partitions: 3, blockMs: 50, rebalanceIntervalMs: 50, leaseMs: 1_000, retryBackoffMs: 1, maxDeliveries: 1 } as const;
+const settings = {
+  partitions: 3,
+  blockMs: 50,
+  rebalanceIntervalMs: 50,
+  leaseMs: 1_000,
+  retryBackoffMs: 1,
+  maxDeliveries: 1,
+} as const;
 
 /** Every key on the server that names the stream or one of the projections. */
 async function keysOf(stream: string, ...projections: Projection[]): Promise<string[]> {
@@ -40,11 +52,15 @@ async function keysOf(stream: string, ...projections: Projection[]): Promise<str
   return found.sort();
 }
 
-const owns = (projection: Projection) => (key: string) => key.includes(projection.name) || key.includes(projection.keyPrefix);
+const owns = (projection: Projection) => (key: string) =>
+  key.includes(projection.name) || key.includes(projection.keyPrefix);
 
 /** Runs both projections over a few events (one dead-lettered), rebuilds A, stops them. */
 async function runBoth(stream: string, a: Projection, b: Projection): Promise<void> {
-  const processors = [createProcessor(a, { connection: ctx.redis, ...settings }), createProcessor(b, { connection: ctx.redis, ...settings })];
+  const processors = [
+    createProcessor(a, { connection: ctx.redis, ...settings }),
+    createProcessor(b, { connection: ctx.redis, ...settings }),
+  ];
   for (const p of processors) await ctx.track(p).start();
   await a.eventStore(ctx.redis).append(stream, [
     { type: 'placed', data: { orderId: 'o1' } },
@@ -54,7 +70,13 @@ async function runBoth(stream: string, a: Projection, b: Projection): Promise<vo
   ]);
   const done = async (p: Projection) => (await p.snapshots(ctx.redis).totals(stream)).applied === 3;
   expect(await eventually(async () => (await done(a)) && (await done(b)))).toBe(true);
-  await replay({ redis: ctx.redis, eventStore: a.eventStore(ctx.redis), snapshots: a.snapshots(ctx.redis), handlers: a.handlers, partitioning: { group: a.name, partitions: 3 } });
+  await replay({
+    redis: ctx.redis,
+    eventStore: a.eventStore(ctx.redis),
+    snapshots: a.snapshots(ctx.redis),
+    handlers: a.handlers,
+    partitioning: { group: a.name, partitions: 3 },
+  });
   for (const p of processors) await p.stop();
 }
 
@@ -67,7 +89,13 @@ describe('removeProjection', () => {
     const before = await keysOf(stream, a, b);
     // What there is to remove: snapshots, cursors per partition, totals, partition streams, epochs, group keys, rebuild fence.
     expect(before.filter(owns(a)).length).toBeGreaterThan(15);
-    expect(before).toEqual(expect.arrayContaining([`redsource:{rebuild:${a.name}:${a.keyPrefix}}:fence`, `redsource:{${stream}}:applied:${a.name}:p2`, `${a.keyPrefix}o1`]));
+    expect(before).toEqual(
+      expect.arrayContaining([
+        `redsource:{rebuild:${a.name}:${a.keyPrefix}}:fence`,
+        `redsource:{${stream}}:applied:${a.name}:p2`,
+        `${a.keyPrefix}o1`,
+      ]),
+    );
     const bKeys = before.filter(owns(b));
     const bValues = await Promise.all(bKeys.map((k) => ctx.redis.dump(k)));
 
@@ -82,7 +110,9 @@ describe('removeProjection', () => {
     // B's keys all there, unchanged; and the stream's shared keys (B still needs its dead-lettered ids).
     expect(after.filter(owns(b))).toEqual(bKeys);
     expect(await Promise.all(bKeys.map((k) => ctx.redis.dump(k)))).toEqual(bValues);
-    expect(after).toEqual(expect.arrayContaining([`redsource:{${stream}}:dead-lettered-ids`, `redsource:{${stream}}:dead`, stream]));
+    expect(after).toEqual(
+      expect.arrayContaining([`redsource:{${stream}}:dead-lettered-ids`, `redsource:{${stream}}:dead`, stream]),
+    );
 
     // The last projection of the stream takes the shared dead-letter keys with it; the stream stays.
     expect(await b.remove(ctx.redis)).toMatchObject({ groupsDestroyed: [stream], sharedKept: [] });

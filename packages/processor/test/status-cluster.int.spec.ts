@@ -18,7 +18,14 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
     const redis = cluster.client() as unknown as Redis;
     const setup = isolatedProfileSetup(redis);
     const streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
-    const read = () => streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams, subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream) });
+    const read = () =>
+      streamStatus({
+        redis,
+        snapshots: setup.snapshots,
+        group: setup.group,
+        streams,
+        subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream),
+      });
     for (const row of await read()) expect(row.waiting, row.stream).toBeUndefined();
 
     const owners = await Promise.all(streams.map((s) => cluster.nodeForKey(s)));
@@ -29,7 +36,9 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
       for (let i = 0; i < 8; i++) {
         for (const [n, row] of (await read()).entries()) {
           expect(row.waiting, `${row.stream}, read ${i}`).toMatchObject({ kind: 'OOM', source: 'redis' });
-          expect(row.waiting?.reason).toMatch(/^OOM: Redis is out of memory .*; used_memory .* > maxmemory .*\(noeviction\)/);
+          expect(row.waiting?.reason).toMatch(
+            /^OOM: Redis is out of memory .*; used_memory .* > maxmemory .*\(noeviction\)/,
+          );
           // The stream's own master when it refuses, else the one that does.
           expect(row.waiting?.reason, `stream on ${owners[n]}`).toContain(`(Redis Cluster node 127.0.0.1:${full})`);
         }
@@ -41,7 +50,8 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
         try {
           for (const [n, row] of (await read()).entries()) {
             const own = owners[n] === full || owners[n] === other ? owners[n] : undefined;
-            if (own !== undefined) expect(row.waiting?.reason, row.stream).toContain(`(Redis Cluster node 127.0.0.1:${own})`);
+            if (own !== undefined)
+              expect(row.waiting?.reason, row.stream).toContain(`(Redis Cluster node 127.0.0.1:${own})`);
             else expect(row.waiting?.kind, row.stream).toBe('OOM');
           }
         } finally {
@@ -61,9 +71,23 @@ describe('streamStatus on a Redis Cluster: Redis refusing writes', () => {
     const partitions = 4;
     const users = ['u1', 'u2', 'u3', 'u4', 'u5'];
     for (const user of users) await redis.xadd(stream, '*', 'user_id', user, 'command', 'register', 'name', user);
-    await new PartitionedStreams(redis, setup.group, partitions).prepare(stream, '0', setup.snapshots.cursorKey(stream), (p) => setup.snapshots.cursorKey(stream, p));
-    const [row] = await streamStatus({ redis, snapshots: setup.snapshots, group: setup.group, streams: [stream], partitions, subjectFields: (s) => setup.eventStore.catalog.subjectFields(s) });
+    await new PartitionedStreams(redis, setup.group, partitions).prepare(
+      stream,
+      '0',
+      setup.snapshots.cursorKey(stream),
+      (p) => setup.snapshots.cursorKey(stream, p),
+    );
+    const [row] = await streamStatus({
+      redis,
+      snapshots: setup.snapshots,
+      group: setup.group,
+      streams: [stream],
+      partitions,
+      subjectFields: (s) => setup.eventStore.catalog.subjectFields(s),
+    });
     expect(row).toMatchObject({ lag: 5, unapplied: 5, backlog: 5, unappliedExact: true, partitionCount: partitions });
-    expect(row?.partitions.map((p) => p.unapplied)).toEqual([0, 1, 2, 3].map((p) => users.filter((u) => partitionOfSubject(u, partitions) === p).length));
+    expect(row?.partitions.map((p) => p.unapplied)).toEqual(
+      [0, 1, 2, 3].map((p) => users.filter((u) => partitionOfSubject(u, partitions) === p).length),
+    );
   });
 });

@@ -17,7 +17,14 @@ function scenario(partitions = P) {
   const setup = isolatedProfileSetup(ctx.redis);
   const streams = [setup.streams.updates, setup.streams.activity, setup.streams.friends];
   const read = async (options: ReadOptions = { partitions }): Promise<StreamStatus[]> =>
-    streamStatus({ redis: ctx.redis, snapshots: setup.snapshots, group: setup.group, streams, subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream), ...options });
+    streamStatus({
+      redis: ctx.redis,
+      snapshots: setup.snapshots,
+      group: setup.group,
+      streams,
+      subjectFields: (stream) => setup.eventStore.catalog.subjectFields(stream),
+      ...options,
+    });
   const row = async (stream: string, options?: ReadOptions): Promise<StreamStatus> => {
     const found = (await read(options)).find((r) => r.stream === stream);
     if (!found) throw new Error(`no row for ${stream}`);
@@ -25,9 +32,22 @@ function scenario(partitions = P) {
   };
   /** The group, the partition count and every partition's cursor, as a processor sets them at its start (from the beginning); nothing applied. */
   const prepare = (stream: string) =>
-    new PartitionedStreams(ctx.redis, setup.group, partitions).prepare(stream, '0', setup.snapshots.cursorKey(stream), (p) => setup.snapshots.cursorKey(stream, p));
+    new PartitionedStreams(ctx.redis, setup.group, partitions).prepare(
+      stream,
+      '0',
+      setup.snapshots.cursorKey(stream),
+      (p) => setup.snapshots.cursorKey(stream, p),
+    );
   const started = async (settings: Parameters<typeof setup.processor>[1]): Promise<StreamProcessor> => {
-    const processor = ctx.track(setup.processor(ctx.server.client(), { partitions, heartbeatMs: 50, rebalanceIntervalMs: 50, leaseMs: 1_000, ...settings }));
+    const processor = ctx.track(
+      setup.processor(ctx.server.client(), {
+        partitions,
+        heartbeatMs: 50,
+        rebalanceIntervalMs: 50,
+        leaseMs: 1_000,
+        ...settings,
+      }),
+    );
     await processor.start();
     return processor;
   };
@@ -35,7 +55,12 @@ function scenario(partitions = P) {
 }
 
 /** Registrations of `users` (round-robin) under explicit ids `agoMs` in the past: their age is known. */
-async function register(stream: string, users: readonly string[], count: number, agoMs = 60_000): Promise<{ id: string; user: string }[]> {
+async function register(
+  stream: string,
+  users: readonly string[],
+  count: number,
+  agoMs = 60_000,
+): Promise<{ id: string; user: string }[]> {
   const base = Date.now() - agoMs;
   const added: { id: string; user: string }[] = [];
   const pipeline = ctx.redis.pipeline();
@@ -67,7 +92,7 @@ const afterLowest = (entries: readonly Entry[], cursors: readonly string[]) => {
 };
 
 describe('streamStatus on partitioned processing', () => {
-  it("counts what waits in each partition in the source stream: its entries after its cursor, with their age; lag from the lowest cursor", async () => {
+  it('counts what waits in each partition in the source stream: its entries after its cursor, with their age; lag from the lowest cursor', async () => {
     const s = scenario();
     const stream = s.setup.streams.updates;
     const entries = await register(stream, users, 12);
@@ -76,7 +101,15 @@ describe('streamStatus on partitioned processing', () => {
 
     // No group on the stream yet: nothing says where the projection will start.
     let row = await s.row(stream);
-    expect(row).toMatchObject({ length: 12, lastEntryId: entries[11]?.id, lag: undefined, backlog: undefined, unapplied: 0, unappliedExact: true, partitionCount: P });
+    expect(row).toMatchObject({
+      length: 12,
+      lastEntryId: entries[11]?.id,
+      lag: undefined,
+      backlog: undefined,
+      unapplied: 0,
+      unappliedExact: true,
+      partitionCount: P,
+    });
     expect(row.partitions.map((p) => p.unapplied)).toEqual([0, 0, 0, 0]);
 
     // Prepared as a processor does, nothing applied: every entry waits in its subject's partition.
@@ -104,7 +137,11 @@ describe('streamStatus on partitioned processing', () => {
     row = await s.row(stream);
     expect(row.partitions.map((p) => p.cursor)).toEqual(cursors);
     expect(row.partitions.map((p) => p.unapplied)).toEqual(expected.map((ids) => ids.length));
-    expect(row).toMatchObject({ lag: afterLowest(entries, cursors), unapplied: expected.flat().length, backlog: expected.flat().length });
+    expect(row).toMatchObject({
+      lag: afterLowest(entries, cursors),
+      unapplied: expected.flat().length,
+      backlog: expected.flat().length,
+    });
     expect(row.lag).toBeGreaterThan(row.unapplied);
   });
 
@@ -113,13 +150,22 @@ describe('streamStatus on partitioned processing', () => {
     const stream = s.setup.streams.updates;
     const entries = await register(stream, users, 12);
     const processor = await s.started({ consumer: 'p1' });
-    expect(await eventually(async () => {
-      const r = await s.row(stream);
-      return r.applied === 12 && r.consumers[0]?.stats?.applied === 12;
-    }, 15_000)).toBe(true);
+    expect(
+      await eventually(async () => {
+        const r = await s.row(stream);
+        return r.applied === 12 && r.consumers[0]?.stats?.applied === 12;
+      }, 15_000),
+    ).toBe(true);
 
     const row = await s.row(stream);
-    expect(row).toMatchObject({ unapplied: 0, backlog: 0, oldestUnappliedMs: undefined, unappliedExact: true, members: 1, heldByRebuild: false });
+    expect(row).toMatchObject({
+      unapplied: 0,
+      backlog: 0,
+      oldestUnappliedMs: undefined,
+      unappliedExact: true,
+      members: 1,
+      heldByRebuild: false,
+    });
     const cursors = row.partitions.map((p) => p.cursor);
     expect(row.lag).toBe(afterLowest(entries, cursors));
     const tokens = new Map(processor.partitions.map((p) => [p.partition, p.token]));
@@ -130,7 +176,13 @@ describe('streamStatus on partitioned processing', () => {
       expect(compareEntryIds(p.cursor, own[p.partition]?.at(-1) ?? '0-0')).toBeGreaterThanOrEqual(0);
     }
     expect(row.consumers).toEqual([
-      expect.objectContaining({ name: 'p1', member: true, partitions: [0, 1, 2, 3], heartbeatAgeMs: expect.any(Number), stats: expect.objectContaining({ applied: 12 }) }),
+      expect.objectContaining({
+        name: 'p1',
+        member: true,
+        partitions: [0, 1, 2, 3],
+        heartbeatAgeMs: expect.any(Number),
+        stats: expect.objectContaining({ applied: 12 }),
+      }),
     ]);
 
     // Stopped: it hands its partitions back and leaves; its last report stays.
@@ -162,15 +214,22 @@ describe('streamStatus on partitioned processing', () => {
     const held = (p: StreamProcessor) => p.partitions.map((x) => x.partition);
     const consistent = await eventually(async () => {
       const row = await s.row(stream);
-      return row.consumers.find((c) => c.name === 'a')?.partitions.join() === held(a).join() && row.consumers.find((c) => c.name === 'b')?.partitions.join() === held(b).join();
+      return (
+        row.consumers.find((c) => c.name === 'a')?.partitions.join() === held(a).join() &&
+        row.consumers.find((c) => c.name === 'b')?.partitions.join() === held(b).join()
+      );
     }, 5_000);
     expect(consistent).toBe(true);
     const row = await s.row(stream);
     expect(row.members).toBe(2);
-    expect(row.consumers.map((c) => [c.name, c.member])).toEqual([['a', true], ['b', true]]);
+    expect(row.consumers.map((c) => [c.name, c.member])).toEqual([
+      ['a', true],
+      ['b', true],
+    ]);
     for (const p of row.partitions) expect(p.owner).toBe(held(a).includes(p.partition) ? 'a' : 'b');
     // The same leases in every stream's row: a lease covers its partition of every stream.
-    for (const other of await s.read()) expect(other.partitions.map((p) => p.owner)).toEqual(row.partitions.map((p) => p.owner));
+    for (const other of await s.read())
+      expect(other.partitions.map((p) => p.owner)).toEqual(row.partitions.map((p) => p.owner));
   });
 
   it('reads the partition count the stream is prepared with, whatever the caller configured', async () => {
@@ -183,13 +242,15 @@ describe('streamStatus on partitioned processing', () => {
     const preparedRow = rows.find((r) => r.stream === prepared);
     expect(preparedRow?.partitionCount).toBe(P);
     // Each entry counted in its partition of P, not of 6.
-    expect(preparedRow?.partitions.map((p) => p.unapplied)).toEqual(waitingIn(entries, ['0-0', '0-0', '0-0', '0-0']).map((ids) => ids.length));
+    expect(preparedRow?.partitions.map((p) => p.unapplied)).toEqual(
+      waitingIn(entries, ['0-0', '0-0', '0-0', '0-0']).map((ids) => ids.length),
+    );
     expect(rows.find((r) => r.stream === other)?.partitionCount).toBe(6);
     // Nothing configured and nothing stored: the processor's default.
     expect((await s.read({})).find((r) => r.stream === other)?.partitions).toHaveLength(12);
   });
 
-  it("counts at most scanLimit entries after the lowest cursor, a page at a time, and then says the counts are lower bounds", async () => {
+  it('counts at most scanLimit entries after the lowest cursor, a page at a time, and then says the counts are lower bounds', async () => {
     const s = scenario();
     const stream = s.setup.streams.updates;
     // More than two XRANGE pages.
@@ -202,7 +263,10 @@ describe('streamStatus on partitioned processing', () => {
     expect(row.partitions.map((p) => [p.unapplied, p.unappliedExact])).toEqual(all.map((n) => [n, true]));
     expect(row.oldestUnappliedMs).toBeGreaterThanOrEqual(59_000);
     // Exactly at the limit: still exact.
-    expect(await s.row(stream, { partitions: P, scanLimit: 12_001 })).toMatchObject({ lag: 12_001, unappliedExact: true });
+    expect(await s.row(stream, { partitions: P, scanLimit: 12_001 })).toMatchObject({
+      lag: 12_001,
+      unappliedExact: true,
+    });
 
     row = await s.row(stream, { partitions: P, scanLimit: 10_000 });
     const counted = waitingIn(entries.slice(0, 10_000), ['0-0', '0-0', '0-0', '0-0']).map((ids) => ids.length);

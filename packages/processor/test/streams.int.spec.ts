@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { EventCatalog, RedisEventStore } from '@redsource/event-store';
-import { HandlerRegistry, partitionOfSubject, processorKeys, replay, ReplayImpossibleError, StreamProcessor, trimApplied } from '@redsource/processor';
+import {
+  HandlerRegistry,
+  partitionOfSubject,
+  processorKeys,
+  replay,
+  ReplayImpossibleError,
+  StreamProcessor,
+  trimApplied,
+} from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 
@@ -17,7 +25,17 @@ function ordersSetup(prefix: string) {
     mutations: [{ op: 'increment', counter: 'orders' }],
   }));
   const processor = (settings: Partial<ConstructorParameters<typeof StreamProcessor>[0]> = {}) => {
-    const p = new StreamProcessor({ redis: ctx.redis, eventStore, snapshots, handlers, group: unique('g'), blockMs: 50, rebalanceIntervalMs: 50, discoverIntervalMs: 50, ...settings });
+    const p = new StreamProcessor({
+      redis: ctx.redis,
+      eventStore,
+      snapshots,
+      handlers,
+      group: unique('g'),
+      blockMs: 50,
+      rebalanceIntervalMs: 50,
+      discoverIntervalMs: 50,
+      ...settings,
+    });
     ctx.track(p);
     return p;
   };
@@ -35,7 +53,13 @@ describe('stream discovery by prefix', () => {
     // A stream that did not exist when the processor started.
     await ctx.redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c1');
     await ctx.redis.xadd(`${prefix}us`, '*', 'command', 'placed', 'customer', 'c2');
-    expect(await eventually(async () => (await snapshots.read('c1'))?.counters['orders'] === 2 && (await snapshots.read('c2'))?.counters['orders'] === 1)).toBe(true);
+    expect(
+      await eventually(
+        async () =>
+          (await snapshots.read('c1'))?.counters['orders'] === 2 &&
+          (await snapshots.read('c2'))?.counters['orders'] === 1,
+      ),
+    ).toBe(true);
     expect([...p.streams].sort()).toEqual([`${prefix}eu`, `${prefix}us`]);
     // Keys of another type under the prefix are not streams to consume.
     await ctx.redis.set(`${prefix}note`, 'x');
@@ -66,7 +90,10 @@ describe('retention', () => {
     for (let i = 0; i < 20; i++) await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1');
     // A second group that has read (and not acked) only part of the stream holds the trim back.
     await ctx.redis.xgroup('CREATE', stream, 'slow', '0');
-    const slow = (await ctx.redis.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 5, 'STREAMS', stream, '>')) as [string, [string, string[]][]][];
+    const slow = (await ctx.redis.xreadgroup('GROUP', 'slow', 'x', 'COUNT', 5, 'STREAMS', stream, '>')) as [
+      string,
+      [string, string[]][],
+    ][];
     const slowIds = slow[0]?.[1].map(([id]) => id) ?? [];
     await ctx.redis.xack(stream, 'slow', ...slowIds.slice(0, 3));
     const p = processor({ retention: true });
@@ -78,7 +105,9 @@ describe('retention', () => {
     const cursors = await ctx.redis.mget(...Array.from({ length: 12 }, (_, n) => snapshots.cursorKey(stream, n)));
     expect(trimmed, `partition cursors ${JSON.stringify(cursors)}`).toBe(true);
     expect((await ctx.redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0]).toBe(slowIds[3]);
-    await expect(replay({ redis: ctx.redis, eventStore, snapshots, handlers, streams: [stream] })).rejects.toBeInstanceOf(ReplayImpossibleError);
+    await expect(
+      replay({ redis: ctx.redis, eventStore, snapshots, handlers, streams: [stream] }),
+    ).rejects.toBeInstanceOf(ReplayImpossibleError);
     expect(await ctx.redis.get(processorKeys.trimmedBelow(stream))).toBe(slowIds[3]);
   });
 
@@ -87,7 +116,8 @@ describe('retention', () => {
     const stream = `${prefix}eu`;
     const { snapshots } = ordersSetup(prefix);
     const ids: string[] = [];
-    for (let i = 0; i < 10; i++) ids.push(await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1') ?? '');
+    for (let i = 0; i < 10; i++)
+      ids.push((await ctx.redis.xadd(stream, '*', 'command', 'placed', 'customer', 'c1')) ?? '');
     await ctx.redis.xgroup('CREATE', stream, 'done', '$');
     await snapshots.setCursor(stream, ids[4] ?? '');
     await ctx.redis.hset(processorKeys.rebuild(snapshots.projection, snapshots.keyPrefix), 'phase', 'building');
@@ -121,6 +151,14 @@ describe('retention', () => {
     await ctx.redis.set(snapshots.cursorKey(stream, partitionOfSubject(b, 2)), ids[b]?.[1] ?? '');
     // A cursor is the last position its partition is applied through: the trim keeps it and all after it.
     expect(await trimApplied(ctx.redis, stream, snapshots, partitioned)).toBe(ids[b]?.[1]);
-    expect((await ctx.redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([ids[b]?.[1], ids[a]?.[2], ids[b]?.[2], ids[a]?.[3], ids[b]?.[3], ids[a]?.[4], ids[b]?.[4]]);
+    expect((await ctx.redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([
+      ids[b]?.[1],
+      ids[a]?.[2],
+      ids[b]?.[2],
+      ids[a]?.[3],
+      ids[b]?.[3],
+      ids[a]?.[4],
+      ids[b]?.[4],
+    ]);
   });
 });

@@ -34,7 +34,20 @@ interface Generated {
 /** Text a subject may be: prototype names, non-ASCII, digits, empty, long, lone surrogates (flat entries: ioredis sends them as U+FFFD, as Node's hash reads them). */
 const subjectText = fc.oneof(
   anyName(),
-  fc.constantFrom(...PROTOTYPE_NAMES, 'ünïcødé', '日本語', '😀', 'é', '0', '007', '-1', '1e3', ' 5', '5 ', '9007199254740993'),
+  fc.constantFrom(
+    ...PROTOTYPE_NAMES,
+    'ünïcødé',
+    '日本語',
+    '😀',
+    'é',
+    '0',
+    '007',
+    '-1',
+    '1e3',
+    ' 5',
+    '5 ',
+    '9007199254740993',
+  ),
   fc.stringMatching(/^\d{1,20}$/),
 );
 
@@ -45,7 +58,13 @@ const jsonText = fc.oneof(anyName(), fc.string({ unit: 'grapheme', maxLength: 6 
 /** A flat entry: other fields, and maybe user_id and/or userId somewhere among them. */
 const flatEntry: fc.Arbitrary<Generated> = fc
   .record({
-    others: fc.array(fc.tuple(anyName().filter((n) => !SUBJECT_FIELDS.includes(n as (typeof SUBJECT_FIELDS)[number]) && n !== 'specversion'), anyName()), { maxLength: 4 }),
+    others: fc.array(
+      fc.tuple(
+        anyName().filter((n) => !SUBJECT_FIELDS.includes(n as (typeof SUBJECT_FIELDS)[number]) && n !== 'specversion'),
+        anyName(),
+      ),
+      { maxLength: 4 },
+    ),
     userUnderscore: fc.option(subjectText),
     userCamel: fc.option(subjectText),
     at: fc.nat(),
@@ -77,7 +96,10 @@ const jsonNumber: fc.Arbitrary<{ text: string; meant: string | undefined }> = fc
     fc.integer({ min: 1, max: 99 }).map((n) => `${n}e2`),
     fc.integer({ min: 1, max: 99 }).map((n) => `${n * 10}E-1`),
     fc.integer({ min: 1, max: 1000 }).map((n) => `-${n}`),
-    fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Object.is(d, -0)).map((d) => JSON.stringify(d)),
+    fc
+      .double({ noNaN: true, noDefaultInfinity: true })
+      .filter((d) => !Object.is(d, -0))
+      .map((d) => JSON.stringify(d)),
     fc.constantFrom('9007199254740991', '9007199254740992', '9007199254740993', '1e21', '0.5', '1e400'),
   )
   .filter((text) => !Object.is(JSON.parse(text), -0))
@@ -87,19 +109,42 @@ const jsonNumber: fc.Arbitrary<{ text: string; meant: string | undefined }> = fc
     return { text, meant: integer ? value.toFixed(0) : undefined };
   });
 
-const jsonScalar = fc.oneof(jsonText.map((s) => JSON.stringify(s)), jsonNumber.map((n) => n.text), fc.constantFrom('true', 'false', 'null', '[]', '{}', '[1,"a"]', '{"userId":"nested"}'));
+const jsonScalar = fc.oneof(
+  jsonText.map((s) => JSON.stringify(s)),
+  jsonNumber.map((n) => n.text),
+  fc.constantFrom('true', 'false', 'null', '[]', '{}', '[1,"a"]', '{"userId":"nested"}'),
+);
 
 /** An envelope: data (an object with maybe userId / user_id as a string or a number, or something else), maybe a `subject` attribute. */
 const envelopeEntry: fc.Arbitrary<Generated> = fc
   .record({
-    others: fc.array(fc.tuple(jsonText.filter((k) => !SUBJECT_FIELDS.includes(k as (typeof SUBJECT_FIELDS)[number])), jsonScalar), { maxLength: 3 }),
-    userUnderscore: fc.option(fc.oneof(subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s as string | undefined })), jsonNumber)),
-    userCamel: fc.option(fc.oneof(subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s as string | undefined })), jsonNumber)),
+    others: fc.array(
+      fc.tuple(
+        jsonText.filter((k) => !SUBJECT_FIELDS.includes(k as (typeof SUBJECT_FIELDS)[number])),
+        jsonScalar,
+      ),
+      { maxLength: 3 },
+    ),
+    userUnderscore: fc.option(
+      fc.oneof(
+        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s })),
+        jsonNumber,
+      ),
+    ),
+    userCamel: fc.option(
+      fc.oneof(
+        subjectText.filter(wellFormed).map((s) => ({ text: JSON.stringify(s), meant: s })),
+        jsonNumber,
+      ),
+    ),
     at: fc.nat(),
     attribute: fc.option(subjectText),
     data: fc.oneof(
       { weight: 6, arbitrary: fc.constant('object' as const) },
-      { weight: 1, arbitrary: fc.constantFrom('none', '[1,2]', '"a string"', '42', 'null', '{"userId": broken', '', '{}') },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom('none', '[1,2]', '"a string"', '42', 'null', '{"userId": broken', '', '{}'),
+      },
     ),
     extraAttributes: fc.array(fc.tuple(fc.constantFrom('id', 'source', 'time', 'custom'), jsonText), { maxLength: 2 }),
   })
@@ -116,7 +161,7 @@ const envelopeEntry: fc.Arbitrary<Generated> = fc
       // The first subject field (in order of preference) holding a string or a plain integer names it; else the attribute.
       const found = [userUnderscore, userCamel].find((u) => u && u.meant !== undefined);
       // Someone else's key may repeat user_id/userId (`others` excludes them) — so `found` is certain.
-      meant = found ? (found.meant as string) : attribute;
+      meant = found ? found.meant : attribute;
     } else if (data !== 'none') {
       fields.push('data', data);
     }
@@ -131,7 +176,7 @@ const entries = fc.array(fc.oneof(flatEntry, envelopeEntry), { minLength: 1, max
 const finder = (partitions: number) => new PartitionFinder(partitions, () => SUBJECT_FIELDS);
 
 describe('partitionOfEntry on random entries', () => {
-  it('is stable, agrees with the processor\'s PartitionFinder, and is sha1(subject) % partitions (0 without a subject)', () => {
+  it("is stable, agrees with the processor's PartitionFinder, and is sha1(subject) % partitions (0 without a subject)", () => {
     fc.assert(
       fc.property(entries, fc.integer({ min: 1, max: 40 }), (generated, partitions) => {
         const find = finder(partitions);
@@ -167,21 +212,49 @@ describe('partitionOfEntry on random entries', () => {
       ['', 0xda39a3ee, [10, 1006, 4]],
     ];
     for (const [subject, first32, [of12, of1024, of7]] of known) {
-      expect([partitionOfSubject(subject, 12), partitionOfSubject(subject, 1024), partitionOfSubject(subject, 7)], subject).toEqual([of12, of1024, of7]);
+      expect(
+        [partitionOfSubject(subject, 12), partitionOfSubject(subject, 1024), partitionOfSubject(subject, 7)],
+        subject,
+      ).toEqual([of12, of1024, of7]);
       expect(first32 % 12).toBe(of12);
       expect(partitionOfEntry(['user_id', subject, 'command', 'like'], SUBJECT_FIELDS, 12), subject).toBe(of12);
-      expect(partitionOfEntry(['specversion', '1.0', 'type', 'like', 'data', JSON.stringify({ userId: subject })], SUBJECT_FIELDS, 12), subject).toBe(of12);
+      expect(
+        partitionOfEntry(
+          ['specversion', '1.0', 'type', 'like', 'data', JSON.stringify({ userId: subject })],
+          SUBJECT_FIELDS,
+          12,
+        ),
+        subject,
+      ).toBe(of12);
       expect(finder(1024).entry('s', ['userId', subject]), subject).toBe(of1024);
     }
-    expect(partitionOfEntry(['specversion', '1.0', 'type', 'like', 'data', '{"userId":42}'], SUBJECT_FIELDS, 12)).toBe(3);
+    expect(partitionOfEntry(['specversion', '1.0', 'type', 'like', 'data', '{"userId":42}'], SUBJECT_FIELDS, 12)).toBe(
+      3,
+    );
   });
 
   it('a subject is hashed as its UTF-8 bytes: prototype names, non-ASCII, astral, empty, digits', () => {
-    const subjects = [...PROTOTYPE_NAMES, 'ünïcødé', '日本語', '😀', 'Ω≈ç√∫', '', ' ', '0', '00', '007', '123456789012345678901234567890', 'a'.repeat(5_000)];
+    const subjects = [
+      ...PROTOTYPE_NAMES,
+      'ünïcødé',
+      '日本語',
+      '😀',
+      'Ω≈ç√∫',
+      '',
+      ' ',
+      '0',
+      '00',
+      '007',
+      '123456789012345678901234567890',
+      'a'.repeat(5_000),
+    ];
     for (const partitions of [1, 7, 12, 64, 1024]) {
       for (const s of subjects) {
         const want = designPartition(Buffer.from(s, 'utf8'), partitions);
-        expect(partitionOfEntry(['user_id', s, 'command', 'like'], SUBJECT_FIELDS, partitions), `'${s.slice(0, 20)}' of ${partitions}`).toBe(want);
+        expect(
+          partitionOfEntry(['user_id', s, 'command', 'like'], SUBJECT_FIELDS, partitions),
+          `'${s.slice(0, 20)}' of ${partitions}`,
+        ).toBe(want);
         expect(finder(partitions).entry('s', ['user_id', s, 'command', 'like'])).toBe(want);
       }
     }
@@ -195,7 +268,7 @@ describe('partitionOfEntry on random entries', () => {
     expect(finder(1024).entry('s', fields)).toBe(designPartition('second', 1024));
   });
 
-  it('the finder uses each stream\'s own subject fields', () => {
+  it("the finder uses each stream's own subject fields", () => {
     const find = new PartitionFinder(1024, (stream) => (stream === 'orders' ? ['customer'] : SUBJECT_FIELDS));
     expect(find.entry('orders', ['customer', 'c9', 'user_id', 'u1'])).toBe(designPartition('c9', 1024));
     expect(find.entry('users', ['customer', 'c9', 'user_id', 'u1'])).toBe(designPartition('u1', 1024));
@@ -215,7 +288,14 @@ describe("a user's valid envelope events share the partition of the user's flat 
   const partitionsOf = (cases: string[][]) => cases.map((c) => partitionOfEntry(c, SUBJECT_FIELDS, PARTITIONS));
 
   it('user 0 written as "0", 0, 0.0, 0e0 and -0', () => {
-    const cases = [flat('0'), envelope('{"userId":"0","object":"p"}'), envelope('{"userId":0,"object":"p"}'), envelope('{"userId":0.0,"object":"p"}'), envelope('{"userId":0e0,"object":"p"}'), envelope('{"userId":-0,"object":"p"}')];
+    const cases = [
+      flat('0'),
+      envelope('{"userId":"0","object":"p"}'),
+      envelope('{"userId":0,"object":"p"}'),
+      envelope('{"userId":0.0,"object":"p"}'),
+      envelope('{"userId":0e0,"object":"p"}'),
+      envelope('{"userId":-0,"object":"p"}'),
+    ];
     expect(partitionsOf(cases)).toEqual(cases.map(() => designPartition('0', PARTITIONS)));
     const find = finder(PARTITIONS);
     expect(cases.map((c) => find.entry('s', c))).toEqual(partitionsOf(cases));
@@ -233,14 +313,20 @@ describe("a user's valid envelope events share the partition of the user's flat 
     const deep = `${'['.repeat(1001)}${']'.repeat(1001)}`;
     const entry = envelope(`{"userId":"5","object":"p","junk":${deep}}`);
     expect(partitionOfEntry(entry, SUBJECT_FIELDS, PARTITIONS)).toBe(0);
-    expect(partitionOfEntry([...entry, 'subject', 'attr'], SUBJECT_FIELDS, PARTITIONS)).toBe(designPartition('attr', PARTITIONS));
-    expect(new EventCodec(profileCatalog()).tryDecode('user_activity', '1-0', entry)).toBeInstanceOf(UndecodableEntryError);
+    expect(partitionOfEntry([...entry, 'subject', 'attr'], SUBJECT_FIELDS, PARTITIONS)).toBe(
+      designPartition('attr', PARTITIONS),
+    );
+    expect(new EventCodec(profileCatalog()).tryDecode('user_activity', '1-0', entry)).toBeInstanceOf(
+      UndecodableEntryError,
+    );
   });
 
   it('data only a lax JSON reader accepts (0x10, 01, +1) is refused by the codec', () => {
     const codec = new EventCodec(profileCatalog());
     for (const data of ['{"userId":0x10,"object":"p"}', '{"userId":01,"object":"p"}', '{"userId":+1,"object":"p"}']) {
-      expect(codec.tryDecode('user_activity', '1-0', [...envelope(data), 'subject', 'attr']), data).toBeInstanceOf(UndecodableEntryError);
+      expect(codec.tryDecode('user_activity', '1-0', [...envelope(data), 'subject', 'attr']), data).toBeInstanceOf(
+        UndecodableEntryError,
+      );
     }
   });
 });

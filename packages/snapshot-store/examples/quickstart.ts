@@ -36,19 +36,31 @@ try {
   };
   const like: BatchEntry = {
     entryId: e2,
-    changes: [{
-      snapshotId: 'u1',
-      mutations: [
-        { op: 'addMember', set: 'likedPages', member: 'valkey.io' }, // op 1 of the entry
-        { op: 'addMember', set: 'likedPages', member: 'redis.io' }, // op 2: listed after valkey.io
-        { op: 'increment', counter: 'likes', by: 2 },
-      ],
-    }],
+    changes: [
+      {
+        snapshotId: 'u1',
+        mutations: [
+          { op: 'addMember', set: 'likedPages', member: 'valkey.io' }, // op 1 of the entry
+          { op: 'addMember', set: 'likedPages', member: 'redis.io' }, // op 2: listed after valkey.io
+          { op: 'increment', counter: 'likes', by: 2 },
+        ],
+      },
+    ],
   };
-  const move: BatchEntry = { entryId: e3, changes: [{ snapshotId: 'u1', mutations: [{ op: 'setFields', fields: { city: 'Turin' } }] }] };
-  const garbage: BatchEntry = { entryId: e4, deadLetter: { reason: 'no handler for garbage', fields: ['type', 'garbage'] } };
-  const rename: BatchEntry = { entryId: e5, changes: [{ snapshotId: 'u1', mutations: [{ op: 'setFields', fields: { name: 'Ada L.' } }] }] };
-  const apply = (entries: BatchEntry[]) => snapshots.applyBatch({ stream, entries, deadLetterStream: deadLetters, ackGroup: group });
+  const move: BatchEntry = {
+    entryId: e3,
+    changes: [{ snapshotId: 'u1', mutations: [{ op: 'setFields', fields: { city: 'Turin' } }] }],
+  };
+  const garbage: BatchEntry = {
+    entryId: e4,
+    deadLetter: { reason: 'no handler for garbage', fields: ['type', 'garbage'] },
+  };
+  const rename: BatchEntry = {
+    entryId: e5,
+    changes: [{ snapshotId: 'u1', mutations: [{ op: 'setFields', fields: { name: 'Ada L.' } }] }],
+  };
+  const apply = (entries: BatchEntry[]) =>
+    snapshots.applyBatch({ stream, entries, deadLetterStream: deadLetters, ackGroup: group });
 
   // e3 cannot go before e2: the batch stops at e3 (blockedAt); only e1 is applied and acked.
   console.log('e1+e3', await apply([register, move]));
@@ -74,7 +86,9 @@ try {
     await snapshots.applyBatch({
       stream,
       deadLetterStream: deadLetters,
-      entries: [{ entryId: e5, changes: [{ snapshotId: 'u1', mutations: [{ op: 'increment', counter: 'likes', by: 0.5 }] }] }],
+      entries: [
+        { entryId: e5, changes: [{ snapshotId: 'u1', mutations: [{ op: 'increment', counter: 'likes', by: 0.5 }] }] },
+      ],
     });
   } catch (error) {
     if (!(error instanceof InvalidMutationError)) throw error;

@@ -41,7 +41,11 @@ export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
     // Split each `<entry id>/<op index>` once, not on every comparison.
     const keyed = list.map(({ member, addedBy }) => {
       const slash = addedBy.indexOf('/');
-      return { member, entryId: slash < 0 ? addedBy : addedBy.slice(0, slash), index: slash < 0 ? 0 : Number(addedBy.slice(slash + 1)) };
+      return {
+        member,
+        entryId: slash < 0 ? addedBy : addedBy.slice(0, slash),
+        index: slash < 0 ? 0 : Number(addedBy.slice(slash + 1)),
+      };
     });
     keyed.sort((a, b) => compareEntryIds(a.entryId, b.entryId) || a.index - b.index || (a.member < b.member ? -1 : 1));
     sets[set] = keyed.map((m) => m.member);

@@ -67,7 +67,8 @@ export function encodeMutations(mutations: readonly Mutation[], out: (string | n
         break;
       case 'increment': {
         const by = m.by ?? 1;
-        if (!Number.isSafeInteger(by)) throw new InvalidMutationError(`increment of '${m.counter}' by ${by}: must be an integer`);
+        if (!Number.isSafeInteger(by))
+          throw new InvalidMutationError(`increment of '${m.counter}' by ${by}: must be an integer`);
         out.push('I', checkName('counter', m.counter), by);
         ops++;
         break;
@@ -109,7 +110,8 @@ export function checkMutations(mutations: readonly Mutation[]): void {
         break;
       case 'increment':
         checkName('counter', m.counter);
-        if (m.by !== undefined && !Number.isSafeInteger(m.by)) throw new InvalidMutationError(`increment of '${m.counter}' by ${m.by}: must be an integer`);
+        if (m.by !== undefined && !Number.isSafeInteger(m.by))
+          throw new InvalidMutationError(`increment of '${m.counter}' by ${m.by}: must be an integer`);
         break;
       default:
         throw new InvalidMutationError(`unknown mutation ${JSON.stringify(m satisfies never)}`);

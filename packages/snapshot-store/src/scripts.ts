@@ -11,5 +11,7 @@ export function loadScript(name: string): string {
 
 /** A script's `--@include <file>` lines replaced by this package's shared Lua parts (scripts/includes/). */
 export function withLuaIncludes(source: string): string {
-  return source.replace(/^--@include (\S+)$/gm, (_, file: string) => readFileSync(new URL(`./scripts/includes/${file}`, import.meta.url), 'utf8').trimEnd());
+  return source.replace(/^--@include (\S+)$/gm, (_, file: string) =>
+    readFileSync(new URL(`./scripts/includes/${file}`, import.meta.url), 'utf8').trimEnd(),
+  );
 }

@@ -1,7 +1,13 @@
 import type { Redis, Result } from 'ioredis';
 import type { z } from 'zod';
 import { compareEntryIds } from './entry-ids.ts';
-import { CorruptSnapshotError, InvalidMutationError, InvalidSnapshotIdError, InvalidSnapshotStoreOptionsError, SnapshotStoreError } from './errors.ts';
+import {
+  CorruptSnapshotError,
+  InvalidMutationError,
+  InvalidSnapshotIdError,
+  InvalidSnapshotStoreOptionsError,
+  SnapshotStoreError,
+} from './errors.ts';
 import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
 import { decodeHash, type Snapshot } from './layout.ts';
 import { encodeMutations, type SnapshotChange } from './mutations.ts';
@@ -10,9 +16,18 @@ import { loadScript } from './scripts.ts';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    redsourceApplyBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, number, number, string, string, number], Context>;
-    redsourceCheckBatch(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, string, string, ...string[]], Context>;
-    redsourceApplySnapshots(numKeys: number, ...keysAndArgs: (string | number)[]): Result<[number, ...string[]], Context>;
+    redsourceApplyBatch(
+      numKeys: number,
+      ...keysAndArgs: (string | number)[]
+    ): Result<[number, number, number, string, string, number], Context>;
+    redsourceCheckBatch(
+      numKeys: number,
+      ...keysAndArgs: (string | number)[]
+    ): Result<[number, string, string, ...string[]], Context>;
+    redsourceApplySnapshots(
+      numKeys: number,
+      ...keysAndArgs: (string | number)[]
+    ): Result<[number, ...string[]], Context>;
   }
 }
 
@@ -101,17 +116,22 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
   constructor(options: SnapshotStoreOptions<Fields>) {
     this.redis = options.redis;
     if (!/^[A-Za-z0-9_:.{}-]{1,256}$/.test(options.keyPrefix)) {
-      throw new InvalidSnapshotStoreOptionsError(`keyPrefix '${options.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`);
+      throw new InvalidSnapshotStoreOptionsError(
+        `keyPrefix '${options.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`,
+      );
     }
     this.keyPrefix = options.keyPrefix;
     this.keySuffix = options.keySuffix ?? '';
     if (!/^[A-Za-z0-9_:.{}-]{0,64}$/.test(this.keySuffix)) {
-      throw new InvalidSnapshotStoreOptionsError(`keySuffix '${this.keySuffix}' must be 0-64 characters from A-Z a-z 0-9 _ : . - { }`);
+      throw new InvalidSnapshotStoreOptionsError(
+        `keySuffix '${this.keySuffix}' must be 0-64 characters from A-Z a-z 0-9 _ : . - { }`,
+      );
     }
     this.projection = options.projection ?? 'snapshots';
     this.fieldsSchema = options.fieldsSchema;
     for (const [name, lua] of Object.entries(scripts)) {
-      if (typeof (this.redis as unknown as Record<string, unknown>)[name] !== 'function') this.redis.defineCommand(name, { lua });
+      if (typeof (this.redis as unknown as Record<string, unknown>)[name] !== 'function')
+        this.redis.defineCommand(name, { lua });
     }
   }
 
@@ -128,7 +148,12 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
 
   /** The snapshot id of one of this store's snapshot keys (prefix + valid id + suffix); undefined for any other key. */
   snapshotIdOf(key: string): string | undefined {
-    if (!key.startsWith(this.keyPrefix) || !key.endsWith(this.keySuffix) || key.length < this.keyPrefix.length + this.keySuffix.length) return undefined;
+    if (
+      !key.startsWith(this.keyPrefix) ||
+      !key.endsWith(this.keySuffix) ||
+      key.length < this.keyPrefix.length + this.keySuffix.length
+    )
+      return undefined;
     const id = key.slice(this.keyPrefix.length, key.length - this.keySuffix.length);
     return SNAPSHOT_ID.test(id) ? id : undefined;
   }
@@ -144,7 +169,11 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
   /** Entries of the stream applied, skipped as already applied, and dead-lettered, by every process together. */
   async totals(stream: string): Promise<{ applied: number; skipped: number; deadLettered: number }> {
     const hash = await this.redis.hgetall(this.totalsKey(stream));
-    return { applied: Number(hash['applied'] ?? 0), skipped: Number(hash['skipped'] ?? 0), deadLettered: Number(hash['deadLettered'] ?? 0) };
+    return {
+      applied: Number(hash['applied'] ?? 0),
+      skipped: Number(hash['skipped'] ?? 0),
+      deadLettered: Number(hash['deadLettered'] ?? 0),
+    };
   }
 
   holdKey(stream: string): string {
@@ -231,11 +260,22 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
    */
   async applyBatch(input: ApplyBatchInput): Promise<ApplyBatchResult> {
     for (const entry of input.entries) {
-      if (!ENTRY_ID.test(entry.entryId)) throw new InvalidMutationError(`entry id '${entry.entryId}' is not a stream id like 1700000000000-0`);
+      if (!ENTRY_ID.test(entry.entryId))
+        throw new InvalidMutationError(`entry id '${entry.entryId}' is not a stream id like 1700000000000-0`);
     }
-    const entries = isSorted(input.entries) ? input.entries : [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
+    const entries = isSorted(input.entries)
+      ? input.entries
+      : [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
     if (entries.length === 0 && !input.partition) {
-      return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: await this.cursor(input.stream), held: false };
+      return {
+        applied: 0,
+        skipped: 0,
+        deadLettered: 0,
+        blockedAt: undefined,
+        handled: 0,
+        cursor: await this.cursor(input.stream),
+        held: false,
+      };
     }
     if (isCluster(this.redis)) return this.applyAcrossSlots(input, entries);
     return this.applyInOneScript(input, entries);
@@ -266,10 +306,23 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         // cycle) only shows here: that entry is dead-lettered alone and the rest of the batch goes on.
         if (error instanceof SnapshotStoreError) throw error;
         args.length = start;
-        args.push(entry.entryId, 'D', `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, '[]');
+        args.push(
+          entry.entryId,
+          'D',
+          `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`,
+          '[]',
+        );
       }
     }
-    const keys = [input.stream, this.cursorKey(input.stream, input.partition?.index), input.deadLetterStream, this.totalsKey(input.stream), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream), ...keyIndex.keys()];
+    const keys = [
+      input.stream,
+      this.cursorKey(input.stream, input.partition?.index),
+      input.deadLetterStream,
+      this.totalsKey(input.stream),
+      this.holdKey(input.stream),
+      snapshotKeys.deadLettered(input.stream),
+      ...keyIndex.keys(),
+    ];
     if (input.fence) keys.push(input.fence.key);
     const [applied, skipped, deadLettered, blockedAt, cursor, held] = await this.redis.redsourceApplyBatch(
       keys.length,
@@ -285,7 +338,15 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.group ?? '',
     );
     const handled = applied + skipped + deadLettered;
-    return { applied, skipped, deadLettered, blockedAt: blockedAt === '' ? undefined : blockedAt, handled, cursor, held: held === 1 };
+    return {
+      applied,
+      skipped,
+      deadLettered,
+      blockedAt: blockedAt === '' ? undefined : blockedAt,
+      handled,
+      cursor,
+      held: held === 1,
+    };
   }
 
   /**
@@ -298,7 +359,12 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
    * An entry's changes to snapshots in different slots are each applied exactly once, not atomically together.
    */
   private async applyAcrossSlots(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
-    const checkKeys = [input.stream, this.cursorKey(input.stream, input.partition?.index), this.holdKey(input.stream), snapshotKeys.deadLettered(input.stream)];
+    const checkKeys = [
+      input.stream,
+      this.cursorKey(input.stream, input.partition?.index),
+      this.holdKey(input.stream),
+      snapshotKeys.deadLettered(input.stream),
+    ];
     if (input.fence) checkKeys.push(input.fence.key);
     const [held, cursor, blockedAt, ...deadLetteredBefore] = await this.redis.redsourceCheckBatch(
       checkKeys.length,
@@ -309,7 +375,16 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
       input.partition?.readFrom ?? '',
     );
-    if (held === 1) return { applied: 0, skipped: 0, deadLettered: 0, blockedAt: entries[0]?.entryId, handled: 0, cursor, held: true };
+    if (held === 1)
+      return {
+        applied: 0,
+        skipped: 0,
+        deadLettered: 0,
+        blockedAt: entries[0]?.entryId,
+        handled: 0,
+        cursor,
+        held: true,
+      };
     const skip = new Set(deadLetteredBefore);
     // Each new entry's changes, encoded once with their key's slot: sent per node (or per slot).
     const writes: { entryId: string; changes: { slot: number; key: string; encoded: (string | number)[] }[] }[] = [];
@@ -338,7 +413,13 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         }
       } catch (error) {
         if (error instanceof SnapshotStoreError) throw error;
-        recorded.push({ entryId: entry.entryId, deadLetter: { reason: `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`, fields: [] } });
+        recorded.push({
+          entryId: entry.entryId,
+          deadLetter: {
+            reason: `RS_MUTATION_INVALID: a field value cannot be stored as JSON (${String(error)})`,
+            fields: [],
+          },
+        });
         continue;
       }
       if (changes.length > 0) writes.push({ entryId: entry.entryId, changes });
@@ -363,12 +444,23 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         count++;
       }
       const list = [...keys.keys()];
-      const rest = [marker, input.fence?.token ?? '0', count, packEntries(args), input.fence?.code ?? 'RS_REBUILD_LEASE_LOST', input.partition ? `_at:${input.stream}` : ''];
+      const rest = [
+        marker,
+        input.fence?.token ?? '0',
+        count,
+        packEntries(args),
+        input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+        input.partition ? `_at:${input.stream}` : '',
+      ];
       const [, ...wrong] =
         slots.size === 1
           ? await this.redis.redsourceApplySnapshots(list.length, ...list, ...rest)
           : await this.redis.redsourceApplySnapshots(1, list[0] as string, ...rest, JSON.stringify(list));
-      for (let i = 0; i + 2 < wrong.length; i += 3) notHashes.set(wrong[i] as string, `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`);
+      for (let i = 0; i + 2 < wrong.length; i += 3)
+        notHashes.set(
+          wrong[i] as string,
+          `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`,
+        );
     };
     // One call per node for the slots it serves (as the client's slot map says); where a slot has
     // moved meanwhile, the call fails before any write and its slots go one by one (ioredis then
@@ -411,7 +503,11 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     }
     if (!this.fieldsSchema) return snapshot as Snapshot<Fields>;
     const parsed = this.fieldsSchema.safeParse(snapshot.fields);
-    if (!parsed.success) throw new CorruptSnapshotError(key, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (!parsed.success)
+      throw new CorruptSnapshotError(
+        key,
+        parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+      );
     return { ...snapshot, fields: parsed.data };
   }
 }

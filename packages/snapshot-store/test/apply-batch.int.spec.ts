@@ -33,7 +33,10 @@ function isolated() {
 }
 
 const change = (snapshotId: string, ...mutations: Mutation[]): SnapshotChange => ({ snapshotId, mutations });
-const entry = (entryId: string | undefined, ...changes: SnapshotChange[]): BatchEntry => ({ entryId: entryId ?? 'missing', changes });
+const entry = (entryId: string | undefined, ...changes: SnapshotChange[]): BatchEntry => ({
+  entryId: entryId ?? 'missing',
+  changes,
+});
 const deadLetter = (entryId: string | undefined, reason: string, fields: string[]): BatchEntry => ({
   entryId: entryId ?? 'missing',
   deadLetter: { reason, fields },
@@ -44,11 +47,38 @@ describe('applying a batch changes the snapshots', () => {
     const { store, xadd, apply } = isolated();
     const [e1, e2, e3] = await xadd(3);
     const result = await apply([
-      entry(e1, change('1', { op: 'replaceFields', fields: { name: 'Duffy', address: { city: 'Burbank', zip: [9, 1] } } }, { op: 'create' })),
-      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like' }, { op: 'setFields', fields: { age: 30 } })),
-      entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick', by: 5 }), change('1', { op: 'increment', counter: 'like', by: 2 })),
+      entry(
+        e1,
+        change(
+          '1',
+          { op: 'replaceFields', fields: { name: 'Duffy', address: { city: 'Burbank', zip: [9, 1] } } },
+          { op: 'create' },
+        ),
+      ),
+      entry(
+        e2,
+        change(
+          '1',
+          { op: 'addMember', set: 'friends', member: '2' },
+          { op: 'increment', counter: 'like' },
+          { op: 'setFields', fields: { age: 30 } },
+        ),
+      ),
+      entry(
+        e3,
+        change('2', { op: 'create' }, { op: 'increment', counter: 'kick', by: 5 }),
+        change('1', { op: 'increment', counter: 'like', by: 2 }),
+      ),
     ]);
-    expect(result).toEqual({ applied: 3, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3, held: false });
+    expect(result).toEqual({
+      applied: 3,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: e3,
+      held: false,
+    });
 
     expect(await store.read('1')).toEqual({
       id: '1',
@@ -91,7 +121,15 @@ describe('applying a batch changes the snapshots', () => {
     const { store, xadd, apply, stream } = isolated();
     const [e1] = await xadd(1);
     await apply([entry(e1, change('1', { op: 'create' }))]);
-    expect(await apply([])).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: e1, held: false });
+    expect(await apply([])).toEqual({
+      applied: 0,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 0,
+      cursor: e1,
+      held: false,
+    });
     expect(await store.cursor(stream)).toBe(e1);
   });
 });
@@ -102,8 +140,15 @@ describe('each entry is applied at most once', () => {
     const [e1, e2, e3] = await xadd(3);
     const batch = [
       entry(e1, change('1', { op: 'create' }, { op: 'replaceFields', fields: { name: 'A' } })),
-      entry(e2, change('1', { op: 'addMember', set: 'likedPages', member: 'p1' }, { op: 'increment', counter: 'like' })),
-      entry(e3, change('2', { op: 'create' }, { op: 'increment', counter: 'kick' }), change('1', { op: 'unsetFields', names: ['name'] })),
+      entry(
+        e2,
+        change('1', { op: 'addMember', set: 'likedPages', member: 'p1' }, { op: 'increment', counter: 'like' }),
+      ),
+      entry(
+        e3,
+        change('2', { op: 'create' }, { op: 'increment', counter: 'kick' }),
+        change('1', { op: 'unsetFields', names: ['name'] }),
+      ),
     ];
     await apply(batch);
     const before = [await ctx.redis.hgetall(store.key('1')), await ctx.redis.hgetall(store.key('2'))];
@@ -134,23 +179,45 @@ describe('an entry waits for its unapplied predecessor', () => {
   it('reports blockedAt, applies nothing, and applies the batch once the predecessor is applied', async () => {
     const { store, xadd, apply, stream } = isolated();
     const [e1, e2, e3] = await xadd(3);
-    const later = [entry(e2, change('1', { op: 'create' }, { op: 'setFields', fields: { step: 2 } })), entry(e3, change('1', { op: 'increment', counter: 'n' }))];
+    const later = [
+      entry(e2, change('1', { op: 'create' }, { op: 'setFields', fields: { step: 2 } })),
+      entry(e3, change('1', { op: 'increment', counter: 'n' })),
+    ];
 
     const blocked = await apply(later);
-    expect(blocked).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e2, handled: 0, cursor: '0-0', held: false });
+    expect(blocked).toEqual({
+      applied: 0,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: e2,
+      handled: 0,
+      cursor: '0-0',
+      held: false,
+    });
     expect(await store.read('1')).toBeUndefined();
     expect(await store.cursor(stream)).toBe('0-0');
 
     expect((await apply([entry(e1, change('0', { op: 'create' }))])).applied).toBe(1);
     const unblocked = await apply(later);
-    expect(unblocked).toEqual({ applied: 2, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 2, cursor: e3, held: false });
+    expect(unblocked).toEqual({
+      applied: 2,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 2,
+      cursor: e3,
+      held: false,
+    });
     expect(await store.read('1')).toMatchObject({ exists: true, fields: { step: 2 }, counters: { n: 1 } });
   });
 
   it('applies the prefix before a gap inside the batch and stops at the gap', async () => {
     const { store, xadd, apply } = isolated();
     const [e1, , e3] = await xadd(3);
-    const result = await apply([entry(e1, change('1', { op: 'increment', counter: 'n' })), entry(e3, change('1', { op: 'increment', counter: 'n', by: 10 }))]);
+    const result = await apply([
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      entry(e3, change('1', { op: 'increment', counter: 'n', by: 10 })),
+    ]);
     expect(result).toMatchObject({ applied: 1, handled: 1, blockedAt: e3, cursor: e1 });
     expect((await store.read('1'))?.counters).toEqual({ n: 1 });
   });
@@ -165,13 +232,24 @@ describe('dead-lettered entries', () => {
       entry(e1, change('1', { op: 'create' })),
       deadLetter(e2, 'no type field (one of command, action)', ['user_id', '1', 'name', 'x']),
     ]);
-    expect(result).toEqual({ applied: 1, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 2, cursor: e2, held: false });
+    expect(result).toEqual({
+      applied: 1,
+      skipped: 0,
+      deadLettered: 1,
+      blockedAt: undefined,
+      handled: 2,
+      cursor: e2,
+      held: false,
+    });
     expect(await store.cursor(stream)).toBe(e2);
 
     const dead = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead).toHaveLength(1);
     const record = Object.fromEntries(
-      (dead[0]?.[1] ?? []).reduce<[string, string][]>((pairs, value, i, all) => (i % 2 === 0 ? [...pairs, [value, all[i + 1] ?? '']] : pairs), []),
+      (dead[0]?.[1] ?? []).reduce<[string, string][]>(
+        (pairs, value, i, all) => (i % 2 === 0 ? [...pairs, [value, all[i + 1] ?? '']] : pairs),
+        [],
+      ),
     );
     expect(record).toMatchObject({ stream, entry_id: e2, reason: 'no type field (one of command, action)', group: '' });
     expect(JSON.parse(record['fields'] ?? 'null')).toEqual(['user_id', '1', 'name', 'x']);
@@ -205,16 +283,32 @@ describe('acknowledging in the consumer group', () => {
     await ctx.redis.xreadgroup('GROUP', group, 'c1', 'COUNT', 10, 'STREAMS', stream, '>');
     expect(await pendingCount(ctx.redis, stream, group)).toBe(4);
 
-    const first = await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', []), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
+    const first = await apply(
+      [
+        entry(e1, change('1', { op: 'create' })),
+        deadLetter(e2, 'bad', []),
+        entry(e4, change('1', { op: 'increment', counter: 'n' })),
+      ],
+      group,
+    );
     expect(first).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, blockedAt: e4 });
     expect(await pendingCount(ctx.redis, stream, group)).toBe(2);
-    const pendingIds = ((await ctx.redis.xpending(stream, group, '-', '+', 10)) as [string, ...unknown[]][]).map((p) => p[0]);
+    const pendingIds = ((await ctx.redis.xpending(stream, group, '-', '+', 10)) as [string, ...unknown[]][]).map(
+      (p) => p[0],
+    );
     expect(pendingIds).toEqual([e3, e4]);
 
     const dead = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead[0]?.[1]).toContain(group);
 
-    const second = await apply([entry(e1, change('1', { op: 'create' })), entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e4, change('1', { op: 'increment', counter: 'n' }))], group);
+    const second = await apply(
+      [
+        entry(e1, change('1', { op: 'create' })),
+        entry(e3, change('1', { op: 'increment', counter: 'n' })),
+        entry(e4, change('1', { op: 'increment', counter: 'n' })),
+      ],
+      group,
+    );
     expect(second).toMatchObject({ applied: 2, skipped: 1, handled: 3 });
     expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
   });
@@ -238,7 +332,8 @@ describe('ordered sets keep the order members were added in', () => {
   it('lists members in insertion order; a removed and re-added member moves to the end', async () => {
     const { store, xadd, apply } = isolated();
     const [e1, e2, e3, e4, e5, e6] = await xadd(6);
-    const add = (id: string | undefined, member: string) => entry(id, change('1', { op: 'addMember', set: 'tags', member }));
+    const add = (id: string | undefined, member: string) =>
+      entry(id, change('1', { op: 'addMember', set: 'tags', member }));
     await apply([add(e1, 'c'), add(e2, 'a'), add(e3, 'b')]);
     expect((await store.read('1'))?.sets['tags']).toEqual(['c', 'a', 'b']);
 
@@ -255,7 +350,10 @@ describe('ordered sets keep the order members were added in', () => {
     const [e1, e2] = await xadd(2);
     await apply([
       entry(e1, change('1', { op: 'addMember', set: 'pages', member: 'https://x.example/a' })),
-      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '7' }, { op: 'addMember', set: 'pages', member: 'b:c' })),
+      entry(
+        e2,
+        change('1', { op: 'addMember', set: 'friends', member: '7' }, { op: 'addMember', set: 'pages', member: 'b:c' }),
+      ),
     ]);
     expect((await store.read('1'))?.sets).toEqual({ pages: ['https://x.example/a', 'b:c'], friends: ['7'] });
   });
@@ -267,11 +365,21 @@ describe('remove and replaceFields', () => {
     const [e1, e2, e3] = await xadd(3);
     await apply([
       entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A', city: 'B' } })),
-      entry(e2, change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like', by: 4 })),
+      entry(
+        e2,
+        change('1', { op: 'addMember', set: 'friends', member: '2' }, { op: 'increment', counter: 'like', by: 4 }),
+      ),
     ]);
     await apply([entry(e3, change('1', { op: 'remove' }))]);
     const removed = await store.read('1');
-    expect(removed).toEqual({ id: '1', exists: false, revision: 3, fields: {}, sets: { friends: ['2'] }, counters: { like: 4 } });
+    expect(removed).toEqual({
+      id: '1',
+      exists: false,
+      revision: 3,
+      fields: {},
+      sets: { friends: ['2'] },
+      counters: { like: 4 },
+    });
     const hash = await ctx.redis.hgetall(store.key('1'));
     expect(Object.keys(hash).filter((k) => k.startsWith('f:') || k === '_exists')).toEqual([]);
   });
@@ -290,12 +398,18 @@ describe('remove and replaceFields', () => {
   it('replaceFields drops the fields it does not name', async () => {
     const { store, xadd, apply } = isolated();
     const [e1, e2] = await xadd(2);
-    await apply([entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A', surname: 'B', age: 3 } }))]);
+    await apply([
+      entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A', surname: 'B', age: 3 } })),
+    ]);
     await apply([entry(e2, change('1', { op: 'replaceFields', fields: { name: 'C', nick: { x: [1] } } }))]);
     const snapshot = await store.read('1');
     expect(snapshot?.fields).toEqual({ name: 'C', nick: { x: [1] } });
     expect(snapshot?.exists).toBe(true);
-    expect(Object.keys(await ctx.redis.hgetall(store.key('1'))).filter((k) => k.startsWith('f:')).sort()).toEqual(['f:name', 'f:nick']);
+    expect(
+      Object.keys(await ctx.redis.hgetall(store.key('1')))
+        .filter((k) => k.startsWith('f:'))
+        .sort(),
+    ).toEqual(['f:name', 'f:nick']);
   });
 });
 
@@ -304,7 +418,9 @@ describe('invalid input is refused before anything is written', () => {
     const { store, xadd, apply, stream } = isolated();
     const [e1, e2] = await xadd(2);
     for (const id of ['', 'a:b', 'with space', 'x'.repeat(65), '../1']) {
-      const error = await rejection(apply([entry(e1, change('ok', { op: 'create' })), entry(e2, change(id, { op: 'create' }))]));
+      const error = await rejection(
+        apply([entry(e1, change('ok', { op: 'create' })), entry(e2, change(id, { op: 'create' }))]),
+      );
       expect(error).toBeInstanceOf(InvalidSnapshotIdError);
       expect((error as InvalidSnapshotIdError).code).toBe('RS_SNAPSHOT_ID_INVALID');
     }
@@ -328,7 +444,9 @@ describe('invalid input is refused before anything is written', () => {
       { op: 'explode' } as unknown as Mutation,
     ];
     for (const mutation of bad) {
-      const error = await rejection(apply([entry(e1, change('1', { op: 'create' })), entry(e2, change('1', mutation))]));
+      const error = await rejection(
+        apply([entry(e1, change('1', { op: 'create' })), entry(e2, change('1', mutation))]),
+      );
       expect(error, JSON.stringify(mutation)).toBeInstanceOf(InvalidMutationError);
       expect((error as InvalidMutationError).code).toBe('RS_MUTATION_INVALID');
     }
@@ -359,16 +477,30 @@ describe('cursor()', () => {
     await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] });
     expect(await store.cursor(stream)).toBe(e1);
     expect(await rebuild.cursor(stream)).toBe('0-0');
-    expect((await rebuild.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] })).applied).toBe(1);
+    expect(
+      (await rebuild.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] }))
+        .applied,
+    ).toBe(1);
   });
 });
 
 describe('reading with a fields schema', () => {
   it('throws CorruptSnapshotError for fields the schema rejects', async () => {
     const { xadd, stream, deadLetterStream } = isolated();
-    const typed = new SnapshotStore({ redis: ctx.redis, keyPrefix: `${unique('typed')}_`, fieldsSchema: z.object({ name: z.string() }) });
+    const typed = new SnapshotStore({
+      redis: ctx.redis,
+      keyPrefix: `${unique('typed')}_`,
+      fieldsSchema: z.object({ name: z.string() }),
+    });
     const [e1, e2] = await xadd(2);
-    await typed.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('good', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } })), entry(e2, change('bad', { op: 'setFields', fields: { name: 5 } }))] });
+    await typed.applyBatch({
+      stream,
+      deadLetterStream,
+      entries: [
+        entry(e1, change('good', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } })),
+        entry(e2, change('bad', { op: 'setFields', fields: { name: 5 } })),
+      ],
+    });
     expect((await typed.read('good'))?.fields).toEqual({ name: 'A' });
     expect(await rejection(typed.read('bad'))).toBeInstanceOf(CorruptSnapshotError);
   });
@@ -392,7 +524,9 @@ describe('regressions: order of set members added within one entry', () => {
     const [e1] = await xadd(1);
     // Reverse alphabetical, and twelve ops: a text comparison of '10' and '2' would misplace them.
     const members = ['l', 'k', 'j', 'i', 'h', 'g', 'f', 'e', 'd', 'c', 'b', 'a'];
-    await apply([entry(e1, change('1', ...members.map((member): Mutation => ({ op: 'addMember', set: 'tags', member }))))]);
+    await apply([
+      entry(e1, change('1', ...members.map((member): Mutation => ({ op: 'addMember', set: 'tags', member })))),
+    ]);
     expect((await store.read('1'))?.sets['tags']).toEqual(members);
   });
 
@@ -400,8 +534,14 @@ describe('regressions: order of set members added within one entry', () => {
     const { store, xadd, apply } = isolated();
     const [e1, e2] = await xadd(2);
     const batch = [
-      entry(e1, change('1', { op: 'addMember', set: 'tags', member: 'y' }, { op: 'addMember', set: 'tags', member: 'x' })),
-      entry(e2, change('1', { op: 'addMember', set: 'tags', member: 'b' }, { op: 'addMember', set: 'tags', member: 'a' })),
+      entry(
+        e1,
+        change('1', { op: 'addMember', set: 'tags', member: 'y' }, { op: 'addMember', set: 'tags', member: 'x' }),
+      ),
+      entry(
+        e2,
+        change('1', { op: 'addMember', set: 'tags', member: 'b' }, { op: 'addMember', set: 'tags', member: 'a' }),
+      ),
     ];
     await apply(batch);
     await apply(batch);
@@ -418,12 +558,24 @@ describe('regressions: a snapshot key that is not a hash', () => {
     const batch = [
       entry(e1, change('good1', { op: 'create' }, { op: 'increment', counter: 'n' })),
       // The good change comes first in the entry: it must not be applied when the entry is dead-lettered.
-      entry(e2, change('good2', { op: 'create' }, { op: 'increment', counter: 'n' }), change('bad', { op: 'increment', counter: 'n' })),
+      entry(
+        e2,
+        change('good2', { op: 'create' }, { op: 'increment', counter: 'n' }),
+        change('bad', { op: 'increment', counter: 'n' }),
+      ),
       entry(e3, change('good1', { op: 'increment', counter: 'n', by: 10 })),
     ];
 
     const first = await apply(batch);
-    expect(first).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
+    expect(first).toEqual({
+      applied: 2,
+      skipped: 0,
+      deadLettered: 1,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: e3,
+      held: false,
+    });
     expect(await store.cursor(stream)).toBe(e3);
     expect(await store.read('good1')).toMatchObject({ exists: true, counters: { n: 11 } });
     expect(await store.read('good2')).toBeUndefined();
@@ -442,7 +594,15 @@ describe('regressions: a snapshot key that is not a hash', () => {
 
     const before = [await ctx.redis.hgetall(store.key('good1')), await ctx.redis.exists(store.key('good2'))];
     const again = await apply(batch);
-    expect(again).toEqual({ applied: 0, skipped: 3, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: e3, held: false });
+    expect(again).toEqual({
+      applied: 0,
+      skipped: 3,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: e3,
+      held: false,
+    });
     expect([await ctx.redis.hgetall(store.key('good1')), await ctx.redis.exists(store.key('good2'))]).toEqual(before);
     expect(await ctx.redis.xlen(deadLetterStream)).toBe(1);
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 3, deadLettered: 1 });
@@ -456,7 +616,10 @@ describe('regressions: a snapshot key that is not a hash', () => {
     const [e1, e2] = await xadd(2);
     await ctx.redis.xgroup('CREATE', stream, group, '0');
     await ctx.redis.xreadgroup('GROUP', group, 'c1', 'STREAMS', stream, '>');
-    const result = await apply([entry(e1, change('list', { op: 'create' })), entry(e2, change('ok', { op: 'create' }))], group);
+    const result = await apply(
+      [entry(e1, change('list', { op: 'create' })), entry(e2, change('ok', { op: 'create' }))],
+      group,
+    );
     expect(result).toMatchObject({ applied: 1, deadLettered: 1, handled: 2, cursor: e2, held: false });
     expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
     expect(await store.read('ok')).toMatchObject({ exists: true });
@@ -470,7 +633,11 @@ describe('regressions: a change with no mutations', () => {
     const result = await apply([
       entry(e1, change('empty')),
       entry(e2, change('alsoEmpty', { op: 'setFields', fields: {} }), change('real', { op: 'create' })),
-      entry(e3, change('undefinedOnly', { op: 'setFields', fields: { a: undefined } }), change('noNames', { op: 'unsetFields', names: [] })),
+      entry(
+        e3,
+        change('undefinedOnly', { op: 'setFields', fields: { a: undefined } }),
+        change('noNames', { op: 'unsetFields', names: [] }),
+      ),
     ]);
     expect(result).toMatchObject({ applied: 3, handled: 3, cursor: e3, held: false });
     expect(await store.cursor(stream)).toBe(e3);
@@ -497,7 +664,11 @@ describe('totals, resetProgress and hold', () => {
     const [e1, e2, e3, e4] = await xadd(4);
     await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', ['a', 'b'])]);
     expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 1 });
-    await apply([entry(e1, change('1', { op: 'create' })), deadLetter(e2, 'bad', ['a', 'b']), entry(e3, change('1', { op: 'increment', counter: 'n' }))]);
+    await apply([
+      entry(e1, change('1', { op: 'create' })),
+      deadLetter(e2, 'bad', ['a', 'b']),
+      entry(e3, change('1', { op: 'increment', counter: 'n' })),
+    ]);
     expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 2, deadLettered: 1 });
     // A blocked batch counts nothing.
     const [, e6] = await xadd(2);
@@ -513,7 +684,10 @@ describe('totals, resetProgress and hold', () => {
   it("resetProgress() sets the cursor to '0-0' and clears the totals, so the stream is applied again from the top", async () => {
     const { store, xadd, apply, stream } = isolated();
     const [e1, e2] = await xadd(2);
-    const batch = [entry(e1, change('1', { op: 'increment', counter: 'n' })), entry(e2, change('1', { op: 'increment', counter: 'n' }))];
+    const batch = [
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      entry(e2, change('1', { op: 'increment', counter: 'n' })),
+    ];
     await apply(batch);
     expect(await store.cursor(stream)).toBe(e2);
     await store.resetProgress(stream);
@@ -537,9 +711,21 @@ describe('totals, resetProgress and hold', () => {
     await store.hold(stream);
     expect(await store.isHeld(stream)).toBe(true);
     // Given out of order, already applied, new and dead-lettered: nothing goes through.
-    const batch = [entry(e3, change('1', { op: 'increment', counter: 'n' })), entry(e1, change('1', { op: 'increment', counter: 'n' })), deadLetter(e2, 'bad', ['x', 'y'])];
+    const batch = [
+      entry(e3, change('1', { op: 'increment', counter: 'n' })),
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      deadLetter(e2, 'bad', ['x', 'y']),
+    ];
     const held = await apply(batch, group);
-    expect(held).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: e1, handled: 0, cursor: e1, held: true });
+    expect(held).toEqual({
+      applied: 0,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: e1,
+      handled: 0,
+      cursor: e1,
+      held: true,
+    });
     expect(await ctx.redis.hgetall(store.key('1'))).toEqual(before);
     expect(await ctx.redis.exists(deadLetterStream)).toBe(0);
     expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 0, deadLettered: 0 });
@@ -547,14 +733,22 @@ describe('totals, resetProgress and hold', () => {
 
     await store.release(stream);
     expect(await store.isHeld(stream)).toBe(false);
-    expect(await apply(batch, group)).toEqual({ applied: 1, skipped: 1, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: e3, held: false });
+    expect(await apply(batch, group)).toEqual({
+      applied: 1,
+      skipped: 1,
+      deadLettered: 1,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: e3,
+      held: false,
+    });
     expect(await store.read('1')).toMatchObject({ exists: true, counters: { n: 2 } });
     expect(await pendingCount(ctx.redis, stream, group)).toBe(0);
   });
 });
 
 describe('options and entry ids are checked before anything is sent', () => {
-  it("throws InvalidSnapshotStoreOptionsError for an empty keyPrefix (or one with other characters)", () => {
+  it('throws InvalidSnapshotStoreOptionsError for an empty keyPrefix (or one with other characters)', () => {
     for (const keyPrefix of ['', 'has space_', 'star*', 'x'.repeat(257)]) {
       let error: unknown;
       try {
@@ -578,14 +772,23 @@ describe('options and entry ids are checked before anything is sent', () => {
     const sent = vi.spyOn(client, 'sendCommand');
     try {
       for (const bad of ['abc', '', '1', '1-', '-1', '1-x', '1-2-3', ' 1-1']) {
-        const error = await rejection(store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' })), entry(bad, change('2', { op: 'create' }))] }));
+        const error = await rejection(
+          store.applyBatch({
+            stream,
+            deadLetterStream,
+            entries: [entry(e1, change('1', { op: 'create' })), entry(bad, change('2', { op: 'create' }))],
+          }),
+        );
         expect(error, JSON.stringify(bad)).toBeInstanceOf(InvalidMutationError);
         expect((error as InvalidMutationError).code).toBe('RS_MUTATION_INVALID');
         expect((error as InvalidMutationError).message).toContain(`'${bad}'`);
       }
       expect(sent).not.toHaveBeenCalled();
       // The spy does see what a valid batch sends.
-      expect((await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] })).applied).toBe(1);
+      expect(
+        (await store.applyBatch({ stream, deadLetterStream, entries: [entry(e1, change('1', { op: 'create' }))] }))
+          .applied,
+      ).toBe(1);
       expect(sent).toHaveBeenCalled();
     } finally {
       sent.mockRestore();
@@ -608,7 +811,11 @@ describe('entries that cannot be applied never stop a batch half-way', () => {
     const { store, xadd, apply, stream, deadLetterStream } = isolated();
     await ctx.redis.set(store.key('u1'), 'a string');
     const [e1, e2, e3] = await xadd(3);
-    const result = await apply([entry(e1, change('u1', { op: 'create' })), entry(e2, change('u1', { op: 'create' })), entry(e3, change('u2', { op: 'create' }))]);
+    const result = await apply([
+      entry(e1, change('u1', { op: 'create' })),
+      entry(e2, change('u1', { op: 'create' })),
+      entry(e3, change('u2', { op: 'create' })),
+    ]);
     expect(result).toMatchObject({ applied: 1, deadLettered: 2, handled: 3, cursor: e3 });
     expect(await ctx.redis.xlen(deadLetterStream)).toBe(2);
     expect(await ctx.redis.get(store.key('u1'))).toBe('a string');
@@ -636,7 +843,17 @@ describe('the packed batch argument', () => {
     const { store, xadd, apply } = isolated();
     const [e1] = await xadd(1);
     const text = 'quote " backslash \\ newline \n emoji 😀 lone \ud800 end';
-    const result = await apply([entry(e1, change('1', { op: 'create' }, { op: 'addMember', set: 'tags', member: text }, { op: 'setFields', fields: { note: text } }))]);
+    const result = await apply([
+      entry(
+        e1,
+        change(
+          '1',
+          { op: 'create' },
+          { op: 'addMember', set: 'tags', member: text },
+          { op: 'setFields', fields: { note: text } },
+        ),
+      ),
+    ]);
     expect(result).toMatchObject({ applied: 1, deadLettered: 0 });
     const expected = text.replace('\ud800', '\ufffd');
     const snapshot = await store.read('1');

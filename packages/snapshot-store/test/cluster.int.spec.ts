@@ -10,7 +10,6 @@ const ctx = useTestCluster();
 
 /** readMany(): snapshots on every node, read back in one call. */
 describe('SnapshotStore.readMany on a Redis Cluster', () => {
-
   it('reads snapshots spread over every node, in the order asked, undefined where none exists', async () => {
     const redis = ctx.cluster.client() as unknown as Redis;
     const stream = unique('stream');
@@ -19,7 +18,19 @@ describe('SnapshotStore.readMany on a Redis Cluster', () => {
     const entries: BatchEntry[] = [];
     for (const id of ids) {
       const entryId = String(await redis.xadd(stream, '*', 'id', id));
-      entries.push({ entryId, changes: [{ snapshotId: id, mutations: [{ op: 'create' }, { op: 'setFields', fields: { name: `n${id}` } }, { op: 'increment', counter: 'c', by: Number(id) }] }] });
+      entries.push({
+        entryId,
+        changes: [
+          {
+            snapshotId: id,
+            mutations: [
+              { op: 'create' },
+              { op: 'setFields', fields: { name: `n${id}` } },
+              { op: 'increment', counter: 'c', by: Number(id) },
+            ],
+          },
+        ],
+      });
     }
     const result = await store.applyBatch({ stream, deadLetterStream: `redsource:{${stream}}:dead`, entries });
     expect(result.applied).toBe(ids.length);
@@ -32,7 +43,12 @@ describe('SnapshotStore.readMany on a Redis Cluster', () => {
     expect(many.at(-1)).toBeUndefined();
     for (const [i, id] of asked.slice(0, -1).entries()) {
       expect(many[i], id).toEqual(await store.read(id));
-      expect(many[i]).toMatchObject({ id, exists: true, fields: { name: `n${id}` }, counters: id === '0' ? {} : { c: Number(id) } });
+      expect(many[i]).toMatchObject({
+        id,
+        exists: true,
+        fields: { name: `n${id}` },
+        counters: id === '0' ? {} : { c: Number(id) },
+      });
     }
     expect(await store.readMany([])).toEqual([]);
   });

@@ -27,7 +27,8 @@ export function partitionApplyContract(client: () => Redis): void {
     const deadLetterStream = `redsource:{${stream}}:dead`;
     const store = new SnapshotStore({ redis, keyPrefix: `${unique('snap')}_`, projection: 'profiles' });
     const ids: string[] = [];
-    for (let i = 0; i < 6; i++) ids.push(String(await redis.xadd(stream, '*', 'user_id', i % 2 === 0 ? 'mine' : 'other', 'n', String(i))));
+    for (let i = 0; i < 6; i++)
+      ids.push(String(await redis.xadd(stream, '*', 'user_id', i % 2 === 0 ? 'mine' : 'other', 'n', String(i))));
     const epoch = `redsource:{${stream}}:epoch:${group}:${PARTITION}`;
     const apply = (entries: readonly BatchEntry[], readFrom: string, readThrough: string, token?: string) =>
       store.applyBatch({
@@ -48,7 +49,11 @@ export function partitionApplyContract(client: () => Redis): void {
   });
 
   /** Nothing of the batch is written: snapshots, partition cursor, totals, dead letters. */
-  async function expectUntouched(p: Awaited<ReturnType<typeof partitioned>>, cursor: string, counter: number | undefined): Promise<void> {
+  async function expectUntouched(
+    p: Awaited<ReturnType<typeof partitioned>>,
+    cursor: string,
+    counter: number | undefined,
+  ): Promise<void> {
     expect((await p.store.read('mine'))?.counters['n']).toBe(counter);
     expect(await p.store.read('x')).toBeUndefined();
     expect(await p.store.cursor(p.stream, PARTITION)).toBe(cursor);
@@ -59,7 +64,15 @@ export function partitionApplyContract(client: () => Redis): void {
   it('moves the partition cursor to readThrough, with no entries at all, and never back', async () => {
     const p = await partitioned();
     // Nothing of this partition up to e2: the cursor moves there all the same.
-    expect(await p.apply([], '0-0', p.e2)).toEqual({ applied: 0, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 0, cursor: p.e2, held: false });
+    expect(await p.apply([], '0-0', p.e2)).toEqual({
+      applied: 0,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 0,
+      cursor: p.e2,
+      held: false,
+    });
     expect(await p.store.cursor(p.stream, PARTITION)).toBe(p.e2);
     // An entry after it, through the end of the read.
     expect(await p.apply([bump(p.e3)], p.e2, p.e4)).toMatchObject({ applied: 1, cursor: p.e4 });
@@ -75,7 +88,15 @@ export function partitionApplyContract(client: () => Redis): void {
   it('no predecessor check: entries of other partitions between two of its entries do not block it', async () => {
     const p = await partitioned();
     const result = await p.apply([bump(p.e1), bump(p.e3), bump(p.e5)], '0-0', p.e6);
-    expect(result).toEqual({ applied: 3, skipped: 0, deadLettered: 0, blockedAt: undefined, handled: 3, cursor: p.e6, held: false });
+    expect(result).toEqual({
+      applied: 3,
+      skipped: 0,
+      deadLettered: 0,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: p.e6,
+      held: false,
+    });
     expect((await p.store.read('mine'))?.counters['n']).toBe(3);
   });
 
@@ -121,14 +142,32 @@ export function partitionApplyContract(client: () => Redis): void {
     expect(await p.apply([bump(p.e3)], p.e2, p.e6, '6')).toMatchObject({ applied: 1, cursor: p.e6 });
   });
 
-  it('dead letters name the source stream and the group and carry the source entry\'s bytes; totals count per source stream', async () => {
+  it("dead letters name the source stream and the group and carry the source entry's bytes; totals count per source stream", async () => {
     const p = await partitioned();
-    const result = await p.apply([bump(p.e1), { entryId: p.e3, deadLetter: { reason: 'bad', fields: ['user_id', 'mine'] } }, bump(p.e5)], '0-0', p.e6);
-    expect(result).toEqual({ applied: 2, skipped: 0, deadLettered: 1, blockedAt: undefined, handled: 3, cursor: p.e6, held: false });
+    const result = await p.apply(
+      [bump(p.e1), { entryId: p.e3, deadLetter: { reason: 'bad', fields: ['user_id', 'mine'] } }, bump(p.e5)],
+      '0-0',
+      p.e6,
+    );
+    expect(result).toEqual({
+      applied: 2,
+      skipped: 0,
+      deadLettered: 1,
+      blockedAt: undefined,
+      handled: 3,
+      cursor: p.e6,
+      held: false,
+    });
     expect(await p.store.totals(p.stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 1 });
     const [[, letter] = ['', []]] = await p.redis.xrange(p.deadLetterStream, '-', '+');
     const record = Object.fromEntries(letter.flatMap((v, i) => (i % 2 === 0 ? [[v, letter[i + 1]]] : [])));
-    expect(record).toMatchObject({ stream: p.stream, entry_id: p.e3, reason: 'bad', group: p.group, original: '7:user_id,4:mine,1:n,1:2,' });
+    expect(record).toMatchObject({
+      stream: p.stream,
+      entry_id: p.e3,
+      reason: 'bad',
+      group: p.group,
+      original: '7:user_id,4:mine,1:n,1:2,',
+    });
     // The stream's own cursor (of before partitions) is not written.
     expect(await p.redis.exists(`redsource:{${p.stream}}:applied:profiles`)).toBe(0);
   });

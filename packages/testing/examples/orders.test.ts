@@ -21,11 +21,17 @@ const orderSummaries = defineProjection({
     orders: {
       placed: ({ data }) => ({
         snapshotId: data.orderId,
-        mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item, quantity: data.quantity, status: 'placed' } }],
+        mutations: [
+          { op: 'create' },
+          { op: 'setFields', fields: { item: data.item, quantity: data.quantity, status: 'placed' } },
+        ],
       }),
       shipped: ({ data }) => {
         if (data.carrier === '') throw new Error('no carrier');
-        return { snapshotId: data.orderId, mutations: [{ op: 'setFields', fields: { status: 'shipped', carrier: data.carrier } }] };
+        return {
+          snapshotId: data.orderId,
+          mutations: [{ op: 'setFields', fields: { status: 'shipped', carrier: data.carrier } }],
+        };
       },
     },
   },

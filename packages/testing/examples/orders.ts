@@ -30,7 +30,10 @@ const orderSummaries = defineProjection({
     orders: {
       placed: ({ data }) => ({
         snapshotId: data.orderId,
-        mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item, quantity: data.quantity, status: 'placed' } }],
+        mutations: [
+          { op: 'create' },
+          { op: 'setFields', fields: { item: data.item, quantity: data.quantity, status: 'placed' } },
+        ],
       }),
       shipped: ({ data }) => ({
         snapshotId: data.orderId,
@@ -69,7 +72,8 @@ try {
 
   const response = await app.inject({ method: 'GET', url: '/orders/o1' });
   console.log('GET /orders/o1', response.statusCode, response.body);
-  if (response.statusCode !== 200 || response.json<{ carrier?: string }>().carrier !== 'postal') throw new Error(`unexpected answer: ${response.body}`);
+  if (response.statusCode !== 200 || response.json<{ carrier?: string }>().carrier !== 'postal')
+    throw new Error(`unexpected answer: ${response.body}`);
   const missing = await app.inject({ method: 'GET', url: '/orders/nope' });
   if (missing.statusCode !== 404) throw new Error(`expected 404, got ${missing.statusCode}`);
 
@@ -83,7 +87,8 @@ try {
   });
   console.log('replayed', rebuilt.done, 'of', rebuilt.total, 'events');
   const again = await app.inject({ method: 'GET', url: '/orders/o1' });
-  if (again.json<{ status?: string }>().status !== 'shipped') throw new Error(`unexpected answer after replay: ${again.body}`);
+  if (again.json<{ status?: string }>().status !== 'shipped')
+    throw new Error(`unexpected answer after replay: ${again.body}`);
 } finally {
   // 6. Clean up: stop, remove every key the projection owns, then the stream this run made.
   await app.close();

@@ -3,7 +3,15 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
-import { EventCatalog, eventStoreKeys, type EventInput, type EventTypeOf, type RecordedEvent, type StreamDefinition, type StreamDefinitions } from '@redsource/event-store';
+import {
+  EventCatalog,
+  eventStoreKeys,
+  type EventInput,
+  type EventTypeOf,
+  type RecordedEvent,
+  type StreamDefinition,
+  type StreamDefinitions,
+} from '@redsource/event-store';
 import {
   createProcessor,
   DeadLetters,
@@ -16,7 +24,9 @@ import {
 } from '@redsource/processor';
 
 /** What a schema accepts (its input), for an event type of a stream definition. */
-type DataInput<Definition extends StreamDefinition, Type extends string> = Definition['schemas'][Type] extends z.ZodType ? z.input<Definition['schemas'][Type]> : never;
+type DataInput<Definition extends StreamDefinition, Type extends string> = Definition['schemas'][Type] extends z.ZodType
+  ? z.input<Definition['schemas'][Type]>
+  : never;
 
 /**
  * An event of a test: its type and data (typed by the catalog's schema), and which stream it goes to
@@ -57,7 +67,9 @@ export class ProjectionTestTimeoutError extends Error {
 export class GivenEventDeadLetteredError extends Error {
   override readonly name = 'GivenEventDeadLetteredError';
   constructor(readonly deadLetters: readonly DeadLetter[]) {
-    super(`${deadLetters.length} given event(s) were dead-lettered: ${deadLetters.map((d) => `${d.entryId} (${d.reason})`).join('; ')}`);
+    super(
+      `${deadLetters.length} given event(s) were dead-lettered: ${deadLetters.map((d) => `${d.entryId} (${d.reason})`).join('; ')}`,
+    );
   }
 }
 
@@ -85,7 +97,10 @@ export interface ScenarioOutcome {
  *   .then({ o1: { item: 'book', status: 'shipped' } });
  * ```
  */
-export function projectionTest<Definitions extends StreamDefinitions>(projection: Projection<Definitions>, options: ProjectionTestOptions): ProjectionScenario<Definitions> {
+export function projectionTest<Definitions extends StreamDefinitions>(
+  projection: Projection<Definitions>,
+  options: ProjectionTestOptions,
+): ProjectionScenario<Definitions> {
   return new ProjectionScenario(projection, options, [], []);
 }
 
@@ -99,12 +114,20 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
 
   /** Events that happened before: appended and applied first (a dead-lettered one fails the test). */
   given(events: TestEvent<Definitions> | readonly TestEvent<Definitions>[]): ProjectionScenario<Definitions> {
-    return new ProjectionScenario(this.projection, this.options, [...this.givenEvents, ...toList(events)], this.whenEvents);
+    return new ProjectionScenario(
+      this.projection,
+      this.options,
+      [...this.givenEvents, ...toList(events)],
+      this.whenEvents,
+    );
   }
 
   /** The events under test: appended after the given ones are applied. */
   when(events: TestEvent<Definitions> | readonly TestEvent<Definitions>[]): ProjectionScenario<Definitions> {
-    return new ProjectionScenario(this.projection, this.options, this.givenEvents, [...this.whenEvents, ...toList(events)]);
+    return new ProjectionScenario(this.projection, this.options, this.givenEvents, [
+      ...this.whenEvents,
+      ...toList(events),
+    ]);
   }
 
   /**
@@ -114,12 +137,20 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
    */
   then(expected: ExpectedSnapshots): Promise<void> {
     if (typeof expected !== 'object' || expected === null) {
-      return Promise.reject(new TypeError('projectionTest: a scenario is not a promise; end it with .then({ <snapshot id>: { <field>: <value> } }) and await that'));
+      return Promise.reject(
+        new TypeError(
+          'projectionTest: a scenario is not a promise; end it with .then({ <snapshot id>: { <field>: <value> } }) and await that',
+        ),
+      );
     }
     return this.execute(async (outcome) => {
       const actual: Record<string, Readonly<Record<string, unknown>> | undefined> = {};
       for (const id of Object.keys(expected)) actual[id] = await outcome.snapshot(id);
-      deepStrictEqual(actual, { ...expected }, `projection '${this.projection.name}': the snapshots differ from the expected ones`);
+      deepStrictEqual(
+        actual,
+        { ...expected },
+        `projection '${this.projection.name}': the snapshots differ from the expected ones`,
+      );
     });
   }
 
@@ -127,9 +158,15 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
   thenDeadLettered(expected: number | ((deadLetters: readonly DeadLetter[]) => boolean)): Promise<void> {
     return this.execute((outcome) => {
       if (typeof expected === 'number') {
-        deepStrictEqual(outcome.deadLetters.length, expected, `projection '${this.projection.name}': ${outcome.deadLetters.length} event(s) dead-lettered, expected ${expected}`);
+        deepStrictEqual(
+          outcome.deadLetters.length,
+          expected,
+          `projection '${this.projection.name}': ${outcome.deadLetters.length} event(s) dead-lettered, expected ${expected}`,
+        );
       } else if (!expected(outcome.deadLetters)) {
-        throw new Error(`projection '${this.projection.name}': the predicate does not hold for the dead letters ${JSON.stringify(outcome.deadLetters.map((d) => ({ entryId: d.entryId, reason: d.reason })))}`);
+        throw new Error(
+          `projection '${this.projection.name}': the predicate does not hold for the dead letters ${JSON.stringify(outcome.deadLetters.map((d) => ({ entryId: d.entryId, reason: d.reason })))}`,
+        );
       }
       return Promise.resolve();
     });
@@ -145,7 +182,8 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
   private async execute(check: (outcome: ScenarioOutcome) => Promise<void>): Promise<void> {
     const { redis } = this.options;
     const namespace = this.options.namespace ?? `rt${randomBytes(5).toString('hex')}`;
-    if (!/^[A-Za-z0-9_-]{1,32}$/.test(namespace)) throw new TypeError(`projectionTest: namespace '${namespace}' must be 1-32 of A-Z a-z 0-9 _ -`);
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(namespace))
+      throw new TypeError(`projectionTest: namespace '${namespace}' must be 1-32 of A-Z a-z 0-9 _ -`);
     const copy = isolate(this.projection, namespace);
     const processor: ProjectionProcessor = createProcessor(copy.projection, {
       connection: redis,
@@ -164,12 +202,13 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
 
     const append = async (events: readonly TestEvent<Definitions>[]) => {
       // One append per run of events to the same stream, in order.
-      for (let i = 0; i < events.length; ) {
+      for (let i = 0; i < events.length;) {
         const stream = copy.streamOf(events[i]?.stream);
         const batch: EventInput[] = [];
         for (; i < events.length && copy.streamOf(events[i]?.stream) === stream; i++) {
           const event = events[i];
-          if (event) batch.push({ type: event.type, data: event.data, ...(event.metadata ? { metadata: event.metadata } : {}) });
+          if (event)
+            batch.push({ type: event.type, data: event.data, ...(event.metadata ? { metadata: event.metadata } : {}) });
         }
         used.add(stream);
         await store.append(stream, batch);
@@ -188,14 +227,18 @@ export class ProjectionScenario<Definitions extends StreamDefinitions> {
         if (Date.now() > deadline) {
           throw new ProjectionTestTimeoutError(
             `projection '${this.projection.name}': not every event was applied or dead-lettered within ${timeoutMs} ms (${behind
-              .map(([stream, count]) => `${copy.original.get(stream) ?? stream}: ${count} appended, stats ${JSON.stringify(stats[stream] ?? {})}`)
+              .map(
+                ([stream, count]) =>
+                  `${copy.original.get(stream) ?? stream}: ${count} appended, stats ${JSON.stringify(stats[stream] ?? {})}`,
+              )
               .join('; ')}); raise timeoutMs if the handlers are slow`,
           );
         }
         await sleep(10);
       }
     };
-    const listDeadLetters = async () => (await Promise.all([...used].map((stream) => deadLetters.list(stream, { count: 10_000 })))).flat();
+    const listDeadLetters = async () =>
+      (await Promise.all([...used].map((stream) => deadLetters.list(stream, { count: 10_000 })))).flat();
 
     try {
       await processor.start();
@@ -235,7 +278,9 @@ interface IsolatedProjection {
 /** The projection with its streams, name and key prefix in a namespace of their own, its handlers unchanged. */
 function isolate(projection: Projection, namespace: string): IsolatedProjection {
   if (projection.streamPrefixes.length > 0) {
-    throw new TypeError(`projectionTest: '${projection.name}' reads streams by prefix (${projection.streamPrefixes.join(', ')}*): only projections of named streams are supported`);
+    throw new TypeError(
+      `projectionTest: '${projection.name}' reads streams by prefix (${projection.streamPrefixes.join(', ')}*): only projections of named streams are supported`,
+    );
   }
   const { catalog } = projection;
   const keys = Object.keys(catalog.definitions);
@@ -256,18 +301,27 @@ function isolate(projection: Projection, namespace: string): IsolatedProjection 
       (handlers[key] ??= {})[type] = (event) => projection.handlers.run({ ...event, stream });
     }
   }
-  const copy = defineProjection({ name: `${projection.name}.${namespace}`.slice(-128), catalog: new EventCatalog(definitions), keyPrefix: `${namespace}:${projection.keyPrefix}`, handlers });
+  const copy = defineProjection({
+    name: `${projection.name}.${namespace}`.slice(-128),
+    catalog: new EventCatalog(definitions),
+    keyPrefix: `${namespace}:${projection.keyPrefix}`,
+    handlers,
+  });
   return {
     projection: copy,
     handled: new Set(copy.streams),
     original,
     streamOf(key) {
       if (key === undefined) {
-        if (keys.length !== 1) throw new TypeError(`projectionTest: the catalog has ${keys.length} streams (${keys.join(', ')}): give each event its \`stream\``);
+        if (keys.length !== 1)
+          throw new TypeError(
+            `projectionTest: the catalog has ${keys.length} streams (${keys.join(', ')}): give each event its \`stream\``,
+          );
         key = keys[0] ?? '';
       }
       const stream = byKey.get(key);
-      if (!stream) throw new TypeError(`projectionTest: the catalog has no stream '${key}' (it has ${keys.join(', ')})`);
+      if (!stream)
+        throw new TypeError(`projectionTest: the catalog has no stream '${key}' (it has ${keys.join(', ')})`);
       return stream;
     },
   };

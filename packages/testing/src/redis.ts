@@ -57,9 +57,13 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
 
   const command = options.command ?? 'redis-server';
   const port = await freePort();
-  const child = spawn(command, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    command,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-2_000);
@@ -73,11 +77,18 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
               `'${command}' is not on PATH: install Redis (apt-get install redis-server, brew install redis) or set REDIS_URL to a Redis to test against`,
               { cause: error },
             )
-          : new RedisServerError('RS_REDIS_SERVER_FAILED', `'${command}' could not be started: ${error.message}`, { cause: error }),
+          : new RedisServerError('RS_REDIS_SERVER_FAILED', `'${command}' could not be started: ${error.message}`, {
+              cause: error,
+            }),
       );
     });
     child.once('exit', (code, signal) => {
-      reject(new RedisServerError('RS_REDIS_SERVER_FAILED', `'${command}' exited (${signal ?? `code ${code}`}) before it answered on port ${port}: ${stderr.trim() || 'no output'}`));
+      reject(
+        new RedisServerError(
+          'RS_REDIS_SERVER_FAILED',
+          `'${command}' exited (${signal ?? `code ${code}`}) before it answered on port ${port}: ${stderr.trim() || 'no output'}`,
+        ),
+      );
     });
   });
   failure.catch(() => undefined); // observed below; once ready, a later exit is stop()'s business
@@ -130,13 +141,21 @@ function disconnect(client: Redis): Promise<void> {
 
 async function waitForPing(url: string, deadline: number): Promise<void> {
   for (;;) {
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 });
+    const probe = new Redis(url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      connectTimeout: 1_000,
+    });
     probe.on('error', () => undefined);
     try {
       await probe.connect();
       if ((await probe.ping()) === 'PONG') return;
     } catch (error) {
-      if (Date.now() > deadline) throw new RedisServerError('RS_REDIS_SERVER_FAILED', `redis-server did not answer PING at ${url} in time`, { cause: error });
+      if (Date.now() > deadline)
+        throw new RedisServerError('RS_REDIS_SERVER_FAILED', `redis-server did not answer PING at ${url} in time`, {
+          cause: error,
+        });
     } finally {
       probe.disconnect();
     }

@@ -14,12 +14,19 @@ describe('docs/guide.md', () => {
     expect(blocks.length).toBeGreaterThan(5);
   });
 
-  it.each(blocks.map((block, i) => [i + 1, block] as const))('ts block %i appears verbatim in an example file', (_, block) => {
-    const found = examples.filter((e) => e.text.includes(block));
-    expect(found.map((e) => e.file), `not in ${examples.map((e) => e.file).join(', ')}:\n${block}`).not.toEqual([]);
-  });
+  it.each(blocks.map((block, i) => [i + 1, block] as const))(
+    'ts block %i appears verbatim in an example file',
+    (_, block) => {
+      const found = examples.filter((e) => e.text.includes(block));
+      expect(
+        found.map((e) => e.file),
+        `not in ${examples.map((e) => e.file).join(', ')}:\n${block}`,
+      ).not.toEqual([]);
+    },
+  );
 
   it('names only example files that exist', () => {
-    for (const [, file] of guide.matchAll(/packages\/testing\/examples\/([\w.]+\.ts)/g)) expect(examples.map((e) => e.file)).toContain(file);
+    for (const [, file] of guide.matchAll(/packages\/testing\/examples\/([\w.]+\.ts)/g))
+      expect(examples.map((e) => e.file)).toContain(file);
   });
 });

@@ -21,7 +21,11 @@ const order = z.object({ orderId: z.string(), item: z.string().optional() });
 // Fixed stream and key names, as a user's projection has: the test helper makes them unique.
 const catalog = new EventCatalog({
   orders: { stream: 'orders', schemas: { placed: order, shipped: order, audited: order }, subjectFields: ['orderId'] },
-  payments: { stream: 'payments', schemas: { paid: z.object({ orderId: z.string(), amount: z.number() }) }, subjectFields: ['orderId'] },
+  payments: {
+    stream: 'payments',
+    schemas: { paid: z.object({ orderId: z.string(), amount: z.number() }) },
+    subjectFields: ['orderId'],
+  },
 });
 const orders = defineProjection({
   name: 'orders',
@@ -29,14 +33,23 @@ const orders = defineProjection({
   keyPrefix: 'order:',
   handlers: {
     orders: {
-      placed: ({ data, stream }) => ({ snapshotId: data.orderId, mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item, status: 'placed', stream } }] }),
-      shipped: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'setFields', fields: { status: 'shipped' } }] }),
+      placed: ({ data, stream }) => ({
+        snapshotId: data.orderId,
+        mutations: [{ op: 'create' }, { op: 'setFields', fields: { item: data.item, status: 'placed', stream } }],
+      }),
+      shipped: ({ data }) => ({
+        snapshotId: data.orderId,
+        mutations: [{ op: 'setFields', fields: { status: 'shipped' } }],
+      }),
       audited: () => {
         throw new Error('audit service is down');
       },
     },
     payments: {
-      paid: ({ data }) => ({ snapshotId: data.orderId, mutations: [{ op: 'setFields', fields: { paid: data.amount } }] }),
+      paid: ({ data }) => ({
+        snapshotId: data.orderId,
+        mutations: [{ op: 'setFields', fields: { paid: data.amount } }],
+      }),
     },
   },
 });
@@ -70,7 +83,9 @@ describe('projectionTest', () => {
       .given({ stream: 'orders', type: 'placed', data: { orderId: 'o1', item: 'book' } })
       .when({ stream: 'orders', type: 'shipped', data: { orderId: 'o1' } });
     await scenario.then({ o1: { item: 'book', status: 'shipped', stream: 'orders' }, o2: undefined });
-    const error: unknown = await scenario.then({ o1: { item: 'book', status: 'placed', stream: 'orders' } }).catch((e: unknown) => e);
+    const error: unknown = await scenario
+      .then({ o1: { item: 'book', status: 'placed', stream: 'orders' } })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(AssertionError);
     expect(String((error as AssertionError).message)).toMatch(/snapshots differ[\s\S]*shipped/);
   });
@@ -109,7 +124,15 @@ describe('projectionTest', () => {
     // @ts-expect-error -- the event's type must be one of its stream's types
     projectionTest(orders, { redis }).when({ stream: 'payments', type: 'placed', data: { orderId: 'o1' } });
     // @ts-expect-error -- and its data what that type's schema accepts
-    projectionTest(orders, { redis }).when({ stream: 'payments', type: 'paid', data: { orderId: 'o1', amount: 'twelve' } });
-    await expect(projectionTest(orders, { redis }).when({ type: 'placed', data: { orderId: 'o1' } }).then({})).rejects.toThrow(/give each event its `stream`/);
+    projectionTest(orders, { redis }).when({
+      stream: 'payments',
+      type: 'paid',
+      data: { orderId: 'o1', amount: 'twelve' },
+    });
+    await expect(
+      projectionTest(orders, { redis })
+        .when({ type: 'placed', data: { orderId: 'o1' } })
+        .then({}),
+    ).rejects.toThrow(/give each event its `stream`/);
   });
 });

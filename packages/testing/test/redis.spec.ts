@@ -12,22 +12,25 @@ const alive = (pid: number) => {
 };
 
 describe('startRedis', () => {
-  it.skipIf(spawnSync('redis-server', ['--version']).status !== 0)('starts a throwaway redis-server without persistence and stops it by pid', async () => {
-    const server = await startRedis({ url: null });
-    const redis = server.client();
-    try {
-      expect(server.owned).toBe(true);
-      expect(server.url).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
-      expect(await redis.ping()).toBe('PONG');
-      expect(await redis.config('GET', 'save')).toEqual(['save', '']);
-      expect(await redis.config('GET', 'appendonly')).toEqual(['appendonly', 'no']);
-    } finally {
-      await server.stop();
-    }
-    expect(server.pid).toBeTypeOf('number');
-    expect(alive(server.pid ?? 0)).toBe(false);
-    expect(redis.status).toBe('end');
-  });
+  it.skipIf(spawnSync('redis-server', ['--version']).status !== 0)(
+    'starts a throwaway redis-server without persistence and stops it by pid',
+    async () => {
+      const server = await startRedis({ url: null });
+      const redis = server.client();
+      try {
+        expect(server.owned).toBe(true);
+        expect(server.url).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+        expect(await redis.ping()).toBe('PONG');
+        expect(await redis.config('GET', 'save')).toEqual(['save', '']);
+        expect(await redis.config('GET', 'appendonly')).toEqual(['appendonly', 'no']);
+      } finally {
+        await server.stop();
+      }
+      expect(server.pid).toBeTypeOf('number');
+      expect(alive(server.pid ?? 0)).toBe(false);
+      expect(redis.status).toBe('end');
+    },
+  );
 
   it('uses the server REDIS_URL names: stop() only disconnects its clients', async () => {
     const shared = await startRedis();
@@ -46,7 +49,9 @@ describe('startRedis', () => {
   });
 
   it('rejects with RedisServerError when redis-server is not on PATH', async () => {
-    const error: unknown = await startRedis({ url: null, command: 'redis-server-that-is-not-there' }).catch((e: unknown) => e);
+    const error: unknown = await startRedis({ url: null, command: 'redis-server-that-is-not-there' }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(RedisServerError);
     expect(error).toMatchObject({ code: 'RS_REDIS_SERVER_NOT_FOUND' });
     expect(String(error)).toMatch(/is not on PATH: install Redis .* or set REDIS_URL/);

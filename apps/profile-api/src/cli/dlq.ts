@@ -26,10 +26,18 @@ export function dlqCommand(run: Run): Command {
     .option('--json', 'the dead letters as one JSON array on stdout')
     .action((stream: string | undefined, opts: { json?: boolean }) =>
       run(async ({ deadLetters, streams }) => {
-        const rows = (await Promise.all((stream ? [stream] : streams).map((s) => deadLetters.list(s, { count: 1_000 })))).flat();
+        const rows = (
+          await Promise.all((stream ? [stream] : streams).map((s) => deadLetters.list(s, { count: 1_000 })))
+        ).flat();
         if (opts.json) out(JSON.stringify(rows.map(printable)));
         else if (rows.length === 0) out('no dead-lettered entries');
-        else out(table(['stream', 'dead letter', 'entry', 'dead-lettered at', 'reason'], rows.map((r) => [r.stream, r.id, r.entryId, new Date(r.deadAt).toISOString(), r.reason])));
+        else
+          out(
+            table(
+              ['stream', 'dead letter', 'entry', 'dead-lettered at', 'reason'],
+              rows.map((r) => [r.stream, r.id, r.entryId, new Date(r.deadAt).toISOString(), r.reason]),
+            ),
+          );
         return 0;
       }),
     );
@@ -46,7 +54,9 @@ export function dlqCommand(run: Run): Command {
           process.stderr.write(`redsource: no dead letter ${id} for stream '${stream}'\n`);
           return 1;
         }
-        const fields = Object.entries(printable(letter)).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`);
+        const fields = Object.entries(printable(letter)).map(
+          ([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`,
+        );
         out(opts.json ? JSON.stringify(printable(letter)) : fields.join('\n'));
         return 0;
       }),
@@ -54,12 +64,17 @@ export function dlqCommand(run: Run): Command {
   for (const action of ['retry', 'drop'] as const) {
     dlq
       .command(action)
-      .description(action === 'retry' ? 'append the original entry to its stream again, and remove the dead letter' : 'remove dead letters')
+      .description(
+        action === 'retry'
+          ? 'append the original entry to its stream again, and remove the dead letter'
+          : 'remove dead letters',
+      )
       .argument('<stream>')
       .argument('[id]', 'the dead letter id (see dlq list)')
       .option('--all', `${action} every dead letter of the stream`)
       .action((stream: string, id: string | undefined, opts: { all?: boolean }) => {
-        if ((id === undefined) === (opts.all !== true)) throw new UsageError(`dlq ${action} takes a dead letter id or --all (one of them)`);
+        if ((id === undefined) === (opts.all !== true))
+          throw new UsageError(`dlq ${action} takes a dead letter id or --all (one of them)`);
         return run(async ({ deadLetters }) => redrive(deadLetters, action, stream, opts.all ? undefined : id));
       });
   }
@@ -67,7 +82,12 @@ export function dlqCommand(run: Run): Command {
 }
 
 /** Retries or drops one dead letter (`id`) or all of a stream's; 1 when some were not found. */
-async function redrive(deadLetters: DeadLetters, action: 'retry' | 'drop', stream: string, id: string | undefined): Promise<number> {
+async function redrive(
+  deadLetters: DeadLetters,
+  action: 'retry' | 'drop',
+  stream: string,
+  id: string | undefined,
+): Promise<number> {
   const ids = id !== undefined ? [id] : (await deadLetters.list(stream, { count: 100_000 })).map((l) => l.id);
   if (ids.length === 0) {
     out('nothing to do');

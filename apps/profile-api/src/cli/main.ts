@@ -74,24 +74,38 @@ async function withContext(command: string, body: (ctx: Context) => Promise<numb
 function buildProgram(): Command {
   const program = new Command('redsource')
     .usage('<command> [options]')
-    .description('The profile service on redsource: run it, rebuild its snapshots, inspect its streams and dead letters.')
+    .description(
+      'The profile service on redsource: run it, rebuild its snapshots, inspect its streams and dead letters.',
+    )
     .addHelpText('after', HELP_AFTER)
     .showSuggestionAfterError();
   const service = (name: 'serve' | 'api' | 'process', demo = false) =>
-    withContext(name, (c) => runService(name, c.config, c.components, c.logger, c.redis, c.watch, demo, c.closers, c.readStatus));
+    withContext(name, (c) =>
+      runService(name, c.config, c.components, c.logger, c.redis, c.watch, demo, c.closers, c.readStatus),
+    );
   program
     .command('serve')
     .description('API and processor in one process (what `pnpm start` runs)')
     .option('--demo', "append the seed document's five events first (idempotent)")
     .action((opts: { demo?: boolean }) => service('serve', opts.demo === true));
-  program.command('api').description('the HTTP API only').action(() => service('api'));
-  program.command('process').description('a processor only (run several: each gets its own consumer name)').action(() => service('process'));
+  program
+    .command('api')
+    .description('the HTTP API only')
+    .action(() => service('api'));
+  program
+    .command('process')
+    .description('a processor only (run several: each gets its own consumer name)')
+    .action(() => service('process'));
   program
     .command('replay')
-    .description('rebuild the snapshots from the streams while the API keeps serving (resumes if interrupted); one at a time')
-    .option('--users <ids>', 'only these users\' snapshots, comma-separated ids (1-64 of A-Z a-z 0-9 _ -)', parseUserIds)
+    .description(
+      'rebuild the snapshots from the streams while the API keeps serving (resumes if interrupted); one at a time',
+    )
+    .option('--users <ids>', "only these users' snapshots, comma-separated ids (1-64 of A-Z a-z 0-9 _ -)", parseUserIds)
     .option('--wait', 'if another rebuild is running, wait for it instead of exiting 1')
-    .action((opts: { users?: string[]; wait?: boolean }) => withContext('replay', (c) => runReplay(c.redis, c.components, c.config, c.logger, opts)));
+    .action((opts: { users?: string[]; wait?: boolean }) =>
+      withContext('replay', (c) => runReplay(c.redis, c.components, c.config, c.logger, opts)),
+    );
   program
     .command('seed')
     .description("append the seed document's five example events (idempotent)")
@@ -104,16 +118,26 @@ function buildProgram(): Command {
     );
   program
     .command('status')
-    .description('per stream: length, lag, unapplied, applied, dead-lettered; per partition: owner, cursor, unapplied; the processors')
+    .description(
+      'per stream: length, lag, unapplied, applied, dead-lettered; per partition: owner, cursor, unapplied; the processors',
+    )
     .option('--json', 'the rows as one JSON array on stdout')
     .action((opts: { json?: boolean }) =>
       withContext('status', async ({ readStatus, config }) => {
         const rows = await readStatus();
-        process.stdout.write(`${opts.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`);
+        process.stdout.write(
+          `${opts.json ? JSON.stringify(rows, null, 2) : renderStatus(rows, config.REDSOURCE_GROUP)}\n`,
+        );
         return EXIT.ok;
       }),
     );
-  program.addCommand(dlqCommand((body) => withContext('dlq', ({ redis, components }) => body({ deadLetters: new DeadLetters(redis), streams: components.streamNames }))));
+  program.addCommand(
+    dlqCommand((body) =>
+      withContext('dlq', ({ redis, components }) =>
+        body({ deadLetters: new DeadLetters(redis), streams: components.streamNames }),
+      ),
+    ),
+  );
   forEachCommand(program, (command) =>
     command
       .exitOverride()
@@ -128,7 +152,15 @@ function forEachCommand(command: Command, each: (command: Command) => void): voi
 }
 
 /** A command line that cannot run: no command, an unknown command or option, a missing argument get the usage too. */
-const USAGE_TOO = new Set(['commander.help', 'commander.invalidArgument', 'commander.unknownCommand', 'commander.unknownOption', 'commander.excessArguments', 'commander.missingArgument', 'commander.optionMissingArgument']);
+const USAGE_TOO = new Set([
+  'commander.help',
+  'commander.invalidArgument',
+  'commander.unknownCommand',
+  'commander.unknownOption',
+  'commander.excessArguments',
+  'commander.missingArgument',
+  'commander.optionMissingArgument',
+]);
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -142,7 +174,8 @@ async function main(argv: string[]): Promise<number> {
     }
     if (!(error instanceof CommanderError)) throw error;
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
-    if (USAGE_TOO.has(error.code) && error.code !== 'commander.help') process.stderr.write(`\n${usageOf(program, argv)}`);
+    if (USAGE_TOO.has(error.code) && error.code !== 'commander.help')
+      process.stderr.write(`\n${usageOf(program, argv)}`);
     return EXIT.usage;
   }
 }
@@ -186,7 +219,11 @@ async function runService(
 function failureLine(error: unknown): string {
   const verbose = ['debug', 'trace'].includes(process.env['LOG_LEVEL'] ?? '');
   const kind = unavailableKindOf(error);
-  const message = redactor.message(error).split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  const message = redactor
+    .message(error)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
   const [first = 'failed', ...rest] = message;
   let line = rest.length > 0 ? `${first} ${rest.join('; ')}` : first;
   if (kind) line = `${describeRedisUnavailable(kind)}: ${line}`;

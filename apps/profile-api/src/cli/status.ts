@@ -1,7 +1,8 @@
 import Table from 'cli-table3';
 import type { StreamStatus } from '@redsource/processor';
 
-const ms = (value: number | undefined) => (value === undefined ? '-' : value < 10_000 ? `${Math.round(value)}ms` : `${(value / 1000).toFixed(1)}s`);
+const ms = (value: number | undefined) =>
+  value === undefined ? '-' : value < 10_000 ? `${Math.round(value)}ms` : `${(value / 1000).toFixed(1)}s`;
 
 const count = (value: number | undefined) => (value === undefined ? '-' : String(value));
 
@@ -13,7 +14,21 @@ const atLeast = (value: number, exact: boolean) => `${exact ? '' : '≥'}${value
  * cursor, what waits in them) and the group's processors; `--json` prints the objects instead.
  */
 export function renderStatus(rows: readonly StreamStatus[], group: string): string {
-  const header = ['stream', 'length', 'lag', 'unapplied', 'oldest unapplied', 'applied', 'skipped', 'dead-lettered', 'dlq now', 'partitions owned', 'avg batch', 'last batch', 'state'];
+  const header = [
+    'stream',
+    'length',
+    'lag',
+    'unapplied',
+    'oldest unapplied',
+    'applied',
+    'skipped',
+    'dead-lettered',
+    'dlq now',
+    'partitions owned',
+    'avg batch',
+    'last batch',
+    'state',
+  ];
   const body = rows.map((r) => [
     r.stream,
     String(r.length),
@@ -30,22 +45,36 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     r.waiting ? `waiting (${r.waiting.kind})` : r.heldByRebuild ? 'held by a rebuild' : 'ok',
   ]);
   const members = rows[0]?.members;
-  const lines = [`group ${group}${members === undefined ? '' : `, ${members} live member${members === 1 ? '' : 's'}`}`, table(header, body)];
+  const lines = [
+    `group ${group}${members === undefined ? '' : `, ${members} live member${members === 1 ? '' : 's'}`}`,
+    table(header, body),
+  ];
   for (const r of rows) {
     if (r.waiting) lines.push(`${r.stream}: ${waitingLine(r.waiting)}`);
   }
   for (const r of rows) {
-    if (!r.unappliedExact) lines.push(`${r.stream}: ≥N: at least N (status reads a bounded number of entries after the lowest partition cursor, and more follow)`);
+    if (!r.unappliedExact)
+      lines.push(
+        `${r.stream}: ≥N: at least N (status reads a bounded number of entries after the lowest partition cursor, and more follow)`,
+      );
   }
   for (const r of rows) {
-    if (r.lastError) lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
+    if (r.lastError)
+      lines.push(`${r.stream}: last error ${new Date(r.lastErrorAt ?? 0).toISOString()}: ${r.lastError}`);
   }
   for (const r of rows) {
     lines.push('', `${r.stream}: ${r.partitionCount} partitions`);
     lines.push(
       table(
         ['partition', 'owner', 'token', 'cursor', 'unapplied', 'oldest unapplied'],
-        r.partitions.map((p) => [String(p.partition), p.owner ?? '(free)', p.token ?? '-', p.cursor, atLeast(p.unapplied, p.unappliedExact), ms(p.oldestUnappliedMs)]),
+        r.partitions.map((p) => [
+          String(p.partition),
+          p.owner ?? '(free)',
+          p.token ?? '-',
+          p.cursor,
+          atLeast(p.unapplied, p.unappliedExact),
+          ms(p.oldestUnappliedMs),
+        ]),
       ),
     );
   }
@@ -55,19 +84,30 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
     c.member === undefined ? '?' : c.member ? 'yes' : 'no',
     c.partitions.length === 0 ? '-' : c.partitions.join(','),
     ms(c.heartbeatAgeMs),
-    count(rows.reduce<number | undefined>((n, r) => {
-      const applied = r.consumers.find((x) => x.name === c.name)?.stats?.applied;
-      return applied === undefined ? n : (n ?? 0) + applied;
-    }, undefined)),
+    count(
+      rows.reduce<number | undefined>((n, r) => {
+        const applied = r.consumers.find((x) => x.name === c.name)?.stats?.applied;
+        return applied === undefined ? n : (n ?? 0) + applied;
+      }, undefined),
+    ),
   ]);
-  if (consumers.length > 0) lines.push('', table(['consumer', 'live member', 'partitions', 'heartbeat age', 'applied (its report)'], consumers));
+  if (consumers.length > 0)
+    lines.push(
+      '',
+      table(['consumer', 'live member', 'partitions', 'heartbeat age', 'applied (its report)'], consumers),
+    );
   else lines.push('', 'no consumers in the group yet');
   return lines.join('\n');
 }
 
 function waitingLine(w: NonNullable<StreamStatus['waiting']>): string {
   const since = w.since === undefined ? '' : ` since ${new Date(w.since).toISOString()}`;
-  const who = w.consumers.length > 0 ? ` (reported by ${w.consumers.join(', ')})` : w.source === 'redis' ? ' (Redis refuses writes: no consumer can report it)' : '';
+  const who =
+    w.consumers.length > 0
+      ? ` (reported by ${w.consumers.join(', ')})`
+      : w.source === 'redis'
+        ? ' (Redis refuses writes: no consumer can report it)'
+        : '';
   return `waiting on Redis${since}: ${w.reason}${who}; processing resumes by itself when Redis accepts writes`;
 }
 

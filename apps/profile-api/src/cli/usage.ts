@@ -23,7 +23,11 @@ export function parseUserIds(value: string): string[] {
   const ids = value.split(',').map((id) => id.trim());
   const bad = ids.find((id) => !SNAPSHOT_ID.test(id));
   if (bad !== undefined) {
-    throw new InvalidArgumentError(bad === '' ? `an empty id in '${value}' (ids are ${ID_RULE}, comma-separated)` : `'${bad}' is not a user id: ids are ${ID_RULE}`);
+    throw new InvalidArgumentError(
+      bad === ''
+        ? `an empty id in '${value}' (ids are ${ID_RULE}, comma-separated)`
+        : `'${bad}' is not a user id: ids are ${ID_RULE}`,
+    );
   }
   return [...new Set(ids)];
 }

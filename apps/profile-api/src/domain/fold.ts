@@ -19,7 +19,11 @@ export const emptyProfile: ProfileState = { exists: false, fields: {}, friends: 
  * The reference semantics of the profile read model, as a pure function with no Redis:
  * `(state, event) => state`. The snapshots in Redis must always equal this fold of the log.
  */
-export function foldProfile(state: ProfileState, event: RecordedEvent, streams: ProfileStreams = DEFAULT_STREAMS): ProfileState {
+export function foldProfile(
+  state: ProfileState,
+  event: RecordedEvent,
+  streams: ProfileStreams = DEFAULT_STREAMS,
+): ProfileState {
   const data = event.data as Record<string, unknown>;
   if (event.stream === streams.updates) {
     const { userId: _userId, ...fields } = data;
@@ -46,7 +50,10 @@ export function foldProfile(state: ProfileState, event: RecordedEvent, streams: 
 }
 
 /** Folds a whole log into a state per user id. */
-export function foldLog(events: Iterable<RecordedEvent>, streams: ProfileStreams = DEFAULT_STREAMS): Map<string, ProfileState> {
+export function foldLog(
+  events: Iterable<RecordedEvent>,
+  streams: ProfileStreams = DEFAULT_STREAMS,
+): Map<string, ProfileState> {
   const states = new Map<string, ProfileState>();
   for (const event of events) {
     const userId = String((event.data as { userId: unknown }).userId);
@@ -57,7 +64,13 @@ export function foldLog(events: Iterable<RecordedEvent>, streams: ProfileStreams
 
 export function stateToProfile(id: string, state: ProfileState): Profile | undefined {
   if (!state.exists) return undefined;
-  return { id, ...(state.fields as Record<string, z.core.util.JSONType>), friends: [...state.friends], likedPages: [...state.likedPages], activity: { ...state.activity } };
+  return {
+    id,
+    ...(state.fields as Record<string, z.core.util.JSONType>),
+    friends: [...state.friends],
+    likedPages: [...state.likedPages],
+    activity: { ...state.activity },
+  };
 }
 
 const withMember = (list: readonly string[], member: string) => (list.includes(member) ? list : [...list, member]);

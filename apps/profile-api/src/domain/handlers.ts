@@ -1,6 +1,12 @@
 import { defineProjection, type HandlerRegistry } from '@redsource/processor';
 import type { SnapshotChange } from '@redsource/snapshot-store';
-import { DEFAULT_STREAMS, profileCatalog, type PersonalData, type ProfileCatalog, type ProfileStreams } from './events.ts';
+import {
+  DEFAULT_STREAMS,
+  profileCatalog,
+  type PersonalData,
+  type ProfileCatalog,
+  type ProfileStreams,
+} from './events.ts';
 
 /** Snapshot sets and counters of a profile. */
 export const FRIENDS = 'friends';
@@ -28,8 +34,18 @@ export function profileProjection(catalog: ProfileCatalog = profileCatalog(), ke
         delete: ({ data }) => change(data.userId, { op: 'remove' }),
       },
       activity: {
-        like: ({ data }) => change(data.userId, { op: 'addMember', set: LIKED_PAGES, member: data.object }, { op: 'increment', counter: 'like' }),
-        unlike: ({ data }) => change(data.userId, { op: 'removeMember', set: LIKED_PAGES, member: data.object }, { op: 'increment', counter: 'unlike' }),
+        like: ({ data }) =>
+          change(
+            data.userId,
+            { op: 'addMember', set: LIKED_PAGES, member: data.object },
+            { op: 'increment', counter: 'like' },
+          ),
+        unlike: ({ data }) =>
+          change(
+            data.userId,
+            { op: 'removeMember', set: LIKED_PAGES, member: data.object },
+            { op: 'increment', counter: 'unlike' },
+          ),
         '*': ({ type, data }) => change(data.userId, { op: 'increment', counter: type }),
       },
       friends: {

@@ -14,7 +14,11 @@ export const profileSchema = z
   })
   .catchall(z.json())
   // What the document shows (else a generated one, with counts of -9007199254740991): the quick start's user 1.
-  .meta({ examples: [{ id: '1', name: 'Duffy', surname: 'Duck', friends: [], likedPages: [], activity: { kick: 1, dislike: 1 } }] });
+  .meta({
+    examples: [
+      { id: '1', name: 'Duffy', surname: 'Duck', friends: [], likedPages: [], activity: { kick: 1, dislike: 1 } },
+    ],
+  });
 
 export type Profile = z.output<typeof profileSchema>;
 

@@ -1,18 +1,30 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifySchemaValidationError } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import { AppliedPositions, processorSettingsSchema, type AppliedPositionsPartitioning, type StreamStatus } from '@redsource/processor';
+import {
+  AppliedPositions,
+  processorSettingsSchema,
+  type AppliedPositionsPartitioning,
+  type StreamStatus,
+} from '@redsource/processor';
 import type { SnapshotStore } from '@redsource/snapshot-store';
 import { registerDocs } from './docs.ts';
 import { RequestLogController } from './request-log.ts';
 import { createRedactor, type Redactor } from '../runtime/redact.ts';
 import { unavailableKindOf } from '../runtime/redis.ts';
 import { boundedRead } from './redis-bound.ts';
-import { clientErrorHandler, frameworkErrors, genReqId, registerEdge, type CorsOrigins, type RateLimitSettings } from './edge.ts';
+import {
+  clientErrorHandler,
+  frameworkErrors,
+  genReqId,
+  registerEdge,
+  type CorsOrigins,
+  type RateLimitSettings,
+} from './edge.ts';
 import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { profileRoutes } from './routes/profiles.ts';
@@ -45,7 +57,10 @@ export interface AppOptions {
   readonly redactor?: Redactor | undefined;
 }
 
-const DEFAULT_PARTITIONING = { group: 'profile-api', partitions: processorSettingsSchema.shape.partitions.parse(undefined) };
+const DEFAULT_PARTITIONING = {
+  group: 'profile-api',
+  partitions: processorSettingsSchema.shape.partitions.parse(undefined),
+};
 
 /** The HTTP API, not listening yet: tests use `app.inject()`. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
@@ -54,17 +69,27 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // Node's HTTP parser errors (431, an unknown method, a bad header) get the API's error shape too (edge.ts).
   // Request lines of the polled routes (dashboard, /metrics, probes) at debug (request-log.ts).
   const logController = new RequestLogController();
-  const fastifyOptions = { genReqId, requestIdHeader: false, return503OnClosing: false, frameworkErrors, clientErrorHandler, logController } as const;
+  const fastifyOptions = {
+    genReqId,
+    requestIdHeader: false,
+    return503OnClosing: false,
+    frameworkErrors,
+    clientErrorHandler,
+    logController,
+  } as const;
   const redactor = options.redactor ?? createRedactor();
   const app = (
-    options.logger ? Fastify({ ...fastifyOptions, loggerInstance: options.logger }) : Fastify({ ...fastifyOptions, logger: false })
+    options.logger
+      ? Fastify({ ...fastifyOptions, loggerInstance: options.logger })
+      : Fastify({ ...fastifyOptions, logger: false })
   ).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
   app.setErrorHandler((error, request, reply) => {
     if (hasZodFastifySchemaValidationErrors(error)) {
-      const detail = error.validation.map((v) => v.message).join('; ');
+      // Typed here: the provider's own type refers to 'fastify/types/schema', which fastify's exports do not resolve.
+      const detail = error.validation.map((v: FastifySchemaValidationError) => v.message).join('; ');
       return reply.code(400).send(errorBody('badRequest', detail));
     }
     if (error instanceof ApiError) {
@@ -78,7 +103,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     if (unavailableKindOf(error)) {
       // The outage itself is logged once by the service's Redis watch: one line per request would drown it.
       request.log.debug({ err: redactor.value(error) }, 'request failed: Redis unavailable');
-      return reply.code(503).header('retry-after', '1').send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send(errorBody('unavailable', 'Redis is not available right now; retry shortly.'));
     }
     request.log.error({ err: redactor.value(error) }, 'request failed');
     return reply.code(500).send(errorBody('internal', 'Unexpected error; see the service log.'));
@@ -96,11 +124,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await registerDocs(app);
   await app.register(metricsRoutes, { status });
   const listDeadLetters = options.deadLetters && boundedRead(options.deadLetters);
-  const deadLetters = listDeadLetters && (async (stream: string, count: number) => redactor.value(await listDeadLetters(stream, count)) as DeadLetterSummary[]);
+  const deadLetters =
+    listDeadLetters &&
+    (async (stream: string, count: number) =>
+      redactor.value(await listDeadLetters(stream, count)) as DeadLetterSummary[]);
   await app.register(dashboardRoutes, { status, rebuild, deadLetters, streams: options.streams });
 
   await app.register(healthRoutes, { readiness: options.readiness });
-  const positions = new AppliedPositions(options.snapshots.redis, options.snapshots, options.partitioning ?? DEFAULT_PARTITIONING);
+  const positions = new AppliedPositions(
+    options.snapshots.redis,
+    options.snapshots,
+    options.partitioning ?? DEFAULT_PARTITIONING,
+  );
   await app.register(profileRoutes, {
     snapshots: options.snapshots,
     streams: options.streams ?? [],

@@ -11,7 +11,8 @@ export const DOCS_PREFIX = '/docs';
 // A profile's personal fields are any JSON (`z.json()`, recursive): named in the registry, it becomes
 // `#/components/schemas/JsonValue` instead of a reference to a generated name that no document holds.
 const jsonValue = profileSchema.def.catchall;
-if (jsonValue && !z.globalRegistry.has(jsonValue)) z.globalRegistry.add(jsonValue, { id: 'JsonValue', description: 'Any JSON value' });
+if (jsonValue && !z.globalRegistry.has(jsonValue))
+  z.globalRegistry.add(jsonValue, { id: 'JsonValue', description: 'Any JSON value' });
 
 /**
  * The OpenAPI document, generated from the routes' zod schemas (`GET /docs/json`, `/docs/yaml`), and
@@ -38,7 +39,10 @@ export async function registerDocs(app: FastifyInstance): Promise<void> {
     transform: (route) => describeOperation(jsonSchemaTransform(route), route.route.method),
     transformObject: (document) => withoutSchemaIds(jsonSchemaTransformObject(document)),
   });
-  await app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX, uiConfig: { docExpansion: 'list', deepLinking: false } });
+  await app.register(fastifySwaggerUi, {
+    routePrefix: DOCS_PREFIX,
+    uiConfig: { docExpansion: 'list', deepLinking: false },
+  });
 }
 
 /** Operation ids by route, for generated clients; a route not named here gets one from its method and URL. */
@@ -82,7 +86,8 @@ function describeOperation({ schema, url }: Described, method: string | string[]
     url,
     schema: {
       ...own,
-      operationId: typeof own['operationId'] === 'string' ? own['operationId'] : (OPERATION_IDS[url] ?? operationIdOf(verb, url)),
+      operationId:
+        typeof own['operationId'] === 'string' ? own['operationId'] : (OPERATION_IDS[url] ?? operationIdOf(verb, url)),
       response: responses,
     },
   };

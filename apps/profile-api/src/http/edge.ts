@@ -41,7 +41,10 @@ const PARSER_ERRORS: Readonly<Record<string, readonly [number, string]>> = {
  */
 export function clientErrorHandler(this: FastifyInstance, error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, message] = PARSER_ERRORS[error.code ?? ''] ?? [400, `Malformed request (${error.code ?? 'unparseable'}).`];
+  const [status, message] = PARSER_ERRORS[error.code ?? ''] ?? [
+    400,
+    `Malformed request (${error.code ?? 'unparseable'}).`,
+  ];
   this.log.debug({ err: { code: error.code, message: error.message } }, 'malformed request refused');
   if (socket.writable) {
     const body = JSON.stringify(clientErrorBody(status, message));
@@ -68,7 +71,9 @@ export interface EdgeOptions {
 }
 
 /** The edge settings from the environment (RATE_LIMIT_MAX, RATE_LIMIT_WINDOW_MS, CORS_ORIGIN). */
-export function edgeOptions(config: Pick<AppConfig, 'RATE_LIMIT_MAX' | 'RATE_LIMIT_WINDOW_MS' | 'CORS_ORIGIN'>): EdgeOptions {
+export function edgeOptions(
+  config: Pick<AppConfig, 'RATE_LIMIT_MAX' | 'RATE_LIMIT_WINDOW_MS' | 'CORS_ORIGIN'>,
+): EdgeOptions {
   return { rateLimit: { max: config.RATE_LIMIT_MAX, windowMs: config.RATE_LIMIT_WINDOW_MS }, cors: config.CORS_ORIGIN };
 }
 
@@ -100,7 +105,14 @@ export async function registerEdge(app: FastifyInstance, options: EdgeOptions): 
     await app.register(fastifyCors, {
       origin: options.cors === '*' ? '*' : [...options.cors],
       methods: ['GET', 'HEAD', 'OPTIONS'],
-      exposedHeaders: ['etag', REQUEST_ID_HEADER, 'retry-after', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'],
+      exposedHeaders: [
+        'etag',
+        REQUEST_ID_HEADER,
+        'retry-after',
+        'x-ratelimit-limit',
+        'x-ratelimit-remaining',
+        'x-ratelimit-reset',
+      ],
       maxAge: 600,
     });
   }
@@ -111,11 +123,13 @@ export async function registerEdge(app: FastifyInstance, options: EdgeOptions): 
     global: shared !== undefined,
     ...(shared ? { max: shared.max, timeWindow: shared.windowMs } : {}),
     errorResponseBuilder: (_request, context) =>
-      new ApiError('rateLimited', `Rate limit exceeded: at most ${context.max} requests per client per window; retry in ${context.after}.`),
+      new ApiError(
+        'rateLimited',
+        `Rate limit exceeded: at most ${context.max} requests per client per window; retry in ${context.after}.`,
+      ),
   });
   // The plugin hooks routes only; an unknown URL counts against the same budget through this preHandler.
   app.setNotFoundHandler(shared ? { preHandler: app.rateLimit() } : {}, (request, reply) =>
     reply.code(404).send(errorBody('notFound', `No route ${request.method} ${request.url}`)),
   );
 }
-

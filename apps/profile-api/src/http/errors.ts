@@ -56,7 +56,9 @@ export const errorSchema = z.object({
 /** A real error body for a status, as the OpenAPI document shows it (the catalogue's entry, or a client error). */
 export function errorExample(statusCode: number): ErrorBody {
   const kind = (Object.keys(apiErrors) as ApiErrorKind[]).find((k) => apiErrors[k].statusCode === statusCode);
-  return kind ? errorBody(kind, exampleMessages[kind]) : clientErrorBody(statusCode, 'Malformed request: invalid header.');
+  return kind
+    ? errorBody(kind, exampleMessages[kind])
+    : clientErrorBody(statusCode, 'Malformed request: invalid header.');
 }
 
 const exampleMessages: Record<ApiErrorKind, string> = {

@@ -61,9 +61,12 @@ export type CatchUp = { readonly caughtUp: true } | { readonly caughtUp: false; 
 /** A poll that has not answered this long after the deadline means Redis is not answering: 503, not a late 504. */
 const UNANSWERED_GRACE_MS = 250;
 
-
 /** Whether a subject's snapshot reflects a stream up to an entry (AppliedPositions.through). */
-export type AppliedThroughCheck = (stream: string, subject: string, entryId: string) => Promise<{ readonly applied: boolean; readonly cursor: string }>;
+export type AppliedThroughCheck = (
+  stream: string,
+  subject: string,
+  entryId: string,
+) => Promise<{ readonly applied: boolean; readonly cursor: string }>;
 
 /**
  * Waits until the snapshot of `subject` reflects `stream` up to `entryId` (every entry of its
@@ -81,7 +84,11 @@ export async function waitForCatchUp(
   let pause = FIRST_POLL_MS;
   for (;;) {
     // Each poll is bounded by REDIS_WAIT_MS too: a Redis that is away answers 503 within a second, whatever the wait.
-    const { applied, cursor } = await withinDeadline(appliedThrough(stream, subject, entryId), Math.min(deadline + UNANSWERED_GRACE_MS, Date.now() + REDIS_WAIT_MS), waitMs);
+    const { applied, cursor } = await withinDeadline(
+      appliedThrough(stream, subject, entryId),
+      Math.min(deadline + UNANSWERED_GRACE_MS, Date.now() + REDIS_WAIT_MS),
+      waitMs,
+    );
     if (applied) return { caughtUp: true };
     const left = deadline - Date.now();
     if (left <= 0 || signal?.aborted) return { caughtUp: false, cursor };
@@ -94,7 +101,10 @@ export async function waitForCatchUp(
 async function withinDeadline<T>(read: Promise<T>, until: number, waitMs: number): Promise<T> {
   const timer = new AbortController();
   const late = sleep(Math.max(0, until - Date.now()), undefined, { signal: timer.signal }).then(() => {
-    throw new ApiError('unavailable', `Redis did not answer within ${Math.min(waitMs + UNANSWERED_GRACE_MS, REDIS_WAIT_MS)} ms; retry shortly.`);
+    throw new ApiError(
+      'unavailable',
+      `Redis did not answer within ${Math.min(waitMs + UNANSWERED_GRACE_MS, REDIS_WAIT_MS)} ms; retry shortly.`,
+    );
   });
   late.catch(() => undefined);
   try {

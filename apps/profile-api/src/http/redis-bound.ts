@@ -28,6 +28,7 @@ export function withinRedisWait<T>(read: Promise<T>, ms = REDIS_WAIT_MS): Promis
       },
       (error: unknown) => {
         clearTimeout(timer);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the read's own rejection, passed on unchanged
         reject(error);
       },
     );
@@ -35,6 +36,9 @@ export function withinRedisWait<T>(read: Promise<T>, ms = REDIS_WAIT_MS): Promis
 }
 
 /** `read` bounded by withinRedisWait on every call. */
-export function boundedRead<A extends unknown[], T>(read: (...args: A) => Promise<T>, ms = REDIS_WAIT_MS): (...args: A) => Promise<T> {
+export function boundedRead<A extends unknown[], T>(
+  read: (...args: A) => Promise<T>,
+  ms = REDIS_WAIT_MS,
+): (...args: A) => Promise<T> {
   return (...args) => withinRedisWait(read(...args), ms);
 }

@@ -7,8 +7,15 @@ import { profileProjection } from '../domain/handlers.ts';
 
 /** The framework pieces of the profile app, wired from configuration. */
 export function profileComponents(config: AppConfig, redis: Redis) {
-  const streams: ProfileStreams = { updates: config.STREAM_UPDATES, activity: config.STREAM_ACTIVITY, friends: config.STREAM_FRIENDS };
-  const idempotency = definedOnly({ windowMs: config.REDSOURCE_APPEND_ID_WINDOW_MS, maxIds: config.REDSOURCE_APPEND_ID_MAX });
+  const streams: ProfileStreams = {
+    updates: config.STREAM_UPDATES,
+    activity: config.STREAM_ACTIVITY,
+    friends: config.STREAM_FRIENDS,
+  };
+  const idempotency = definedOnly({
+    windowMs: config.REDSOURCE_APPEND_ID_WINDOW_MS,
+    maxIds: config.REDSOURCE_APPEND_ID_MAX,
+  });
   const catalog = profileCatalog(streams);
   // The write side: appends carry the app's CloudEvents source and its idempotency window.
   const eventStore = new RedisEventStore({ redis, catalog, source: 'redsource/profile-api', idempotency });
@@ -40,7 +47,16 @@ export function profileComponents(config: AppConfig, redis: Redis) {
     partitions: config.REDSOURCE_PARTITIONS ?? processorSettingsSchema.shape.partitions.parse(undefined),
     subjectFields: (stream: string) => (eventStore.catalog.has(stream) ? eventStore.catalog.subjectFields(stream) : []),
   };
-  return { streams, streamNames, eventStore, projection, snapshots, handlers, createProcessor: newProcessor, partitioning };
+  return {
+    streams,
+    streamNames,
+    eventStore,
+    projection,
+    snapshots,
+    handlers,
+    createProcessor: newProcessor,
+    partitioning,
+  };
 }
 
 export type ProfileComponents = ReturnType<typeof profileComponents>;
@@ -64,7 +80,8 @@ export function quietRepeats(logger: Logger): Logger {
       // Only the waits on Redis (they carry `waiting`): each failing entry's own warning stays a warning.
       if (!('waiting' in obj)) return pass('warn')(obj, msg);
       const fields = obj as { waiting?: unknown; err?: unknown };
-      const key = `${msg ?? ''}\u0000${String(fields.waiting ?? fields.err ?? '')}`;
+      const reason: unknown = fields.waiting ?? fields.err ?? ''; // the processor logs both as strings
+      const key = `${msg ?? ''}\u0000${String(reason)}`;
       if (key === last) return logger.debug(obj, msg);
       last = key;
       logger.warn(obj, msg);
@@ -87,7 +104,9 @@ export async function appendSeedEvents({ eventStore, streams }: ProfileComponent
       { type: 'kick', data: { userId: '1', object: 'Bugs' }, metadata: { id: 'seed-3' } },
       { type: 'dislike', data: { userId: '1', object: 'Bugs face' }, metadata: { id: 'seed-4' } },
     ]),
-    eventStore.append(streams.friends, [{ type: 'remove', data: { userId: '1', friendId: '2' }, metadata: { id: 'seed-5' } }]),
+    eventStore.append(streams.friends, [
+      { type: 'remove', data: { userId: '1', friendId: '2' }, metadata: { id: 'seed-5' } },
+    ]),
   ]);
   return results.reduce((n, r) => n + r.entryIds.length - r.duplicates.length, 0);
 }

@@ -25,5 +25,14 @@ export function createLogger(settings: LoggerSettings): Logger {
   const options = { level: settings.level, ...redactingLoggerOptions(settings.redactor) };
   if (!(settings.pretty ?? isInteractive(fd))) return pino(options, pino.destination({ fd, sync: true }));
   // Synchronous, so the last lines before an exit are not lost.
-  return pino(options, PinoPretty({ destination: fd, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
+  return pino(
+    options,
+    PinoPretty({
+      destination: fd,
+      sync: true,
+      colorize: true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname',
+    }),
+  );
 }

@@ -11,14 +11,19 @@ export interface OpenedRedis {
   readonly redis: Redis;
   readonly watch: RedisWatch;
   /** Closes the connection and stops the embedded redis-server, if this process started one. */
-  close(): Promise<void>;
+  readonly close: () => Promise<void>;
 }
 
 /**
  * `service`: `serve`, `api`, `process` (retry while Redis is away, and say so once); else a one-shot
  * command (give up within a few seconds: its failure is its one line, see RedisWatch.explain).
  */
-export async function openRedis(command: string, config: AppConfig, logger: Logger, service: boolean): Promise<OpenedRedis> {
+export async function openRedis(
+  command: string,
+  config: AppConfig,
+  logger: Logger,
+  service: boolean,
+): Promise<OpenedRedis> {
   const target = await resolveRedis(config, logger);
   logRedisTarget(logger, target);
   let connection: RedisConnection;
@@ -39,7 +44,11 @@ export async function openRedis(command: string, config: AppConfig, logger: Logg
       throw error;
     }
   }
-  if (connection.mode === 'cluster') logger.info({ redis: { cluster: true, answeredBy: connection.answeredBy } }, 'Redis is a Redis Cluster: using the cluster client');
+  if (connection.mode === 'cluster')
+    logger.info(
+      { redis: { cluster: true, answeredBy: connection.answeredBy } },
+      'Redis is a Redis Cluster: using the cluster client',
+    );
   // The Cluster client is passed around typed as Redis: the commands used are the same, and the few
   // places that must differ ask `isCluster` (SCAN per master, blocking reads, cross-slot applies).
   const redis = connection.client as unknown as Redis;

@@ -39,11 +39,17 @@ const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>`]+/gi;
 function redactUrlInText(url: string): string {
   // A Redis Cluster's seed list (`redis://u:pw@a:7000,redis://u:pw@b:7001`) is one match: each URL
   // on its own, so only the passwords go, not the nodes between them.
-  if (/^rediss?:/i.test(url)) return url.split(/,(?=rediss?:\/\/)/i).map(redactUrl).join(',');
+  if (/^rediss?:/i.test(url))
+    return url
+      .split(/,(?=rediss?:\/\/)/i)
+      .map(redactUrl)
+      .join(',');
   const start = url.indexOf('://') + 3;
   const end = url.slice(start).search(/[/?#]/);
   const authorityEnd = end === -1 ? url.length : start + end;
-  return url.slice(start, authorityEnd).includes('@') ? redactUrl(url.slice(0, authorityEnd)) + url.slice(authorityEnd) : url;
+  return url.slice(start, authorityEnd).includes('@')
+    ? redactUrl(url.slice(0, authorityEnd)) + url.slice(authorityEnd)
+    : url;
 }
 
 /** The password of a `redis://` URL, decoded and as written, for literal redaction. */
@@ -64,7 +70,10 @@ export function urlSecrets(url: string | undefined): string[] {
 
 /** The commands whose arguments are credentials, and which of their arguments to keep. */
 function redactArgs(name: string, args: readonly unknown[]): unknown[] {
-  const word = (i: number) => String(args[i] ?? '').toLowerCase();
+  const word = (i: number) => {
+    const arg: unknown = args[i] ?? ''; // a command argument: a string, a Buffer or a number
+    return String(arg).toLowerCase();
+  };
   switch (name.toLowerCase()) {
     case 'auth':
     case 'migrate':
@@ -100,7 +109,9 @@ export interface Redactor {
 }
 
 export function createRedactor(secrets: readonly string[] = []): Redactor {
-  const literals = [...new Set(secrets)].filter((s) => s.length >= MIN_LITERAL_SECRET).sort((a, b) => b.length - a.length);
+  const literals = [...new Set(secrets)]
+    .filter((s) => s.length >= MIN_LITERAL_SECRET)
+    .sort((a, b) => b.length - a.length);
   const hideLiterals = (input: string): string => {
     let out = input;
     for (const secret of literals) if (out.includes(secret)) out = out.split(secret).join(HIDDEN);
@@ -121,7 +132,10 @@ export function createRedactor(secrets: readonly string[] = []): Redactor {
     if (!isPlainObject(value)) return value;
     if (typeof value['name'] === 'string' && Array.isArray(value['args'])) {
       // An ioredis command as it travels on a ReplyError: { name, args }.
-      return { ...walkEntries(value, seen, depth), args: walk(redactArgs(value['name'], value['args'] as unknown[]), seen, depth + 1) };
+      return {
+        ...walkEntries(value, seen, depth),
+        args: walk(redactArgs(value['name'], value['args'] as unknown[]), seen, depth + 1),
+      };
     }
     return walkEntries(value, seen, depth);
   };
@@ -157,14 +171,19 @@ export function createRedactor(secrets: readonly string[] = []): Redactor {
  * the log formatter), string arguments (the message), and the finished line itself (a URL or a
  * secret that came in some other way). Child loggers (Fastify's per request, the processor's) inherit them.
  */
-export function redactingLoggerOptions(redactor: Redactor): Pick<LoggerOptions, 'serializers' | 'formatters' | 'hooks'> {
+export function redactingLoggerOptions(
+  redactor: Redactor,
+): Pick<LoggerOptions, 'serializers' | 'formatters' | 'hooks'> {
   const serialize = (value: unknown) => redactor.value(value);
   return {
     serializers: { err: serialize, error: serialize },
     formatters: { log: (object) => redactor.value(object) as Record<string, unknown> },
     hooks: {
       logMethod(args, method) {
-        method.apply(this, args.map((a) => (typeof a === 'string' ? redactor.text(a) : a)) as Parameters<typeof method>);
+        method.apply(
+          this,
+          args.map((a) => (typeof a === 'string' ? redactor.text(a) : a)) as Parameters<typeof method>,
+        );
       },
       streamWrite: (line) => redactor.text(line),
     },

@@ -62,16 +62,24 @@ export function parseRedisSeeds(value: string): RedisSeeds {
   const seeds: RedisSeed[] = [];
   for (const entry of entries) {
     if (!SCHEME.test(entry)) {
-      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(entry)) throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}' must start with redis:// or rediss://`);
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(entry))
+        throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}' must start with redis:// or rediss://`);
       // host:port (or [v6]:port, or a host alone): shares everything else with the first entry.
       if (entry.includes('@') || entry.includes('/')) {
-        throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}' is neither a URL nor host:port (credentials and db go in a full redis:// URL)`);
+        throw new ConfigError(
+          `REDIS_URL: '${redactUrl(entry)}' is neither a URL nor host:port (credentials and db go in a full redis:// URL)`,
+        );
       }
       seeds.push(parseEntry(`${first.scheme}://${entry}`, value).seed);
       continue;
     }
     const parsed = parseEntry(entry, value);
-    if (parsed.scheme !== first.scheme || parsed.username !== first.username || parsed.password !== first.password || parsed.db !== first.db) {
+    if (
+      parsed.scheme !== first.scheme ||
+      parsed.username !== first.username ||
+      parsed.password !== first.password ||
+      parsed.db !== first.db
+    ) {
       throw new ConfigError(
         `REDIS_URL: every node of the list must use the same scheme, user, password and db as the first (${redactUrl(firstUrl)}); '${redactUrl(entry)}' does not`,
       );
@@ -103,17 +111,22 @@ function parseEntry(entry: string, whole: string): ParsedEntry {
   try {
     url = new URL(entry);
   } catch {
-    throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}' is not a URL like redis://[user:password@]host:port[/db]${whole.includes(',') ? ' (in the comma-separated list)' : ''}`);
+    throw new ConfigError(
+      `REDIS_URL: '${redactUrl(entry)}' is not a URL like redis://[user:password@]host:port[/db]${whole.includes(',') ? ' (in the comma-separated list)' : ''}`,
+    );
   }
   const decode = (part: string) => {
     try {
       return decodeURIComponent(part);
     } catch {
-      throw new ConfigError(`REDIS_URL: the user or password of '${redactUrl(entry)}' holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)`);
+      throw new ConfigError(
+        `REDIS_URL: the user or password of '${redactUrl(entry)}' holds a '%' that is not a percent-encoding like %40 (write a literal % as %25)`,
+      );
     }
   };
   const dbText = url.pathname.replace(/^\//, '');
-  if (dbText !== '' && !/^\d+$/.test(dbText)) throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}': the path must be a database number`);
+  if (dbText !== '' && !/^\d+$/.test(dbText))
+    throw new ConfigError(`REDIS_URL: '${redactUrl(entry)}': the path must be a database number`);
   const port = url.port === '' ? 6379 : Number(url.port);
   return {
     scheme: url.protocol.toLowerCase() === 'rediss:' ? 'rediss' : 'redis',
@@ -142,7 +155,11 @@ export interface DetectedMode {
  * answer for every node (same credentials): thrown at once. No node answering: RedisFailureError
  * (kind CONNECTION) naming the first; never a password.
  */
-export async function detectRedisMode(seeds: RedisSeeds, tls: RedisTls | undefined, options: DetectOptions = {}): Promise<DetectedMode> {
+export async function detectRedisMode(
+  seeds: RedisSeeds,
+  tls: RedisTls | undefined,
+  options: DetectOptions = {},
+): Promise<DetectedMode> {
   let firstFailure: { error: unknown; at: RedisEndpoint } | undefined;
   for (const seed of seeds.seeds) {
     const at = seedEndpoint(seeds, seed);
@@ -175,7 +192,8 @@ export async function detectRedisMode(seeds: RedisSeeds, tls: RedisTls | undefin
       // connection's own error says so when connect() only reports the connection closing.
       for (const cause of [error, lastError]) {
         const kind = unavailableKindOf(cause);
-        if (kind === 'WRONGPASS' || kind === 'NOAUTH' || kind === 'NOPERM') throw new RedisFailureError(explainKind(kind, at, messageOf(cause)), kind, bare(cause));
+        if (kind === 'WRONGPASS' || kind === 'NOAUTH' || kind === 'NOPERM')
+          throw new RedisFailureError(explainKind(kind, at, messageOf(cause)), kind, bare(cause));
       }
       firstFailure ??= { error: lastError ?? error, at };
     } finally {
@@ -185,7 +203,8 @@ export async function detectRedisMode(seeds: RedisSeeds, tls: RedisTls | undefin
   const failure = firstFailure as { error: unknown; at: RedisEndpoint };
   const kind = unavailableKindOf(failure.error) ?? 'CONNECTION';
   const line = explainKind(kind, failure.at, messageOf(failure.error));
-  const all = seeds.seeds.length > 1 ? `none of the ${seeds.seeds.length} Redis nodes in REDIS_URL answers; the first: ` : '';
+  const all =
+    seeds.seeds.length > 1 ? `none of the ${seeds.seeds.length} Redis nodes in REDIS_URL answers; the first: ` : '';
   throw new RedisFailureError(`${all}${line}`, kind, bare(failure.error));
 }
 
@@ -228,7 +247,12 @@ async function clusterCommandsAllowed(probe: Redis, at: RedisEndpoint): Promise<
 }
 
 /** ioredis options of a cluster client; the node connections get `redisOptions` (credentials, TLS, name, timeouts). */
-export function clusterOptions(seeds: RedisSeeds, name: string, tls: RedisTls | undefined, options: ConnectOptions = {}): ClusterOptions {
+export function clusterOptions(
+  seeds: RedisSeeds,
+  name: string,
+  tls: RedisTls | undefined,
+  options: ConnectOptions = {},
+): ClusterOptions {
   const oneShot = options.oneShot === true;
   return {
     // Every read and write on masters: a replica may lag, and the scripts write.
@@ -247,7 +271,9 @@ export function clusterOptions(seeds: RedisSeeds, name: string, tls: RedisTls | 
     slotsRefreshTimeout: oneShot ? 1_500 : 2_000,
     slotsRefreshInterval: 5_000,
     // With TLS the certificate names the host as given: connect to the names, not resolved addresses.
-    ...(seeds.tls ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
+    ...(seeds.tls
+      ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) }
+      : {}),
     redisOptions: {
       ...tlsOptions(seeds.url, tls),
       ...(seeds.username === undefined ? {} : { username: seeds.username }),
@@ -263,7 +289,9 @@ export function clusterOptions(seeds: RedisSeeds, name: string, tls: RedisTls | 
 /** A Redis Cluster client for the seed nodes (see clusterOptions); REDIS_URL's db must be 0, the only one a cluster has. */
 export function connectCluster(seeds: RedisSeeds, name: string, tls?: RedisTls, options: ConnectOptions = {}): Cluster {
   if (seeds.db !== 0) {
-    throw new RedisModeError(`Redis at ${seeds.endpoint.address} is a Redis Cluster node, and a cluster has only database 0: remove /${seeds.db} from REDIS_URL`);
+    throw new RedisModeError(
+      `Redis at ${seeds.endpoint.address} is a Redis Cluster node, and a cluster has only database 0: remove /${seeds.db} from REDIS_URL`,
+    );
   }
   return new Cluster(
     seeds.seeds.map(({ host, port }) => ({ host, port })),
@@ -272,8 +300,18 @@ export function connectCluster(seeds: RedisSeeds, name: string, tls?: RedisTls, 
 }
 
 export type RedisConnection =
-  | { readonly mode: 'standalone'; readonly client: Redis; readonly seeds: RedisSeeds; readonly answeredBy: string | undefined }
-  | { readonly mode: 'cluster'; readonly client: Cluster; readonly seeds: RedisSeeds; readonly answeredBy: string | undefined };
+  | {
+      readonly mode: 'standalone';
+      readonly client: Redis;
+      readonly seeds: RedisSeeds;
+      readonly answeredBy: string | undefined;
+    }
+  | {
+      readonly mode: 'cluster';
+      readonly client: Cluster;
+      readonly seeds: RedisSeeds;
+      readonly answeredBy: string | undefined;
+    };
 
 export interface OpenConnectionOptions extends ConnectOptions, DetectOptions {
   /**
@@ -289,7 +327,12 @@ export interface OpenConnectionOptions extends ConnectOptions, DetectOptions {
  * nodes that are not a cluster, or a cluster with a db in the URL: RedisModeError. Errors never
  * carry the password.
  */
-export async function openRedisConnection(url: string, name: string, tls?: RedisTls, options: OpenConnectionOptions = {}): Promise<RedisConnection> {
+export async function openRedisConnection(
+  url: string,
+  name: string,
+  tls?: RedisTls,
+  options: OpenConnectionOptions = {},
+): Promise<RedisConnection> {
   const seeds = parseRedisSeeds(url);
   let detected: DetectedMode | undefined;
   try {
@@ -299,7 +342,8 @@ export async function openRedisConnection(url: string, name: string, tls?: Redis
     if (!unreachable || options.whenUnreachable !== 'guess') throw error;
   }
   const mode: RedisMode = detected?.mode ?? (seeds.seeds.length > 1 ? 'cluster' : 'standalone');
-  if (mode === 'cluster') return { mode, client: connectCluster(seeds, name, tls, options), seeds, answeredBy: detected?.answeredBy };
+  if (mode === 'cluster')
+    return { mode, client: connectCluster(seeds, name, tls, options), seeds, answeredBy: detected?.answeredBy };
   if (seeds.seeds.length > 1) {
     throw new RedisModeError(
       `REDIS_URL lists ${seeds.seeds.length} nodes, but Redis at ${detected?.answeredBy ?? seeds.endpoint.address} is not a Redis Cluster node (cluster_enabled:0): ` +

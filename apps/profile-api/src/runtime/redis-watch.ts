@@ -162,7 +162,8 @@ export class RedisWatch {
   /** The error as one RedisFailureError line when it is Redis's state, else the error itself. */
   explain(error: unknown): unknown {
     if (error instanceof RedisFailureError) return error;
-    const kind = clusterErrorKind(error) ?? (this.redis.status === 'ready' ? undefined : clusterErrorKind(this.lastError));
+    const kind =
+      clusterErrorKind(error) ?? (this.redis.status === 'ready' ? undefined : clusterErrorKind(this.lastError));
     if (!kind) return error;
     // A command that gave up on a connection that never came up: the connection's error says why.
     const own = kind === 'CONNECTION' ? clusterErrorKind(this.lastError) : undefined;
@@ -209,7 +210,10 @@ export class RedisWatch {
     this.nodesReported.set(node, reason);
     const at = this.endpointOf(node);
     const line = kind ? explainKind(kind, at, detailOf(error)) : `Redis at ${at.address}: ${error.message}`;
-    this.logger.warn({ redis: node, cluster: true, err: error.message }, `Redis Cluster node: ${line}; the cluster client retries and follows a failover`);
+    this.logger.warn(
+      { redis: node, cluster: true, err: error.message },
+      `Redis Cluster node: ${line}; the cluster client retries and follows a failover`,
+    );
   };
 
   private failed(error: Error, node: string | undefined): void {
@@ -222,7 +226,10 @@ export class RedisWatch {
     // The same outage reported once; ECONNREFUSED and ECONNRESET are one reason, a refused login another.
     const reason = kind ?? error.message;
     if (!this.service || reason === this.reported) {
-      this.logger.debug({ err: error.message, ...(node === undefined ? {} : { redis: node }) }, 'redis connection error');
+      this.logger.debug(
+        { err: error.message, ...(node === undefined ? {} : { redis: node }) },
+        'redis connection error',
+      );
       return;
     }
     this.reported = reason;
@@ -232,8 +239,14 @@ export class RedisWatch {
   private readonly onReady = () => {
     if (this.downSince === undefined) return;
     const seconds = ((Date.now() - this.downSince) / 1000).toFixed(1);
-    const what = this.cluster ? `the Redis Cluster (seed ${this.endpoint.address})` : `Redis at ${this.endpoint.address}`;
-    if (this.service && this.reported !== undefined) this.logger.info({ redis: this.endpoint.address, downSeconds: Number(seconds) }, `${what} is back after ${seconds} s`);
+    const what = this.cluster
+      ? `the Redis Cluster (seed ${this.endpoint.address})`
+      : `Redis at ${this.endpoint.address}`;
+    if (this.service && this.reported !== undefined)
+      this.logger.info(
+        { redis: this.endpoint.address, downSeconds: Number(seconds) },
+        `${what} is back after ${seconds} s`,
+      );
     this.downSince = undefined;
     this.reported = undefined;
     this.lastError = undefined;

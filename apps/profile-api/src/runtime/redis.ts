@@ -43,7 +43,10 @@ export async function resolveRedis(config: AppConfig, logger: Logger): Promise<R
   if (config.REDIS_URL) return { url: config.REDIS_URL, source: 'REDIS_URL', stop: noop };
   if (await answersPing(LOCAL_URL)) return { url: LOCAL_URL, source: 'local', stop: noop };
   const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
-  if (found.error || found.status !== 0) throw new RedisUnavailableError('REDIS_URL is not set, nothing answers on 127.0.0.1:6379 and redis-server is not on PATH');
+  if (found.error || found.status !== 0)
+    throw new RedisUnavailableError(
+      'REDIS_URL is not set, nothing answers on 127.0.0.1:6379 and redis-server is not on PATH',
+    );
   return startEmbedded(resolve(config.REDSOURCE_DATA_DIR), logger);
 }
 
@@ -52,7 +55,20 @@ async function startEmbedded(dir: string, logger: Logger): Promise<RedisTarget> 
   const port = (await portIsFree(6379)) ? 6379 : await freePort();
   const child: ChildProcess = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--daemonize', 'no'],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--appendonly',
+      'yes',
+      '--save',
+      '',
+      '--daemonize',
+      'no',
+    ],
     { stdio: 'ignore' },
   );
   const url = `redis://127.0.0.1:${port}`;
@@ -75,7 +91,12 @@ async function startEmbedded(dir: string, logger: Logger): Promise<RedisTarget> 
 }
 
 async function answersPing(url: string): Promise<boolean> {
-  const probe = new Redis(url, { lazyConnect: true, connectTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 500,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   probe.on('error', () => undefined);
   try {
     await probe.connect();

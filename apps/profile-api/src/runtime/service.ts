@@ -45,7 +45,8 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
     );
   }
   const closers: (() => Promise<unknown>)[] = [];
-  const processor = command === 'api' ? undefined : components.createProcessor(logger.child({ component: 'processor' }));
+  const processor =
+    command === 'api' ? undefined : components.createProcessor(logger.child({ component: 'processor' }));
   if (command !== 'process') {
     const app = await buildApp({
       snapshots: components.snapshots,
@@ -53,7 +54,12 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
       partitioning: components.partitioning,
       ...edgeOptions(config),
       logger: logger.child({ component: 'http' }),
-      readiness: async () => ({ redis: redis.status === 'ready', redisReason: watch.downReason(), processor: processor?.running, waiting: processor?.waiting?.reason }),
+      readiness: async () => ({
+        redis: redis.status === 'ready',
+        redisReason: watch.downReason(),
+        processor: processor?.running,
+        waiting: processor?.waiting?.reason,
+      }),
       rebuild: () => rebuildState(redis, components.snapshots),
       status: options.readStatus,
       ...options.app,
@@ -66,7 +72,10 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
     }
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.PORT;
-    logger.info({ port }, `profile API listening on http://${config.HOST}:${port} (try: curl http://${config.HOST}:${port}/users/1/profile)`);
+    logger.info(
+      { port },
+      `profile API listening on http://${config.HOST}:${port} (try: curl http://${config.HOST}:${port}/users/1/profile)`,
+    );
     closers.push(() => app.close());
   }
   if (processor) {
@@ -83,9 +92,16 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
 function listenFailure(error: unknown, config: Pick<AppConfig, 'PORT' | 'HOST'>): unknown {
   const code = (error as { code?: unknown }).code;
   const where = `${config.HOST}:${config.PORT}`;
-  if (code === 'EADDRINUSE') return new ServiceStartError(`cannot listen on ${where}: the port is in use (another redsource, or another program): stop it or set PORT`);
-  if (code === 'EACCES') return new ServiceStartError(`cannot listen on ${where}: permission denied (ports below 1024 need privileges): set PORT`);
-  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return new ServiceStartError(`cannot listen on ${where}: no such local address: check HOST`);
+  if (code === 'EADDRINUSE')
+    return new ServiceStartError(
+      `cannot listen on ${where}: the port is in use (another redsource, or another program): stop it or set PORT`,
+    );
+  if (code === 'EACCES')
+    return new ServiceStartError(
+      `cannot listen on ${where}: permission denied (ports below 1024 need privileges): set PORT`,
+    );
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+    return new ServiceStartError(`cannot listen on ${where}: no such local address: check HOST`);
   return error;
 }
 

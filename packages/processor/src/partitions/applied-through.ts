@@ -40,7 +40,8 @@ export class AppliedPositions {
     private readonly snapshots: Pick<SnapshotStore<unknown>, 'cursorKey'>,
     private readonly partitioning: AppliedPositionsPartitioning,
   ) {
-    this.finder = partitioning.subjectFields && new PartitionFinder(partitioning.partitions, partitioning.subjectFields);
+    this.finder =
+      partitioning.subjectFields && new PartitionFinder(partitioning.partitions, partitioning.subjectFields);
   }
 
   async through(stream: string, subject: string, entryId: string): Promise<AppliedThrough> {

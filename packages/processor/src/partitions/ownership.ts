@@ -40,7 +40,8 @@ export class PartitionOwnership {
       redsourceTakePartition: { numberOfKeys: 2, lua: script('take-partition-2.lua') },
     };
     for (const [name, definition] of Object.entries(commands)) {
-      if (typeof (redis as unknown as Record<string, unknown>)[name] !== 'function') redis.defineCommand(name, definition);
+      if (typeof (redis as unknown as Record<string, unknown>)[name] !== 'function')
+        redis.defineCommand(name, definition);
     }
   }
 
@@ -48,7 +49,14 @@ export class PartitionOwnership {
     const keys = [partitionKeys.members(this.group)];
     for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.lease(this.group, p));
     for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.fence(this.group, p));
-    const reply = await this.redis.redsourceRebalance(keys.length, ...keys, this.me, this.leaseMs, this.partitions, stopping ? '1' : '0');
+    const reply = await this.redis.redsourceRebalance(
+      keys.length,
+      ...keys,
+      this.me,
+      this.leaseMs,
+      this.partitions,
+      stopping ? '1' : '0',
+    );
     const held = new Map<number, string>();
     for (let i = 2; i + 1 < reply.length; i += 2) held.set(Number(reply[i]), String(reply[i + 1]));
     return { share: Number(reply[0]), members: Number(reply[1]), held };

@@ -43,7 +43,12 @@ const ENTRY_ID = /^\d+-\d+$/;
 const PAGE = 5_000;
 
 /** The partition count the group processes `stream` with: the stored one once a processor prepared it, else `fallback`. */
-export async function readPartitionCount(redis: Redis, stream: string, group: string, fallback: number): Promise<number> {
+export async function readPartitionCount(
+  redis: Redis,
+  stream: string,
+  group: string,
+  fallback: number,
+): Promise<number> {
   const stored = Number(await redis.get(partitionKeys.count(stream, group)));
   return Number.isInteger(stored) && stored >= 1 ? stored : fallback;
 }
@@ -54,7 +59,8 @@ export async function readOwnership(redis: Redis, group: string, count: number, 
     redis.zrange(partitionKeys.members(group), 0, -1, 'WITHSCORES').then(
       (flat) => {
         const out: GroupMember[] = [];
-        for (let i = 0; i + 1 < flat.length; i += 2) out.push({ name: String(flat[i]), expiresAt: Number(flat[i + 1]) });
+        for (let i = 0; i + 1 < flat.length; i += 2)
+          out.push({ name: String(flat[i]), expiresAt: Number(flat[i + 1]) });
         // Expired members stay in the set until a live processor's next round removes them.
         return out.filter((m) => m.expiresAt > now);
       },

@@ -21,7 +21,8 @@ export class PartitionedStreams {
     private readonly group: string,
     private readonly partitions: number,
   ) {
-    if (typeof (redis as Partial<Redis>).redsourcePrepareStream !== 'function') redis.defineCommand('redsourcePrepareStream', { lua: prepareSource });
+    if (typeof (redis as Partial<Redis>).redsourcePrepareStream !== 'function')
+      redis.defineCommand('redsourcePrepareStream', { lua: prepareSource });
   }
 
   /**
@@ -30,10 +31,21 @@ export class PartitionedStreams {
    * processed before partitions (one cursor for the stream: `oldCursorKey`) goes on from there, once.
    * Returns the adopted old cursor, if any.
    */
-  async prepare(stream: string, start: string, oldCursorKey: string, partitionCursorKey: (partition: number) => string): Promise<{ adopted: string | undefined }> {
+  async prepare(
+    stream: string,
+    start: string,
+    oldCursorKey: string,
+    partitionCursorKey: (partition: number) => string,
+  ): Promise<{ adopted: string | undefined }> {
     const keys = [stream, partitionKeys.count(stream, this.group), oldCursorKey];
     for (let p = 0; p < this.partitions; p++) keys.push(partitionCursorKey(p));
-    const [, adopted] = await this.redis.redsourcePrepareStream(keys.length, ...keys, this.group, this.partitions, start);
+    const [, adopted] = await this.redis.redsourcePrepareStream(
+      keys.length,
+      ...keys,
+      this.group,
+      this.partitions,
+      start,
+    );
     return { adopted: adopted === '' ? undefined : adopted };
   }
 }

@@ -39,7 +39,8 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
       for (const name of subjectFields) {
         const value = Object.hasOwn(decoded, name) ? (decoded as Record<string, unknown>)[name] : undefined;
         if (typeof value === 'string') return value;
-        if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value < 2 ** 53) return value.toFixed(0);
+        if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value < 2 ** 53)
+          return value.toFixed(0);
       }
     }
   }
@@ -49,7 +50,11 @@ export function subjectOfEntry(fields: readonly string[], subjectFields: readonl
 const MAX_DEPTH = 1_000;
 
 /** The partition of a raw entry. */
-export function partitionOfEntry(fields: readonly string[], subjectFields: readonly string[], partitions: number): number {
+export function partitionOfEntry(
+  fields: readonly string[],
+  subjectFields: readonly string[],
+  partitions: number,
+): number {
   const subject = subjectOfEntry(fields, subjectFields);
   return subject === undefined ? 0 : partitionOfSubject(subject, partitions);
 }
@@ -73,7 +78,9 @@ export class PartitionFinder {
   ) {}
 
   entry(stream: string, fields: readonly string[]): number {
-    const subject = isEnvelope(fields) ? subjectOfEntry(fields, this.subjectFields(stream)) : flatSubject(fields, this.subjectFields(stream));
+    const subject = isEnvelope(fields)
+      ? subjectOfEntry(fields, this.subjectFields(stream))
+      : flatSubject(fields, this.subjectFields(stream));
     return subject === undefined ? 0 : this.subject(subject);
   }
 
@@ -87,7 +94,11 @@ export class PartitionFinder {
     // Lengths first: most names differ in length, and that costs no call into Buffer.equals.
     for (let i = 0; i + 1 < fields.length; i += 2) {
       const field = fields[i] as Buffer;
-      if (field.length === SPECVERSION.length && field.equals(SPECVERSION)) return this.entry(stream, fields.map((f) => f.toString()));
+      if (field.length === SPECVERSION.length && field.equals(SPECVERSION))
+        return this.entry(
+          stream,
+          fields.map((f) => f.toString()),
+        );
     }
     for (const name of names) {
       for (let i = fields.length - (fields.length % 2) - 2; i >= 0; i -= 2) {

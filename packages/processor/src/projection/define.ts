@@ -1,5 +1,13 @@
 import type { Redis } from 'ioredis';
-import { RedisEventStore, type EventCatalog, type EventDataOf, type EventTypeOf, type RecordedEvent, type StreamDefinition, type StreamDefinitions } from '@redsource/event-store';
+import {
+  RedisEventStore,
+  type EventCatalog,
+  type EventDataOf,
+  type EventTypeOf,
+  type RecordedEvent,
+  type StreamDefinition,
+  type StreamDefinitions,
+} from '@redsource/event-store';
 import { SnapshotStore, type SnapshotChange } from '@redsource/snapshot-store';
 import { InvalidProjectionError } from '../errors.ts';
 import { HandlerRegistry, type Handler } from '../handlers.ts';
@@ -19,7 +27,9 @@ export type ProjectionHandler<Definition extends StreamDefinition, Type extends 
 
 /** Per catalog key, per event type of that stream: its handler. Keys and types the catalog lacks do not compile. */
 export type ProjectionHandlers<Definitions extends StreamDefinitions> = {
-  readonly [Key in keyof Definitions]?: { readonly [Type in EventTypeOf<Definitions[Key]>]?: ProjectionHandler<Definitions[Key], Type> };
+  readonly [Key in keyof Definitions]?: {
+    readonly [Type in EventTypeOf<Definitions[Key]>]?: ProjectionHandler<Definitions[Key], Type>;
+  };
 };
 
 export interface ProjectionDefinition<Definitions extends StreamDefinitions> {
@@ -44,25 +54,36 @@ export class Projection<Definitions extends StreamDefinitions = StreamDefinition
   readonly handlers: HandlerRegistry;
 
   constructor(definition: ProjectionDefinition<Definitions>) {
-    if (!GROUP_NAME.test(definition.name)) throw new InvalidProjectionError(`name '${definition.name}' must be 1-128 characters from A-Z a-z 0-9 _ . : - (it is part of key names)`);
+    if (!GROUP_NAME.test(definition.name))
+      throw new InvalidProjectionError(
+        `name '${definition.name}' must be 1-128 characters from A-Z a-z 0-9 _ . : - (it is part of key names)`,
+      );
     if (!/^[A-Za-z0-9_:.{}-]{1,256}$/.test(definition.keyPrefix)) {
-      throw new InvalidProjectionError(`keyPrefix '${definition.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`);
+      throw new InvalidProjectionError(
+        `keyPrefix '${definition.keyPrefix}' must be 1-256 characters from A-Z a-z 0-9 _ : . - { }`,
+      );
     }
     this.name = definition.name;
     this.keyPrefix = definition.keyPrefix;
     this.catalog = definition.catalog;
     this.handlers = new HandlerRegistry();
     // The one widening: the codec decodes each event through the schema that typed its handler.
-    const byKey = definition.handlers as Readonly<Record<string, Readonly<Record<string, Handler | undefined>> | undefined>>;
+    const byKey = definition.handlers as Readonly<
+      Record<string, Readonly<Record<string, Handler | undefined>> | undefined>
+    >;
     for (const key of Object.keys(byKey)) {
       const stream = definition.catalog.streamOf(key as Extract<keyof Definitions, string>);
       const { schemas } = definition.catalog.definition(stream);
       for (const [type, handler] of Object.entries(byKey[key] ?? {})) {
-        if (!Object.hasOwn(schemas, type)) throw new InvalidProjectionError(`'${key}' declares no event type '${type}' (it has ${Object.keys(schemas).join(', ')})`);
+        if (!Object.hasOwn(schemas, type))
+          throw new InvalidProjectionError(
+            `'${key}' declares no event type '${type}' (it has ${Object.keys(schemas).join(', ')})`,
+          );
         if (handler) this.handlers.on(stream, type, handler);
       }
     }
-    if (this.streams.length === 0 && this.streamPrefixes.length === 0) throw new InvalidProjectionError(`'${this.name}' has no handler: give at least one`);
+    if (this.streams.length === 0 && this.streamPrefixes.length === 0)
+      throw new InvalidProjectionError(`'${this.name}' has no handler: give at least one`);
   }
 
   /** The streams it reads, by their names in Redis (those declared as `<prefix>*` are in streamPrefixes). */
@@ -102,6 +123,8 @@ export class Projection<Definitions extends StreamDefinitions = StreamDefinition
  * });
  * ```
  */
-export function defineProjection<Definitions extends StreamDefinitions>(definition: ProjectionDefinition<Definitions>): Projection<Definitions> {
+export function defineProjection<Definitions extends StreamDefinitions>(
+  definition: ProjectionDefinition<Definitions>,
+): Projection<Definitions> {
   return new Projection(definition);
 }

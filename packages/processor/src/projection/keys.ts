@@ -36,7 +36,11 @@ export function projectionKeys(projection: ProjectionIdentity) {
         /** Set while a rebuild switches the snapshots over: nothing is applied meanwhile. */
         hold: snapshotKeys.hold(stream, name),
         /** A rebuild's own cursor, totals and hold, beside the live ones. */
-        rebuild: [snapshotKeys.cursor(stream, shadow), snapshotKeys.totals(stream, shadow), snapshotKeys.hold(stream, shadow)],
+        rebuild: [
+          snapshotKeys.cursor(stream, shadow),
+          snapshotKeys.totals(stream, shadow),
+          snapshotKeys.hold(stream, shadow),
+        ],
         /** On a cluster, the rebuild lease's token copied into the stream's slot. */
         rebuildEpoch: processorKeys.rebuildEpoch(stream, name, keyPrefix),
         /** Failed handler attempts per entry. */
@@ -46,11 +50,25 @@ export function projectionKeys(projection: ProjectionIdentity) {
     /** The group's ownership and liveness keys (members, leases, fencing counters, heartbeats, stats) all start with this, in the group's slot. */
     groupKeyPrefix: `redsource:{group:${group}}:`,
     /** The one rebuild allowed at a time: its state, lease and fencing counter. */
-    rebuild: [processorKeys.rebuild(name, keyPrefix), processorKeys.rebuildLease(name, keyPrefix), processorKeys.rebuildFence(name, keyPrefix)],
+    rebuild: [
+      processorKeys.rebuild(name, keyPrefix),
+      processorKeys.rebuildLease(name, keyPrefix),
+      processorKeys.rebuildFence(name, keyPrefix),
+    ],
   };
 }
 
 /** All keys of one stream's record, flat. */
 export function streamKeysOf(keys: ReturnType<ReturnType<typeof projectionKeys>['ofStream']>): string[] {
-  return [keys.partitionCount, ...keys.partitionCursors, ...keys.partitionEpochs, keys.streamCursor, keys.totals, keys.hold, ...keys.rebuild, keys.rebuildEpoch, keys.attempts];
+  return [
+    keys.partitionCount,
+    ...keys.partitionCursors,
+    ...keys.partitionEpochs,
+    keys.streamCursor,
+    keys.totals,
+    keys.hold,
+    ...keys.rebuild,
+    keys.rebuildEpoch,
+    keys.attempts,
+  ];
 }

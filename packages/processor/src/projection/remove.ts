@@ -48,13 +48,23 @@ const CHUNK = 500;
  * The streams themselves and the event store's keys stay. Refused with ProjectionInUseError while a
  * processor of the group is alive (its membership has not expired) or a rebuild holds its lease, unless `force`.
  */
-export async function removeProjection(redis: Redis, projection: Removable, options: RemoveProjectionOptions = {}): Promise<RemovedProjection> {
+export async function removeProjection(
+  redis: Redis,
+  projection: Removable,
+  options: RemoveProjectionOptions = {},
+): Promise<RemovedProjection> {
   const group = options.group ?? projection.name;
-  if (!GROUP_NAME.test(group)) throw new InvalidProjectionError(`group '${group}' must be 1-128 characters from A-Z a-z 0-9 _ . : -`);
+  if (!GROUP_NAME.test(group))
+    throw new InvalidProjectionError(`group '${group}' must be 1-128 characters from A-Z a-z 0-9 _ . : -`);
   const { name, keyPrefix } = projection;
   if (options.force !== true) await refuseIfInUse(redis, projection, group);
 
-  const streams = [...new Set([...(options.streams ?? projection.streams), ...(options.streams ? [] : await discoverStreams(redis, projection.streamPrefixes))])];
+  const streams = [
+    ...new Set([
+      ...(options.streams ?? projection.streams),
+      ...(options.streams ? [] : await discoverStreams(redis, projection.streamPrefixes)),
+    ]),
+  ];
   const owned = projectionKeys({ name, keyPrefix, group });
   const groupKeys = await scanAll(redis, `${globEscape(owned.groupKeyPrefix)}*`);
   const partitions = await partitionsUsed(redis, streams, group, groupKeys);
@@ -88,11 +98,17 @@ async function refuseIfInUse(redis: Redis, projection: Removable, group: string)
  * How many partitions to delete the keys of: the most any processor of the group used. The fencing
  * counters are never deleted while the group lives, so one per partition ever taken is there.
  */
-async function partitionsUsed(redis: Redis, streams: readonly string[], group: string, groupKeys: readonly string[]): Promise<number> {
+async function partitionsUsed(
+  redis: Redis,
+  streams: readonly string[],
+  group: string,
+  groupKeys: readonly string[],
+): Promise<number> {
   let most = processorSettingsSchema.shape.partitions.parse(undefined);
   const numbered = new RegExp(`^${escapeRegex(`redsource:{group:${group}}:`)}(?:lease|fence):(\\d+)$`);
   for (const key of groupKeys) most = Math.max(most, Number(numbered.exec(key)?.[1] ?? -1) + 1);
-  for (const stream of streams) most = Math.max(most, Number((await redis.get(partitionKeys.count(stream, group))) ?? 0));
+  for (const stream of streams)
+    most = Math.max(most, Number((await redis.get(partitionKeys.count(stream, group))) ?? 0));
   return most;
 }
 
@@ -111,7 +127,8 @@ async function snapshotKeysOf(redis: Redis, keyPrefix: string): Promise<string[]
 
 async function scanAll(redis: Redis, match: string, type?: string): Promise<string[]> {
   const found = new Set<string>();
-  for await (const keys of scanKeys(redis, { match, ...(type === undefined ? {} : { type }) })) for (const key of keys) found.add(key);
+  for await (const keys of scanKeys(redis, { match, ...(type === undefined ? {} : { type }) }))
+    for (const key of keys) found.add(key);
   return [...found];
 }
 

@@ -239,11 +239,28 @@ function renderStream(status, at) {
   // Not yet applied: the entries of each partition after its cursor.
   const backlog = typeof status.backlog === 'number' ? status.backlog : status.unapplied;
   const ungrouped = status.lag === undefined && status.length > 0;
-  const state = rebuilding ? 'rebuilding' : waiting ? 'waiting' : recentError ? 'error' : ungrouped ? 'ungrouped' : backlog > 0 ? 'behind' : 'ok';
+  const state = rebuilding
+    ? 'rebuilding'
+    : waiting
+      ? 'waiting'
+      : recentError
+        ? 'error'
+        : ungrouped
+          ? 'ungrouped'
+          : backlog > 0
+            ? 'behind'
+            : 'ok';
   f.state.dataset.state = state;
   setField(
     f.state,
-    { rebuilding: 'held by a rebuild', waiting: `waiting on Redis (${waiting ? waiting.kind : ''})`, error: 'errors', ungrouped: 'no group yet', behind: 'catching up', ok: 'up to date' }[state],
+    {
+      rebuilding: 'held by a rebuild',
+      waiting: `waiting on Redis (${waiting ? waiting.kind : ''})`,
+      error: 'errors',
+      ungrouped: 'no group yet',
+      behind: 'catching up',
+      ok: 'up to date',
+    }[state],
   );
   // Why nothing moves: Redis refuses writes or is unreachable; processing resumes by itself when it accepts them.
   f.waiting.hidden = !waiting;
@@ -255,21 +272,33 @@ function renderStream(status, at) {
   setField(f.length, formatNumber(status.length), status.length);
   setField(f.lag, formatCount(status.lag, status.unappliedExact), status.lag);
   setField(f.unapplied, formatCount(status.unapplied, status.unappliedExact), status.unapplied);
-  setField(f.oldestUnapplied, status.oldestUnappliedMs === undefined ? '–' : formatMs(status.oldestUnappliedMs), status.oldestUnappliedMs);
+  setField(
+    f.oldestUnapplied,
+    status.oldestUnappliedMs === undefined ? '–' : formatMs(status.oldestUnappliedMs),
+    status.oldestUnappliedMs,
+  );
   setField(f.applied, formatNumber(status.applied), status.applied);
   setField(f.skipped, formatNumber(status.skipped), status.skipped);
   setField(f.deadLettered, formatNumber(status.deadLettered), status.deadLettered);
   setField(f.deadLetters, formatNumber(status.deadLetters), status.deadLetters);
   f.deadLetters.dataset.alert = String(status.deadLetters > 0);
   setField(f.members, formatNumber(status.members), status.members);
-  setField(f.batch, status.avgBatchMs === undefined && status.lastBatchMs === undefined ? '–' : `${formatBatch(status.avgBatchMs)} / ${formatBatch(status.lastBatchMs)} ms`);
+  setField(
+    f.batch,
+    status.avgBatchMs === undefined && status.lastBatchMs === undefined
+      ? '–'
+      : `${formatBatch(status.avgBatchMs)} / ${formatBatch(status.lastBatchMs)} ms`,
+  );
 
   const samples = record(status.stream, at, status.applied);
   const rate = currentRate(samples);
   setField(f.rate, rate === undefined ? '–' : rateFormat.format(rate), rate);
   const peak = drawSpark(card, rates(samples, at));
   const span = samples.length > 1 ? samples[samples.length - 1].at - samples[0].at : 0;
-  setField(f.rateNote, span > 0 ? `last ${formatMs(span)} (up to 5 min) · peak ${rateFormat.format(peak)}/s` : 'collecting…');
+  setField(
+    f.rateNote,
+    span > 0 ? `last ${formatMs(span)} (up to 5 min) · peak ${rateFormat.format(peak)}/s` : 'collecting…',
+  );
 
   // Catch-up or rebuild progress: the share of the stream the snapshots have applied.
   const progress = f.progress;
@@ -286,7 +315,9 @@ function renderStream(status, at) {
   }
 
   f.lastError.hidden = !status.lastError;
-  f.lastError.textContent = status.lastError ? `last error ${new Date(status.lastErrorAt || 0).toLocaleTimeString()}: ${status.lastError}` : '';
+  f.lastError.textContent = status.lastError
+    ? `last error ${new Date(status.lastErrorAt || 0).toLocaleTimeString()}: ${status.lastError}`
+    : '';
 
   const partitions = status.partitions || [];
   const owned = partitions.filter((p) => p.owner !== undefined).length;
@@ -309,8 +340,12 @@ function renderRebuild(rebuild, at) {
   $('rebuild-phase').textContent = rebuild.phase;
   const share = rebuild.total > 0 ? Math.min(1, rebuild.done / rebuild.total) : 0;
   $('rebuild-fill').style.width = `${(share * 100).toFixed(1)}%`;
-  const elapsed = typeof rebuild.startedAt === 'number' && rebuild.startedAt > 0 ? ` · running ${formatMs(at - rebuild.startedAt)}` : '';
-  $('rebuild-text').textContent = `${formatNumber(rebuild.done)} of ${formatNumber(rebuild.total)} entries (${(share * 100).toFixed(1)}%)${elapsed}`;
+  const elapsed =
+    typeof rebuild.startedAt === 'number' && rebuild.startedAt > 0
+      ? ` · running ${formatMs(at - rebuild.startedAt)}`
+      : '';
+  $('rebuild-text').textContent =
+    `${formatNumber(rebuild.done)} of ${formatNumber(rebuild.total)} entries (${(share * 100).toFixed(1)}%)${elapsed}`;
 }
 
 function render(data) {
@@ -362,7 +397,10 @@ function markStale(reason, delayMs) {
       `Stale: these are the figures of ${new Date(lastShownAt).toLocaleTimeString()} (${formatMs(Date.now() - lastShownAt)} ago). ` +
       `${reason}. Retrying in ${formatMs(delayMs)}.`;
   }
-  setConnection('stale', lastShownAt === undefined ? 'not updating' : `stale since ${new Date(lastShownAt).toLocaleTimeString()}`);
+  setConnection(
+    'stale',
+    lastShownAt === undefined ? 'not updating' : `stale since ${new Date(lastShownAt).toLocaleTimeString()}`,
+  );
 }
 
 function markLive() {
@@ -377,13 +415,19 @@ async function poll() {
     if (document.visibilityState !== 'hidden') {
       let response;
       try {
-        response = await fetch(haveHistory ? 'dashboard/status.json' : 'dashboard/status.json?history=1', { cache: 'no-store', headers: { accept: 'application/json' } });
+        response = await fetch(haveHistory ? 'dashboard/status.json' : 'dashboard/status.json?history=1', {
+          cache: 'no-store',
+          headers: { accept: 'application/json' },
+        });
       } catch {
         throw new Error('the service does not answer');
       }
       delay = retryDelay(response);
       const body = await response.json().catch(() => undefined);
-      if (!response.ok) throw new Error(body && typeof body.message === 'string' ? body.message.replace(/\.$/, '') : `HTTP ${response.status}`);
+      if (!response.ok)
+        throw new Error(
+          body && typeof body.message === 'string' ? body.message.replace(/\.$/, '') : `HTTP ${response.status}`,
+        );
       render(body);
       haveHistory = true;
       lastShownAt = body.at;

@@ -37,7 +37,9 @@ export interface StatusCacheOptions {
   readonly now?: () => number;
 }
 
-export type StatusReading = { readonly ok: true; readonly status: DashboardStatus } | { readonly ok: false; readonly error: unknown; readonly since: number };
+export type StatusReading =
+  | { readonly ok: true; readonly status: DashboardStatus }
+  | { readonly ok: false; readonly error: unknown; readonly since: number };
 
 /**
  * The dashboard's reads of Redis, shared by every open page: at most one status read per `ttlMs`
@@ -76,14 +78,18 @@ export function statusCache(options: StatusCacheOptions, log: () => FastifyBaseL
       const [streams, running] = await Promise.all([status(), rebuild ? rebuild().catch(() => undefined) : undefined]);
       const reading: DashboardStatus = { at: now(), streams, rebuild: running };
       remember(reading);
-      if (failingSince !== undefined) log().info({ failedForMs: now() - failingSince }, 'dashboard: status readable again');
+      if (failingSince !== undefined)
+        log().info({ failedForMs: now() - failingSince }, 'dashboard: status readable again');
       failingSince = undefined;
       return { ok: true, status: reading };
     } catch (error) {
       // Said once when it starts failing; every page keeps polling, so the rest is debug.
       // The warning carries the reason only; the error with its stack is debug.
       if (failingSince === undefined) {
-        log().warn({ reason: error instanceof Error ? error.message : String(error) }, 'dashboard: status not readable; answering 503 (the pages keep their last figures) until it is');
+        log().warn(
+          { reason: error instanceof Error ? error.message : String(error) },
+          'dashboard: status not readable; answering 503 (the pages keep their last figures) until it is',
+        );
       }
       log().debug({ err: error }, 'dashboard: status not readable');
       failingSince ??= now();
@@ -104,7 +110,10 @@ export function statusCache(options: StatusCacheOptions, log: () => FastifyBaseL
     },
     /** The applied totals kept, per stream. */
     history(): AppliedHistory[] {
-      return [...history].map(([stream, samples]) => ({ stream, samples: samples.map(([at, applied]) => [at, applied] as const) }));
+      return [...history].map(([stream, samples]) => ({
+        stream,
+        samples: samples.map(([at, applied]) => [at, applied] as const),
+      }));
     },
   };
 }

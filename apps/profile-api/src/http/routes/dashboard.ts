@@ -43,7 +43,12 @@ const statusSchema = z
       z.looseObject({
         stream: z.string(),
         length: z.number(),
-        lag: z.number().optional().describe("Entries not yet routed into the group's partitions; absent while the group does not exist on the stream."),
+        lag: z
+          .number()
+          .optional()
+          .describe(
+            "Entries not yet routed into the group's partitions; absent while the group does not exist on the stream.",
+          ),
         unapplied: z.number().describe('Entries routed into the partitions and not yet applied.'),
         applied: z.number(),
         deadLetters: z.number(),
@@ -51,7 +56,10 @@ const statusSchema = z
           .array(
             z.looseObject({
               partition: z.number(),
-              owner: z.string().optional().describe('The processor holding the partition now; absent while it is free.'),
+              owner: z
+                .string()
+                .optional()
+                .describe('The processor holding the partition now; absent while it is free.'),
               cursor: z.string().describe('Last entry id applied in the partition.'),
               unapplied: z.number().describe('Entries routed to the partition and not yet applied.'),
             }),
@@ -61,7 +69,12 @@ const statusSchema = z
     ),
     rebuild: z.looseObject({ phase: z.string(), done: z.number(), total: z.number() }).optional(),
     history: z
-      .array(z.object({ stream: z.string(), samples: z.array(z.tuple([z.number(), z.number()])).describe('[at, applied] pairs, oldest first.') }))
+      .array(
+        z.object({
+          stream: z.string(),
+          samples: z.array(z.tuple([z.number(), z.number()])).describe('[at, applied] pairs, oldest first.'),
+        }),
+      )
       .optional(),
   })
   .describe('The figures of one reading (shared by every caller for a second).');
@@ -74,9 +87,11 @@ const assets = {
 } as const;
 
 /** The page loads only its own script and style and talks only to this origin; nothing inline runs. */
-const PAGE_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const PAGE_POLICY =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const common = (reply: FastifyReply) => reply.header('x-content-type-options', 'nosniff').header('cache-control', 'no-cache');
+const common = (reply: FastifyReply) =>
+  reply.header('x-content-type-options', 'nosniff').header('cache-control', 'no-cache');
 
 /**
  * `GET /dashboard`: one static page (no build step) that polls `GET /dashboard/status.json` every
@@ -93,17 +108,31 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
 
   // The page and its files are static and in memory: not rate limited; only the page is in the OpenAPI document.
   const hidden = { schema: { hide: true }, config: { rateLimit: false } } as const;
-  app.get('/dashboard', { config: { rateLimit: false }, schema: { summary: 'Processing dashboard (HTML)', tags: ['operations'] } }, async (_request, reply) =>
-    common(reply).header('content-type', 'text/html; charset=utf-8').header('content-security-policy', PAGE_POLICY).header('referrer-policy', 'no-referrer').send(page),
+  app.get(
+    '/dashboard',
+    { config: { rateLimit: false }, schema: { summary: 'Processing dashboard (HTML)', tags: ['operations'] } },
+    async (_request, reply) =>
+      common(reply)
+        .header('content-type', 'text/html; charset=utf-8')
+        .header('content-security-policy', PAGE_POLICY)
+        .header('referrer-policy', 'no-referrer')
+        .send(page),
   );
   // The page's URLs are relative to /dashboard; with a trailing slash they would miss, so send it there.
   app.get('/dashboard/', hidden, async (_request, reply) => reply.redirect('../dashboard', 301));
 
   for (const [name, type] of Object.entries(assets)) {
-    app.get(`/dashboard/${name}`, hidden, async (_request, reply) => common(reply).header('content-type', type).send(files.get(name)));
+    app.get(`/dashboard/${name}`, hidden, async (_request, reply) =>
+      common(reply).header('content-type', type).send(files.get(name)),
+    );
   }
 
-  const cache = options.status && statusCache({ status: options.status, rebuild: options.rebuild, ttlMs: options.statusTtlMs ?? 1000 }, () => app.log);
+  const cache =
+    options.status &&
+    statusCache(
+      { status: options.status, rebuild: options.rebuild, ttlMs: options.statusTtlMs ?? 1000 },
+      () => app.log,
+    );
   // A limit of its own (when the app has one at all), far above the pages a team keeps open: they cost one Redis read a second together.
   const pagesLimit = { rateLimit: { max: DASHBOARD_PAGES_PER_CLIENT * 60, timeWindow: 60_000 } };
   app.get(
@@ -116,7 +145,9 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
           'Per-stream status (as `redsource status --json`), the reading time and any running rebuild; with `history=1` also the applied ' +
           'totals of the last minutes. One reading a second serves every caller. 503 (with Retry-After) while Redis is unreachable.',
         tags: ['operations'],
-        querystring: z.object({ history: z.enum(['0', '1']).optional().describe('1: include the applied totals of the last 5 minutes.') }),
+        querystring: z.object({
+          history: z.enum(['0', '1']).optional().describe('1: include the applied totals of the last 5 minutes.'),
+        }),
         response: {
           200: statusSchema,
           503: errorResponse('Redis is not reachable (RS_UNAVAILABLE); retry after Retry-After seconds.'),
@@ -126,16 +157,36 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
     },
     async (request, reply) => {
       void reply.header('cache-control', 'no-store');
-      if (!cache) return reply.code(503).send(errorBody('unavailable', 'This process has no processing status to show.'));
+      if (!cache)
+        return reply.code(503).send(errorBody('unavailable', 'This process has no processing status to show.'));
       const reading = await cache.read();
       if (!reading.ok) {
         return reply
           .code(503)
           .header('retry-after', String(UNAVAILABLE_RETRY_S))
-          .send(errorBody('unavailable', `Redis is not reachable (since ${new Date(reading.since).toISOString()}); retrying.`));
+          .send(
+            errorBody(
+              'unavailable',
+              `Redis is not reachable (since ${new Date(reading.since).toISOString()}); retrying.`,
+            ),
+          );
       }
-      const body = { at: reading.status.at, rebuild: reading.status.rebuild && { ...reading.status.rebuild }, streams: reading.status.streams.map((row) => ({ ...row, partitions: row.partitions.map((p) => ({ ...p })) })) };
-      return reply.send(request.query.history === '1' ? { ...body, history: cache.history().map((h) => ({ stream: h.stream, samples: h.samples.map(([at, applied]): [number, number] => [at, applied]) })) } : body);
+      const body = {
+        at: reading.status.at,
+        rebuild: reading.status.rebuild && { ...reading.status.rebuild },
+        streams: reading.status.streams.map((row) => ({ ...row, partitions: row.partitions.map((p) => ({ ...p })) })),
+      };
+      return reply.send(
+        request.query.history === '1'
+          ? {
+              ...body,
+              history: cache.history().map((h) => ({
+                stream: h.stream,
+                samples: h.samples.map(([at, applied]): [number, number] => [at, applied]),
+              })),
+            }
+          : body,
+      );
     },
   );
 
@@ -149,7 +200,9 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
         summary: "A stream's dead letters (read-only)",
         description: `The oldest ${DEAD_LETTERS_SHOWN} dead letters of a configured stream: ids, why, when. Not their fields (they may hold personal data): \`redsource dlq show <stream> <id>\`.`,
         tags: ['operations'],
-        querystring: z.object({ stream: z.string().min(1).max(1024).describe('A configured stream, e.g. user_updates.') }),
+        querystring: z.object({
+          stream: z.string().min(1).max(1024).describe('A configured stream, e.g. user_updates.'),
+        }),
         response: {
           200: z
             .object({
@@ -166,10 +219,16 @@ export const dashboardRoutes: FastifyPluginAsyncZod<DashboardOptions> = async (a
     async (request, reply) => {
       void reply.header('cache-control', 'no-store');
       const { stream } = request.query;
-      if (!streams.has(stream)) return reply.code(404).send(errorBody('notFound', `'${stream}' is not one of the configured streams.`));
-      if (!options.deadLetters) return reply.code(503).send(errorBody('unavailable', 'This process cannot list dead letters.'));
+      if (!streams.has(stream))
+        return reply.code(404).send(errorBody('notFound', `'${stream}' is not one of the configured streams.`));
+      if (!options.deadLetters)
+        return reply.code(503).send(errorBody('unavailable', 'This process cannot list dead letters.'));
       const rows = await options.deadLetters(stream, DEAD_LETTERS_SHOWN);
-      return { stream, command: dlqCommand(stream), deadLetters: rows.map(({ id, entryId, reason, deadAt }) => ({ id, entryId, reason, deadAt })) };
+      return {
+        stream,
+        command: dlqCommand(stream),
+        deadLetters: rows.map(({ id, entryId, reason, deadAt }) => ({ id, entryId, reason, deadAt })),
+      };
     },
   );
 };

@@ -15,12 +15,23 @@ export interface Readiness {
 const readySchema = z.object({
   status: z.enum(['ready', 'not ready']),
   redis: z.enum(['up', 'down']),
-  reason: z.string().optional().describe('Why Redis is down, e.g. `WRONGPASS: Redis at 127.0.0.1:6379 refused the login for user app ...`; never a password; only while it is.'),
+  reason: z
+    .string()
+    .optional()
+    .describe(
+      'Why Redis is down, e.g. `WRONGPASS: Redis at 127.0.0.1:6379 refused the login for user app ...`; never a password; only while it is.',
+    ),
   processor: z.enum(['running', 'waiting', 'stopped', 'not in this process']),
-  waiting: z.string().optional().describe('Why the processor waits on Redis, e.g. `OOM: Redis is out of memory ...`; only while it does.'),
+  waiting: z
+    .string()
+    .optional()
+    .describe('Why the processor waits on Redis, e.g. `OOM: Redis is out of memory ...`; only while it does.'),
 });
 
-export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Readiness> }> = async (app, { readiness }) => {
+export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Readiness> }> = async (
+  app,
+  { readiness },
+) => {
   // Probes are not rate limited: a busy client behind the same address must not fail them.
   app.get(
     '/healthz',
@@ -29,7 +40,10 @@ export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Read
       schema: {
         tags: ['health'],
         summary: 'Liveness: 200 while the process is up',
-        response: { 200: z.object({ status: z.literal('ok') }).describe('The process is up.'), 500: errorResponse('Unexpected error (RS_INTERNAL).') },
+        response: {
+          200: z.object({ status: z.literal('ok') }).describe('The process is up.'),
+          500: errorResponse('Unexpected error (RS_INTERNAL).'),
+        },
       },
     },
     async () => ({ status: 'ok' as const }),
@@ -41,10 +55,15 @@ export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Read
       config: { rateLimit: false },
       schema: {
         tags: ['health'],
-        summary: 'Readiness: Redis connected and the processor (if this process runs one) running, not waiting on Redis',
+        summary:
+          'Readiness: Redis connected and the processor (if this process runs one) running, not waiting on Redis',
         response: {
           200: readySchema.describe('Ready to serve.'),
-          503: z.union([readySchema, errorSchema]).describe('Not ready (which part is down, or why the processor waits), or the error body while the service shuts down.'),
+          503: z
+            .union([readySchema, errorSchema])
+            .describe(
+              'Not ready (which part is down, or why the processor waits), or the error body while the service shuts down.',
+            ),
           500: errorResponse('Unexpected error (RS_INTERNAL).'),
         },
       },
@@ -57,7 +76,14 @@ export const healthRoutes: FastifyPluginAsyncZod<{ readiness: () => Promise<Read
         status: ready ? 'ready' : 'not ready',
         redis: state.redis ? 'up' : 'down',
         ...(state.redis || state.redisReason === undefined ? {} : { reason: state.redisReason }),
-        processor: state.processor === undefined ? 'not in this process' : !state.processor ? 'stopped' : waiting === undefined ? 'running' : 'waiting',
+        processor:
+          state.processor === undefined
+            ? 'not in this process'
+            : !state.processor
+              ? 'stopped'
+              : waiting === undefined
+                ? 'running'
+                : 'waiting',
         ...(waiting === undefined ? {} : { waiting }),
       });
     },

@@ -48,14 +48,54 @@ const STREAM_FIGURES: readonly StreamFigure[] = [
     type: 'gauge',
     value: (s) => seconds(s.oldestUnappliedMs) ?? 0,
   },
-  { name: 'redsource_stream_partitions', help: 'Partitions the group processes the stream in.', type: 'gauge', value: (s) => s.partitionCount },
-  { name: 'redsource_stream_held_by_rebuild', help: 'A rebuild (replay) holds the stream: nothing is applied until it switches over (1), else 0.', type: 'gauge', value: (s) => (s.heldByRebuild ? 1 : 0) },
-  { name: 'redsource_stream_applied_total', help: 'Entries applied to the snapshots, group-wide (kept in Redis; reset by a replay).', type: 'counter', value: (s) => s.applied },
-  { name: 'redsource_stream_skipped_total', help: 'Redelivered entries recognised by the cursor and not applied again, group-wide.', type: 'counter', value: (s) => s.skipped },
-  { name: 'redsource_stream_dead_lettered_total', help: 'Entries sent to the dead-letter stream, group-wide.', type: 'counter', value: (s) => s.deadLettered },
-  { name: 'redsource_stream_dead_letters', help: 'Entries in the dead-letter stream now (after retries and drops).', type: 'gauge', value: (s) => s.deadLetters },
-  { name: 'redsource_stream_batch_avg_seconds', help: 'Average batch duration over the consumers\' reports.', type: 'gauge', value: (s) => seconds(s.avgBatchMs) },
-  { name: 'redsource_stream_batch_last_seconds', help: 'Duration of the last batch a consumer reported.', type: 'gauge', value: (s) => seconds(s.lastBatchMs) },
+  {
+    name: 'redsource_stream_partitions',
+    help: 'Partitions the group processes the stream in.',
+    type: 'gauge',
+    value: (s) => s.partitionCount,
+  },
+  {
+    name: 'redsource_stream_held_by_rebuild',
+    help: 'A rebuild (replay) holds the stream: nothing is applied until it switches over (1), else 0.',
+    type: 'gauge',
+    value: (s) => (s.heldByRebuild ? 1 : 0),
+  },
+  {
+    name: 'redsource_stream_applied_total',
+    help: 'Entries applied to the snapshots, group-wide (kept in Redis; reset by a replay).',
+    type: 'counter',
+    value: (s) => s.applied,
+  },
+  {
+    name: 'redsource_stream_skipped_total',
+    help: 'Redelivered entries recognised by the cursor and not applied again, group-wide.',
+    type: 'counter',
+    value: (s) => s.skipped,
+  },
+  {
+    name: 'redsource_stream_dead_lettered_total',
+    help: 'Entries sent to the dead-letter stream, group-wide.',
+    type: 'counter',
+    value: (s) => s.deadLettered,
+  },
+  {
+    name: 'redsource_stream_dead_letters',
+    help: 'Entries in the dead-letter stream now (after retries and drops).',
+    type: 'gauge',
+    value: (s) => s.deadLetters,
+  },
+  {
+    name: 'redsource_stream_batch_avg_seconds',
+    help: "Average batch duration over the consumers' reports.",
+    type: 'gauge',
+    value: (s) => seconds(s.avgBatchMs),
+  },
+  {
+    name: 'redsource_stream_batch_last_seconds',
+    help: 'Duration of the last batch a consumer reported.',
+    type: 'gauge',
+    value: (s) => seconds(s.lastBatchMs),
+  },
   {
     name: 'redsource_stream_last_error_timestamp_seconds',
     help: 'When a consumer last reported a processing error (Unix time).',
@@ -72,11 +112,19 @@ interface PartitionFigure {
 
 /** Per partition of each stream; `owner` is the lease holder's name, "" while the partition is free. */
 const PARTITION_FIGURES: readonly PartitionFigure[] = [
-  { name: 'redsource_partition_unapplied', help: 'Entries of the partition in the stream after its cursor: not yet applied (a lower bound while redsource_stream_unapplied_exact is 0).', value: (p) => p.unapplied },
-  { name: 'redsource_partition_owned', help: 'A processor holds the partition\'s lease (1, its name in `owner`), or it is free (0, owner="").', value: (p) => (p.owner === undefined ? 0 : 1) },
+  {
+    name: 'redsource_partition_unapplied',
+    help: 'Entries of the partition in the stream after its cursor: not yet applied (a lower bound while redsource_stream_unapplied_exact is 0).',
+    value: (p) => p.unapplied,
+  },
+  {
+    name: 'redsource_partition_owned',
+    help: 'A processor holds the partition\'s lease (1, its name in `owner`), or it is free (0, owner="").',
+    value: (p) => (p.owner === undefined ? 0 : 1),
+  },
   {
     name: 'redsource_partition_oldest_unapplied_seconds',
-    help: 'Age of the partition\'s oldest entry not yet applied (from its id); 0 when none waits.',
+    help: "Age of the partition's oldest entry not yet applied (from its id); 0 when none waits.",
     value: (p) => seconds(p.oldestUnappliedMs) ?? 0,
   },
 ];
@@ -89,8 +137,16 @@ interface ConsumerFigure {
 
 /** Per processor of the group (group-wide: a lease covers its partition of every stream). */
 const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
-  { name: 'redsource_consumer_heartbeat_age_seconds', help: 'Since the consumer\'s last heartbeat.', value: (c) => seconds(c.heartbeatAgeMs) },
-  { name: 'redsource_consumer_partitions', help: 'Partitions whose lease the consumer holds now.', value: (c) => c.partitions.length },
+  {
+    name: 'redsource_consumer_heartbeat_age_seconds',
+    help: "Since the consumer's last heartbeat.",
+    value: (c) => seconds(c.heartbeatAgeMs),
+  },
+  {
+    name: 'redsource_consumer_partitions',
+    help: 'Partitions whose lease the consumer holds now.',
+    value: (c) => c.partitions.length,
+  },
   {
     name: 'redsource_consumer_member',
     help: 'The consumer is a live member of the group (1: it gets a share of the partitions), or not (0: stopped, or its membership ran out).',
@@ -98,7 +154,9 @@ const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
   },
 ];
 
-type Scrape = { readonly ok: true; readonly rows: readonly StreamStatus[]; readonly seconds: number } | { readonly ok: false; readonly seconds: number };
+type Scrape =
+  | { readonly ok: true; readonly rows: readonly StreamStatus[]; readonly seconds: number }
+  | { readonly ok: false; readonly seconds: number };
 
 /**
  * Every metric's `collect()` asks for the same scrape: the first call reads `status()` once, the
@@ -125,7 +183,10 @@ function sharedScrape(status: () => Promise<readonly StreamStatus[]>): () => Pro
 }
 
 /** The registry of one app: default process metrics, HTTP request durations and the processor's figures per stream. */
-export function createMetricsRegistry(status: MetricsOptions['status']): { registry: Registry; httpDuration: Histogram<'method' | 'route' | 'status_code'> } {
+export function createMetricsRegistry(status: MetricsOptions['status']): {
+  registry: Registry;
+  httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+} {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const httpDuration = new Histogram({
@@ -188,7 +249,8 @@ export function createMetricsRegistry(status: MetricsOptions['status']): { regis
         for (const row of result.rows) {
           for (const p of row.partitions) {
             const value = figure.value(p);
-            if (value !== undefined) gauge.set({ stream: row.stream, partition: String(p.partition), owner: p.owner ?? '' }, value);
+            if (value !== undefined)
+              gauge.set({ stream: row.stream, partition: String(p.partition), owner: p.owner ?? '' }, value);
           }
         }
       },
@@ -244,14 +306,15 @@ function groupGauges(registry: Registry, scrape: () => Promise<Scrape>): void {
 function waitingGauges(registry: Registry, scrape: () => Promise<Scrape>): void {
   const streams: Gauge<'stream' | 'reason'> = new Gauge({
     name: 'redsource_stream_waiting',
-    help: 'Processing of the stream waits on Redis (1) and why (reason: OOM, READONLY, MISCONF, BUSY, LOADING, NOSCRIPT, CONNECTION...), from Redis\'s state and the consumers\' reports.',
+    help: "Processing of the stream waits on Redis (1) and why (reason: OOM, READONLY, MISCONF, BUSY, LOADING, NOSCRIPT, CONNECTION...), from Redis's state and the consumers' reports.",
     labelNames: ['stream', 'reason'] as const,
     registers: [registry],
     async collect() {
       const result = await scrape();
       streams.reset();
       if (!result.ok) return;
-      for (const row of result.rows) streams.set({ stream: row.stream, reason: row.waiting?.kind ?? '' }, row.waiting ? 1 : 0);
+      for (const row of result.rows)
+        streams.set({ stream: row.stream, reason: row.waiting?.kind ?? '' }, row.waiting ? 1 : 0);
     },
   });
   const consumers: Gauge<'stream' | 'consumer' | 'reason'> = new Gauge({
@@ -282,13 +345,21 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async (app, { status }
 
   app.addHook('onResponse', async (request, reply) => {
     httpDuration.observe(
-      { method: request.method, route: request.routeOptions.url ?? UNMATCHED_ROUTE, status_code: String(reply.statusCode) },
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? UNMATCHED_ROUTE,
+        status_code: String(reply.statusCode),
+      },
       reply.elapsedTime / 1000,
     );
   });
 
   // Not rate limited: a scraper (often several behind one address) must never be turned away.
-  const docs = { summary: 'Prometheus metrics', description: 'Process, HTTP and per-stream processing metrics in the Prometheus text format.', tags: ['operations'] };
+  const docs = {
+    summary: 'Prometheus metrics',
+    description: 'Process, HTTP and per-stream processing metrics in the Prometheus text format.',
+    tags: ['operations'],
+  };
   app.get('/metrics', { schema: docs, config: { rateLimit: false } }, async (_request, reply) => {
     const body = await registry.metrics();
     return reply.header('content-type', registry.contentType).header('cache-control', 'no-store').send(body);

@@ -5,7 +5,13 @@ import { profileSchema, toProfile, type Profile } from '../../domain/profile.ts'
 import { commonErrorResponses, errorBody, errorResponse } from '../errors.ts';
 import { ifNoneMatchHits, profileEtag } from '../etag.ts';
 import { withinRedisWait } from '../redis-bound.ts';
-import { MAX_WAIT_MS, parseAfter, readYourWritesQuery, waitForCatchUp, type AppliedThroughCheck } from '../read-your-writes.ts';
+import {
+  MAX_WAIT_MS,
+  parseAfter,
+  readYourWritesQuery,
+  waitForCatchUp,
+  type AppliedThroughCheck,
+} from '../read-your-writes.ts';
 
 /** The pattern admits nothing but a snapshot id, so a request can only ever read `<prefix><id>`. */
 const params = z.object({
@@ -17,7 +23,10 @@ const params = z.object({
 
 /** Loose: the validated value replaces `request.headers`, which must keep every other header. */
 const headers = z.looseObject({
-  'if-none-match': z.string().optional().describe('An ETag from an earlier answer: 304 with no body while the profile is unchanged.'),
+  'if-none-match': z
+    .string()
+    .optional()
+    .describe('An ETag from an earlier answer: 304 with no body while the profile is unchanged.'),
 });
 
 export interface ProfileRoutesOptions {
@@ -28,7 +37,10 @@ export interface ProfileRoutesOptions {
   readonly appliedThrough: AppliedThroughCheck;
 }
 
-export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (app, { snapshots, streams = [], appliedThrough }) => {
+export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (
+  app,
+  { snapshots, streams = [], appliedThrough },
+) => {
   app.get(
     '/users/:id/profile',
     {
