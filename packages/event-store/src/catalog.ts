@@ -91,7 +91,7 @@ export class EventCatalog<Definitions extends StreamDefinitions = StreamDefiniti
   /** Validates and normalises an event's data; throws EventValidationError naming the fields at fault. */
   parse(stream: string, type: string, data: unknown): unknown {
     const { schemas, otherTypes } = this.definition(stream);
-    const listed = Object.hasOwn(schemas, type);
+    const listed = type !== '*' && Object.hasOwn(schemas, type);
     const schema = listed ? schemas[type] : schemas['*'];
     if (!schema) throw new UnknownEventTypeError(stream, type, Object.keys(schemas));
     if (!listed && otherTypes && !otherTypes.pattern.test(type))

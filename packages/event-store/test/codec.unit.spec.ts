@@ -238,6 +238,12 @@ describe('event types the stream does not declare', () => {
     expect(event.type).toBe('kick');
     expect(event.data).toEqual({ userId: '1', object: 'ball' });
   });
+
+  it("refuses a type literally named '*' on user_activity: '*' names its catch-all schema, not a type, so the type rule applies", () => {
+    const error = decodeError(ACTIVITY, ['user_id', '1', 'command', '*']);
+    expect(error).toBeInstanceOf(EventValidationError);
+    expect((error as EventValidationError).issues.map((i) => i.field)).toEqual(['type']);
+  });
 });
 
 describe('tryDecode', () => {
