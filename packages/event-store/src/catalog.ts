@@ -91,6 +91,7 @@ export class EventCatalog<Definitions extends StreamDefinitions = StreamDefiniti
   /** Validates and normalises an event's data; throws EventValidationError naming the fields at fault. */
   parse(stream: string, type: string, data: unknown): unknown {
     const { schemas, otherTypes } = this.definition(stream);
+    // '*' names the schema for the types not listed; it is not a type: an event of type '*' is one of those.
     const listed = type !== '*' && Object.hasOwn(schemas, type);
     const schema = listed ? schemas[type] : schemas['*'];
     if (!schema) throw new UnknownEventTypeError(stream, type, Object.keys(schemas));
