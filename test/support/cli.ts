@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
+import type { ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
 import { unique } from './redis.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -52,5 +53,45 @@ export function isolatedServiceEnv(redisUrl: string) {
     SNAPSHOT_PREFIX: `${unique('user_snapshot')}_`,
     REDSOURCE_GROUP: unique('group'),
     REDSOURCE_BLOCK_MS: '100',
+  };
+}
+
+/** What a fault scenario's `redsource process` child is given: its group's names and the scenario's settings. */
+export interface ProcessEnv {
+  readonly redisUrl: string;
+  readonly streams: ProfileStreams;
+  readonly keyPrefix: string;
+  readonly group: string;
+  readonly consumer: string;
+  /** Default: the app's (12). */
+  readonly partitions?: number;
+  readonly leaseMs: number;
+  readonly rebalanceMs: number;
+  readonly batchSize: number;
+  readonly logLevel: 'info' | 'warn';
+}
+
+/**
+ * The environment of a `redsource process` child in a fault scenario: fast reads (100 ms) and
+ * heartbeats (200 ms), so a test sees faults and recoveries within seconds. The default
+ * REDSOURCE_MAX_DELIVERIES on purpose: faults redeliver good entries many times, and only failed
+ * handler attempts may count toward it, never redeliveries.
+ */
+export function processEnv(p: ProcessEnv): Record<string, string> {
+  return {
+    REDIS_URL: p.redisUrl,
+    STREAM_UPDATES: p.streams.updates,
+    STREAM_ACTIVITY: p.streams.activity,
+    STREAM_FRIENDS: p.streams.friends,
+    SNAPSHOT_PREFIX: p.keyPrefix,
+    REDSOURCE_GROUP: p.group,
+    REDSOURCE_CONSUMER: p.consumer,
+    ...(p.partitions === undefined ? {} : { REDSOURCE_PARTITIONS: String(p.partitions) }),
+    REDSOURCE_LEASE_MS: String(p.leaseMs),
+    REDSOURCE_REBALANCE_MS: String(p.rebalanceMs),
+    REDSOURCE_BLOCK_MS: '100',
+    REDSOURCE_BATCH_SIZE: String(p.batchSize),
+    REDSOURCE_HEARTBEAT_MS: '200',
+    LOG_LEVEL: p.logLevel,
   };
 }

@@ -8,7 +8,7 @@ import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/
 import type { ProfileState } from '../../apps/profile-api/src/domain/fold.ts';
 import { profileHandlers } from '../../apps/profile-api/src/domain/handlers.ts';
 import { clusterOptions, parseRedisSeeds } from '../../apps/profile-api/src/runtime/redis-connection.ts';
-import { runCli, type CliProcess } from './cli.ts';
+import { processEnv, runCli, type CliProcess } from './cli.ts';
 import type { TestCluster } from './cluster.ts';
 import { prng, randomCommands, referenceFold, type RawCommand } from './model.ts';
 import { capturingLogger, holdings, keys, readLeases, unappliedPerPartition } from './partitions.ts';
@@ -411,23 +411,19 @@ export class ClusterScenario {
 
   /** The environment of a `redsource process` child of this group: REDIS_URL is the seed list, the settings are the in-process ones. */
   env(consumer: string): Record<string, string> {
-    return {
-      REDIS_URL: this.cluster.seeds,
-      STREAM_UPDATES: this.streams.updates,
-      STREAM_ACTIVITY: this.streams.activity,
-      STREAM_FRIENDS: this.streams.friends,
-      SNAPSHOT_PREFIX: this.keyPrefix,
-      REDSOURCE_GROUP: this.group,
-      REDSOURCE_CONSUMER: consumer,
-      REDSOURCE_PARTITIONS: String(this.settings.partitions),
-      REDSOURCE_LEASE_MS: String(this.settings.leaseMs),
-      REDSOURCE_REBALANCE_MS: String(this.settings.rebalanceIntervalMs),
-      REDSOURCE_BLOCK_MS: '100',
-      REDSOURCE_BATCH_SIZE: '100',
-      REDSOURCE_HEARTBEAT_MS: '200',
-      REDSOURCE_GAP_FILL_AFTER_MS: '500',
-      LOG_LEVEL: 'warn',
-    };
+    const { partitions, leaseMs, rebalanceIntervalMs } = this.settings;
+    return processEnv({
+      redisUrl: this.cluster.seeds,
+      streams: this.streams,
+      keyPrefix: this.keyPrefix,
+      group: this.group,
+      consumer,
+      partitions,
+      leaseMs,
+      rebalanceMs: rebalanceIntervalMs,
+      batchSize: 100,
+      logLevel: 'warn',
+    });
   }
 
   /** Starts a processor of the group as a `redsource process` child (a process to SIGKILL); stopAll() kills it. */

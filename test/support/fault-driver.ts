@@ -5,7 +5,7 @@ import { EventStoreError, RedisEventStore } from '@redsource/event-store';
 import { partitionKeys, processorKeys } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
-import { runCli, type CliProcess } from './cli.ts';
+import { processEnv, runCli, type CliProcess } from './cli.ts';
 import { prng, randomCommands, referenceFold, snapshotDifferences, type RawCommand } from './model.ts';
 import { unprocessed } from './backlog.ts';
 import { unique, type TestRedis } from './redis.ts';
@@ -31,25 +31,18 @@ export class FaultScenario {
   ) {}
 
   env(consumer: string): Record<string, string> {
-    return {
-      REDIS_URL: this.server.url,
-      STREAM_UPDATES: this.streams.updates,
-      STREAM_ACTIVITY: this.streams.activity,
-      STREAM_FRIENDS: this.streams.friends,
-      SNAPSHOT_PREFIX: this.keyPrefix,
-      REDSOURCE_GROUP: this.group,
-      REDSOURCE_CONSUMER: consumer,
-      REDSOURCE_BLOCK_MS: '100',
-      REDSOURCE_BATCH_SIZE: '200',
-      // A dead or frozen processor's partitions are taken over 1.5 s after its last renewal.
-      REDSOURCE_LEASE_MS: '1500',
-      REDSOURCE_REBALANCE_MS: '200',
-      REDSOURCE_HEARTBEAT_MS: '200',
-      REDSOURCE_GAP_FILL_AFTER_MS: '500',
-      // The default REDSOURCE_MAX_DELIVERIES on purpose: chaos redelivers good entries many times, and
-      // only failed handler attempts may count toward it, never redeliveries.
-      LOG_LEVEL: 'warn',
-    };
+    // A dead or frozen processor's partitions are taken over 1.5 s after its last renewal.
+    const timing = { leaseMs: 1_500, rebalanceMs: 200 };
+    return processEnv({
+      redisUrl: this.server.url,
+      streams: this.streams,
+      keyPrefix: this.keyPrefix,
+      group: this.group,
+      consumer,
+      ...timing,
+      batchSize: 200,
+      logLevel: 'warn',
+    });
   }
 
   start(consumer: string): CliProcess {

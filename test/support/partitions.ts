@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import type { Logger } from '@redsource/processor';
 import { partitionKeys } from '../../packages/processor/src/partitions/keys.ts';
 import type { ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
-import { runCli, type CliProcess } from './cli.ts';
+import { processEnv, runCli, type CliProcess } from './cli.ts';
 import { prng, randomCommands, type RawCommand } from './model.ts';
 import { unique, type TestRedis } from './redis.ts';
 import { settleOutcome, subjectFields } from './fault-driver.ts';
@@ -226,23 +226,19 @@ export class PartitionScenario {
   ) {}
 
   env(consumer: string): Record<string, string> {
-    return {
-      REDIS_URL: this.server.url,
-      STREAM_UPDATES: this.streams.updates,
-      STREAM_ACTIVITY: this.streams.activity,
-      STREAM_FRIENDS: this.streams.friends,
-      SNAPSHOT_PREFIX: this.keyPrefix,
-      REDSOURCE_GROUP: this.group,
-      REDSOURCE_CONSUMER: consumer,
-      REDSOURCE_PARTITIONS: String(this.settings.partitions),
-      REDSOURCE_LEASE_MS: String(this.settings.leaseMs),
-      REDSOURCE_REBALANCE_MS: String(this.settings.rebalanceMs),
-      REDSOURCE_BLOCK_MS: '100',
-      REDSOURCE_BATCH_SIZE: '100',
-      REDSOURCE_HEARTBEAT_MS: '200',
-      REDSOURCE_GAP_FILL_AFTER_MS: '500',
-      LOG_LEVEL: 'info',
-    };
+    const { partitions, leaseMs, rebalanceMs } = this.settings;
+    return processEnv({
+      redisUrl: this.server.url,
+      streams: this.streams,
+      keyPrefix: this.keyPrefix,
+      group: this.group,
+      consumer,
+      partitions,
+      leaseMs,
+      rebalanceMs,
+      batchSize: 100,
+      logLevel: 'info',
+    });
   }
 
   start(consumer: string): CliProcess {
