@@ -86,11 +86,12 @@ describe('concurrent rebuilds', () => {
     const s = begin();
     await s.append(20_000, { seed: 41, poisonRate: 0.005, spreadMs: 1_000, chunk: 500 });
     const appending = s.append(2_000, { seed: 42, poisonRate: 0.005, spreadMs: 6_000, chunk: 50 });
-    const first = startReplay(s);
+    // A lease longer than the default 10 s: on a loaded machine the next two replays take seconds to start.
+    const first = startReplay(s, [], { REDSOURCE_REBUILD_LEASE_MS: '30000' });
     expect(
       await eventually(async () => (await rebuildState(ctx.redis, rebuildOf(s)))?.phase !== undefined, 15_000, 5),
     ).toBe(true);
-    // Paused well within its lease (10 s by default): it is still the running rebuild while the others start.
+    // Paused well within its lease: it is still the running rebuild while the others start.
     first.child.kill('SIGSTOP');
     try {
       const second = startReplay(s);
