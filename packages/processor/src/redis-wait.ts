@@ -31,6 +31,9 @@ export class RedisWaits {
     if (kind === undefined) return undefined;
     const current = this.active.get(source);
     if (current?.kind === kind) return 'same';
+    // A script Redis cannot load while it refuses writes (OOM, READONLY...) comes back NOSCRIPT on the
+    // next try: a consequence of the refusal under way, which stays the reason shown.
+    if (current && kind === 'NOSCRIPT') return 'same';
     this.active.set(source, {
       kind,
       reason: `${kind}: ${describeRedisUnavailable(kind)}`,
