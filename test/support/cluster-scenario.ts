@@ -9,6 +9,7 @@ import type { ProfileState } from '../../apps/profile-api/src/domain/fold.ts';
 import { profileHandlers } from '../../apps/profile-api/src/domain/handlers.ts';
 import { clusterOptions, parseRedisSeeds } from '../../apps/profile-api/src/runtime/redis-connection.ts';
 import { processEnv, runCli, type CliProcess } from './cli.ts';
+import { settled, type Outcome } from './fault-driver.ts';
 import type { TestCluster } from './cluster.ts';
 import { prng, randomCommands, referenceFold, type RawCommand } from './model.ts';
 import { capturingLogger, holdings, keys, readLeases, unappliedPerPartition } from './partitions.ts';
@@ -192,28 +193,15 @@ export interface ProcessorHooks {
   readonly beforeSend?: (command: string, args: readonly unknown[], self: ScenarioProcessor) => void;
 }
 
-export interface ClusterOutcome {
-  /** Entries in the three source streams. */
-  readonly inStreams: number;
+/** The fault scenarios' outcome, and what only a cluster run checks besides. */
+export interface ClusterOutcome extends Readonly<Outcome> {
   /** XADDs the cluster confirmed, and those that failed (an unconfirmed one may or may not be in a stream). */
   readonly confirmed: number;
   readonly unconfirmed: number;
   /** Confirmed XADDs whose entry is not in its stream. */
   readonly lost: string[];
-  /** Entries that cannot be decoded or fail their schema (dead-lettered by design). */
-  readonly undecodable: number;
-  readonly applied: number;
-  readonly skipped: number;
-  readonly deadLettered: number;
-  readonly deadLetterEntries: number;
-  /** Entries pending in the source group (nobody reads through it: always 0). */
-  readonly pending: number;
-  /** Source entries after their partition's cursor, over every partition of the three streams. */
-  readonly unapplied: number;
-  readonly differences: string[];
   /** Snapshot hashes found on the masters for users the reference fold does not know. */
   readonly strays: string[];
-  readonly users: number;
   readonly settleMs: number;
 }
 
@@ -594,10 +582,7 @@ export class ClusterScenario {
   async settle(timeoutMs: number): Promise<ClusterOutcome> {
     const started = performance.now();
     let m = await this.measure();
-    while (
-      performance.now() - started < timeoutMs &&
-      !(m.inStreams === m.applied + m.deadLettered && m.pending === 0 && m.unapplied === 0)
-    ) {
+    while (performance.now() - started < timeoutMs && !settled(m)) {
       await sleep(100);
       m = await this.measure();
     }

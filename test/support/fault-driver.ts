@@ -211,7 +211,8 @@ export async function settleOutcome(
   return { ...outcome, differences: await snapshotDifferences(snapshots, expected), users: expected.size };
 }
 
-function settled(o: Outcome): boolean {
+/** Every entry in the streams applied or dead-lettered, nothing left after a partition cursor, nothing pending. */
+export function settled(o: Pick<Outcome, 'inStreams' | 'applied' | 'deadLettered' | 'unapplied' | 'pending'>): boolean {
   return o.inStreams === o.applied + o.deadLettered && o.unapplied === 0 && o.pending === 0;
 }
 

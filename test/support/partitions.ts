@@ -8,7 +8,7 @@ import type { ProfileStreams } from '../../apps/profile-api/src/domain/events.ts
 import { processEnv, runCli, type CliProcess } from './cli.ts';
 import { prng, randomCommands, type RawCommand } from './model.ts';
 import { unique, type TestRedis } from './redis.ts';
-import { settleOutcome, subjectFields } from './fault-driver.ts';
+import { settled, settleOutcome, subjectFields, type Outcome } from './fault-driver.ts';
 import { unprocessed } from './backlog.ts';
 
 /**
@@ -183,22 +183,8 @@ export interface PartitionSettings {
   readonly rebalanceMs: number;
 }
 
-export interface PartitionOutcome {
-  /** Entries in the three source streams. */
-  readonly inStreams: number;
-  /** Of them, entries that cannot be decoded or fail their schema (dead-lettered by design). */
-  readonly undecodable: number;
-  readonly applied: number;
-  readonly skipped: number;
-  readonly deadLettered: number;
-  readonly deadLetterEntries: number;
-  /** Source entries pending in the group (nobody reads through it: always 0). */
-  readonly pending: number;
-  /** Source entries after their partition's cursor, over every partition of the three streams. */
-  readonly unapplied: number;
-  readonly differences: string[];
-  readonly users: number;
-}
+/** What a partition scenario measures once settled: the fault scenarios' outcome. */
+export type PartitionOutcome = Outcome;
 
 /**
  * A group of `redsource process` children on one test Redis, configured for partitions, and a
@@ -345,10 +331,6 @@ export class PartitionScenario {
       settled,
     );
   }
-}
-
-function settled(o: PartitionOutcome): boolean {
-  return o.inStreams === o.applied + o.deadLettered && o.pending === 0 && o.unapplied === 0;
 }
 
 export function describePartitionOutcome(name: string, o: PartitionOutcome, s: PartitionScenario): string {
