@@ -527,12 +527,14 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
           continue;
         }
         const through = (raw[raw.length - 1] as RawEntry)[0].toString('latin1');
+        // Decoded only for the partitions this read is for (not those held but draining).
+        const wanted = new Set(reading.map((p) => p.index));
         const byPartition = new Map<number, StreamEntry[]>();
         for (const [id, fields] of raw) {
           const index = this.partitionOf.rawEntry(stream, fields);
           let mine = byPartition.get(index);
           if (!mine) {
-            if (!this.held.has(index)) continue;
+            if (!wanted.has(index)) continue;
             byPartition.set(index, (mine = []));
           }
           mine.push({ id: id.toString('latin1'), fields: fields.map((f) => f.toString()) });
@@ -554,8 +556,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
           work.push(this.track(this.processPartition(partition, stream, after, stored.cursor, through)));
         }
         // Every batch settles before the next read, so a failure cannot race a batch still applying.
-        const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
-        if (failed) throw failed.reason;
+        await allSettledOrThrow(work);
         this.waits.clear('read');
         backoff = 100;
       } catch (error) {
@@ -581,8 +582,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
       if (position === undefined || stored === undefined || compareEntryIds(position, stored.cursor) <= 0) continue;
       work.push(this.track(this.processPartition(partition, stream, [], stored.cursor, position)));
     }
-    const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await allSettledOrThrow(work);
   }
 
   /** Reads the partition's entries of the stream again from where it is applied: what was read but not applied is not lost. */
@@ -761,6 +761,12 @@ type RawEntry = [Buffer, Buffer[]];
 /** The entries of a one-stream XREAD reply read as bytes (none when it timed out). */
 function readEntries(reply: [Buffer, RawEntry[]][] | null): RawEntry[] {
   return reply?.[0]?.[1] ?? [];
+}
+
+/** Waits for every promise to settle, then throws the first failure, if any. */
+async function allSettledOrThrow(work: readonly Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** Resolves true if `promise` did not settle within `ms`; leaves no timer behind. */
