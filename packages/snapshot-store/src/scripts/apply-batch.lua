@@ -107,9 +107,8 @@ local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
 if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, A[1] or '', cursor, 1 } end
-if partitioned and compareIds(cursor, readFrom) < 0 then
-  return redis.error_reply('RS_PARTITION_GAP the partition is applied up to ' .. cursor .. ', not ' .. readFrom .. ': read it again from there')
-end
+local gap = partitionGap(cursor, readFrom)
+if gap then return gap end
 local applied, skipped, deadLettered = 0, 0, 0
 local blockedAt = ''
 local acked = {}

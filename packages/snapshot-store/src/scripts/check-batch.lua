@@ -32,9 +32,8 @@ local cursor = redis.call('GET', KEYS[2]) or '0-0'
 if redis.call('EXISTS', KEYS[3]) == 1 then return { 1, cursor, '' } end
 local readFrom = ARGV[5] or ''
 local partitioned = readFrom ~= ''
-if partitioned and compareIds(cursor, readFrom) < 0 then
-  return redis.error_reply('RS_PARTITION_GAP the partition is applied up to ' .. cursor .. ', not ' .. readFrom .. ': read it again from there')
-end
+local gap = partitionGap(cursor, readFrom)
+if gap then return gap end
 
 local ids = cjson.decode(ARGV[1])
 local fresh = {}

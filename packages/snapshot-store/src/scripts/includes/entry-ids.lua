@@ -12,3 +12,10 @@ local function compareIds(a, b)
   if byMs ~= 0 then return byMs end
   return compareNumbers(aSeq, bSeq)
 end
+
+-- A partition's batch read from `readFrom` on while its cursor is behind it would skip entries:
+-- the error reply to refuse it with (nothing written), or nil when the batch may go on.
+local function partitionGap(cursor, readFrom)
+  if readFrom == '' or compareIds(cursor, readFrom) >= 0 then return nil end
+  return redis.error_reply('RS_PARTITION_GAP the partition is applied up to ' .. cursor .. ', not ' .. readFrom .. ': read it again from there')
+end
