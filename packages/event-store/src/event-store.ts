@@ -4,7 +4,7 @@ import { EventCodec, type CodecOptions } from './codec.ts';
 import { AppendNotConfirmedError, AppendRejectedError, EventStoreError, VersionConflictError } from './errors.ts';
 import { eventStoreKeys } from './keys.ts';
 import { parseIdempotencySettings, type IdempotencySettings, type IdempotencySettingsInput } from './options.ts';
-import { defineEventStoreScripts } from './scripts.ts';
+import { defineEventStoreScripts, packJsonArgument } from './scripts.ts';
 import { parseXReadReply, toStreamEntries } from './replies.ts';
 import type {
   AppendOptions,
@@ -73,14 +73,16 @@ export class RedisEventStore {
   ): Promise<AppendResult> {
     const list = Array.isArray(events) ? (events as readonly EventInput[]) : [events as EventInput];
     if (list.length === 0) return { entryIds: [], duplicates: [], versions: {} };
-    const args: (string | number)[] = [this.idempotency.windowMs, this.idempotency.maxIds, list.length];
     const expected = encodeExpectedVersion(options.expectedVersion ?? 'any');
     const subjects: (string | undefined)[] = [];
+    const packed: (string | number)[] = [];
     for (const event of list) {
       const { fields, subject, eventId } = this.codec.encode(stream, event);
       subjects.push(subject);
-      args.push(eventId ?? '', subject ?? '', subject === undefined ? '' : expected, fields.length, ...fields);
+      packed.push(eventId ?? '', subject ?? '', subject === undefined ? '' : expected, fields.length);
+      for (const field of fields) packed.push(field);
     }
+    const args = [this.idempotency.windowMs, this.idempotency.maxIds, list.length, packJsonArgument(packed)];
     let reply: unknown[];
     try {
       const keys = [

@@ -20,3 +20,18 @@ export function defineEventStoreScripts(redis: Redis): void {
   if (typeof (redis as Partial<Redis>).redsourceAppend === 'function') return;
   redis.defineCommand('redsourceAppend', { numberOfKeys: 4, lua: appendSource });
 }
+
+/**
+ * Many script arguments as one JSON array, decoded with cjson in the script: ioredis builds and writes
+ * every argument on its own, which for a batch of events cost more than encoding them. JSON.stringify
+ * escapes a lone UTF-16 surrogate, which cjson refuses; such strings are made well-formed first
+ * (U+FFFD), as ioredis' UTF-8 encoding of a separate argument writes them.
+ */
+export function packJsonArgument(values: readonly (string | number)[]): string {
+  const packed = JSON.stringify(values);
+  if (!LONE_SURROGATE_ESCAPE.test(packed)) return packed;
+  return JSON.stringify(values.map((v) => (typeof v === 'string' ? v.replace(LONE_SURROGATE, '\ufffd') : v)));
+}
+
+const LONE_SURROGATE_ESCAPE = /\\ud[89a-f]/i;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;

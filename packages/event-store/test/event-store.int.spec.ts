@@ -657,3 +657,64 @@ describe('regressions: Redis refuses an append', () => {
     expect(await ctx.redis.exists(streams.updates, eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
 });
+
+describe('RedisEventStore.append: the events travel as one JSON argument', () => {
+  // Quotes, backslashes, control characters, NUL, astral and combining characters, JSON-looking text
+  // and lone UTF-16 surrogates: each must land as the bytes a separate ioredis argument writes.
+  const awkward = [
+    'plain',
+    'quote " and backslash \\ and slash /',
+    'tab\tnewline\nreturn\r form\f bell\u0007 nul\u0000 del\u007f',
+    'ü é ß 中文 🦆 e\u0301',
+    '{"looks":"like json"}',
+    '\\u0041 is not A',
+    'lone high \ud800 and lone low \udc00 and a pair \ud83e\udd86',
+    '',
+  ];
+
+  it('stores every field byte for byte as a raw XADD of the same string does', async () => {
+    const { streams, store } = isolated();
+    const events: EventInput[] = awkward.map((text, i) => ({
+      type: 'register',
+      data: { userId: `u${i}`, name: `n${i}`, bio: text },
+      metadata: { id: `awkward-${i}`, source: text === '' ? 'src' : text },
+    }));
+    const { entryIds } = await store.append(streams.updates, events);
+    const stored = await ctx.redis.xrangeBuffer(streams.updates, '-', '+');
+    expect(stored.map(([id]) => id.toString())).toEqual(entryIds);
+    const reference = unique('reference');
+    for (const [i, [, fields]] of stored.entries()) {
+      const expected = store.codec.encode(streams.updates, events[i] as EventInput).fields;
+      const referenceId = await ctx.redis.xadd(reference, '*', ...expected);
+      const [[, referenceFields]] = await ctx.redis.xrangeBuffer(
+        reference,
+        referenceId as string,
+        referenceId as string,
+      );
+      // `id` and `time` are generated per encode: every other field is compared as bytes.
+      const named = (list: Buffer[]) =>
+        Object.fromEntries(
+          list.flatMap((b, j) => (j % 2 === 0 ? [[b.toString(), (list[j + 1] as Buffer).toString('hex')]] : [])),
+        );
+      const got = named(fields);
+      const want = named(referenceFields);
+      expect(got['id']).toBe(Buffer.from(`awkward-${i}`).toString('hex'));
+      for (const name of ['source', 'data', 'type', 'subject', 'specversion', 'datacontenttype'])
+        expect(got[name], `${name} of event ${i}`).toBe(want[name]);
+    }
+    await ctx.redis.del(reference);
+  });
+
+  it('appends a large batch (2000 events, ~50k values) in one call, in order', async () => {
+    const { streams, store } = isolated();
+    const events = Array.from({ length: 2_000 }, (_, i) => like(`u${i % 37}`, `page "${i}" \\ 🦆`));
+    const { entryIds, versions } = await store.append(streams.activity, events);
+    expect(entryIds).toHaveLength(2_000);
+    const stored = await xrange(streams.activity);
+    expect(stored.map((e) => e.id)).toEqual(entryIds);
+    expect(stored.map((e) => JSON.parse(field(e, 'data') as string) as { object: string })).toEqual(
+      events.map((e) => expect.objectContaining({ object: (e.data as { object: string }).object })),
+    );
+    expect(versions['u0']).toBe(Math.ceil(2_000 / 37));
+  });
+});

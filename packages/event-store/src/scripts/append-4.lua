@@ -10,7 +10,8 @@ KEYS[3]  event ids hash: caller-given event id -> entry id (makes retries idempo
 KEYS[4]  event ids by age: sorted set of the same ids, scored by their entry id (ms + seq / 2048)
 ARGV[1]  the window's time (ms): an id appended longer ago than this (by Redis' clock) is forgotten
 ARGV[2]  the window's count: only the newest this many ids are remembered
-ARGV[3]  event count; then for each event:
+ARGV[3]  event count
+ARGV[4]  the events as one JSON array (one argument instead of thousands); in it, for each event:
          event id ('' = none), subject ('' = none),
          expected version ('' = any, else the subject's exact event count before this append;
          0 = no events yet; checked on the subject's first event that is not a duplicate),
@@ -30,8 +31,9 @@ end
 local windowMs = tonumber(ARGV[1])
 local maxIds = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
+local A = cjson.decode(ARGV[4])
 local events = {}
-local pos = 4
+local pos = 1
 local time = redis.call('TIME')
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
 local cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
@@ -46,8 +48,8 @@ local versions = {}
 local batchIds = {}
 
 for i = 1, count do
-  local event = { id = ARGV[pos], subject = ARGV[pos + 1], expected = ARGV[pos + 2] }
-  local fieldCount = tonumber(ARGV[pos + 3])
+  local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
+  local fieldCount = tonumber(A[pos + 3])
   event.first = pos + 4
   event.last = pos + 3 + fieldCount
   pos = event.last + 1
@@ -83,7 +85,7 @@ for i = 1, count do
     entryId = reply[2 + (event.sameBatchAs - 1) * 3]
   else
     duplicate = 0
-    entryId = redis.call('XADD', KEYS[1], '*', unpack(ARGV, event.first, event.last))
+    entryId = redis.call('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
     if event.id ~= '' then
       redis.call('HSET', KEYS[3], event.id, entryId)
       redis.call('ZADD', KEYS[4], ageOf(entryId), event.id)
