@@ -47,6 +47,22 @@ end
 local versions = {}
 local batchIds = {}
 
+-- The ids' stored entries, fetched in as few calls as possible (nothing is written before the loop below ends).
+local idList = {}
+do
+  local at = 1
+  for _ = 1, count do
+    if A[at] ~= '' then idList[#idList + 1] = A[at] end
+    at = at + 4 + tonumber(A[at + 3])
+  end
+end
+local storedEntryOf = {}
+for i = 1, #idList, 1000 do
+  local last = math.min(i + 999, #idList)
+  local found = redis.call('HMGET', KEYS[3], unpack(idList, i, last))
+  for j = i, last do storedEntryOf[idList[j]] = found[j - i + 1] end
+end
+
 for i = 1, count do
   local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
   local fieldCount = tonumber(A[pos + 3])
@@ -54,7 +70,7 @@ for i = 1, count do
   event.last = pos + 3 + fieldCount
   pos = event.last + 1
   if event.id ~= '' then
-    event.duplicateOf = redis.call('HGET', KEYS[3], event.id)
+    event.duplicateOf = storedEntryOf[event.id]
     -- Trimming is lazy: an id still stored but past the window is forgotten already.
     if event.duplicateOf and msOf(event.duplicateOf) < cutoff then event.duplicateOf = false end
     if not event.duplicateOf and batchIds[event.id] then event.sameBatchAs = batchIds[event.id] end
@@ -75,6 +91,8 @@ for i = 1, count do
 end
 
 local reply = { 'OK' }
+-- Written after the loop, a call each: the ids remembered (hash and age) and each subject's new count.
+local idPairs, agePairs, appendedPerSubject = {}, {}, {}
 for i = 1, count do
   local event = events[i]
   local entryId
@@ -87,15 +105,24 @@ for i = 1, count do
     duplicate = 0
     entryId = redis.call('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
     if event.id ~= '' then
-      redis.call('HSET', KEYS[3], event.id, entryId)
-      redis.call('ZADD', KEYS[4], ageOf(entryId), event.id)
+      idPairs[#idPairs + 1] = event.id
+      idPairs[#idPairs + 1] = entryId
+      agePairs[#agePairs + 1] = ageOf(entryId)
+      agePairs[#agePairs + 1] = event.id
     end
-    if event.subject ~= '' then redis.call('HINCRBY', KEYS[2], event.subject, 1) end
+    if event.subject ~= '' then
+      appendedPerSubject[event.subject] = (appendedPerSubject[event.subject] or 0) + 1
+    end
   end
   reply[#reply + 1] = entryId
   reply[#reply + 1] = duplicate
   reply[#reply + 1] = event.version or -1
 end
+for i = 1, #idPairs, 1000 do
+  redis.call('HSET', KEYS[3], unpack(idPairs, i, math.min(i + 999, #idPairs)))
+  redis.call('ZADD', KEYS[4], unpack(agePairs, i, math.min(i + 999, #agePairs)))
+end
+for subject, appended in pairs(appendedPerSubject) do redis.call('HINCRBY', KEYS[2], subject, appended) end
 
 -- Forget the ids past the window: the oldest first, a bounded number per call (each call forgets
 -- more than it can add, so the window is kept however it was configured before).
