@@ -21,11 +21,12 @@ export interface Snapshot<Fields = Record<string, unknown>> {
 export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
   // Null-prototype objects: a field, set or counter may be called `__proto__` or `constructor`.
   const fields = Object.create(null) as Record<string, unknown>;
-  const members = Object.create(null) as Record<string, { member: string; addedBy: string }[]>;
+  const members = new Map<string, SetMember[]>();
   const counters = Object.create(null) as Record<string, number>;
   let exists = false;
   let revision = 0;
-  for (const [name, value] of Object.entries(hash)) {
+  for (const name in hash) {
+    const value = hash[name] as string;
     if (name === '_exists') exists = true;
     else if (name === '_rev') revision = Number(value);
     else if (name.startsWith('f:')) fields[name.slice(2)] = JSON.parse(value);
@@ -33,22 +34,33 @@ export function decodeHash(id: string, hash: Record<string, string>): Snapshot {
     else if (name.startsWith('s:')) {
       const split = name.indexOf(':', 2);
       const set = name.slice(2, split);
-      (members[set] ??= []).push({ member: name.slice(split + 1), addedBy: value });
+      let list = members.get(set);
+      if (!list) members.set(set, (list = []));
+      list.push(setMember(name.slice(split + 1), value));
     }
   }
   const sets = Object.create(null) as Record<string, string[]>;
-  for (const [set, list] of Object.entries(members)) {
-    // Split each `<entry id>/<op index>` once, not on every comparison.
-    const keyed = list.map(({ member, addedBy }) => {
-      const slash = addedBy.indexOf('/');
-      return {
-        member,
-        entryId: slash < 0 ? addedBy : addedBy.slice(0, slash),
-        index: slash < 0 ? 0 : Number(addedBy.slice(slash + 1)),
-      };
-    });
-    keyed.sort((a, b) => compareEntryIds(a.entryId, b.entryId) || a.index - b.index || (a.member < b.member ? -1 : 1));
-    sets[set] = keyed.map((m) => m.member);
+  for (const [set, list] of members) {
+    list.sort(bySetOrder);
+    sets[set] = list.map((m) => m.member);
   }
   return { id, exists, revision, fields, sets, counters };
+}
+
+/** A set member with the `<entry id>/<op index>` that added it, split once (not on every comparison). */
+interface SetMember {
+  readonly member: string;
+  readonly entryId: string;
+  readonly index: number;
+}
+
+function setMember(member: string, addedBy: string): SetMember {
+  const slash = addedBy.indexOf('/');
+  return slash < 0
+    ? { member, entryId: addedBy, index: 0 }
+    : { member, entryId: addedBy.slice(0, slash), index: Number(addedBy.slice(slash + 1)) };
+}
+
+function bySetOrder(a: SetMember, b: SetMember): number {
+  return compareEntryIds(a.entryId, b.entryId) || a.index - b.index || (a.member < b.member ? -1 : 1);
 }
