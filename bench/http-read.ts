@@ -108,12 +108,23 @@ export const httpRead: Benchmark = async (ctx) => {
     [ctx.server.url, JSON.stringify(streams), keyPrefix, 'group_http', '0'],
     { env: cpuProfileEnv('profile-api') },
   );
+  // The same API keeping no rendered profile (PROFILE_CACHE_MB=0): what every GET costs when the profile changed since the last one.
+  const uncached = new Worker('profile api, PROFILE_CACHE_MB=0', 'profile-server.ts', [
+    ctx.server.url,
+    JSON.stringify(streams),
+    keyPrefix,
+    'group_http',
+    '0',
+    '0',
+  ]);
   const bare = new Worker('bare fastify', 'bare-server.ts', [ctx.server.url, keyPrefix]);
   const agent = new http.Agent({ keepAlive: false });
   try {
-    const [apiPort, barePort] = (await Promise.all(
-      [api, bare].map(async (w) => (await w.waitFor<{ type: 'listening'; port: number }>('listening', 60_000)).port),
-    )) as [number, number];
+    const [apiPort, barePort, uncachedPort] = (await Promise.all(
+      [api, bare, uncached].map(
+        async (w) => (await w.waitFor<{ type: 'listening'; port: number }>('listening', 60_000)).port,
+      ),
+    )) as [number, number, number];
     const check = await getJson(agent, apiPort, `/users/${USER}/profile`);
     const profile = check.body as { friends?: unknown[]; likedPages?: unknown[] };
     if (check.status !== 200 || profile.friends?.length !== 20 || profile.likedPages?.length !== 10)
@@ -127,9 +138,11 @@ export const httpRead: Benchmark = async (ctx) => {
     if (warmupSeconds > 0) {
       await cannon(barePort, warmupSeconds, connections);
       await cannon(apiPort, warmupSeconds, connections);
+      await cannon(uncachedPort, warmupSeconds, connections);
     }
     const bareRounds: Cannon[] = [];
     const apiRounds: Cannon[] = [];
+    const uncachedRounds: Cannon[] = [];
     for (let i = 0; i < rounds; i++) {
       // Alternate which goes first, so neither always follows the other.
       const order =
@@ -143,12 +156,14 @@ export const httpRead: Benchmark = async (ctx) => {
               [barePort, bareRounds],
             ] as const);
       for (const [port, out] of order) out.push(await cannon(port, seconds, connections));
+      uncachedRounds.push(await cannon(uncachedPort, seconds, connections));
     }
     const baseline = combine(bareRounds);
     const redsource = combine(apiRounds);
+    const uncachedResult = combine(uncachedRounds);
 
     await Promise.all(
-      [api, bare].map(async (w) => {
+      [api, bare, uncached].map(async (w) => {
         w.send({ type: 'stop' });
         await w.waitFor('stopped', 30_000);
       }),
@@ -178,15 +193,28 @@ export const httpRead: Benchmark = async (ctx) => {
           met: latency.met,
           verdict: latency.verdict,
         },
+        {
+          n: 6,
+          figure:
+            'GET profile, the API keeping no rendered profile (PROFILE_CACHE_MB=0: as for a profile changed since its last GET)',
+          redsource: `${fmt.rate(uncachedResult.rps, 'req/s')}, p99 ${uncachedResult.p99} ms`,
+          baseline: `bare: ${fmt.rate(baseline.rps, 'req/s')}`,
+          ratio: fmt.ratio(uncachedResult.rps / baseline.rps),
+          goal: '',
+          met: undefined,
+          verdict: '',
+        },
       ],
       notes: [
         `GET profile: ${rounds} alternating rounds per server; per-round req/s API ${apiRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}, bare ${bareRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')}; ` +
           `autocannon reports latency in whole milliseconds (p99 here: median of the rounds; p50 ${redsource.p50} ms vs ${baseline.p50} ms); the latency row's ratio is of the means. ` +
-          'API as `serve` wires it (edge options, response schema, ETag, metrics) with request logging off and RATE_LIMIT_MAX=0.',
+          'API as `serve` wires it (edge options, response schema, ETag, metrics) with request logging off and RATE_LIMIT_MAX=0; ' +
+          'its rendered-profile cache on (PROFILE_CACHE_MB default): the profile does not change during the rounds, so every GET after the first reads `_inc` and `_rev` (one HMGET) and sends the kept body. ' +
+          `The uncached API ran a round after each pair: ${uncachedRounds.map((r) => Math.round(r.requests / r.seconds)).join(', ')} req/s.`,
       ],
     };
   } finally {
     agent.destroy();
-    await Promise.all([api.stop(), bare.stop()]);
+    await Promise.all([api.stop(), bare.stop(), uncached.stop()]);
   }
 };

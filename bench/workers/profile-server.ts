@@ -39,6 +39,8 @@ runWorker(async () => {
     streams: Object.values(components.streams),
     ...edgeOptions(config),
     readiness: async () => ({ redis: redis.status === 'ready', processor: processor?.running }),
+    // Argument 5, when given: PROFILE_CACHE_MB (the bench's uncached API passes 0).
+    ...(process.argv[2 + 5] === undefined ? {} : { profileCacheMb: Number(arg(5, 'profileCacheMb')) }),
   });
   await app.listen({ port: config.PORT, host: config.HOST });
   const address = app.server.address();

@@ -83,6 +83,8 @@ export const envSchema = z.object({
   /** Requests per client IP per window; 0 = no limit (the default: callers are mostly services behind few addresses). */
   RATE_LIMIT_MAX: int(0, 1_000_000_000).default(0),
   RATE_LIMIT_WINDOW_MS: int(1, 86_400_000).default(1000),
+  /** MiB of rendered profiles the API keeps, each sent again while its snapshot is unchanged; 0 = none. */
+  PROFILE_CACHE_MB: int(0, 65_536).default(32),
   /** Unset = no CORS headers; `*` = any origin; else a comma-separated list of origins. */
   CORS_ORIGIN: z
     .string()
@@ -125,6 +127,9 @@ export const envSchema = z.object({
 });
 
 export type AppConfig = z.output<typeof envSchema>;
+
+/** The API's settings when no configuration is given (tests, tools): the defaults above. */
+export const DEFAULT_PROFILE_CACHE_MB: number = envSchema.shape.PROFILE_CACHE_MB.parse(undefined);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const relevant = Object.fromEntries(Object.keys(envSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));

@@ -5,7 +5,7 @@ export {
   type BatchEntry,
   type SnapshotStoreOptions,
 } from './snapshot-store.ts';
-export type { Snapshot } from './layout.ts';
+export type { Snapshot, SnapshotVersion } from './layout.ts';
 export { checkMutations, encodeMutations, type Mutation, type SnapshotChange } from './mutations.ts';
 export { compareEntryIds } from './entry-ids.ts';
 export { SNAPSHOT_ID, snapshotKeys } from './keys.ts';

@@ -14,7 +14,17 @@ export interface Snapshot<Fields = Record<string, unknown>> {
 }
 
 /**
- * Hash layout: `_exists`, `_rev`, `f:<field>` = JSON value, `s:<set>:<member>` = `<entry id>/<op
+ * Which content of a snapshot is stored: `_inc`, set when its hash is created (each new hash, a rebuild's
+ * shadow included, gets another), and `_rev`. Equal versions mean equal content; an `incarnation` that is
+ * undefined (a hash written before incarnations existed) matches nothing.
+ */
+export interface SnapshotVersion {
+  readonly incarnation: string | undefined;
+  readonly revision: string;
+}
+
+/**
+ * Hash layout: `_exists`, `_rev`, `_inc` (see SnapshotVersion), `f:<field>` = JSON value, `s:<set>:<member>` = `<entry id>/<op
  * index>` of the op that added it (orders the set), `c:<counter>` = integer. One hash per snapshot, so every write of
  * one snapshot touches one key (one cluster slot).
  */

@@ -9,7 +9,7 @@ import {
   SnapshotStoreError,
 } from './errors.ts';
 import { SNAPSHOT_ID, snapshotKeys } from './keys.ts';
-import { decodeHash, type Snapshot } from './layout.ts';
+import { decodeHash, type Snapshot, type SnapshotVersion } from './layout.ts';
 import { encodeMutations, type SnapshotChange } from './mutations.ts';
 import { keySlot } from './cluster-slot.ts';
 import { loadScript } from './scripts.ts';
@@ -220,6 +220,30 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
   async read(id: string): Promise<Snapshot<Fields> | undefined> {
     const key = this.key(id);
     return this.decode(id, key, await this.redis.hgetall(key));
+  }
+
+  /**
+   * A snapshot with its version, read in one step: what a reader caching a rendering of it keys
+   * the cache by (see version()).
+   */
+  async readVersioned(id: string): Promise<{ snapshot: Snapshot<Fields>; version: SnapshotVersion } | undefined> {
+    const key = this.key(id);
+    const hash = await this.redis.hgetall(key);
+    const snapshot = this.decode(id, key, hash);
+    return snapshot && { snapshot, version: { incarnation: hash['_inc'], revision: hash['_rev'] ?? '0' } };
+  }
+
+  /**
+   * Which content of the snapshot is stored now, without reading it: the same version always means the
+   * same content. `_rev` alone does not (a rebuild or a deleted and recreated snapshot can repeat it):
+   * with the hash's incarnation it does. Hashes written before incarnations existed have none, so no
+   * version of theirs ever matches: callers must not cache those.
+   */
+  async version(id: string): Promise<SnapshotVersion | undefined> {
+    const [incarnation, revision] = await this.redis.hmget(this.key(id), '_inc', '_rev');
+    return revision === null || revision === undefined
+      ? undefined
+      : { incarnation: incarnation ?? undefined, revision };
   }
 
   /**

@@ -27,6 +27,7 @@ import {
 } from './edge.ts';
 import { ApiError, clientErrorBody, errorBody } from './errors.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
+import { DEFAULT_PROFILE_CACHE_MB } from '../config.ts';
 import { profileRoutes } from './routes/profiles.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { dashboardRoutes, type DeadLetterSummary, type RebuildProgress } from './routes/dashboard.ts';
@@ -55,6 +56,8 @@ export interface AppOptions {
   readonly cors?: CorsOrigins | undefined;
   /** What every logged error and error message passes through; absent = URLs' passwords and command arguments only. */
   readonly redactor?: Redactor | undefined;
+  /** MiB of rendered profiles kept (PROFILE_CACHE_MB); absent = its default, 0 = none. */
+  readonly profileCacheMb?: number;
 }
 
 const DEFAULT_PARTITIONING = {
@@ -140,6 +143,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     snapshots: options.snapshots,
     streams: options.streams ?? [],
     appliedThrough: (stream, subject, entryId) => positions.through(stream, subject, entryId),
+    cacheBytes: (options.profileCacheMb ?? DEFAULT_PROFILE_CACHE_MB) * 1024 * 1024,
   });
   return app;
 }

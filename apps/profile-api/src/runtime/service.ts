@@ -53,6 +53,7 @@ export async function startService(options: ServiceOptions): Promise<() => Promi
       streams: components.streamNames,
       partitioning: components.partitioning,
       ...edgeOptions(config),
+      profileCacheMb: config.PROFILE_CACHE_MB,
       logger: logger.child({ component: 'http' }),
       readiness: async () => ({
         redis: redis.status === 'ready',

@@ -4,6 +4,7 @@ import { SNAPSHOT_ID, type SnapshotStore } from '@redsource/snapshot-store';
 import { profileSchema, toProfile, type Profile } from '../../domain/profile.ts';
 import { commonErrorResponses, errorBody, errorResponse } from '../errors.ts';
 import { ifNoneMatchHits, profileEtag } from '../etag.ts';
+import { ProfileCache } from '../profile-cache.ts';
 import { withinRedisWait } from '../redis-bound.ts';
 import {
   MAX_WAIT_MS,
@@ -35,12 +36,15 @@ export interface ProfileRoutesOptions {
   readonly streams?: readonly string[];
   /** Whether a user's snapshot reflects a stream up to an entry (see AppliedPositions). */
   readonly appliedThrough: AppliedThroughCheck;
+  /** Bytes of rendered profiles kept (see ProfileCache); 0 = none. */
+  readonly cacheBytes: number;
 }
 
 export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async (
   app,
-  { snapshots, streams = [], appliedThrough },
+  { snapshots, streams = [], appliedThrough, cacheBytes },
 ) => {
+  const cache = new ProfileCache(cacheBytes);
   app.get(
     '/users/:id/profile',
     {
@@ -82,14 +86,21 @@ export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async 
             );
         }
       }
-      const snapshot = await withinRedisWait(snapshots.read(id));
-      const profile = toProfile(snapshot);
-      if (!snapshot || !profile) return reply.code(404).send(errorBody('notFound', `No profile for user '${id}'.`));
-      // Serialised once, here: the ETag hashes exactly the bytes sent, and a string body skips the
-      // schema serializer (the profile is built by toProfile from a checked snapshot; the schema
-      // above documents it).
-      const body = JSON.stringify(profile);
-      const etag = profileEtag(snapshot.revision, body);
+      // The version first (two small fields): while it is the one a kept rendering was made from, that is sent again.
+      const current = cache.capacityBytes > 0 ? await withinRedisWait(snapshots.version(id)) : undefined;
+      let rendered = current && cache.get(id, current);
+      if (!rendered) {
+        const read = await withinRedisWait(snapshots.readVersioned(id));
+        const profile = toProfile(read?.snapshot);
+        if (!read || !profile) return reply.code(404).send(errorBody('notFound', `No profile for user '${id}'.`));
+        // Serialised once, here: the ETag hashes exactly the bytes sent, and a string body skips the
+        // schema serializer (the profile is built by toProfile from a checked snapshot; the schema
+        // above documents it).
+        const body = JSON.stringify(profile);
+        rendered = { body, etag: profileEtag(read.snapshot.revision, body) };
+        cache.set(id, read.version, rendered);
+      }
+      const { body, etag } = rendered;
       void reply.header('etag', etag).header('cache-control', 'no-cache');
       if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.code(304).send(undefined);
       // Fastify sends a string with a JSON content type as it is; the cast only tells the type provider so.

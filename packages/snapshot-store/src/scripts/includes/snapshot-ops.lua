@@ -1,5 +1,5 @@
 -- Snapshot hash writes: the ops of a change, as the caller encodes them in the array A (decoded
--- from JSON before this is included). Layout: `_exists`, `_rev`, `f:<field>` JSON, `s:<set>:<member>`
+-- from JSON before this is included). Layout: `_exists`, `_rev`, `_inc`, `f:<field>` JSON, `s:<set>:<member>`
 -- = '<entry id>/<op index>' (orders the set), `c:<counter>`.
 -- Ops: 'X' create | 'R' remove | 'C' clear fields | 'F' name json | 'U' name | 'A' set member
 --      | 'M' set member | 'I' counter by
@@ -88,10 +88,26 @@ local function isHashOrNone(key)
   return t == 'hash' or t == 'none'
 end
 
--- `_rev` of every snapshot changed, once per key.
+-- What `_inc` a hash created by this call gets: Redis' time once per call, and a count within it.
+local incarnationBase
+local incarnations = 0
+local function newIncarnation()
+  if not incarnationBase then
+    local now = redis.call('TIME')
+    incarnationBase = now[1] .. string.format('%06d', tonumber(now[2]))
+  end
+  incarnations = incarnations + 1
+  return incarnationBase .. '.' .. incarnations
+end
+
+-- `_rev` of every snapshot changed, once per key. A hash with no `_rev` before is new (or made anew
+-- after a deletion, or a rebuild's shadow): it gets an `_inc` of its own, so `_inc` and `_rev` together
+-- name one content of a key for good (readers cache by them: a rebuild or a recreation can repeat `_rev`).
 local function finishRevisions()
   for key, changes in pairs(revisions) do
     -- A change that only removed from a snapshot that does not exist leaves nothing to count on.
-    if surelyExists[key] or redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, '_rev', changes) end
+    if surelyExists[key] or redis.call('EXISTS', key) == 1 then
+      if redis.call('HINCRBY', key, '_rev', changes) == changes then redis.call('HSET', key, '_inc', newIncarnation()) end
+    end
   end
 end
