@@ -95,6 +95,9 @@ describe("partitions under faults: exactly once, in each user's order", () => {
       await sleep(1_000);
       s.start('p3');
       await sleep(1_500);
+      // On a loaded machine a CLI can take seconds to start: SIGTERM hands over once it has taken partitions.
+      const p1Holds = await within(async () => said(s, 'p1', /partition taken/).length > 0, 30_000, 50);
+      expect(p1Holds.ok, s.output('p1').slice(-2_000)).toBe(true);
       expect(await s.signal('p1', 'SIGTERM')).toBe(0);
       await sleep(1_000);
       s.start('p4');
