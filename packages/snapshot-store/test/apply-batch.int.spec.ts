@@ -861,3 +861,55 @@ describe('the packed batch argument', () => {
     expect(snapshot?.fields['note']).toBe(text);
   });
 });
+
+describe('version(): which content of a snapshot hash is stored', () => {
+  const incarnation = expect.stringMatching(/^\d+\.\d+$/) as unknown as string;
+
+  it('moves with every change, and is what readVersioned() read with the hash', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    expect(await store.version('1')).toBeUndefined();
+    await apply([entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } }))]);
+    const first = await store.version('1');
+    expect(first).toEqual({ incarnation, revision: '1' });
+    expect((await store.readVersioned('1'))?.version).toEqual(first);
+    await apply([entry(e2, change('1', { op: 'setFields', fields: { name: 'B' } }))]);
+    const second = await store.readVersioned('1');
+    expect(second?.version).toEqual({ incarnation: first?.incarnation, revision: '2' });
+    expect(second?.version).toEqual(await store.version('1'));
+    expect(second?.snapshot.fields).toEqual({ name: 'B' });
+  });
+
+  it('differs for a hash deleted and created again, though its _rev starts over at the same number', async () => {
+    const { store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    await apply([entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'A' } }))]);
+    const before = await store.version('1');
+    await ctx.redis.unlink(store.key('1'));
+    await apply([entry(e2, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'B' } }))]);
+    const after = await store.version('1');
+    expect(after).toEqual({ incarnation, revision: '1' });
+    expect(after?.incarnation).not.toBe(before?.incarnation);
+  });
+
+  it('differs for another hash renamed over it with the same _rev (a rebuild switch)', async () => {
+    const live = isolated();
+    const shadow = isolated();
+    const [e1] = await live.xadd(1);
+    const [s1] = await shadow.xadd(1);
+    await live.apply([entry(e1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'old' } }))]);
+    await shadow.apply([entry(s1, change('1', { op: 'create' }, { op: 'setFields', fields: { name: 'new' } }))]);
+    const before = await live.store.version('1');
+    await ctx.redis.rename(shadow.store.key('1'), live.store.key('1'));
+    const after = await live.store.version('1');
+    expect(after?.revision).toBe(before?.revision);
+    expect(after?.incarnation).not.toBe(before?.incarnation);
+  });
+
+  it('has no incarnation for a hash written before _inc existed', async () => {
+    const { store } = isolated();
+    await ctx.redis.hset(store.key('1'), '_exists', '1', '_rev', '3');
+    expect(await store.version('1')).toEqual({ incarnation: undefined, revision: '3' });
+    expect((await store.readVersioned('1'))?.version).toEqual({ incarnation: undefined, revision: '3' });
+  });
+});
