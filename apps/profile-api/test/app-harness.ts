@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { StreamProcessor } from '@redsource/processor';
 import { afterEach, beforeAll } from 'vitest';
 import { buildApp, type AppOptions } from '../src/http/app.ts';
 import type { TestRedisContext } from '../../../test/support/redis.ts';
@@ -28,6 +29,13 @@ export function useProfileApps(ctx: TestRedisContext) {
     get streams(): string[] {
       const { updates, activity, friends } = current().streams;
       return [updates, activity, friends];
+    },
+    /** A processor of the file's group on a client of its own, started; stopped with the server at the latest. */
+    async startProcessor(): Promise<StreamProcessor> {
+      const processor = current().processor(ctx.server.client());
+      ctx.track(processor);
+      await processor.start();
+      return processor;
     },
     /** An app on the file's snapshots and streams, reporting ready; `options` override any of it. */
     async app(options: Partial<AppOptions> = {}): Promise<FastifyInstance> {

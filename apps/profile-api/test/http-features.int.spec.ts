@@ -3,7 +3,6 @@ import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import type { StreamProcessor } from '@redsource/processor';
 import { buildApp } from '../src/http/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { edgeOptions } from '../src/http/edge.ts';
@@ -14,12 +13,7 @@ const ctx = useTestRedis();
 const apps = useProfileApps(ctx);
 const app = (options?: Parameters<typeof apps.app>[0]) => apps.app(options);
 
-async function startProcessor(): Promise<StreamProcessor> {
-  const processor = apps.setup.processor(ctx.server.client());
-  ctx.track(processor);
-  await processor.start();
-  return processor;
-}
+const startProcessor = () => apps.startProcessor();
 
 /** XADDs one flat-form entry; returns its id. */
 async function xadd(stream: string, ...fields: string[]): Promise<string> {

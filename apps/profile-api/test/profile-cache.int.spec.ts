@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import type { StreamProcessor } from '@redsource/processor';
 import { useTestRedis } from '../../../test/support/redis.ts';
 import { ProfileCache } from '../src/http/profile-cache.ts';
 import { useProfileApps } from './app-harness.ts';
@@ -10,12 +9,7 @@ const apps = useProfileApps(ctx);
 let users = 0;
 const newUser = () => `c${process.pid}_${++users}_${Date.now() % 100_000}`;
 
-async function startProcessor(): Promise<StreamProcessor> {
-  const processor = apps.setup.processor(ctx.server.client());
-  ctx.track(processor);
-  await processor.start();
-  return processor;
-}
+const startProcessor = () => apps.startProcessor();
 
 /** XADDs a flat entry and returns the read-your-writes query that waits for it. */
 async function append(stream: string, ...fields: string[]): Promise<string> {
