@@ -32,8 +32,6 @@ local windowMs = tonumber(ARGV[1])
 local maxIds = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local A = cjson.decode(ARGV[4])
-local events = {}
-local pos = 1
 local time = redis.call('TIME')
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
 local cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
@@ -47,15 +45,20 @@ end
 local versions = {}
 local batchIds = {}
 
--- The ids' stored entries, fetched in as few calls as possible (nothing is written before the loop below ends).
+-- The events as laid out in A, and their ids.
+local events = {}
 local idList = {}
-do
-  local at = 1
-  for _ = 1, count do
-    if A[at] ~= '' then idList[#idList + 1] = A[at] end
-    at = at + 4 + tonumber(A[at + 3])
-  end
+local pos = 1
+for i = 1, count do
+  local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
+  event.first = pos + 4
+  event.last = pos + 3 + tonumber(A[pos + 3])
+  pos = event.last + 1
+  if event.id ~= '' then idList[#idList + 1] = event.id end
+  events[i] = event
 end
+
+-- The ids' stored entries, fetched in as few calls as possible (nothing is written before the loop below ends).
 local storedEntryOf = {}
 for i = 1, #idList, 1000 do
   local last = math.min(i + 999, #idList)
@@ -64,11 +67,7 @@ for i = 1, #idList, 1000 do
 end
 
 for i = 1, count do
-  local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
-  local fieldCount = tonumber(A[pos + 3])
-  event.first = pos + 4
-  event.last = pos + 3 + fieldCount
-  pos = event.last + 1
+  local event = events[i]
   if event.id ~= '' then
     event.duplicateOf = storedEntryOf[event.id]
     -- Trimming is lazy: an id still stored but past the window is forgotten already.
@@ -87,7 +86,6 @@ for i = 1, count do
     versions[event.subject] = current + 1
     event.version = current + 1
   end
-  events[i] = event
 end
 
 local reply = { 'OK' }
