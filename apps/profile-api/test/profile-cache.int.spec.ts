@@ -111,6 +111,8 @@ describe('ProfileCache', () => {
   it('gives a rendering back for exactly the version it was made from', () => {
     const cache = new ProfileCache(1_000);
     cache.set('a', version('i.1', '3'), rendered('A'));
+    expect(cache.holds('a')).toBe(true);
+    expect(cache.holds('b')).toBe(false);
     expect(cache.get('a', version('i.1', '3'))).toMatchObject(rendered('A'));
     expect(cache.get('a', version('i.1', '4'))).toBeUndefined();
     expect(cache.get('a', version('i.2', '3'))).toBeUndefined();

@@ -218,8 +218,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
   }
 
   async read(id: string): Promise<Snapshot<Fields> | undefined> {
-    const key = this.key(id);
-    return this.decode(id, key, await this.redis.hgetall(key));
+    return (await this.readVersioned(id))?.snapshot;
   }
 
   /**

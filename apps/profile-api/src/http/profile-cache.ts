@@ -33,6 +33,11 @@ export class ProfileCache {
     return this.bytes;
   }
 
+  /** Whether some rendering of this profile is kept: only then is its current version worth reading. */
+  holds(id: string): boolean {
+    return this.entries.has(id);
+  }
+
   /** The rendering of exactly this version, if kept. A version without an incarnation matches nothing. */
   get(id: string, version: SnapshotVersion): RenderedProfile | undefined {
     const entry = this.entries.get(id);

@@ -86,8 +86,9 @@ export const profileRoutes: FastifyPluginAsyncZod<ProfileRoutesOptions> = async 
             );
         }
       }
-      // The version first (two small fields): while it is the one a kept rendering was made from, that is sent again.
-      const current = cache.capacityBytes > 0 ? await withinRedisWait(snapshots.version(id)) : undefined;
+      // With a rendering kept, the version first (two small fields): while it is the one that rendering was
+      // made from, it is sent again. With none kept, the whole snapshot at once.
+      const current = cache.holds(id) ? await withinRedisWait(snapshots.version(id)) : undefined;
       let rendered = current && cache.get(id, current);
       if (!rendered) {
         const read = await withinRedisWait(snapshots.readVersioned(id));
