@@ -29,9 +29,6 @@ export function defineEventStoreScripts(redis: Redis): void {
  */
 export function packJsonArgument(values: readonly (string | number)[]): string {
   const packed = JSON.stringify(values);
-  if (!LONE_SURROGATE_ESCAPE.test(packed)) return packed;
-  return JSON.stringify(values.map((v) => (typeof v === 'string' ? v.replace(LONE_SURROGATE, '\ufffd') : v)));
+  if (!/\\ud[89a-f]/i.test(packed)) return packed;
+  return JSON.stringify(values.map((v) => (typeof v === 'string' ? v.toWellFormed() : v)));
 }
-
-const LONE_SURROGATE_ESCAPE = /\\ud[89a-f]/i;
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;

@@ -566,9 +566,5 @@ function isSorted(entries: readonly BatchEntry[]): boolean {
 function packEntries(args: (string | number)[]): string {
   const packed = JSON.stringify(args);
   if (!/\\ud[89a-f]/i.test(packed)) return packed;
-  return JSON.stringify(args.map((a) => (typeof a === 'string' ? toWellFormed(a) : a)));
-}
-
-function toWellFormed(text: string): string {
-  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+  return JSON.stringify(args.map((a) => (typeof a === 'string' ? a.toWellFormed() : a)));
 }
