@@ -33,6 +33,7 @@ import type { ProfileState } from '../apps/profile-api/src/domain/fold.ts';
 import { referenceFold, snapshotDifferences } from '../test/support/model.ts';
 import { commandChunks, streamList, throwFirstError } from './support/backlog.ts';
 import { Worker } from './support/children.ts';
+import { ownershipSettled } from './support/ownership.ts';
 import { startBenchCluster, type BenchCluster, type ClusterMaster } from './support/cluster-redis.ts';
 import { type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
 import { CpuWindow, MachineWindow } from './support/proc-cpu.ts';
@@ -303,29 +304,6 @@ async function spawnRun(bench: BenchCluster, tag: string, n: number, layout: Lay
   return { n, tag, layout, group, groupMaster, keyPrefix, projection, consumers, workers };
 }
 
-/** As bench/processing.ts: every lease held, each processor at its fair share, every stream's partitions claimed under the lease's token. */
-async function ownershipSettled(redis: Redis, run: ClusterRun): Promise<boolean> {
-  const members = (await redis.zrange(partitionKeys.members(run.group), 0, -1)).sort();
-  if (members.length !== run.n || members.some((m) => !run.consumers.includes(m))) return false;
-  const leases = await redis.mget(Array.from({ length: PARTITIONS }, (_, p) => partitionKeys.lease(run.group, p)));
-  const tokens: string[] = [];
-  const held = new Map<string, number>();
-  for (const lease of leases) {
-    const match = lease === null ? null : /^(\d+) (.*)$/.exec(lease);
-    if (!match) return false;
-    tokens.push(match[1] as string);
-    held.set(match[2] as string, (held.get(match[2] as string) ?? 0) + 1);
-  }
-  const fair = (rank: number) => Math.floor(PARTITIONS / members.length) + (rank < PARTITIONS % members.length ? 1 : 0);
-  if (members.some((m, rank) => held.get(m) !== fair(rank))) return false;
-  for (const stream of STREAM_NAMES) {
-    // One slot per stream: one MGET each.
-    const epochs = await redis.mget(tokens.map((_, p) => partitionKeys.epoch(stream, run.group, p)));
-    if (epochs.some((e, p) => e !== tokens[p])) return false;
-  }
-  return true;
-}
-
 async function publishedStats(redis: Redis, run: ClusterRun): Promise<Published> {
   const hash = await redis.hgetall(processorKeys.consumerStats(run.group));
   const sum: Published = { applied: 0, skipped: 0, deadLettered: 0, batches: 0, blocked: 0, claimed: 0, consumers: 0 };
@@ -340,7 +318,7 @@ async function publishedStats(redis: Redis, run: ClusterRun): Promise<Published>
       sum.deadLettered += st.deadLettered ?? 0;
       sum.batches += st.batches ?? 0;
       sum.blocked = st.blocked === undefined || sum.blocked === undefined ? undefined : sum.blocked + st.blocked;
-      if (stream === STREAMS.updates) sum.claimed += st.claimed ?? 0;
+      sum.claimed += st.claimed ?? 0;
     }
   }
   return sum;
@@ -399,7 +377,7 @@ async function timeRun(
   for (const w of workers) w.send({ type: 'go' });
   await Promise.all(workers.map((w) => w.waitFor('started', 60_000)));
   const began = performance.now();
-  while (!(await ownershipSettled(redis, run))) {
+  while (!(await ownershipSettled(redis, run.group, run.consumers, STREAM_NAMES, PARTITIONS))) {
     if (performance.now() - began > 60_000)
       throw new Error(`cluster ${run.tag}: the partitions were not shared out within 60 s`);
     await sleep(50);

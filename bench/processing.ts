@@ -7,6 +7,7 @@ import { profileCatalog, type ProfileStreams } from '../apps/profile-api/src/dom
 import { referenceFold, snapshotDifferences } from '../test/support/model.ts';
 import { benchStreams, loadBacklog, streamList, throwFirstError } from './support/backlog.ts';
 import { Worker } from './support/children.ts';
+import { ownershipSettled } from './support/ownership.ts';
 import { cpuProfileEnv } from './support/cpu-profile.ts';
 import { CpuWindow, MachineWindow } from './support/proc-cpu.ts';
 import { judge, type Benchmark, type BenchContext, type BenchResult } from './support/context.ts';
@@ -257,32 +258,6 @@ function spawnPartitioned(ctx: BenchContext, streams: ProfileStreams, tag: strin
   return { n, tag, streams, group, keyPrefix, projection, consumers, workers };
 }
 
-/**
- * Whether the group's partitions are shared out as the processors' rounds leave them: every lease
- * held, each processor holding its fair share (rebalance.lua's rule), every stream's partition
- * claimed under the lease's token (so no handover is left to happen).
- */
-async function ownershipSettled(ctx: BenchContext, run: PartitionedRun): Promise<boolean> {
-  const members = (await ctx.redis.zrange(partitionKeys.members(run.group), 0, -1)).sort();
-  if (members.length !== run.n || members.some((m) => !run.consumers.includes(m))) return false;
-  const leases = await ctx.redis.mget(Array.from({ length: PARTITIONS }, (_, p) => partitionKeys.lease(run.group, p)));
-  const tokens: string[] = [];
-  const held = new Map<string, number>();
-  for (const lease of leases) {
-    const match = lease === null ? null : /^(\d+) (.*)$/.exec(lease);
-    if (!match) return false;
-    tokens.push(match[1] as string);
-    held.set(match[2] as string, (held.get(match[2] as string) ?? 0) + 1);
-  }
-  const fair = (rank: number) => Math.floor(PARTITIONS / members.length) + (rank < PARTITIONS % members.length ? 1 : 0);
-  if (members.some((m, rank) => held.get(m) !== fair(rank))) return false;
-  for (const stream of streamList(run.streams)) {
-    const epochs = await ctx.redis.mget(tokens.map((_, p) => partitionKeys.epoch(stream, run.group, p)));
-    if (epochs.some((e, p) => e !== tokens[p])) return false;
-  }
-  return true;
-}
-
 /** The processors' published counters, summed over consumers and streams. */
 async function publishedStats(
   ctx: BenchContext,
@@ -310,8 +285,8 @@ async function publishedStats(
       sum.batches += st.batches ?? 0;
       // Absent: a processor from before the counter existed.
       sum.blocked = st.blocked === undefined || sum.blocked === undefined ? undefined : sum.blocked + st.blocked;
-      // `claimed` counts partitions taken, on every stream's counters alike: once per processor.
-      if (stream === run.streams.updates) sum.claimed += st.claimed ?? 0;
+      // `claimed`: the partitions of this stream the processor took.
+      sum.claimed += st.claimed ?? 0;
     }
   }
   return sum;
@@ -419,7 +394,7 @@ async function runSettled(
 ): Promise<PartitionedResult[]> {
   const began = performance.now();
   for (const run of runs) {
-    while (!(await ownershipSettled(ctx, run))) {
+    while (!(await ownershipSettled(ctx.redis, run.group, run.consumers, streamList(run.streams), PARTITIONS))) {
       if (performance.now() - began > 60_000)
         throw new Error(`processing ${run.tag}: the partitions were not shared out within 60 s`);
       await sleep(50);

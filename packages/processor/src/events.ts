@@ -3,6 +3,7 @@ import type { StreamEntry } from '@redsource/event-store';
 import type { BatchEntry } from '@redsource/snapshot-store';
 import type { ApplyOutcome } from './applier.ts';
 import type { ProcessorLoopError } from './errors.ts';
+import type { PartitionUnit } from './partitions/ownership.ts';
 
 /** One batch of one partition of one stream, applied (`processor.on('batch', …)`). */
 export interface BatchEvent {
@@ -29,18 +30,18 @@ export interface DeadLetterEvent {
   readonly reason: string;
 }
 
-/** The partitions this processor holds changed (`processor.on('partitionsChanged', …)`). */
+/** The partitions of streams this processor holds changed (`processor.on('partitionsChanged', …)`). */
 export interface PartitionsChangedEvent {
-  /** Held now, after the change (draining ones included until they are given back). */
-  readonly held: readonly number[];
+  /** Held now, after the change (draining ones included until they are given back), by stream, then partition. */
+  readonly held: readonly PartitionUnit[];
   /** Taken by this processor in this change. */
-  readonly taken: readonly number[];
+  readonly taken: readonly PartitionUnit[];
   /** Beyond its fair share (a processor joined): given back once their batch in hand is applied. */
-  readonly draining: readonly number[];
+  readonly draining: readonly PartitionUnit[];
   /** Given back to the group. */
-  readonly released: readonly number[];
+  readonly released: readonly PartitionUnit[];
   /** Lost: the lease ran out or another processor holds it now. */
-  readonly lost: readonly number[];
+  readonly lost: readonly PartitionUnit[];
 }
 
 /**

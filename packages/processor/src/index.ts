@@ -68,3 +68,4 @@ export {
   type AppliedPositionsPartitioning,
 } from './partitions/applied-through.ts';
 export type { HeldPartitionInfo } from './stream-processor.ts';
+export type { PartitionUnit } from './partitions/ownership.ts';

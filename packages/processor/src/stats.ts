@@ -6,7 +6,7 @@ export interface StreamStats {
   skipped: number;
   deadLettered: number;
   batches: number;
-  /** Partitions this processor took since it started. */
+  /** Partitions of this stream this processor took since it started. */
   claimed: number;
   /** Apply calls refused in part because an earlier entry was not applied yet (`blockedAt`): waits on another processor's entries. */
   blocked: number;

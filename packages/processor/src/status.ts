@@ -25,7 +25,7 @@ export interface ConsumerStatus {
    * out); undefined when the members cannot be read.
    */
   readonly member: boolean | undefined;
-  /** The partitions it holds the lease of now (a lease covers that partition of every stream). */
+  /** The partitions of this stream it holds the lease of now. */
   readonly partitions: readonly number[];
   /** Since its last heartbeat (ms); undefined if it never sent one. */
   readonly heartbeatAgeMs: number | undefined;
@@ -131,11 +131,16 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
     Promise.all(options.streams.map((stream) => readPartitionCount(redis, stream, group, configured))),
   ]);
   const reports = parseReports(reportHash);
-  // Leases are the group's, one per partition of every stream: read once, as many as the widest stream has.
-  const ownership = await readOwnership(redis, group, Math.max(configured, ...counts), now);
-  const holdings = new Map<string, number[]>();
-  for (const [p, lease] of [...ownership.leases].sort(([a], [b]) => a - b))
-    holdings.set(lease.owner, [...(holdings.get(lease.owner) ?? []), p]);
+  // Leases are the group's, one per partition of each stream: read once.
+  const ownership = await readOwnership(redis, group, options.streams, counts, now);
+  const holdings = new Map<string, Map<string, number[]>>();
+  for (const [stream, leases] of ownership.leases) {
+    for (const [p, lease] of [...leases].sort(([a], [b]) => a - b)) {
+      let byStream = holdings.get(lease.owner);
+      if (!byStream) holdings.set(lease.owner, (byStream = new Map()));
+      byStream.set(stream, [...(byStream.get(stream) ?? []), p]);
+    }
+  }
   const live = ownership.members && new Set(ownership.members.map((m) => m.name));
   const names = [
     ...new Set([...(ownership.members ?? []).map((m) => m.name), ...holdings.keys(), ...Object.keys(heartbeats)]),
@@ -158,7 +163,7 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
         ? await countUnapplied(redis, stream, cursors, new PartitionFinder(count, options.subjectFields), scanLimit)
         : undefined;
       const partitions = cursors.map((cursor, partition): PartitionStatus => {
-        const lease = ownership.leases.get(partition);
+        const lease = ownership.leases.get(stream)?.get(partition);
         const own = scan?.partitions[partition];
         return {
           partition,
@@ -176,7 +181,7 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
           name,
           member: live?.has(name),
           // A copy per row: a value shared between rows reads as a cycle to a serializer that guards against them.
-          partitions: [...(holdings.get(name) ?? [])],
+          partitions: [...(holdings.get(name)?.get(stream) ?? [])],
           heartbeatAgeMs: beat === undefined ? undefined : now - Number(beat),
           stats: reports.get(name)?.[stream],
         };

@@ -16,7 +16,7 @@ import { silentLogger, type Logger } from './logger.ts';
 import { parseProcessorSettings, type ProcessorSettings, type ProcessorSettingsInput } from './options.ts';
 import { discoverStreams } from './discovery.ts';
 import { partitionKeys } from './partitions/keys.ts';
-import { PartitionOwnership } from './partitions/ownership.ts';
+import { PartitionOwnership, unitKey, type HeldLease, type PartitionUnit } from './partitions/ownership.ts';
 import { PartitionedStreams } from './partitions/streams.ts';
 import { PartitionFinder } from './partitions/subject.ts';
 import { untilReady } from './readiness.ts';
@@ -37,27 +37,26 @@ export interface StreamProcessorOptions extends ProcessorSettingsInput {
   readonly logger?: Logger;
 }
 
-/** A partition this processor holds. */
+/** A partition of a stream this processor holds. */
 interface HeldPartition {
+  readonly stream: string;
   readonly index: number;
   /** Fencing token of the lease: every apply checks it against the partition's epoch. */
-  token: string;
+  readonly token: string;
   /** `draining`: beyond this processor's share; no new reads, released once its batch is done. */
   state: 'active' | 'draining';
-  /**
-   * Per stream: how far the stream is read for this partition, every entry of it up to there
-   * applied (the next read starts after it), and the cursor as last written in Redis (an idle
-   * partition's cursor is moved up to the read position now and then, not at every read).
-   */
-  readonly readFrom: Map<string, string>;
-  readonly stored: Map<string, { cursor: string; at: number }>;
+  /** How far the stream is read for this partition, every entry of it up to there applied (the next read starts after it). */
+  readFrom: string;
+  /** The cursor as last written in Redis (an idle partition's cursor follows the read position now and then, not at every read). */
+  stored: { cursor: string; at: number };
   /** Bumped when the read position is reset: replies of reads sent before are dropped. */
   generation: number;
-  /** The batches being applied (one per stream at most). */
+  /** The batch being applied. */
   readonly busy: Set<Promise<void>>;
 }
 
 export interface HeldPartitionInfo {
+  readonly stream: string;
   readonly partition: number;
   readonly token: string;
   readonly state: 'active' | 'draining';
@@ -104,9 +103,10 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   private readonly statsByStream = new Map<string, StreamStats>();
   /** What this processor waits on Redis for: per stream (its applies), and per loop. */
   private readonly waits = new RedisWaits();
-  private readonly held = new Map<number, HeldPartition>();
-  /** Partitions being given back: a round that still sees their lease must not take them again. */
-  private readonly releasing = new Set<number>();
+  /** By unitKey(stream, partition). */
+  private readonly held = new Map<string, HeldPartition>();
+  /** Partitions being given back (by unitKey): a round that still sees their lease must not take them again. */
+  private readonly releasing = new Set<string>();
   /**
    * Per stream, a blocking connection that reads it. Per stream, because one XREAD cannot span
    * streams in different cluster slots.
@@ -202,14 +202,14 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     return untilReady(this, this.settings.startTimeoutMs, this.stopping.signal);
   }
 
-  /** The partitions this processor holds now, with the fencing token of each. */
+  /** The partitions of streams this processor holds now, with the fencing token of each; by stream, then partition. */
   get partitions(): readonly HeldPartitionInfo[] {
     return [...this.held.values()]
-      .map((p) => ({ partition: p.index, token: p.token, state: p.state }))
-      .sort((a, b) => a.partition - b.partition);
+      .map((p) => ({ stream: p.stream, partition: p.index, token: p.token, state: p.state }))
+      .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.partition - b.partition));
   }
 
-  /** This processor's fair share of the partitions, and the live processors of its group, at the last ownership round. */
+  /** This processor's fair share of the units (streams x partitions), and the live processors of its group, at the last ownership round. */
   get share(): { readonly share: number; readonly members: number } {
     return this.lastRound;
   }
@@ -283,10 +283,13 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
 
   /** Gives every held partition back and leaves the group (best effort: leases run out otherwise). */
   private async handOver(): Promise<void> {
-    const tokens = new Map([...this.held.values()].map((p) => [p.index, p.token] as const));
+    const held = [...this.held.values()];
     try {
-      await this.ownership.release(tokens, true);
-      this.logger.info({ partitions: [...tokens.keys()] }, 'partitions handed over');
+      await this.ownership.release(
+        held.map((p) => ({ ...unitOf(p), token: p.token })),
+        true,
+      );
+      this.logger.info({ partitions: describeUnits(held) }, 'partitions handed over');
     } catch (error) {
       this.logger.warn({ err: String(error) }, 'could not hand the partitions over; their leases run out instead');
     }
@@ -312,10 +315,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     const found = (await discoverStreams(this.redis, this.streamPrefixes)).filter((s) => !this.streamList.includes(s));
     if (found.length === 0) return;
     for (const stream of found) await this.ensureGroup(stream);
-    // Partitions already held start on the new streams from their applied position.
-    for (const partition of this.held.values()) {
-      for (const stream of found) await this.takeStream(partition, stream);
-    }
+    // Their partitions are shared out from the next ownership round on.
     this.streamList.push(...found);
     for (const stream of found) this.startStreamLoops(stream);
     this.logger.info({ streams: found }, 'new streams matching a prefix');
@@ -366,7 +366,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     while (this.state === 'running') {
       try {
         await this.ensureGroups();
-        const round = await this.ownership.round();
+        const round = await this.ownership.round([...this.streamList].sort());
         this.lastRound = { share: round.share, members: round.members };
         await this.reconcile(round.held, round.share);
         this.progressed(OWNERSHIP_ROUND);
@@ -399,47 +399,43 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   /** Brings the held partitions in line with a round's answer. */
-  private async reconcile(leases: ReadonlyMap<number, string>, share: number): Promise<void> {
+  private async reconcile(leases: ReadonlyMap<string, HeldLease>, share: number): Promise<void> {
     let changed = false;
-    const change = { taken: [] as number[], lost: [] as number[], draining: [] as number[] };
+    const change = { taken: [] as PartitionUnit[], lost: [] as PartitionUnit[], draining: [] as PartitionUnit[] };
     // Lost: the lease ran out (a pause, Redis away) and another holds it now, or it is free again.
-    for (const [index, partition] of this.held) {
-      if (leases.get(index) === partition.token) continue;
-      this.held.delete(index);
-      change.lost.push(index);
+    for (const [key, partition] of this.held) {
+      if (leases.get(key)?.token === partition.token) continue;
+      this.held.delete(key);
+      change.lost.push(unitOf(partition));
       changed = true;
-      this.logger.warn({ partition: index }, 'partition lease lost; another processor takes it over');
+      this.logger.warn(
+        { stream: partition.stream, partition: partition.index },
+        'partition lease lost; another processor takes it over',
+      );
     }
-    for (const [index, token] of leases) {
-      if (this.held.has(index) || this.releasing.has(index)) continue;
-      const partition: HeldPartition = {
-        index,
-        token,
-        state: 'active',
-        readFrom: new Map(),
-        stored: new Map(),
-        generation: 0,
-        busy: new Set(),
-      };
+    for (const [key, lease] of leases) {
+      if (this.held.has(key) || this.releasing.has(key)) continue;
+      let partition: HeldPartition;
       try {
-        for (const stream of this.streams) await this.takeStream(partition, stream);
+        partition = await this.take(lease);
       } catch (error) {
         if (!String(error).includes(PARTITION_LOST)) throw error;
-        await this.ownership.release(new Map([[index, token]]), false);
+        await this.ownership.release([lease], false);
         continue;
       }
-      this.held.set(index, partition);
-      for (const stats of this.statsByStream.values()) stats.claimed++;
-      change.taken.push(index);
+      this.held.set(key, partition);
+      this.statsFor(lease.stream).claimed++;
+      change.taken.push(unitOf(partition));
       changed = true;
-      this.logger.info({ partition: index, token }, 'partition taken');
+      this.logger.info({ stream: lease.stream, partition: lease.partition, token: lease.token }, 'partition taken');
     }
-    // Beyond the fair share (a processor joined): the highest partitions go back once their batch is done.
-    const active = [...this.held.values()].filter((p) => p.state === 'active').sort((a, b) => a.index - b.index);
+    // Beyond the fair share (a processor joined): the last units (by stream, then partition) go back
+    // once their batch is done, so what is kept stays on as few streams as it can.
+    const active = [...this.held.values()].filter((p) => p.state === 'active').sort(byUnit);
     const excess = active.length - share;
     for (const partition of excess > 0 ? active.slice(-excess) : []) {
       partition.state = 'draining';
-      change.draining.push(partition.index);
+      change.draining.push(unitOf(partition));
       changed = true;
       void this.track(this.release(partition));
     }
@@ -450,33 +446,40 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     }
   }
 
-  /** Claims a held partition of one stream (its epoch) and starts reading it where it is applied up to. */
-  private async takeStream(partition: HeldPartition, stream: string): Promise<void> {
+  /** Claims a leased partition of a stream (its epoch): it is read from where it is applied up to. */
+  private async take(lease: HeldLease): Promise<HeldPartition> {
     const cursor = await this.ownership.take(
-      partitionKeys.epoch(stream, this.settings.group, partition.index),
-      this.snapshots.cursorKey(stream, partition.index),
-      partition.token,
+      partitionKeys.epoch(lease.stream, this.settings.group, lease.partition),
+      this.snapshots.cursorKey(lease.stream, lease.partition),
+      lease.token,
     );
-    partition.readFrom.set(stream, cursor);
-    partition.stored.set(stream, { cursor, at: Date.now() });
+    return {
+      stream: lease.stream,
+      index: lease.partition,
+      token: lease.token,
+      state: 'active',
+      readFrom: cursor,
+      stored: { cursor, at: Date.now() },
+      generation: 0,
+      busy: new Set(),
+    };
   }
 
   private async release(partition: HeldPartition): Promise<void> {
     await Promise.allSettled([...partition.busy]);
-    if (this.held.get(partition.index) !== partition) return;
-    this.held.delete(partition.index);
-    this.releasing.add(partition.index);
+    const key = unitKey(partition.stream, partition.index);
+    if (this.held.get(key) !== partition) return;
+    this.held.delete(key);
+    this.releasing.add(key);
+    const unit = unitOf(partition);
     try {
-      await this.ownership.release(new Map([[partition.index, partition.token]]), false);
-      this.logger.info({ partition: partition.index }, 'partition handed over');
-      this.partitionsChanged({ released: [partition.index] });
+      await this.ownership.release([{ ...unit, token: partition.token }], false);
+      this.logger.info(unit, 'partition handed over');
+      this.partitionsChanged({ released: [unit] });
     } catch (error) {
-      this.logger.warn(
-        { partition: partition.index, err: String(error) },
-        'could not hand a partition over; its lease runs out instead',
-      );
+      this.logger.warn({ ...unit, err: String(error) }, 'could not hand a partition over; its lease runs out instead');
     } finally {
-      this.releasing.delete(partition.index);
+      this.releasing.delete(key);
     }
   }
 
@@ -499,7 +502,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     let backoff = 100;
     while (this.state === 'running') {
       try {
-        const reading = [...this.held.values()].filter((p) => p.state === 'active' && p.readFrom.has(stream));
+        const reading = [...this.held.values()].filter((p) => p.state === 'active' && p.stream === stream);
         if (reading.length === 0) {
           await this.untilOwnershipChanges();
           continue;
@@ -507,7 +510,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         const connection = this.readers.get(stream)?.connection;
         if (!connection || this.state !== 'running') break;
         const generations = reading.map((p) => p.generation);
-        const positions = reading.map((p) => p.readFrom.get(stream) ?? '0-0');
+        const positions = reading.map((p) => p.readFrom);
         const from = positions.reduce((min, id) => (compareEntryIds(id, min) < 0 ? id : min));
         // A read that cannot be woken (Redis Cluster) blocks no longer than a round, so new partitions are read soon.
         const blockMs =
@@ -543,14 +546,14 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         const work: Promise<void>[] = [];
         for (const [i, partition] of reading.entries()) {
           // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
-          if (this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
+          if (!this.holds(partition) || partition.generation !== generations[i]) continue;
           const position = positions[i] as string;
           if (compareEntryIds(through, position) <= 0) continue;
           const after = (byPartition.get(partition.index) ?? []).filter((e) => compareEntryIds(e.id, position) > 0);
-          const stored = partition.stored.get(stream) ?? { cursor: position, at: 0 };
+          const stored = partition.stored;
           if (after.length === 0 && now - stored.at < IDLE_CURSOR_EVERY_MS) {
             // Nothing of this partition up to `through`: read on from there; the cursor follows later.
-            partition.readFrom.set(stream, through);
+            partition.readFrom = through;
             continue;
           }
           work.push(this.track(this.processPartition(partition, stream, after, stored.cursor, through)));
@@ -576,21 +579,26 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   ): Promise<void> {
     const work: Promise<void>[] = [];
     for (const [i, partition] of reading.entries()) {
-      if (this.held.get(partition.index) !== partition || partition.generation !== generations[i]) continue;
-      const position = partition.readFrom.get(stream);
-      const stored = partition.stored.get(stream);
-      if (position === undefined || stored === undefined || compareEntryIds(position, stored.cursor) <= 0) continue;
+      if (!this.holds(partition) || partition.generation !== generations[i]) continue;
+      const position = partition.readFrom;
+      const stored = partition.stored;
+      if (compareEntryIds(position, stored.cursor) <= 0) continue;
       work.push(this.track(this.processPartition(partition, stream, [], stored.cursor, position)));
     }
     await allSettledOrThrow(work);
   }
 
   /** Reads the partition's entries of the stream again from where it is applied: what was read but not applied is not lost. */
-  private async resetReadPosition(partition: HeldPartition, stream: string): Promise<void> {
+  private async resetReadPosition(partition: HeldPartition): Promise<void> {
     partition.generation++;
-    const cursor = await this.snapshots.cursor(stream, partition.index);
-    partition.readFrom.set(stream, cursor);
-    partition.stored.set(stream, { cursor, at: Date.now() });
+    const cursor = await this.snapshots.cursor(partition.stream, partition.index);
+    partition.readFrom = cursor;
+    partition.stored = { cursor, at: Date.now() };
+  }
+
+  /** Whether `partition` is still held (not lost, nor released and taken again since). */
+  private holds(partition: HeldPartition): boolean {
+    return this.held.get(unitKey(partition.stream, partition.index)) === partition;
   }
 
   /**
@@ -614,14 +622,14 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
           const upTo = last ? through : (chunk[chunk.length - 1] as StreamEntry).id;
           // Cut short by stop(): the rest is read again by whoever holds the partition next.
           if (!(await this.process(stream, partition, chunk, from, upTo))) return;
-          partition.readFrom.set(stream, upTo);
-          partition.stored.set(stream, { cursor: upTo, at: Date.now() });
+          partition.readFrom = upTo;
+          partition.stored = { cursor: upTo, at: Date.now() };
           from = upTo;
         }
       } catch (error) {
         if (String(error).includes(PARTITION_LOST)) {
-          if (this.held.get(partition.index) === partition) this.held.delete(partition.index);
-          this.partitionsChanged({ lost: [partition.index] });
+          if (this.holds(partition)) this.held.delete(unitKey(stream, partition.index));
+          this.partitionsChanged({ lost: [unitOf(partition)] });
           this.logger.warn(
             { stream, partition: partition.index },
             'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied',
@@ -633,7 +641,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
             { stream, partition: partition.index, err: String(error) },
             'partition cursor moved under this processor: reading on from it',
           );
-        await this.resetReadPosition(partition, stream).catch(() => undefined);
+        await this.resetReadPosition(partition).catch(() => undefined);
         if (!String(error).includes(PARTITION_GAP)) throw error;
       }
     };
@@ -700,7 +708,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
 
   private partitionsChanged(change: Partial<Omit<PartitionsChangedEvent, 'held'>>): void {
     if (this.listenerCount('partitionsChanged') === 0) return;
-    const held = [...this.held.keys()].sort((a, b) => a - b);
+    const held = [...this.held.values()].sort(byUnit).map(unitOf);
     this.emit('partitionsChanged', { held, taken: [], draining: [], released: [], lost: [], ...change });
   }
 
@@ -737,6 +745,22 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     this.inFlight.add(promise);
     return promise.finally(() => this.inFlight.delete(promise));
   }
+}
+
+function unitOf(partition: HeldPartition): PartitionUnit {
+  return { stream: partition.stream, partition: partition.index };
+}
+
+/** By stream, then partition: the order of the units in rebalance.lua. */
+function byUnit(a: HeldPartition, b: HeldPartition): number {
+  return a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.index - b.index;
+}
+
+/** For a log line: `{ stream: [partitions] }`. */
+function describeUnits(units: readonly HeldPartition[]): Record<string, number[]> {
+  const out: Record<string, number[]> = Object.create(null) as Record<string, number[]>;
+  for (const u of [...units].sort(byUnit)) (out[u.stream] ??= []).push(u.index);
+  return out;
 }
 
 /** A promise with its resolve function (Promise.withResolvers is Node 22+). */

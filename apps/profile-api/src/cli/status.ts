@@ -78,11 +78,11 @@ export function renderStatus(rows: readonly StreamStatus[], group: string): stri
       ),
     );
   }
-  // The processors are the group's (a lease covers its partition of every stream): one table.
+  // The processors are the group's: one table, with the partitions each holds of each stream.
   const consumers = (rows[0]?.consumers ?? []).map((c) => [
     c.name,
     c.member === undefined ? '?' : c.member ? 'yes' : 'no',
-    c.partitions.length === 0 ? '-' : c.partitions.join(','),
+    heldPartitions(rows, c.name),
     ms(c.heartbeatAgeMs),
     count(
       rows.reduce<number | undefined>((n, r) => {
@@ -116,4 +116,25 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
   const t = new Table({ head: [...head], style: { head: [], border: [], compact: true } });
   t.push(...rows.map((r) => [...r]));
   return t.toString();
+}
+
+/** `stream:0-5,9 other:0-11`: the partitions a consumer holds of each stream, or '-'. */
+function heldPartitions(rows: readonly StreamStatus[], consumer: string): string {
+  const held = rows.flatMap((r) => {
+    const partitions = r.consumers.find((c) => c.name === consumer)?.partitions ?? [];
+    return partitions.length === 0 ? [] : [`${r.stream}:${ranges(partitions)}`];
+  });
+  return held.length === 0 ? '-' : held.join(' ');
+}
+
+/** `0-5,9`: sorted numbers with runs written as ranges. */
+function ranges(numbers: readonly number[]): string {
+  const sorted = [...numbers].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    const first = sorted[i] as number;
+    while (i + 1 < sorted.length && sorted[i + 1] === (sorted[i] as number) + 1) i++;
+    parts.push(first === sorted[i] ? String(first) : `${first}-${sorted[i]}`);
+  }
+  return parts.join(',');
 }

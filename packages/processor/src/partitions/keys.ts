@@ -10,9 +10,16 @@ export const partitionKeys = {
   count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
   /** Live processors of the group: name → expiry (ms), a sorted set. */
   members: (group: string) => `redsource:{group:${group}}:members`,
-  /** Who holds a partition: `<fencing token> <processor>`, expiring unless renewed. */
-  lease: (group: string, partition: number) => `redsource:{group:${group}}:lease:${partition}`,
-  /** The last fencing token given for a partition: only grows. */
+  /**
+   * Who holds a partition of a stream: `<fencing token> <processor>`, expiring unless renewed. The
+   * unit of ownership is a stream's partition, so a processor reads only the streams it holds
+   * partitions of (the stream last: its name may hold any character).
+   */
+  lease: (group: string, stream: string, partition: number) => `redsource:{group:${group}}:lease:${partition}:${stream}`,
+  /**
+   * The last fencing token given for a partition, whichever stream's: only grows, so the tokens of
+   * each stream's partition grow too (and epochs written by earlier versions stay below them).
+   */
   fence: (group: string, partition: number) => `redsource:{group:${group}}:fence:${partition}`,
 } as const;
 

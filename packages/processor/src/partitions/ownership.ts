@@ -12,19 +12,36 @@ declare module 'ioredis' {
 
 const script = processorScript;
 
+/** One partition of one stream: the unit of ownership. */
+export interface PartitionUnit {
+  readonly stream: string;
+  readonly partition: number;
+}
+
+/** A unit as a map key. */
+export function unitKey(stream: string, partition: number): string {
+  return `${partition}\u0000${stream}`;
+}
+
+export interface HeldLease extends PartitionUnit {
+  /** The fencing token of the lease. */
+  readonly token: string;
+}
+
 export interface OwnershipRound {
-  /** This processor's fair share of the partitions. */
+  /** This processor's fair share of the units (streams x partitions). */
   readonly share: number;
   /** Live processors in the group, this one included. */
   readonly members: number;
-  /** Partitions held now → the fencing token of each lease. */
-  readonly held: ReadonlyMap<number, string>;
+  /** Units held now, by unitKey(). */
+  readonly held: ReadonlyMap<string, HeldLease>;
 }
 
 /**
- * Which partitions this processor holds (rebalance.lua): one round trip per round says it is alive,
- * renews its leases and takes free partitions up to its fair share. What it holds beyond its share
- * it gives back with release() once their batches are done: cooperative, only moved partitions pause.
+ * Which partitions of which streams this processor holds (rebalance.lua): one round trip per round
+ * says it is alive, renews its leases and takes free ones up to its fair share. What it holds
+ * beyond its share it gives back with release() once their batches are done: cooperative, only
+ * moved partitions pause.
  */
 export class PartitionOwnership {
   constructor(
@@ -45,9 +62,11 @@ export class PartitionOwnership {
     }
   }
 
-  async round(stopping = false): Promise<OwnershipRound> {
+  /** A round over `streams` (in the order given: the group's processors must give the same order, so sorted). */
+  async round(streams: readonly string[], stopping = false): Promise<OwnershipRound> {
     const keys = [partitionKeys.members(this.group)];
-    for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.lease(this.group, p));
+    for (const stream of streams)
+      for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.lease(this.group, stream, p));
     for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.fence(this.group, p));
     const reply = await this.redis.redsourceRebalance(
       keys.length,
@@ -57,18 +76,23 @@ export class PartitionOwnership {
       this.partitions,
       stopping ? '1' : '0',
     );
-    const held = new Map<number, string>();
-    for (let i = 2; i + 1 < reply.length; i += 2) held.set(Number(reply[i]), String(reply[i + 1]));
+    const held = new Map<string, HeldLease>();
+    for (let i = 2; i + 1 < reply.length; i += 2) {
+      const unit = Number(reply[i]);
+      const stream = streams[Math.floor(unit / this.partitions)] as string;
+      const partition = unit % this.partitions;
+      held.set(unitKey(stream, partition), { stream, partition, token: String(reply[i + 1]) });
+    }
     return { share: Number(reply[0]), members: Number(reply[1]), held };
   }
 
   /** Gives leases back (each only while it still holds our token); `leave` also leaves the group. */
-  async release(partitions: ReadonlyMap<number, string>, leave: boolean): Promise<number> {
+  async release(leases: Iterable<HeldLease>, leave: boolean): Promise<number> {
     const keys = [partitionKeys.members(this.group)];
     const tokens: string[] = [];
-    for (const [p, token] of partitions) {
-      keys.push(partitionKeys.lease(this.group, p));
-      tokens.push(token);
+    for (const lease of leases) {
+      keys.push(partitionKeys.lease(this.group, lease.stream, lease.partition));
+      tokens.push(lease.token);
     }
     return this.redis.redsourceReleasePartitions(keys.length, ...keys, this.me, leave ? '1' : '0', ...tokens);
   }

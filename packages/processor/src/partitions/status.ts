@@ -30,12 +30,12 @@ export interface GroupMember {
   readonly expiresAt: number;
 }
 
-/** Who holds what in a group: read once per status, shared by every stream (leases cover all streams). */
+/** Who holds what in a group: read once per status. */
 export interface GroupOwnership {
   /** Live members (membership not expired); undefined when the set cannot be read (an ACL without ZRANGE). */
   readonly members: readonly GroupMember[] | undefined;
-  /** partition → its lease. */
-  readonly leases: ReadonlyMap<number, { readonly token: string; readonly owner: string }>;
+  /** stream → partition → its lease. */
+  readonly leases: ReadonlyMap<string, ReadonlyMap<number, { readonly token: string; readonly owner: string }>>;
 }
 
 const ENTRY_ID = /^\d+-\d+$/;
@@ -53,8 +53,15 @@ export async function readPartitionCount(
   return Number.isInteger(stored) && stored >= 1 ? stored : fallback;
 }
 
-/** The group's live members and the leases of partitions 0..count-1. */
-export async function readOwnership(redis: Redis, group: string, count: number, now: number): Promise<GroupOwnership> {
+/** The group's live members and the leases of each stream's partitions 0..counts[i]-1. */
+export async function readOwnership(
+  redis: Redis,
+  group: string,
+  streams: readonly string[],
+  counts: readonly number[],
+  now: number,
+): Promise<GroupOwnership> {
+  const units = streams.flatMap((stream, i) => Array.from({ length: counts[i] ?? 0 }, (_, p) => ({ stream, p })));
   const [members, leases] = await Promise.all([
     redis.zrange(partitionKeys.members(group), 0, -1, 'WITHSCORES').then(
       (flat) => {
@@ -66,12 +73,15 @@ export async function readOwnership(redis: Redis, group: string, count: number, 
       },
       () => undefined,
     ),
-    Promise.all(Array.from({ length: count }, (_, p) => redis.get(partitionKeys.lease(group, p)))),
+    Promise.all(units.map((u) => redis.get(partitionKeys.lease(group, u.stream, u.p)))),
   ]);
-  const held = new Map<number, { token: string; owner: string }>();
-  for (const [p, value] of leases.entries()) {
+  const held = new Map<string, Map<number, { token: string; owner: string }>>();
+  for (const [i, value] of leases.entries()) {
     const match = value === null ? null : /^(\d+) (.*)$/s.exec(value);
-    if (match) held.set(p, { token: match[1] as string, owner: match[2] as string });
+    const { stream, p } = units[i] as { stream: string; p: number };
+    let ofStream = held.get(stream);
+    if (!ofStream) held.set(stream, (ofStream = new Map()));
+    if (match) ofStream.set(p, { token: match[1] as string, owner: match[2] as string });
   }
   return { members, leases: held };
 }
