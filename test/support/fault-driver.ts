@@ -116,11 +116,14 @@ export class FaultScenario {
     return (await this.redis.zrange(partitionKeys.members(this.group), 0, -1)).sort();
   }
 
-  /** Who holds each partition now (by partition; undefined: free), as the leases say. */
+  /** Who holds each partition of each stream now (undefined: free), as the leases say: the streams sorted by name, partition 0 first. */
   async leaseHolders(): Promise<(string | undefined)[]> {
     const partitions = Number((await this.redis.get(partitionKeys.count(this.streams.updates, this.group))) ?? 12);
+    const streams = Object.values(this.streams).sort();
     const leases = await Promise.all(
-      [...Array(partitions).keys()].map((p) => this.redis.get(partitionKeys.lease(this.group, p))),
+      streams.flatMap((stream) =>
+        [...Array(partitions).keys()].map((p) => this.redis.get(partitionKeys.lease(this.group, stream, p))),
+      ),
     );
     return leases.map((lease) => lease?.slice(lease.indexOf(' ') + 1));
   }

@@ -23,7 +23,7 @@ export const keys = {
   epoch: (stream: string, group: string, p: number) => `redsource:{${stream}}:epoch:${group}:${p}`,
   count: (stream: string, group: string) => `redsource:{${stream}}:partitions:${group}`,
   members: (group: string) => `redsource:{group:${group}}:members`,
-  lease: (group: string, p: number) => `redsource:{group:${group}}:lease:${p}`,
+  lease: (group: string, stream: string, p: number) => `redsource:{group:${group}}:lease:${p}:${stream}`,
   fence: (group: string, p: number) => `redsource:{group:${group}}:fence:${p}`,
 } as const;
 
@@ -32,7 +32,7 @@ export function expectKeyLayout(): void {
   expect(partitionKeys.epoch('s', 'g', 3)).toBe(keys.epoch('s', 'g', 3));
   expect(partitionKeys.count('s', 'g')).toBe(keys.count('s', 'g'));
   expect(partitionKeys.members('g')).toBe(keys.members('g'));
-  expect(partitionKeys.lease('g', 3)).toBe(keys.lease('g', 3));
+  expect(partitionKeys.lease('g', 's', 3)).toBe(keys.lease('g', 's', 3));
   expect(partitionKeys.fence('g', 3)).toBe(keys.fence('g', 3));
 }
 
@@ -41,24 +41,55 @@ export interface Lease {
   readonly holder: string;
 }
 
-/** Every lease of the group, partition 0 first: who holds it with which fencing token, or undefined when free. */
-export async function readLeases(redis: Redis, group: string, partitions: number): Promise<(Lease | undefined)[]> {
-  const values = await redis.mget(...Array.from({ length: partitions }, (_, p) => keys.lease(group, p)));
-  return values.map((v) => {
-    if (v === null) return undefined;
-    const match = /^(\d+) (.*)$/.exec(v);
-    if (!match) throw new Error(`lease value '${v}' is not '<token> <holder>'`);
-    return { token: match[1] as string, holder: match[2] as string };
+/** The leases of one stream's partitions, partition 0 first: who holds each with which fencing token, or undefined when free. */
+export async function readLeases(
+  redis: Redis,
+  group: string,
+  stream: string,
+  partitions: number,
+): Promise<(Lease | undefined)[]> {
+  const values = await redis.mget(...Array.from({ length: partitions }, (_, p) => keys.lease(group, stream, p)));
+  return values.map(parseLease);
+}
+
+/**
+ * Every lease of the group over `streams`, in the order the processors share them out (the units
+ * of rebalance.lua): the streams sorted by name, each stream's partitions 0..P-1.
+ */
+export async function readUnitLeases(
+  redis: Redis,
+  group: string,
+  streams: readonly string[],
+  partitions: number,
+): Promise<(UnitLease | undefined)[]> {
+  const units = [...streams].sort().flatMap((stream) => Array.from({ length: partitions }, (_, p) => ({ stream, p })));
+  const values = await redis.mget(...units.map((u) => keys.lease(group, u.stream, u.p)));
+  return values.map((v, i) => {
+    const lease = parseLease(v);
+    const unit = units[i] as { stream: string; p: number };
+    return lease && { ...lease, stream: unit.stream, partition: unit.p };
   });
 }
 
-/** The fencing counters of the group, partition 0 first (0 = never taken). */
+export interface UnitLease extends Lease {
+  readonly stream: string;
+  readonly partition: number;
+}
+
+function parseLease(v: string | null): Lease | undefined {
+  if (v === null) return undefined;
+  const match = /^(\d+) (.*)$/.exec(v);
+  if (!match) throw new Error(`lease value '${v}' is not '<token> <holder>'`);
+  return { token: match[1] as string, holder: match[2] as string };
+}
+
+/** The fencing counters of the group, partition 0 first (0 = never taken); shared by every stream's partition of that number. */
 export async function readFences(redis: Redis, group: string, partitions: number): Promise<number[]> {
   const values = await redis.mget(...Array.from({ length: partitions }, (_, p) => keys.fence(group, p)));
   return values.map((v) => Number(v ?? 0));
 }
 
-/** Each holder's partitions, from the leases. */
+/** Each holder's partitions (or units, given readUnitLeases' list), by their index in `leases`. */
 export function holdings(leases: readonly (Lease | undefined)[]): Map<string, number[]> {
   const byHolder = new Map<string, number[]>();
   leases.forEach((lease, p) => {
