@@ -126,6 +126,8 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /** Resolved (and replaced) when the held partitions change: the reader waits on it when it holds none. */
   private ownershipChanged = signal();
   private lastRound: { share: number; members: number } = { share: 0, members: 0 };
+  /** Partitions leased by processors of redsource 0.2 at the last round (said once per change). */
+  private olderLeasesSeen = 0;
   /** What is left before `ready`: each stream prepared (group, partition count, cursors), and the first ownership round. */
   private unready = new Set<string>();
 
@@ -368,6 +370,12 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         await this.ensureGroups();
         const round = await this.ownership.round([...this.streamList].sort());
         this.lastRound = { share: round.share, members: round.members };
+        if (round.olderLeases > 0 && round.olderLeases !== this.olderLeasesSeen)
+          this.logger.warn(
+            { group: this.settings.group, partitions: round.olderLeases },
+            'processors of redsource 0.2 still hold partitions of this group: stop them (this version leases each stream\'s partitions apart); until then this processor takes no partition',
+          );
+        this.olderLeasesSeen = round.olderLeases;
         await this.reconcile(round.held, round.share);
         this.progressed(OWNERSHIP_ROUND);
         if (this.streamPrefixes.length > 0 && Date.now() - this.discoveredAt >= this.settings.discoverIntervalMs)

@@ -16,6 +16,8 @@ export const partitionKeys = {
    * partitions of (the stream last: its name may hold any character).
    */
   lease: (group: string, stream: string, partition: number) => `redsource:{group:${group}}:lease:${partition}:${stream}`,
+  /** How redsource 0.2 leased a partition of every stream at once; a round takes nothing while one exists. */
+  olderLease: (group: string, partition: number) => `redsource:{group:${group}}:lease:${partition}`,
   /**
    * The last fencing token given for a partition, whichever stream's: only grows, so the tokens of
    * each stream's partition grow too (and epochs written by earlier versions stay below them).

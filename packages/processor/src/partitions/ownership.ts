@@ -35,6 +35,8 @@ export interface OwnershipRound {
   readonly members: number;
   /** Units held now, by unitKey(). */
   readonly held: ReadonlyMap<string, HeldLease>;
+  /** Partitions still leased by processors of redsource 0.2: while any is, nothing new is taken. */
+  readonly olderLeases: number;
 }
 
 /**
@@ -68,6 +70,7 @@ export class PartitionOwnership {
     for (const stream of streams)
       for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.lease(this.group, stream, p));
     for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.fence(this.group, p));
+    for (let p = 0; p < this.partitions; p++) keys.push(partitionKeys.olderLease(this.group, p));
     const reply = await this.redis.redsourceRebalance(
       keys.length,
       ...keys,
@@ -77,13 +80,13 @@ export class PartitionOwnership {
       stopping ? '1' : '0',
     );
     const held = new Map<string, HeldLease>();
-    for (let i = 2; i + 1 < reply.length; i += 2) {
+    for (let i = 3; i + 1 < reply.length; i += 2) {
       const unit = Number(reply[i]);
       const stream = streams[Math.floor(unit / this.partitions)] as string;
       const partition = unit % this.partitions;
       held.set(unitKey(stream, partition), { stream, partition, token: String(reply[i + 1]) });
     }
-    return { share: Number(reply[0]), members: Number(reply[1]), held };
+    return { share: Number(reply[0]), members: Number(reply[1]), olderLeases: Number(reply[2]), held };
   }
 
   /** Gives leases back (each only while it still holds our token); `leave` also leaves the group. */

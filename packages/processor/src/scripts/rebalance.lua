@@ -19,14 +19,17 @@ KEYS[1]            members: sorted set, member = processor name, score = expiry 
 KEYS[2..U+1]       the leases, unit 0 first: '<fencing token> <holder>', expiring
 KEYS[U+2..U+P+1]   the fencing counters, partition 0 first (shared by the streams): only grow, so a
                    later holder of a unit always has a higher token
+KEYS[U+P+2..U+2P+1] the leases of redsource 0.2, one per partition of every stream: while a processor
+                   of that version holds one, this one takes nothing (both would claim the same
+                   partitions in turn, each claim fencing the other out)
 ARGV[1]            this processor's name
 ARGV[2]            lease (and membership) time to live, ms
 ARGV[3]            partition count P
 ARGV[4]            '1' to take nothing new (stopping)
-Reply              {share, members, then per unit held: unit, token}
+Reply              {share, members, older (how many 0.2 leases are held), then per unit held: unit, token}
 ]]
 local me, ttl, partitions = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local count = #KEYS - 1 - partitions
+local count = #KEYS - 1 - 2 * partitions
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
@@ -59,9 +62,14 @@ for u = 0, count - 1 do
   end
 end
 
+local older = 0
+for p = 0, partitions - 1 do
+  if redis.call('EXISTS', KEYS[2 + count + partitions + p]) == 1 then older = older + 1 end
+end
+
 -- Free units are taken starting from this member's place, so members joining together do not all
 -- reach for the same ones, and each member's units are consecutive: few streams per member.
-if rank > 0 and #free > 0 then
+if rank > 0 and #free > 0 and older == 0 then
   local start = ((rank - 1) * math.floor(count / #members)) % count
   table.sort(free, function(a, b) return (a - start) % count < (b - start) % count end)
   local i = 1
@@ -75,6 +83,6 @@ if rank > 0 and #free > 0 then
   end
 end
 
-local reply = { share, #members }
+local reply = { share, #members, older }
 for i = 1, #held do reply[#reply + 1] = held[i] end
 return reply
