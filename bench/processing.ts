@@ -190,6 +190,8 @@ const cpuShare = (r: RunResult) => `${((r.cpuMs.reduce((a, b) => a + b, 0) / 100
 /** Settings of the partitioned runs' processors over the app's defaults: counters published every 250 ms (2 s by default). */
 const PARTITIONED_SETTINGS = { heartbeatMs: 250 } as const;
 const PARTITIONS: number = processorSettingsSchema.shape.partitions.parse(undefined);
+/** The units of ownership of the profile app's three streams: one partition of one stream each. */
+const UNITS = 3 * PARTITIONS;
 
 /**
  * `n` processors of one group, each a child process (bench/support/partitioned-processor.ts), on
@@ -688,7 +690,7 @@ function report(
     if (r.n === 1 || !one) {
       rows.push({
         n: 3,
-        figure: `processing ${size} events, ${r.n} processor, partitioned: its ${PARTITIONS} partitions held before the backlog appears${times(r)}`,
+        figure: `processing ${size} events, ${r.n} processor, partitioned: its ${UNITS} partitions (3 streams × ${PARTITIONS}) held before the backlog appears${times(r)}`,
         redsource: `${fmt.rate(r.rate)}, ${rss(r)}`,
         baseline: `(b): ${fmt.rate(batched.rate)}`,
         ratio: fmt.ratio(r.rate / batched.rate),
@@ -702,7 +704,7 @@ function report(
     const goal = r.n === 2 ? judge(ratio, 1, fmt.ratio) : undefined;
     rows.push({
       n: 3,
-      figure: `same, ${r.n} processors (${r.n} processes), ${PARTITIONS / r.n} partitions each${times(r)}`,
+      figure: `same, ${r.n} processors (${r.n} processes), ${UNITS / r.n} partitions of streams each${times(r)}`,
       redsource: `${fmt.rate(r.rate)}, ${rss(r)}`,
       baseline: `1 processor: ${fmt.rate(one.rate)}`,
       ratio: fmt.ratio(ratio),
