@@ -132,10 +132,11 @@ const PARTITION_FIGURES: readonly PartitionFigure[] = [
 interface ConsumerFigure {
   readonly name: string;
   readonly help: string;
-  readonly value: (c: ConsumerStatus) => number | undefined;
+  /** `rows`: every stream's status, each with its own view of the consumer (its partitions of that stream). */
+  readonly value: (c: ConsumerStatus, rows: readonly StreamStatus[]) => number | undefined;
 }
 
-/** Per processor of the group (group-wide: a lease covers its partition of every stream). */
+/** Per processor of the group, over all its streams. */
 const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
   {
     name: 'redsource_consumer_heartbeat_age_seconds',
@@ -144,8 +145,9 @@ const CONSUMER_FIGURES: readonly ConsumerFigure[] = [
   },
   {
     name: 'redsource_consumer_partitions',
-    help: 'Partitions whose lease the consumer holds now.',
-    value: (c) => c.partitions.length,
+    help: 'Partitions of streams whose lease the consumer holds now, summed over the streams.',
+    value: (c, rows) =>
+      rows.reduce((n, row) => n + (row.consumers.find((x) => x.name === c.name)?.partitions.length ?? 0), 0),
   },
   {
     name: 'redsource_consumer_member',
@@ -290,7 +292,7 @@ function groupGauges(registry: Registry, scrape: () => Promise<Scrape>): void {
         gauge.reset();
         const row = result.ok ? result.rows[0] : undefined;
         for (const consumer of row?.consumers ?? []) {
-          const value = figure.value(consumer);
+          const value = figure.value(consumer, result.ok ? result.rows : []);
           if (row && value !== undefined) gauge.set({ group: row.group, consumer: consumer.name }, value);
         }
       },
