@@ -1,22 +1,28 @@
 /**
- * The partition design's guarantees, on a real Redis: reading (prepare-stream.lua; every processor
- * reads the source stream and applies only its partitions' entries), ownership (rebalance.lua,
- * release-partitions.lua: leases and fair shares) and fencing (take-partition-2.lua and the epoch
- * checked by apply-batch.lua). Each test reads the state from Redis itself (leases, fencing
- * counters, epochs, cursors, totals, and the source stream against each partition's cursor) with
- * the key layout and the hash written out in test/support, not through the code under test.
+ * The partition design's guarantees, on a real Redis: reading (prepare-stream.lua; a processor
+ * reads only the streams it holds partitions of and applies only its partitions' entries),
+ * ownership (rebalance.lua, release-partitions.lua: leases of units, one partition of one stream
+ * each, and fair shares of them) and fencing (take-partition-2.lua and the epoch checked by
+ * apply-batch.lua). Each test reads the state from Redis itself (leases, fencing counters, epochs,
+ * cursors, totals, the readers' connections, and the source stream against each partition's
+ * cursor) with the key layout and the hash written out in test/support, not through the code
+ * under test.
  *
  * How each was checked to fail (each change made alone, the tests run, the change reverted):
  * - reading: prepare-stream.lua's count check removed fails "RS_PARTITIONS_MISMATCH"; the two
  *   processors' test fails if either applies entries of a partition it does not hold (its stats),
  *   or applies an entry twice or out of order (counter, ordered set); the GAP test fails when the
  *   processor does not read again from the stored cursor after RS_PARTITION_GAP (the lost entry
- *   stays unapplied).
- * - ownership: rebalance.lua taking partitions leased to other members as if free fails all three
- *   ownership tests (the exclusivity sampler saw 114 double holdings); a new fencing token at every
- *   renewal (INCR + SET instead of PEXPIRE) fails "only moved partitions change hands"; stop() not
- *   calling handOver() fails the handover test; renewals made with PERSIST instead of PEXPIRE (leases
- *   that never run out) fail "replaced once its lease runs out".
+ *   stays unapplied); the three-streams test fails when a processor's units are not consecutive
+ *   in rebalance order (a processor over its share giving back the last partitions of every
+ *   stream rather than its last units, as when a lease covered a partition of every stream: both
+ *   then read all three streams), and when a processor reads a stream it holds no unit of (an
+ *   XREAD of it while it holds none).
+ * - ownership: rebalance.lua taking units leased to other members as if free fails all three
+ *   ownership tests; a new fencing token at every renewal (INCR + SET instead of PEXPIRE) fails
+ *   "only moved units change hands"; stop() not calling handOver() fails the handover test;
+ *   renewals made with PERSIST instead of PEXPIRE (leases that never run out) fail "replaced once
+ *   its lease runs out".
  * - fencing: apply-batch.lua's fence check removed fails the applyBatch test and the running-processor
  *   test (the stale holder writes the snapshot); take-partition-2.lua not refusing a lower token
  *   fails the take test.
@@ -43,17 +49,20 @@ import {
   capturingLogger,
   CuttableProxy,
   designPartition,
+  designPartitionOfEntry,
   expectKeyLayout,
   keys,
+  holdings,
   readFences,
   readLeases,
+  readUnitLeases,
   shareCounts,
   unappliedPerPartition,
   within,
-  type Lease,
+  type UnitLease,
 } from '../../../test/support/partitions.ts';
 import { isolatedProfileSetup } from '../../../test/support/profile-setup.ts';
-import { randomCommands, referenceFold, snapshotDifferences } from '../../../test/support/model.ts';
+import { randomCommands, referenceFold, snapshotDifferences, xaddAll } from '../../../test/support/model.ts';
 import { unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
 
@@ -167,21 +176,39 @@ async function groupInfo(stream: string, group: string): Promise<Record<string, 
   return undefined;
 }
 
+/** A unit (a partition of a stream) as a map key and in messages. */
+const unit = (stream: string, partition: number) => `${stream}/${partition}`;
+
+/** The group's units: its streams (each partitioned in `partitions`), as rebalance.lua shares them out. */
+interface Units {
+  readonly group: string;
+  readonly streams: readonly string[];
+  readonly partitions: number;
+}
+
+/** The units of the setup's three streams, P partitions each unless given. */
+const unitsOf = (setup: Setup, partitions = P): Units => ({
+  group: setup.group,
+  streams: Object.values(setup.streams),
+  partitions,
+});
+
 /**
- * Samples every few ms, synchronously (one consistent view), which partitions each processor holds
- * in memory (what it reads and applies): a partition in two processors at once is a violation.
+ * Samples every few ms, synchronously (one consistent view), which units each processor holds in
+ * memory (what it reads and applies): a partition of a stream in two processors at once is a violation.
  */
 function watchExclusive(processors: () => readonly StreamProcessor[]) {
   const violations: string[] = [];
   let samples = 0;
   const timer = setInterval(() => {
     samples++;
-    const seen = new Map<number, string>();
+    const seen = new Map<string, string>();
     for (const p of processors()) {
       for (const held of p.partitions) {
-        const other = seen.get(held.partition);
-        if (other !== undefined) violations.push(`partition ${held.partition} held by ${other} and ${p.consumer}`);
-        seen.set(held.partition, p.consumer);
+        const key = unit(held.stream, held.partition);
+        const other = seen.get(key);
+        if (other !== undefined) violations.push(`partition ${key} held by ${other} and ${p.consumer}`);
+        seen.set(key, p.consumer);
       }
     }
   }, 2);
@@ -193,38 +220,85 @@ function watchExclusive(processors: () => readonly StreamProcessor[]) {
 }
 
 /**
- * Whether the processors hold exactly `counts` partitions each (all active), and Redis agrees: each
- * lease names the processor holding it in memory, with the same token, and every partition is held.
+ * Samples CLIENT LIST every few ms until stop(): which of the processors' readers were seen (the
+ * connection a processor opens per stream, named `redsource:<consumer>:reader:<stream>`) and which
+ * were seen blocked in an XREAD of their stream; each as `<consumer> <stream>`.
+ */
+function watchReaders(consumers: readonly string[], streams: readonly string[]) {
+  const names = new Map<string, string>(
+    consumers.flatMap((c) => streams.map((s) => [`redsource:${c}:reader:${s}`, `${c} ${s}`] as const)),
+  );
+  const present = new Set<string>();
+  const blocked = new Set<string>();
+  let samples = 0;
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const list = String(await ctx.redis.client('LIST'));
+      for (const line of list.split('\n')) {
+        const fields = new Map(
+          line
+            .trim()
+            .split(' ')
+            .map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const),
+        );
+        const reader = names.get(fields.get('name') ?? '');
+        if (reader === undefined) continue;
+        present.add(reader);
+        if (fields.get('cmd') === 'xread' && fields.get('flags')?.includes('b')) blocked.add(reader);
+      }
+      samples++;
+      await sleep(5);
+    }
+  })();
+  return {
+    present,
+    blocked,
+    samples: () => samples,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/**
+ * Whether the processors hold exactly `counts` units each (all active), and Redis agrees: each
+ * unit a processor holds in memory is leased to it with the same token, and every unit is held.
  */
 async function converged(
-  setup: Pick<Setup, 'group'>,
+  units: Units,
   processors: readonly StreamProcessor[],
   counts: readonly number[],
 ): Promise<boolean> {
-  const leases = await readLeases(ctx.redis, setup.group, P);
+  const leases = await readUnitLeases(ctx.redis, units.group, units.streams, units.partitions);
+  const byUnit = new Map(leases.flatMap((l) => (l ? [[unit(l.stream, l.partition), l] as const] : [])));
   const held = processors.map((p) => p.partitions);
   if (held.some((h, i) => h.length !== counts[i] || h.some((x) => x.state !== 'active'))) return false;
   if (leases.some((l) => l === undefined)) return false;
   return held.every((h, i) =>
-    h.every((x) => leases[x.partition]?.holder === processors[i]?.consumer && leases[x.partition]?.token === x.token),
+    h.every((x) => {
+      const lease = byUnit.get(unit(x.stream, x.partition));
+      return lease !== undefined && lease.holder === processors[i]?.consumer && lease.token === x.token;
+    }),
   );
 }
 
 async function converge(
-  setup: Pick<Setup, 'group'>,
+  units: Units,
   processors: readonly StreamProcessor[],
   counts: readonly number[],
   timeoutMs = 5_000,
 ): Promise<void> {
-  const done = await within(() => converged(setup, processors, counts), timeoutMs);
-  const leases = await readLeases(ctx.redis, setup.group, P);
+  const done = await within(() => converged(units, processors, counts), timeoutMs);
+  const leases = await readUnitLeases(ctx.redis, units.group, units.streams, units.partitions);
   expect(
     done.ok,
     `want ${JSON.stringify(counts)}; in memory ${JSON.stringify(processors.map((p) => p.partitions))}; leases ${JSON.stringify(leases)}`,
   ).toBe(true);
 }
 
-describe("reading: every processor reads the source stream and applies only its partitions' entries", () => {
+describe("reading: a processor reads the streams it holds partitions of and applies only its partitions' entries", () => {
   it('the processor and this file name the same keys', () => {
     expectKeyLayout();
   });
@@ -304,7 +378,7 @@ describe("reading: every processor reads the source stream and applies only its 
       return p;
     };
     const [a, b] = [await start('a'), await start('b')];
-    await converge({ group }, [a, b], [6, 6]);
+    await converge({ group, streams: [stream], partitions: P }, [a, b], [6, 6]);
     for (const p of [a, b]) applying.set(p.consumer, new Set(p.partitions.map((h) => h.partition)));
     const users = Array.from({ length: 30 }, (_, i) => `u${i}`);
     const next = new Map(users.map((u) => [u, 0]));
@@ -336,7 +410,8 @@ describe("reading: every processor reads the source stream and applies only its 
     expect(await unappliedPerPartition(ctx.redis, snapshots, stream, P, ['user'])).toEqual(
       Array.from({ length: P }, () => 0),
     );
-    // Both read the whole stream, each applied only the entries of the partitions it held (no partition moved meanwhile).
+    // Both read the whole stream (both hold partitions of it), each applied only the entries of the partitions it held
+    // (no partition moved meanwhile).
     for (const p of [a, b]) {
       const mine = applying.get(p.consumer) as Set<number>;
       expect(new Set(p.partitions.map((h) => h.partition))).toEqual(mine);
@@ -346,6 +421,96 @@ describe("reading: every processor reads the source stream and applies only its 
       expect(p.stats()[stream]?.applied, p.consumer).toBe(expected);
     }
     expect((a.stats()[stream]?.applied ?? 0) + (b.stats()[stream]?.applied ?? 0)).toBe(1_500);
+  });
+
+  it('two processors of one group on three streams of 4 partitions (12 units) hold 6 consecutive units each: 4 stream-reads between them, not 6, and each entry is applied once, by the holder of its unit', async () => {
+    const setup = isolatedProfileSetup(ctx.redis);
+    const units = unitsOf(setup, 4);
+    // The units' order in rebalance.lua: the streams by name, each stream's partitions 0..3.
+    const ordered = [...units.streams].sort();
+    const [a, b] = ['a', 'b'].map((name) => processor(setup, name, { partitions: 4 })) as [
+      StreamProcessor,
+      StreamProcessor,
+    ];
+    const batches: { consumer: string; stream: string; partition: number; count: number }[] = [];
+    for (const p of [a, b])
+      p.on('batch', (e) =>
+        batches.push({ consumer: p.consumer, stream: e.stream, partition: e.partition, count: e.count }),
+      );
+    await Promise.all([a.start(), b.start()]);
+    await converge(units, [a, b], [6, 6]);
+
+    // Each holds 6 consecutive units: one holds units 0-5, the other 6-11 (whichever joined first
+    // kept the first ones).
+    const leases = await readUnitLeases(ctx.redis, setup.group, units.streams, 4);
+    const byHolder = holdings(leases);
+    expect([...byHolder.keys()].sort()).toEqual(['a', 'b']);
+    expect([...byHolder.values()].sort((x, y) => (x[0] as number) - (y[0] as number))).toEqual([
+      [0, 1, 2, 3, 4, 5],
+      [6, 7, 8, 9, 10, 11],
+    ]);
+    // So the first and the last stream are each held wholly by one processor, not the same one, and
+    // only the middle one is split: 2 streams each, 4 stream-reads in all (S + N - 1).
+    const streamsHeld = (p: StreamProcessor) => [...new Set(p.partitions.map((h) => h.stream))];
+    const holdersOf = (stream: string) =>
+      [a, b].flatMap((p) => {
+        const mine = p.partitions.filter((h) => h.stream === stream).map((h) => h.partition);
+        return mine.length > 0 ? [{ consumer: p.consumer, partitions: mine }] : [];
+      });
+    const [first, middle, last] = ordered as [string, string, string];
+    for (const stream of [first, last]) expect(holdersOf(stream).map((h) => h.partitions)).toEqual([[0, 1, 2, 3]]);
+    expect(holdersOf(first)[0]?.consumer).not.toBe(holdersOf(last)[0]?.consumer);
+    expect(
+      holdersOf(middle)
+        .map((h) => h.partitions)
+        .sort((x, y) => (x[0] as number) - (y[0] as number)),
+    ).toEqual([
+      [0, 1],
+      [2, 3],
+    ]);
+    expect([a, b].map((p) => streamsHeld(p).length)).toEqual([2, 2]);
+    const heldBefore = [a, b].map((p) => p.partitions);
+
+    // Reading: a processor's reader of a stream (a connection each, named after it) blocks in XREAD
+    // only if the processor holds units of that stream; the reader of the other stream never reads.
+    const readers = watchReaders(['a', 'b'], units.streams);
+    const reading = new Set([a, b].flatMap((p) => streamsHeld(p).map((s) => `${p.consumer} ${s}`)));
+    const idle = await within(() => [...reading].every((r) => readers.blocked.has(r)), 5_000);
+    expect(idle.ok, JSON.stringify([...readers.blocked])).toBe(true);
+
+    // Entries of every stream, in chunks, while both run: each applied once, by the holder of its unit.
+    const commands = randomCommands(setup.streams, 900, 30, 44);
+    for (let i = 0; i < commands.length; i += 30) {
+      await xaddAll(ctx.redis, commands.slice(i, i + 30));
+      await sleep(5);
+    }
+    try {
+      await expectAllAppliedOnce(setup, commands.length);
+    } finally {
+      await readers.stop();
+    }
+    expect(readers.samples()).toBeGreaterThan(10);
+    expect([...readers.present].sort(), 'every reader connection seen').toEqual(
+      ['a', 'b'].flatMap((c) => units.streams.map((s) => `${c} ${s}`)).sort(),
+    );
+    expect([...readers.blocked].sort()).toEqual([...reading].sort());
+    // Nothing moved meanwhile; every batch was of a unit its processor held, and each processor
+    // applied exactly the entries of its units (none at all of the stream it does not hold).
+    expect([a, b].map((p) => p.partitions)).toEqual(heldBefore);
+    const holds = (consumer: string, stream: string, partition: number) =>
+      holdersOf(stream).some((h) => h.consumer === consumer && h.partitions.includes(partition));
+    expect(batches.filter((e) => !holds(e.consumer, e.stream, e.partition))).toEqual([]);
+    expect(batches.reduce((n, e) => n + e.count, 0)).toBe(commands.length);
+    for (const stream of ordered) {
+      const entries = (await ctx.redis.xrange(stream, '-', '+')).map(([, fields]) =>
+        designPartitionOfEntry(fields, SUBJECT_FIELDS, 4),
+      );
+      expect(entries.length, stream).toBeGreaterThan(0);
+      for (const p of [a, b]) {
+        const expected = entries.filter((partition) => holds(p.consumer, stream, partition)).length;
+        expect(p.stats()[stream]?.applied, `${p.consumer} on ${stream}`).toBe(expected);
+      }
+    }
   });
 
   it("an entry of more than 7000 field items is applied in its user's order like any other, and one the codec refuses is dead-lettered with its exact bytes", async () => {
@@ -402,7 +567,8 @@ describe("reading: every processor reads the source stream and applies only its 
     const log = capturingLogger();
     const a = processor(setup, 'a', { logger: log });
     await a.start();
-    expect((await within(() => a.partitions.length === P, 5_000)).ok).toBe(true);
+    // Alone, it holds every partition of the three streams.
+    expect((await within(() => a.partitions.length === 3 * P, 5_000)).ok).toBe(true);
     const stream = setup.streams.activity;
     const user = '1';
     const partition = designPartition(user, P);
@@ -419,13 +585,14 @@ describe("reading: every processor reads the source stream and applies only its 
     expect((await within(async () => (await setup.snapshots.read(user))?.counters['kick'] === 2, 5_000)).ok).toBe(true);
     await sleep(300);
     expect((await setup.snapshots.read(user))?.counters['kick']).toBe(2);
-    expect(a.partitions.map((h) => h.partition)).toContain(partition);
+    expect(a.partitions.map((h) => unit(h.stream, h.partition))).toContain(unit(stream, partition));
   });
 });
 
-describe('ownership: each partition held by one processor at a time, shared fairly and cooperatively', () => {
-  it('12 partitions go 12 → 6+6 → 4+4+4 as processors join; only moved partitions change hands, the rest keep their token', async () => {
+describe('ownership: each partition of a stream held by one processor at a time, shared fairly and cooperatively', () => {
+  it('36 units (3 streams × 12 partitions) go 36 → 18+18 → 12+12+12 as processors join; only moved units change hands, the rest keep their token', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
+    const units = unitsOf(setup);
     const load = backgroundLoad(setup, 41);
     const all: StreamProcessor[] = [];
     const exclusive = watchExclusive(() => all);
@@ -433,39 +600,40 @@ describe('ownership: each partition held by one processor at a time, shared fair
       const a = processor(setup, 'a');
       all.push(a);
       await a.start();
-      await converge(setup, [a], [12]);
+      await converge(units, [a], [36]);
       await sleep(300);
-      const alone = await readLeases(ctx.redis, setup.group, P);
+      const alone = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
       const fencesAlone = await readFences(ctx.redis, setup.group, P);
       expect(alone.every((l) => l?.holder === 'a')).toBe(true);
 
       const b = processor(setup, 'b');
       all.push(b);
       await b.start();
-      await converge(setup, [a, b], [6, 6]);
+      await converge(units, [a, b], [18, 18]);
       await sleep(300);
-      const pair = await readLeases(ctx.redis, setup.group, P);
+      const pair = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
       const fencesPair = await readFences(ctx.redis, setup.group, P);
-      expectOnlyMovedChanged(alone, pair, fencesAlone, fencesPair, 'b', 6);
-      expect(a.share).toEqual({ share: 6, members: 2 });
+      expectOnlyMovedChanged(alone, pair, fencesAlone, fencesPair, 'b', 18);
+      expect(a.share).toEqual({ share: 18, members: 2 });
 
       const c = processor(setup, 'c');
       all.push(c);
       await c.start();
-      await converge(setup, [a, b, c], [4, 4, 4]);
+      await converge(units, [a, b, c], [12, 12, 12]);
       await sleep(300);
-      const three = await readLeases(ctx.redis, setup.group, P);
+      const three = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
       const fencesThree = await readFences(ctx.redis, setup.group, P);
-      expectOnlyMovedChanged(pair, three, fencesPair, fencesThree, 'c', 4);
+      expectOnlyMovedChanged(pair, three, fencesPair, fencesThree, 'c', 12);
       expect([a.share, b.share, c.share]).toEqual([
-        { share: 4, members: 3 },
-        { share: 4, members: 3 },
-        { share: 4, members: 3 },
+        { share: 12, members: 3 },
+        { share: 12, members: 3 },
+        { share: 12, members: 3 },
       ]);
-      // Each stream's epoch of each partition is its holder's token (what every apply is checked against).
-      for (const stream of Object.values(setup.streams)) {
+      // Each stream's epoch of each partition is the token of that stream's partition's lease (what every apply is checked against).
+      for (const stream of units.streams) {
         const epochs = await ctx.redis.mget(...Array.from({ length: P }, (_, p) => keys.epoch(stream, setup.group, p)));
-        expect(epochs).toEqual(three.map((l) => l?.token));
+        expect(epochs).toEqual((await readLeases(ctx.redis, setup.group, stream, P)).map((l) => l?.token));
+        expect(epochs).toEqual(three.filter((l) => l?.stream === stream).map((l) => l?.token));
       }
 
       await expectAllAppliedOnce(setup, await load.stop());
@@ -477,8 +645,9 @@ describe('ownership: each partition held by one processor at a time, shared fair
     expect(exclusive.violations).toEqual([]);
   });
 
-  it('stop() hands its partitions over at once: the others hold them within ~3 rebalance intervals, far before the lease', async () => {
+  it('stop() hands its units over at once: the others hold them within ~3 rebalance intervals, far before the lease', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
+    const units = unitsOf(setup);
     const load = backgroundLoad(setup, 42);
     const [a, b, c] = ['a', 'b', 'c'].map((name) => processor(setup, name)) as [
       StreamProcessor,
@@ -488,21 +657,21 @@ describe('ownership: each partition held by one processor at a time, shared fair
     const exclusive = watchExclusive(() => [a, b, c]);
     try {
       await Promise.all([a.start(), b.start(), c.start()]);
-      await converge(setup, [a, b, c], [4, 4, 4]);
+      await converge(units, [a, b, c], [12, 12, 12]);
       const before = await readFences(ctx.redis, setup.group, P);
-      const cHeld = c.partitions.map((p) => p.partition);
+      const cHeld = c.partitions.map((h) => ({ stream: h.stream, partition: h.partition }));
       await c.stop();
       // Given back and gone from the members, as stop() resolves.
-      const leases = await readLeases(ctx.redis, setup.group, P);
+      const leases = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
       expect(leases.filter((l) => l?.holder === 'c')).toEqual([]);
       expect(await ctx.redis.zscore(keys.members(setup.group), 'c')).toBeNull();
-      const taken = await within(() => converged(setup, [a, b], [6, 6]), 5_000);
+      const taken = await within(() => converged(units, [a, b], [18, 18]), 5_000);
       expect(taken.ok).toBe(true);
       expect(taken.ms, `handover took ${Math.round(taken.ms)} ms`).toBeLessThan(3 * REBALANCE_MS + 200);
-      // Only c's partitions moved, once each.
+      // Only c's units moved, once each: a partition's fencing counter grew by the number of c's units of that partition.
       const after = await readFences(ctx.redis, setup.group, P);
       expect(after.map((f, p) => f - (before[p] as number))).toEqual(
-        Array.from({ length: P }, (_, p) => (cHeld.includes(p) ? 1 : 0)),
+        Array.from({ length: P }, (_, p) => cHeld.filter((h) => h.partition === p).length),
       );
       await expectAllAppliedOnce(setup, await load.stop());
     } finally {
@@ -512,8 +681,9 @@ describe('ownership: each partition held by one processor at a time, shared fair
     expect(exclusive.violations).toEqual([]);
   });
 
-  it('a processor that just disappears (its connections cut, no stop()) is replaced once its lease runs out, not before; it then finds its partitions gone', async () => {
+  it('a processor that just disappears (its connections cut, no stop()) is replaced once its lease runs out, not before; it then finds its units gone', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
+    const units = unitsOf(setup);
     const proxy = await CuttableProxy.start(ctx.server.url);
     const client = new Redis(proxy.url, { maxRetriesPerRequest: 3, retryStrategy: (n) => Math.min(50 * n, 500) });
     client.on('error', () => undefined);
@@ -524,14 +694,14 @@ describe('ownership: each partition held by one processor at a time, shared fair
       const a = processor(setup, 'a');
       const b = processor(setup, 'b');
       await Promise.all([a.start(), b.start(), d.start()]);
-      await converge(setup, [a, b, d], [4, 4, 4]);
+      await converge(units, [a, b, d], [12, 12, 12]);
       // A few rounds of renewals first: the leases it holds now are renewed ones, not just taken.
       await sleep(3 * REBALANCE_MS);
-      const dHeld = d.partitions.map((p) => p.partition);
-      const before = await readLeases(ctx.redis, setup.group, P);
+      const dHeld = d.partitions.map((h) => unit(h.stream, h.partition));
+      const before = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
 
       proxy.cut();
-      const replaced = await within(() => converged(setup, [a, b], [6, 6]), LEASE_MS + 3_000);
+      const replaced = await within(() => converged(units, [a, b], [18, 18]), LEASE_MS + 3_000);
       expect(replaced.ok).toBe(true);
       // Its last renewal was at most one round before the cut: the leases ran out no sooner than that.
       expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeGreaterThan(
@@ -540,19 +710,21 @@ describe('ownership: each partition held by one processor at a time, shared fair
       expect(replaced.ms, `replaced after ${Math.round(replaced.ms)} ms`).toBeLessThan(
         LEASE_MS + 3 * REBALANCE_MS + 500,
       );
-      const after = await readLeases(ctx.redis, setup.group, P);
-      for (let p = 0; p < P; p++) {
-        if (dHeld.includes(p)) expect(Number(after[p]?.token)).toBeGreaterThan(Number(before[p]?.token));
-        else expect(after[p]).toEqual(before[p]);
+      const after = await readUnitLeases(ctx.redis, setup.group, units.streams, P);
+      expect(before.filter((l) => l && dHeld.includes(unit(l.stream, l.partition)))).toHaveLength(12);
+      for (const [u, lease] of before.entries()) {
+        if (lease && dHeld.includes(unit(lease.stream, lease.partition)))
+          expect(Number(after[u]?.token)).toBeGreaterThan(Number(lease.token));
+        else expect(after[u]).toEqual(lease);
       }
       // Cut off, it still believes it holds them: only fencing keeps it from applying (see below).
-      expect(d.partitions.map((p) => p.partition)).toEqual(dHeld);
+      expect(d.partitions.map((h) => unit(h.stream, h.partition))).toEqual(dHeld);
 
       proxy.restore();
       const noticed = await within(() => log.said(/partition lease lost|claimed by another processor/), 5_000);
       expect(noticed.ok, JSON.stringify(log.lines.slice(-10))).toBe(true);
       // Back, it rejoins and gets a fair share again, with new tokens.
-      await converge(setup, [a, b, d], [4, 4, 4], 8_000);
+      await converge(units, [a, b, d], [12, 12, 12], 8_000);
       await expectAllAppliedOnce(setup, await load.stop());
     } finally {
       await load.stop();
@@ -640,78 +812,92 @@ describe('fencing: a holder whose partition was claimed by a later token writes 
     expect(await ctx.redis.xlen(stream)).toBe(3);
   });
 
-  it('a running processor whose partition is claimed by a later token refuses its own apply, drops the partition, and the next holder applies the entry once', async () => {
+  it('a running processor whose partition of a stream is claimed by a later token refuses its own apply, drops that unit only, and the next holder applies the entry once', async () => {
     const setup = isolatedProfileSetup(ctx.redis);
     const log = capturingLogger();
     // Rounds 20 s apart: it cannot learn of the successor from its lease, only from the fenced apply.
     const a = processor(setup, 'a', { leaseMs: 60_000, rebalanceIntervalMs: 20_000, logger: log });
     await a.start();
-    expect((await within(() => a.partitions.length === P, 5_000)).ok).toBe(true);
+    expect((await within(() => a.partitions.length === 3 * P, 5_000)).ok).toBe(true);
     const user = '1';
     const partition = designPartition(user, P);
-    const stale = a.partitions.find((p) => p.partition === partition)?.token as string;
-    // A successor claims the partition as rebalance.lua and take-partition-2.lua would: next fencing
-    // token, the lease, then the epoch of each stream.
+    const stream = setup.streams.activity;
+    const tokenOf = (s: string) => a.partitions.find((h) => h.stream === s && h.partition === partition)?.token;
+    const stale = tokenOf(stream) as string;
+    const others = [setup.streams.updates, setup.streams.friends];
+    const kept = others.map(tokenOf);
+    // A successor claims the activity stream's partition as rebalance.lua and take-partition-2.lua
+    // would: next fencing token of the partition, the lease of that stream's partition, its epoch.
     const successor = await ctx.redis.incr(keys.fence(setup.group, partition));
     expect(successor).toBeGreaterThan(Number(stale));
-    await ctx.redis.set(keys.lease(setup.group, partition), `${successor} ghost`, 'PX', 60_000);
+    await ctx.redis.set(keys.lease(setup.group, stream, partition), `${successor} ghost`, 'PX', 60_000);
     const ownership = new PartitionOwnership(ctx.redis, setup.group, 'ghost', P, 60_000);
-    for (const stream of Object.values(setup.streams))
-      await ownership.take(
-        keys.epoch(stream, setup.group, partition),
-        setup.snapshots.cursorKey(stream, partition),
-        String(successor),
-      );
+    await ownership.take(
+      keys.epoch(stream, setup.group, partition),
+      setup.snapshots.cursorKey(stream, partition),
+      String(successor),
+    );
 
-    const id = await ctx.redis.xadd(setup.streams.activity, '*', 'user_id', user, 'command', 'kick', 'object', 'x');
+    const id = await ctx.redis.xadd(stream, '*', 'user_id', user, 'command', 'kick', 'object', 'x');
     const refused = await within(() => log.said(/claimed by another processor/), 5_000);
     expect(refused.ok, JSON.stringify(log.lines.slice(-5))).toBe(true);
     expect(await setup.snapshots.read(user)).toBeUndefined();
-    expect(await setup.snapshots.cursor(setup.streams.activity, partition)).toBe('0-0');
-    expect(await setup.snapshots.totals(setup.streams.activity)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
-    expect(a.partitions.map((p) => p.partition)).not.toContain(partition);
+    expect(await setup.snapshots.cursor(stream, partition)).toBe('0-0');
+    expect(await setup.snapshots.totals(stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
+    expect(a.partitions.map((h) => unit(h.stream, h.partition))).not.toContain(unit(stream, partition));
+    // The same partition of the other streams is another unit: still its own, with the same tokens.
+    expect(a.partitions).toHaveLength(3 * P - 1);
+    expect(others.map(tokenOf)).toEqual(kept);
     // The entry waits in the stream for the partition's holder: the only one after its partition's cursor.
-    const left = await unappliedPerPartition(ctx.redis, setup.snapshots, setup.streams.activity, P, SUBJECT_FIELDS);
+    const left = await unappliedPerPartition(ctx.redis, setup.snapshots, stream, P, SUBJECT_FIELDS);
     expect(left).toEqual(Array.from({ length: P }, (_, p) => (p === partition ? 1 : 0)));
-    expect(compareEntryIds(await setup.snapshots.cursor(setup.streams.activity, partition), String(id))).toBeLessThan(
-      0,
-    );
+    expect(compareEntryIds(await setup.snapshots.cursor(stream, partition), String(id))).toBeLessThan(0);
 
     // The ghost goes; a real processor takes the partition over and applies the entry, once.
     await a.stop();
-    await ctx.redis.del(keys.lease(setup.group, partition));
+    await ctx.redis.del(keys.lease(setup.group, stream, partition));
     const b = processor(setup, 'b');
     await b.start();
     await expectAllAppliedOnce(setup, 1);
     expect((await setup.snapshots.read(user))?.counters['kick']).toBe(1);
-    expect(Number(b.partitions.find((p) => p.partition === partition)?.token)).toBeGreaterThan(successor);
+    expect(Number(b.partitions.find((h) => h.stream === stream && h.partition === partition)?.token)).toBeGreaterThan(
+      successor,
+    );
   });
 });
 
 /**
- * Between two readings of the leases: exactly `moved` partitions changed holder, all to `newcomer`,
- * each with one new fencing token (no partition bounced); every other partition kept its holder,
- * its token and its fencing counter.
+ * Between two readings of the units' leases (readUnitLeases): exactly `moved` units changed holder,
+ * all to `newcomer`, each with one new fencing token of its partition (no unit bounced: the new
+ * tokens of a partition's moved units are exactly what its counter grew by); every other unit kept
+ * its holder and its token.
  */
 function expectOnlyMovedChanged(
-  before: readonly (Lease | undefined)[],
-  after: readonly (Lease | undefined)[],
+  before: readonly (UnitLease | undefined)[],
+  after: readonly (UnitLease | undefined)[],
   fencesBefore: readonly number[],
   fencesAfter: readonly number[],
   newcomer: string,
   moved: number,
 ): void {
-  const changed = before.flatMap((l, p) => (l?.holder === after[p]?.holder ? [] : [p]));
+  const changed = before.flatMap((l, u) => (l?.holder === after[u]?.holder ? [] : [u]));
   expect(changed).toHaveLength(moved);
-  for (let p = 0; p < before.length; p++) {
-    if (changed.includes(p)) {
-      expect(after[p]?.holder).toBe(newcomer);
-      expect(fencesAfter[p]).toBe((fencesBefore[p] as number) + 1);
-      expect(Number(after[p]?.token)).toBe(fencesAfter[p]);
+  const newTokens = fencesBefore.map(() => [] as number[]);
+  for (let u = 0; u < before.length; u++) {
+    if (changed.includes(u)) {
+      const lease = after[u] as UnitLease;
+      expect(lease.holder).toBe(newcomer);
+      newTokens[lease.partition]?.push(Number(lease.token));
     } else {
-      expect(after[p]).toEqual(before[p]);
-      expect(fencesAfter[p]).toBe(fencesBefore[p]);
+      expect(after[u]).toEqual(before[u]);
     }
+  }
+  for (const [p, tokens] of newTokens.entries()) {
+    const from = fencesBefore[p] as number;
+    expect(
+      tokens.sort((x, y) => x - y),
+      `partition ${p}`,
+    ).toEqual(Array.from({ length: (fencesAfter[p] as number) - from }, (_, i) => from + 1 + i));
   }
   // Fair: every holder has the same number.
   expect(new Set(shareCounts(after)).size).toBe(1);

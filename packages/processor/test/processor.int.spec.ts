@@ -11,7 +11,7 @@ import {
 } from '@redsource/processor';
 import { compareEntryIds, SnapshotStore, type ApplyBatchInput, type ApplyBatchResult } from '@redsource/snapshot-store';
 import { z } from 'zod';
-import { PartitionOwnership } from '../src/partitions/ownership.ts';
+import { PartitionOwnership, type HeldLease } from '../src/partitions/ownership.ts';
 import { unprocessed, type Unprocessed } from '../../../test/support/backlog.ts';
 import { eventually, unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
@@ -29,6 +29,13 @@ const started = async (processor: StreamProcessor) => {
 /** The processor's default partition count. */
 const PARTITIONS = 12;
 type Setup = ReturnType<typeof isolatedProfileSetup>;
+
+/** The setup's streams in the order the group shares their units out (by name): what a round is given. */
+const sortedStreams = (setup: Setup) => Object.values(setup.streams).sort();
+/** The units (a partition of a stream) of the setup's three streams. */
+const UNITS = 3 * PARTITIONS;
+/** A unit, to compare and look up. */
+const unit = (held: { stream: string; partition: number }) => `${held.stream}/${held.partition}`;
 
 /** The snapshot totals over the setup's three streams. */
 async function totals(setup: Setup) {
@@ -57,20 +64,18 @@ async function unprocessedAll(setup: Setup): Promise<Unprocessed> {
   return { unapplied, pending };
 }
 
-/** What a processor does on taking partitions: claims each of them on every stream with its lease's fencing token. */
+/** What a processor does on taking units: claims each partition of a stream (its epoch) with its lease's fencing token. */
 async function claimPartitions(
   setup: Setup,
   ownership: PartitionOwnership,
-  leases: ReadonlyMap<number, string>,
+  leases: ReadonlyMap<string, HeldLease>,
 ): Promise<void> {
-  for (const [partition, token] of leases) {
-    for (const stream of Object.values(setup.streams)) {
-      await ownership.take(
-        partitionKeys.epoch(stream, setup.group, partition),
-        setup.snapshots.cursorKey(stream, partition),
-        token,
-      );
-    }
+  for (const { stream, partition, token } of leases.values()) {
+    await ownership.take(
+      partitionKeys.epoch(stream, setup.group, partition),
+      setup.snapshots.cursorKey(stream, partition),
+      token,
+    );
   }
 }
 
@@ -116,8 +121,8 @@ describe('StreamProcessor with the profile handlers', () => {
     const commands = randomCommands(setup.streams, 300, 10, 20);
     await xaddAll(ctx.redis, commands);
     const ownership = new PartitionOwnership(ctx.redis, setup.group, 'c1', PARTITIONS, 60_000);
-    const leases = (await ownership.round()).held;
-    expect(leases.size).toBe(PARTITIONS);
+    const leases = (await ownership.round(sortedStreams(setup))).held;
+    expect(leases.size).toBe(UNITS);
     await claimPartitions(setup, ownership, leases);
     expect((await unprocessedAll(setup)).unapplied).toBe(commands.length);
 
@@ -127,7 +132,11 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(
       await eventually(async () => (await snapshotDifferences(setup.snapshots, expected)).length === 0, 5_000),
     ).toBe(true);
-    expect(restarted.partitions.map((p) => [p.partition, p.token])).toEqual([...leases].sort(([a], [b]) => a - b));
+    expect(restarted.partitions.map((p) => [p.stream, p.partition, p.token])).toEqual(
+      [...leases.values()]
+        .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.partition - b.partition))
+        .map((l) => [l.stream, l.partition, l.token]),
+    );
     const applied = () => Object.values(restarted.stats()).reduce((n, s) => n + s.applied, 0);
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
     expect(await totals(setup)).toEqual({ applied: earlier.length + commands.length, skipped: 0, deadLettered: 0 });
@@ -158,12 +167,12 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(await setup.snapshots.totals(stream)).toEqual({ applied: 1, skipped: 1, deadLettered: 0 });
     await first.stop();
 
-    // A new processor of the group takes the partitions over: it reads the stream from the
-    // partitions' cursors (the group's own position never moved: nobody reads through it) and
-    // applies nothing again.
+    // A new processor of the group takes the partitions of every stream over: it reads the stream
+    // from the partitions' cursors (the group's own position never moved: nobody reads through it)
+    // and applies nothing again.
     expect((await unprocessedOf(setup, stream)).unapplied).toBe(0);
     const second = await started(setup.processor(ctx.server.client(), { consumer: 'b' }));
-    expect(await eventually(async () => second.partitions.length === PARTITIONS)).toBe(true);
+    expect(await eventually(async () => second.partitions.length === UNITS)).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(second.stats()[stream]?.applied).toBe(0);
     expect((await setup.snapshots.read('1'))?.counters['kick']).toBe(1);
@@ -188,12 +197,14 @@ describe('StreamProcessor with the profile handlers', () => {
     expect(await eventually(async () => applied() === commands.length)).toBe(true);
     await new Promise((r) => setTimeout(r, 200));
     expect(applied()).toBe(commands.length);
-    // Shared fairly: 12 partitions, 4 each, every one held by exactly one of them.
-    expect(await eventually(async () => processors.every((p) => p.partitions.length === PARTITIONS / 3))).toBe(true);
-    expect(processors.flatMap((p) => p.partitions.map((h) => h.partition)).sort((a, b) => a - b)).toEqual([
-      ...Array(PARTITIONS).keys(),
-    ]);
-    expect(processors.every((p) => p.share.members === 3 && p.share.share === PARTITIONS / 3)).toBe(true);
+    // Shared fairly: 36 units (3 streams x 12 partitions), 12 each, every one held by exactly one of them.
+    expect(await eventually(async () => processors.every((p) => p.partitions.length === UNITS / 3))).toBe(true);
+    expect(processors.flatMap((p) => p.partitions.map(unit)).sort()).toEqual(
+      Object.values(setup.streams)
+        .flatMap((stream) => [...Array(PARTITIONS).keys()].map((partition) => unit({ stream, partition })))
+        .sort(),
+    );
+    expect(processors.every((p) => p.share.members === 3 && p.share.share === UNITS / 3)).toBe(true);
   });
 
   it('takes over the partitions of a processor that died for good once its lease runs out, and drops it from the group', async () => {
@@ -201,10 +212,12 @@ describe('StreamProcessor with the profile handlers', () => {
     await started(setup.processor(ctx.server.client(), { consumer: 'ghost' })).then((p) => p.stop());
     const commands = randomCommands(setup.streams, 100, 5, 4);
     await xaddAll(ctx.redis, commands);
-    // 'ghost' holds every partition with a 1 s lease, and died before applying anything.
+    // 'ghost' holds every partition of every stream with a 1 s lease, and died before applying anything.
     const ghost = new PartitionOwnership(ctx.redis, setup.group, 'ghost', PARTITIONS, 1_000);
-    const ghostLeases = (await ghost.round()).held;
+    const ghostLeases = (await ghost.round(sortedStreams(setup))).held;
+    expect(ghostLeases.size).toBe(UNITS);
     await claimPartitions(setup, ghost, ghostLeases);
+    const ghostTokens = new Map([...ghostLeases.values()].map((l) => [unit(l), l.token]));
     const living = await started(
       setup.processor(ctx.server.client(), { leaseMs: 1_000, rebalanceIntervalMs: 100, gapFillAfterMs: 60_000 }),
     );
@@ -218,16 +231,18 @@ describe('StreamProcessor with the profile handlers', () => {
       true,
     );
     expect(Object.values(living.stats()).reduce((n, s) => n + s.claimed, 0)).toBeGreaterThan(0);
-    expect(living.partitions).toHaveLength(PARTITIONS);
+    expect(living.partitions).toHaveLength(UNITS);
     // Each with a later fencing token than the ghost's, so the ghost could no longer write there.
-    for (const held of living.partitions)
-      expect(Number(held.token)).toBeGreaterThan(Number(ghostLeases.get(held.partition)));
+    for (const held of living.partitions) {
+      expect(ghostTokens.has(unit(held))).toBe(true);
+      expect(Number(held.token)).toBeGreaterThan(Number(ghostTokens.get(unit(held))));
+    }
     expect(await totals(setup)).toEqual({ applied: commands.length, skipped: 0, deadLettered: 0 });
     expect(await unprocessedAll(setup)).toEqual({ unapplied: 0, pending: 0 });
     expect(await ctx.redis.zscore(partitionKeys.members(setup.group), 'ghost')).toBeNull();
     // The ghost come back to life: its apply, with its old token, is refused and writes nothing.
     const stream = setup.streams.activity;
-    const [partition, token] = [...ghostLeases][0] as [number, string];
+    const { partition, token } = [...ghostLeases.values()].find((l) => l.stream === stream) as HeldLease;
     const cursor = await setup.snapshots.cursor(stream, partition);
     const stale = setup.snapshots.applyBatch({
       stream,

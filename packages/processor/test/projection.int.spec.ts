@@ -68,7 +68,12 @@ describe('createProcessor', () => {
     processor.on('deadLetter', (d) => dead.push(d));
     processor.on('partitionsChanged', (c) => changes.push(c));
     await processor.start();
-    expect(changes[0]).toMatchObject({ held: [0, 1], taken: [0, 1], lost: [], released: [] });
+    // One stream of 2 partitions: its 2 units, each named by stream and partition.
+    const units = [
+      { stream, partition: 0 },
+      { stream, partition: 1 },
+    ];
+    expect(changes[0]).toEqual({ held: units, taken: units, draining: [], lost: [], released: [] });
 
     const store = projection.eventStore(ctx.redis);
     const { entryIds } = await store.append(stream, [
@@ -96,8 +101,15 @@ describe('createProcessor', () => {
     const second = ctx.track(createProcessor(projection, { connection: ctx.redis, partitions: 2, ...fast }));
     await second.start();
     await eventually(async () => changes.some((c) => c.released.length === 1));
-    expect(changes.some((c) => c.draining.length === 1)).toBe(true);
+    // The last unit (by stream, then partition) goes: partition 1 of the stream.
+    const draining = changes.find((c) => c.draining.length > 0);
+    expect(draining?.draining).toEqual([{ stream, partition: 1 }]);
+    expect(changes.find((c) => c.released.length > 0)).toMatchObject({
+      held: [{ stream, partition: 0 }],
+      released: [{ stream, partition: 1 }],
+    });
     await eventually(async () => second.partitions.length === 1);
+    expect(second.partitions).toEqual([expect.objectContaining({ stream, partition: 1 })]);
   });
 
   it('rejects start() with RS_PARTITIONS_MISMATCH when the stream is routed to another partition count', async () => {

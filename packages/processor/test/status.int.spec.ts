@@ -168,7 +168,9 @@ describe('streamStatus on partitioned processing', () => {
     });
     const cursors = row.partitions.map((p) => p.cursor);
     expect(row.lag).toBe(afterLowest(entries, cursors));
-    const tokens = new Map(processor.partitions.map((p) => [p.partition, p.token]));
+    // The leases of this stream's partitions (the processor holds those of the other streams too, with other tokens).
+    const tokens = new Map(processor.partitions.filter((p) => p.stream === stream).map((p) => [p.partition, p.token]));
+    expect(tokens.size).toBe(P);
     const own = waitingIn(entries, ['0-0', '0-0', '0-0', '0-0']);
     for (const p of row.partitions) {
       expect(p).toMatchObject({ owner: 'p1', token: tokens.get(p.partition), unapplied: 0 });
@@ -205,31 +207,44 @@ describe('streamStatus on partitioned processing', () => {
     expect(waiting.partitions[u1]?.oldestUnappliedMs).toBeLessThan(30_000);
   });
 
-  it('shows two processors sharing the partitions, each with the ones it holds', async () => {
+  it("shows two processors sharing the streams' partitions, each row with the ones each holds of its stream", async () => {
     const s = scenario();
-    const stream = s.setup.streams.activity;
     const a = await s.started({ consumer: 'a' });
     const b = await s.started({ consumer: 'b' });
-    expect(await eventually(async () => a.partitions.length === 2 && b.partitions.length === 2, 10_000)).toBe(true);
-    const held = (p: StreamProcessor) => p.partitions.map((x) => x.partition);
+    // 3 streams x 4 partitions: 12 units, 6 each.
+    expect(await eventually(async () => a.partitions.length === 6 && b.partitions.length === 6, 10_000)).toBe(true);
+    const held = (p: StreamProcessor, stream: string) =>
+      p.partitions.filter((x) => x.stream === stream).map((x) => x.partition);
+    const tokenOf = (stream: string, partition: number) =>
+      [a, b].flatMap((p) => p.partitions).find((x) => x.stream === stream && x.partition === partition)?.token;
     const consistent = await eventually(async () => {
-      const row = await s.row(stream);
-      return (
-        row.consumers.find((c) => c.name === 'a')?.partitions.join() === held(a).join() &&
-        row.consumers.find((c) => c.name === 'b')?.partitions.join() === held(b).join()
+      const rows = await s.read();
+      return rows.every(
+        (row) =>
+          row.consumers.find((c) => c.name === 'a')?.partitions.join() === held(a, row.stream).join() &&
+          row.consumers.find((c) => c.name === 'b')?.partitions.join() === held(b, row.stream).join(),
       );
     }, 5_000);
     expect(consistent).toBe(true);
-    const row = await s.row(stream);
-    expect(row.members).toBe(2);
-    expect(row.consumers.map((c) => [c.name, c.member])).toEqual([
-      ['a', true],
-      ['b', true],
-    ]);
-    for (const p of row.partitions) expect(p.owner).toBe(held(a).includes(p.partition) ? 'a' : 'b');
-    // The same leases in every stream's row: a lease covers its partition of every stream.
-    for (const other of await s.read())
-      expect(other.partitions.map((p) => p.owner)).toEqual(row.partitions.map((p) => p.owner));
+    const rows = await s.read();
+    expect(rows.map((r) => r.stream).sort()).toEqual([...s.streams].sort());
+    for (const row of rows) {
+      expect(row.members).toBe(2);
+      expect(row.consumers.map((c) => [c.name, c.member])).toEqual([
+        ['a', true],
+        ['b', true],
+      ]);
+      // Each partition's lease is that stream's own: its holder and token.
+      for (const p of row.partitions) {
+        expect(p.owner, `${row.stream} ${p.partition}`).toBe(held(a, row.stream).includes(p.partition) ? 'a' : 'b');
+        expect(p.token, `${row.stream} ${p.partition}`).toBe(tokenOf(row.stream, p.partition));
+      }
+    }
+    // Every unit held by one of them, 6 each over the rows.
+    for (const name of ['a', 'b'])
+      expect(rows.reduce((n, row) => n + (row.consumers.find((c) => c.name === name)?.partitions.length ?? 0), 0)).toBe(
+        6,
+      );
   });
 
   it('reads the partition count the stream is prepared with, whatever the caller configured', async () => {
