@@ -25,7 +25,9 @@
  * - killed-for-good: a dead processor's partitions are taken only once its leases run out and a
  *   living member's round removes it from the members set. Tried: rebalance.lua without its
  *   ZREMRANGEBYSCORE (expired members kept): red, "partitions not shared by p1, p3 within 9500 ms"
- *   (the dead p2 still counts in the fair share, so its 4 partitions stay free and unapplied).
+ *   (the dead p2 still counts in the fair share, so its share stays free and unapplied: 4 partitions
+ *   then, when a lease covered a partition of every stream; 12 of the 36 units, a partition of one
+ *   stream each, now).
  * - client-kill: a dropped connection loses the reply of a script that ran, and ioredis sends it
  *   again (autoResendUnfulfilledCommands on reconnect; the Cluster client's retry of "Connection is
  *   closed."). Tried: apply-batch.lua treating every entry as new (no skip at or below the

@@ -34,7 +34,7 @@ import {
   type ProcessorHooks,
   type ScenarioProcessor,
 } from '../support/cluster-scenario.ts';
-import { designPartition, readLeases, within } from '../support/partitions.ts';
+import { designPartition, within } from '../support/partitions.ts';
 
 const ctx = useTestCluster({ masters: 3, replicas: 1 });
 const SETTINGS = { partitions: 12, leaseMs: 1_500, rebalanceIntervalMs: 100, users: 150 };
@@ -156,11 +156,15 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
       ).toBe(true);
       const zombie = gate.zombie as unknown as ScenarioProcessor;
       const successor = zombie.name === 'a' ? 'b' : 'a';
-      const zombieToken = zombie.processor.partitions.find((p) => p.partition === partition)?.token;
+      // The unit in hand: the gate user's partition of the activity stream (a lease covers one partition of one stream).
+      const zombieToken = zombie.processor.partitions.find(
+        (p) => p.stream === s.streams.activity && p.partition === partition,
+      )?.token;
+      expect(zombieToken, `${zombie.name} does not hold ${s.streams.activity}:${partition}`).toBeDefined();
       // The successor takes the partition over once the lease ran out, and applies past the entry in hand.
       const movedOn = await within(
         async () =>
-          (await s.holders()).get(successor)?.includes(partition) === true &&
+          (await s.lease(s.streams.activity, partition))?.holder === successor &&
           compareIds(await s.snapshots.cursor(s.streams.activity, partition), entry) > 0,
         SETTINGS.leaseMs + 5_000,
         25,
@@ -168,7 +172,7 @@ describe('the processing guarantee on a 3-master Redis Cluster', () => {
       expect(movedOn.ok, `${successor} did not move past ${entry} in partition ${partition}\n${s.logs()}`).toBe(true);
       const takeoverMs = Math.round(performance.now() - gate.at);
       await sleep(200);
-      const successorToken = (await readLeases(s.redis, s.group, SETTINGS.partitions))[partition]?.token;
+      const successorToken = (await s.lease(s.streams.activity, partition))?.token;
       const refusalsBefore = zombie.client.refusals.length;
       const warnedBefore = zombie.logger.lines.filter((l) =>
         /partition claimed by another processor/.test(l.msg),

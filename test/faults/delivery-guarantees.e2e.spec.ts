@@ -7,7 +7,8 @@ import { prng } from '../support/model.ts';
 /**
  * The guarantee under faults: every appended entry is reflected in its snapshot exactly once, in
  * stream order per user (or dead-lettered if it cannot be applied), whatever fails. Each case runs
- * three `redsource process` children in one group (sharing 12 partitions, leases of 1.5 s) while
+ * three `redsource process` children in one group (sharing 12 partitions of each of the 3 streams:
+ * a lease covers one partition of one stream, and lasts 1.5 s) while
  * events are appended, injects its fault, lets the system settle, and compares every snapshot with
  * the pure fold of the streams.
  */
@@ -63,7 +64,7 @@ describe('exactly-once effects in per-user stream order under faults', () => {
     await appending;
     const outcome = await s.settle(60_000);
     expectExactOnce('killed-forever', s, outcome, EVENTS);
-    // Out of the group, and each of its partitions held by one of the living.
+    // Out of the group, and each of its partitions (of every stream) held by one of the living.
     expect(await eventually(async () => (await s.members()).join() === 'p1,p3', 15_000, 200)).toBe(true);
     expect(
       await eventually(async () => (await s.leaseHolders()).every((h) => h === 'p1' || h === 'p3'), 5_000, 200),

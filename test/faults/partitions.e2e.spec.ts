@@ -2,8 +2,9 @@
  * Partitioned processing under faults, end to end: `redsource process` children (the CLI, as
  * operators run it) with REDSOURCE_PARTITIONS=12, REDSOURCE_LEASE_MS=1500 and
  * REDSOURCE_REBALANCE_MS=200, on a test Redis, under a continuous load of raw XADDs (flat entries,
- * envelopes naming the user as a JSON number, 1% poison). Processors join and leave (SIGTERM: a
- * graceful handover; SIGKILL: waited out for the lease), or freeze past their lease and wake up
+ * envelopes naming the user as a JSON number, 1% poison). The unit of ownership is one partition of
+ * one stream: the group shares 3 streams x 12 partitions = 36 units. Processors join and leave
+ * (SIGTERM: a graceful handover; SIGKILL: waited out for the lease), or freeze past their lease and wake up
  * (SIGSTOP/SIGCONT: a zombie). Afterwards: every entry appended is applied or dead-lettered exactly
  * once (the totals hash against the streams), no entry of the source streams is left after its
  * partition's cursor (none pending in the group), and every snapshot equals the reference fold (which depends on each user's order).
@@ -21,11 +22,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   expectPartitionedExactlyOnce,
   holdings,
+  keys,
   PartitionScenario,
   readFences,
-  readLeases,
+  readUnitLeases,
   within,
   type Lease,
+  type UnitLease,
 } from '../support/partitions.ts';
 import { useTestRedis } from '../support/redis.ts';
 
@@ -38,13 +41,19 @@ afterEach(async () => {
 });
 
 const SETTINGS = { partitions: 12, leaseMs: 1_500, rebalanceMs: 200 };
+/** The unit of ownership is one partition of one stream: the scenario's 3 streams x 12 partitions. */
+const UNITS = 3 * SETTINGS.partitions;
 
 function begin(): PartitionScenario {
   scenario = new PartitionScenario(ctx.server, ctx.redis, SETTINGS);
   return scenario;
 }
 
-/** Whether the leases are all held, by exactly `holders`, `share` each. */
+/** Every unit's lease (the streams sorted by name, partition 0 first), as the processors share them out. */
+const unitLeases = (s: PartitionScenario) =>
+  readUnitLeases(ctx.redis, s.group, Object.values(s.streams), SETTINGS.partitions);
+
+/** Whether the leases of all units are held, by exactly `holders`, `share` units each. */
 const sharedBy = (leases: readonly (Lease | undefined)[], holders: readonly string[], share: number) => {
   const by = holdings(leases);
   return (
@@ -60,12 +69,8 @@ async function expectSharedBy(
   share: number,
   timeoutMs: number,
 ): Promise<void> {
-  const done = await within(
-    async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), holders, share),
-    timeoutMs,
-    50,
-  );
-  const leases = await readLeases(ctx.redis, s.group, SETTINGS.partitions);
+  const done = await within(async () => sharedBy(await unitLeases(s), holders, share), timeoutMs, 50);
+  const leases = await unitLeases(s);
   expect(done.ok, `want ${share} each for ${holders.join(', ')}; leases ${JSON.stringify(leases)}\n${s.logs()}`).toBe(
     true,
   );
@@ -117,7 +122,7 @@ describe("partitions under faults: exactly once, in each user's order", () => {
     for (const consumer of ['p1', 'p3'])
       expect(said(s, consumer, /partitions handed over/), s.output(consumer).slice(-2_000)).toHaveLength(1);
     // The survivors end with fair shares; the dead ones hold nothing.
-    await expectSharedBy(s, ['p4', 'p5'], 6, 5_000);
+    await expectSharedBy(s, ['p4', 'p5'], UNITS / 2, 5_000);
     expect(outcome.applied).toBeGreaterThan(3_000);
   }, 60_000);
 
@@ -127,15 +132,15 @@ describe("partitions under faults: exactly once, in each user's order", () => {
     const load = s.load({ seed: 52, poisonRate: 0.01, chunk: 10, everyMs: 10 });
     let replacedMs = 0;
     try {
-      await expectSharedBy(s, ['p1', 'p2', 'p3'], 4, 10_000);
+      await expectSharedBy(s, ['p1', 'p2', 'p3'], UNITS / 3, 10_000);
       await sleep(1_000);
-      const before = await readLeases(ctx.redis, s.group, SETTINGS.partitions);
+      const before = await unitLeases(s);
       const frozen = holdings(before).get('p2') ?? [];
       const fencesBefore = await readFences(ctx.redis, s.group, SETTINGS.partitions);
 
       await s.signal('p2', 'SIGSTOP');
       const replaced = await within(
-        async () => sharedBy(await readLeases(ctx.redis, s.group, SETTINGS.partitions), ['p1', 'p3'], 6),
+        async () => sharedBy(await unitLeases(s), ['p1', 'p3'], UNITS / 2),
         SETTINGS.leaseMs + 5_000,
         20,
       );
@@ -143,12 +148,40 @@ describe("partitions under faults: exactly once, in each user's order", () => {
       expect(replaced.ok, s.logs()).toBe(true);
       // Not before its lease ran out (it renewed at most one round before freezing).
       expect(replaced.ms).toBeGreaterThan(SETTINGS.leaseMs - SETTINGS.rebalanceMs - 300);
-      // Its partitions, and only they, went to the others under new fencing tokens.
+      // Its units (a partition of a stream), and only they, went to the others under new fencing
+      // tokens: every other unit is still held by its holder under the same token.
+      const after = await unitLeases(s);
       const fencesAfter = await readFences(ctx.redis, s.group, SETTINGS.partitions);
-      for (let p = 0; p < SETTINGS.partitions; p++) {
-        if (frozen.includes(p)) expect(fencesAfter[p]).toBeGreaterThan(fencesBefore[p] as number);
-        else expect(fencesAfter[p]).toBe(fencesBefore[p]);
+      expect(frozen.length).toBe(UNITS / 3);
+      for (const [u, lease] of after.entries()) {
+        const was = before[u] as UnitLease;
+        const unit = `${was.stream}:${was.partition}`;
+        if (frozen.includes(u)) {
+          expect(lease?.holder, unit).not.toBe('p2');
+          expect(Number(lease?.token), unit).toBeGreaterThan(Number(was.token));
+        } else expect(lease, unit).toEqual(was);
       }
+      // A partition's fencing counter is shared by the streams' partitions of that number: it grew by
+      // one for each frozen unit of that partition taken over (each taken once), and not otherwise.
+      for (let p = 0; p < SETTINGS.partitions; p++) {
+        const taken = frozen.filter((u) => before[u]?.partition === p).length;
+        expect(fencesAfter[p], `partition ${p}`).toBe((fencesBefore[p] as number) + taken);
+      }
+      // Each successor claimed its unit: the epoch of that stream's partition is its token now, so
+      // whatever the frozen one sends for it is refused.
+      const claimed = await within(
+        async () => {
+          const epochs = await ctx.redis.mget(
+            ...frozen.map((u) =>
+              keys.epoch((after[u] as UnitLease).stream, s.group, (after[u] as UnitLease).partition),
+            ),
+          );
+          return frozen.every((u, i) => epochs[i] === (after[u] as UnitLease).token);
+        },
+        5_000,
+        50,
+      );
+      expect(claimed.ok, s.logs()).toBe(true);
       // The others apply the frozen one's partitions for a while, then it wakes up mid-load.
       await sleep(700);
       await s.signal('p2', 'SIGCONT');
@@ -175,6 +208,6 @@ describe("partitions under faults: exactly once, in each user's order", () => {
     // blocking 100 ms under a load every 10 ms, one run in two or so (refused lines above).
     expect(outcome.skipped).toBe(0);
     // Thawed, it rejoined the group and got a fair share again.
-    await expectSharedBy(s, ['p1', 'p2', 'p3'], 4, 5_000);
+    await expectSharedBy(s, ['p1', 'p2', 'p3'], UNITS / 3, 5_000);
   }, 60_000);
 });

@@ -12,7 +12,16 @@ import { processEnv, runCli, type CliProcess } from './cli.ts';
 import { settled, type Outcome } from './fault-driver.ts';
 import type { TestCluster } from './cluster.ts';
 import { prng, randomCommands, referenceFold, type RawCommand } from './model.ts';
-import { capturingLogger, holdings, keys, readLeases, unappliedPerPartition } from './partitions.ts';
+import {
+  capturingLogger,
+  holdings,
+  keys,
+  readLeases,
+  readUnitLeases,
+  unappliedPerPartition,
+  type Lease,
+  type UnitLease,
+} from './partitions.ts';
 import { unique } from './redis.ts';
 
 /**
@@ -437,12 +446,27 @@ export class ClusterScenario {
     return (await this.redis.zrange(keys.members(this.group), 0, -1)).sort();
   }
 
-  /** Partitions per holder, from the leases in Redis. */
-  async holders(): Promise<Map<string, number[]>> {
-    return holdings(await readLeases(this.redis, this.group, this.settings.partitions));
+  /** The units of ownership (one partition of one stream): the streams x the partitions. */
+  get units(): number {
+    return Object.keys(this.streams).length * this.settings.partitions;
   }
 
-  /** Waits until the leases are all held, by exactly `names`, in shares that differ by at most one; returns how long it took. */
+  /** Every unit's lease in Redis: the streams sorted by name, each stream's partitions 0..P-1 (the order rebalance.lua shares them out in). */
+  async unitLeases(): Promise<(UnitLease | undefined)[]> {
+    return readUnitLeases(this.redis, this.group, Object.values(this.streams), this.settings.partitions);
+  }
+
+  /** Units per holder (their index in unitLeases()), from the leases in Redis. */
+  async holders(): Promise<Map<string, number[]>> {
+    return holdings(await this.unitLeases());
+  }
+
+  /** The lease of one partition of one stream now (undefined: free). */
+  async lease(stream: string, partition: number): Promise<Lease | undefined> {
+    return (await readLeases(this.redis, this.group, stream, this.settings.partitions))[partition];
+  }
+
+  /** Waits until the leases of all units are held, by exactly `names`, in shares that differ by at most one; returns how long it took. */
   async waitForShares(names: readonly string[], timeoutMs: number): Promise<number> {
     const started = performance.now();
     let last = new Map<string, number[]>();
@@ -450,16 +474,12 @@ export class ClusterScenario {
       last = await this.holders();
       const counts = names.map((n) => last.get(n)?.length ?? 0);
       const held = counts.reduce((a, b) => a + b, 0);
-      if (
-        held === this.settings.partitions &&
-        last.size === names.length &&
-        Math.max(...counts) - Math.min(...counts) <= 1
-      )
+      if (held === this.units && last.size === names.length && Math.max(...counts) - Math.min(...counts) <= 1)
         return Math.round(performance.now() - started);
       await sleep(25);
     }
     throw new Error(
-      `partitions not shared by ${names.join(', ')} within ${timeoutMs} ms: ${JSON.stringify([...last])}\n${this.logs()}`,
+      `units (a partition of a stream) not shared by ${names.join(', ')} within ${timeoutMs} ms: ${JSON.stringify([...last])}\n${this.logs()}`,
     );
   }
 

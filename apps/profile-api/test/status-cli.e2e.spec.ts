@@ -205,9 +205,13 @@ describe('redsource status', () => {
     expect(partitions[u7]?.[5]).toMatch(/^\d+(\.\d)?m?s$/);
     expect(tableAfter(text, `${setup.streams.activity}: ${PARTITIONS} partitions`)).toHaveLength(PARTITIONS);
 
-    // The last table: the group's processors (a lease covers its partition of every stream).
+    // The last table: the group's processors, each with the partitions it holds of each stream (a
+    // lease covers one partition of one stream): alone in the group, this one holds them all.
     const consumers = tableAfter(`processors\n${text.slice(text.lastIndexOf('\n┌') + 1)}`, 'processors');
-    expect(consumers.map((r) => r.slice(0, 3))).toEqual([[CONSUMER, 'yes', '0,1,2,3']]);
+    const { updates, activity, friends } = setup.streams;
+    expect(consumers.map((r) => r.slice(0, 3))).toEqual([
+      [CONSUMER, 'yes', `${updates}:0-3 ${activity}:0-3 ${friends}:0-3`],
+    ]);
   }, 30_000);
 
   it('marks the counts of a status that stopped at its scan limit as lower bounds: ≥N', async () => {
