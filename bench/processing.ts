@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RedisEventStore } from '@redsource/event-store';
-import { partitionKeys, processorKeys, processorSettingsSchema, type StreamStats } from '@redsource/processor';
+import { processorKeys, processorSettingsSchema, type StreamStats } from '@redsource/processor';
 import { SnapshotStore } from '@redsource/snapshot-store';
 import { profileCatalog, type ProfileStreams } from '../apps/profile-api/src/domain/events.ts';
 import { referenceFold, snapshotDifferences } from '../test/support/model.ts';

@@ -64,7 +64,7 @@ export const GAVE_UP = Symbol('gave up waiting on Redis');
 /**
  * Runs `command` until Redis accepts it: a refusal (OOM, READONLY, MISCONF, BUSY, LOADING, NOSCRIPT,
  * a lost connection: see redisUnavailableKind) is waited out with capped backoff, recorded in
- * `waits` under `source` meanwhile; any other error is thrown. Only for commands that are safe to
+ * `waits` under `source` meanwhile; any other error clears that and is thrown. Only for commands that are safe to
  * repeat: a command whose reply was lost may have run.
  */
 export async function untilRedisAccepts<T>(
@@ -85,7 +85,12 @@ export async function untilRedisAccepts<T>(
       return result;
     } catch (error) {
       const noted = options.waits.note(options.source, error);
-      if (noted === undefined) throw error;
+      if (noted === undefined) {
+        // Redis answered (RS_PARTITION_LOST, a handler's data refused...): nothing waits on it any
+        // more, even if this source never sends another command (its partitions moved on).
+        options.waits.clear(options.source);
+        throw error;
+      }
       options.onWait?.(options.waits.get(options.source) as WaitingOnRedis, error, noted === 'new');
       if (options.giveUp?.()) return GAVE_UP;
       await sleep(delay);

@@ -137,7 +137,7 @@ export async function streamStatus(options: StatusOptions): Promise<StreamStatus
   for (const [stream, leases] of ownership.leases) {
     for (const [p, lease] of [...leases].sort(([a], [b]) => a - b)) {
       let byStream = holdings.get(lease.owner);
-      if (!byStream) holdings.set(lease.owner, (byStream = new Map()));
+      if (!byStream) holdings.set(lease.owner, (byStream = new Map<string, number[]>()));
       byStream.set(stream, [...(byStream.get(stream) ?? []), p]);
     }
   }

@@ -373,7 +373,7 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         if (round.olderLeases > 0 && round.olderLeases !== this.olderLeasesSeen)
           this.logger.warn(
             { group: this.settings.group, partitions: round.olderLeases },
-            'processors of redsource 0.2 still hold partitions of this group: stop them (this version leases each stream\'s partitions apart); until then this processor takes no partition',
+            "processors of redsource 0.2 still hold partitions of this group: stop them (this version leases each stream's partitions apart); until then this processor takes no partition",
           );
         this.olderLeasesSeen = round.olderLeases;
         await this.reconcile(round.held, round.share);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RedisWaits } from '../src/redis-wait.ts';
+import { RedisWaits, untilRedisAccepts } from '../src/redis-wait.ts';
 
 const OOM = new Error("OOM command not allowed when used memory > 'maxmemory'.");
 const NOSCRIPT = new Error('NOSCRIPT No matching script. Please use EVAL.');
@@ -34,5 +34,24 @@ describe('RedisWaits: why a processor waits on Redis', () => {
     expect(
       new RedisWaits().note('s', new Error('WRONGTYPE Operation against a key holding the wrong kind of value')),
     ).toBeUndefined();
+  });
+
+  it('untilRedisAccepts: a wait ends when Redis answers with another error, not only when it accepts (a partition lost meanwhile is never applied again)', async () => {
+    const waits = new RedisWaits();
+    const replies = [
+      OOM,
+      OOM,
+      new Error('RS_PARTITION_LOST a later holder (fencing token 9) has claimed the partition'),
+    ];
+    const seen: string[] = [];
+    const run = untilRedisAccepts(() => Promise.reject(replies.shift() as Error), {
+      waits,
+      source: 's',
+      onWait: (wait) => void seen.push(wait.kind),
+    });
+    await expect(run).rejects.toThrow(/RS_PARTITION_LOST/);
+    expect(seen).toEqual(['OOM', 'OOM']);
+    expect(waits.get('s')).toBeUndefined();
+    expect(waits.oldest()).toBeUndefined();
   });
 });

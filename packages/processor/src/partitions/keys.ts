@@ -15,7 +15,8 @@ export const partitionKeys = {
    * unit of ownership is a stream's partition, so a processor reads only the streams it holds
    * partitions of (the stream last: its name may hold any character).
    */
-  lease: (group: string, stream: string, partition: number) => `redsource:{group:${group}}:lease:${partition}:${stream}`,
+  lease: (group: string, stream: string, partition: number) =>
+    `redsource:{group:${group}}:lease:${partition}:${stream}`,
   /** How redsource 0.2 leased a partition of every stream at once; a round takes nothing while one exists. */
   olderLease: (group: string, partition: number) => `redsource:{group:${group}}:lease:${partition}`,
   /**

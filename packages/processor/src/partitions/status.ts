@@ -80,7 +80,7 @@ export async function readOwnership(
     const match = value === null ? null : /^(\d+) (.*)$/s.exec(value);
     const { stream, p } = units[i] as { stream: string; p: number };
     let ofStream = held.get(stream);
-    if (!ofStream) held.set(stream, (ofStream = new Map()));
+    if (!ofStream) held.set(stream, (ofStream = new Map<number, { token: string; owner: string }>()));
     if (match) ofStream.set(p, { token: match[1] as string, owner: match[2] as string });
   }
   return { members, leases: held };
