@@ -247,15 +247,20 @@ function spawnPartitioned(ctx: BenchContext, streams: ProfileStreams, tag: strin
   const consumers = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
   const workers = consumers.map(
     (consumer) =>
-      new Worker(`processor ${consumer}`, '../support/partitioned-processor.ts', [
-        ctx.server.url,
-        JSON.stringify(streams),
-        keyPrefix,
-        projection,
-        group,
-        consumer,
-        JSON.stringify(PARTITIONED_SETTINGS),
-      ]),
+      new Worker(
+        `processor ${consumer}`,
+        '../support/partitioned-processor.ts',
+        [
+          ctx.server.url,
+          JSON.stringify(streams),
+          keyPrefix,
+          projection,
+          group,
+          consumer,
+          JSON.stringify(PARTITIONED_SETTINGS),
+        ],
+        { env: cpuProfileEnv(`partitioned-${consumer}`) },
+      ),
   );
   return { n, tag, streams, group, keyPrefix, projection, consumers, workers };
 }

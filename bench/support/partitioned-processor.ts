@@ -21,7 +21,7 @@ import { SnapshotStore } from '@redsource/snapshot-store';
 import { profileCatalog, type ProfileStreams } from '../../apps/profile-api/src/domain/events.ts';
 import { profileHandlers } from '../../apps/profile-api/src/domain/handlers.ts';
 import { openRedisConnection } from '../../apps/profile-api/src/runtime/redis-connection.ts';
-import { arg, nextMessage, peakRssMiB, post, runWorker } from './worker-side.ts';
+import { arg, nextMessage, peakRssMiB, post, profileWindow, runWorker } from './worker-side.ts';
 
 runWorker(async () => {
   const streams = JSON.parse(arg(1, 'streams')) as ProfileStreams;
@@ -46,10 +46,12 @@ runWorker(async () => {
   post({ type: 'mode', mode: connection.mode });
   post({ type: 'ready' });
   await nextMessage('go');
+  const profiled = await profileWindow();
   await processor.start();
   post({ type: 'started' });
   await nextMessage('stop');
   await processor.stop();
+  await profiled();
   post({ type: 'stopped', peakRssMiB: peakRssMiB(), stats: processor.stats() });
   redis.disconnect();
 });
