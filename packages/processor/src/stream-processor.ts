@@ -45,13 +45,17 @@ interface HeldPartition {
   readonly token: string;
   /** `draining`: beyond this processor's share; no new reads, released once its batch is done. */
   state: 'active' | 'draining';
-  /** How far the stream is read for this partition, every entry of it up to there applied (the next read starts after it). */
+  /** How far the stream is read for this partition: the next read starts after it (its batches may still be applying). */
   readFrom: string;
-  /** The cursor as last written in Redis (an idle partition's cursor follows the read position now and then, not at every read). */
+  /** Every entry of this partition up to here is applied (as far as this processor knows: its cursor in Redis may lag, see `stored`). */
+  appliedThrough: string;
+  /** The cursor as last written in Redis (an idle partition's cursor follows `appliedThrough` now and then, not at every read). */
   stored: { cursor: string; at: number };
-  /** Bumped when the read position is reset: replies of reads sent before are dropped. */
+  /** Bumped when the read position is reset: replies of reads sent before, and batches queued before, are dropped. */
   generation: number;
-  /** The batch being applied. */
+  /** The last batch queued: each partition's batches apply one after the other, in read order. */
+  tail: Promise<void>;
+  /** The batches queued and not settled. */
   readonly busy: Set<Promise<void>>;
 }
 
@@ -467,8 +471,10 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
       token: lease.token,
       state: 'active',
       readFrom: cursor,
+      appliedThrough: cursor,
       stored: { cursor, at: Date.now() },
       generation: 0,
+      tail: Promise.resolve(),
       busy: new Set(),
     };
   }
@@ -502,12 +508,15 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   /**
-   * Reads one stream (one XREAD BLOCK) from where the partitions held are applied up to, and
-   * applies the entries of each held partition, partitions in parallel; an idle partition's cursor
-   * follows at most once a second while entries arrive, and as soon as none arrive for blockMs.
+   * Reads one stream (one XREAD BLOCK) from where the partitions held are read up to, and queues
+   * the entries of each held partition as a batch, partitions in parallel. The next read goes out
+   * while those batches apply (at most two reads' batches in flight), so decoding one read overlaps
+   * applying the one before. An idle partition's cursor follows at most once a second while
+   * entries arrive, and as soon as none arrive for blockMs.
    */
   private async readLoop(stream: string): Promise<void> {
     let backoff = 100;
+    let applying: Promise<void>[] = [];
     while (this.state === 'running') {
       try {
         const reading = [...this.held.values()].filter((p) => p.state === 'active' && p.stream === stream);
@@ -534,7 +543,9 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
         if (raw.length === 0) {
           // Nothing new for blockMs: write the cursors idle partitions have read past, so what
           // status, retention and read-your-writes see settles.
-          await this.writeIdleCursors(stream, reading, generations);
+          const before = applying;
+          applying = [];
+          await allSettledOrThrow([...before, ...this.writeIdleCursors(stream, reading, generations)]);
           continue;
         }
         const through = (raw[raw.length - 1] as RawEntry)[0].toString('latin1');
@@ -550,24 +561,31 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
           }
           mine.push({ id: id.toString('latin1'), fields: fields.map((f) => f.toString()) });
         }
-        const now = Date.now();
         const work: Promise<void>[] = [];
         for (const [i, partition] of reading.entries()) {
-          // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
-          if (!this.holds(partition) || partition.generation !== generations[i]) continue;
           const position = positions[i] as string;
+          // Dropped: the partition went (lost, draining) or its read position was reset meanwhile.
+          if (!this.reads(partition, generations[i] as number, position)) continue;
           if (compareEntryIds(through, position) <= 0) continue;
           const after = (byPartition.get(partition.index) ?? []).filter((e) => compareEntryIds(e.id, position) > 0);
-          const stored = partition.stored;
-          if (after.length === 0 && now - stored.at < IDLE_CURSOR_EVERY_MS) {
-            // Nothing of this partition up to `through`: read on from there; the cursor follows later.
-            partition.readFrom = through;
-            continue;
-          }
-          work.push(this.track(this.processPartition(partition, stream, after, stored.cursor, through)));
+          partition.readFrom = through;
+          work.push(
+            this.enqueue(partition, position, async () => {
+              if (after.length === 0 && Date.now() - partition.stored.at < IDLE_CURSOR_EVERY_MS) {
+                // Nothing of this partition up to `through`: the cursor follows later.
+                partition.appliedThrough = through;
+                return;
+              }
+              await this.processPartition(partition, stream, after, through);
+            }),
+          );
         }
-        // Every batch settles before the next read, so a failure cannot race a batch still applying.
-        await allSettledOrThrow(work);
+        // The batches of the read before settle now, while this read's apply: a failure stops
+        // the loop one read later, and the batches queued after it are dropped (their partition's
+        // read position is reset, see enqueue).
+        const before = applying;
+        applying = work;
+        await allSettledOrThrow(before);
         this.waits.clear('read');
         backoff = 100;
       } catch (error) {
@@ -579,28 +597,68 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     }
   }
 
-  /** Moves the cursor of each partition whose read position is past it (entries of other partitions only). */
-  private async writeIdleCursors(
+  /** Queues a cursor move for each partition applied past its stored cursor (entries of other partitions only). */
+  private writeIdleCursors(
     stream: string,
     reading: readonly HeldPartition[],
     generations: readonly number[],
-  ): Promise<void> {
+  ): Promise<void>[] {
     const work: Promise<void>[] = [];
     for (const [i, partition] of reading.entries()) {
-      if (!this.holds(partition) || partition.generation !== generations[i]) continue;
-      const position = partition.readFrom;
-      const stored = partition.stored;
-      if (compareEntryIds(position, stored.cursor) <= 0) continue;
-      work.push(this.track(this.processPartition(partition, stream, [], stored.cursor, position)));
+      if (!this.reads(partition, generations[i] as number, partition.readFrom)) continue;
+      if (compareEntryIds(partition.readFrom, partition.stored.cursor) <= 0) continue;
+      work.push(
+        this.enqueue(partition, partition.readFrom, () =>
+          compareEntryIds(partition.appliedThrough, partition.stored.cursor) > 0
+            ? this.processPartition(partition, stream, [], partition.appliedThrough)
+            : Promise.resolve(),
+        ),
+      );
     }
-    await allSettledOrThrow(work);
+    return work;
   }
 
-  /** Reads the partition's entries of the stream again from where it is applied: what was read but not applied is not lost. */
+  /** Whether a read sent for `partition` at `generation` from `position` still counts: held, active, not reset since. */
+  private reads(partition: HeldPartition, generation: number, position: string): boolean {
+    return (
+      this.holds(partition) &&
+      partition.state === 'active' &&
+      partition.generation === generation &&
+      partition.readFrom === position
+    );
+  }
+
+  /**
+   * Queues a batch of a partition read from `start`: it runs once the batches queued before it
+   * are done, and only if they applied everything up to `start` (one that failed, or that stop()
+   * cut short, leaves `appliedThrough` behind it: then this one is dropped, and the entries are
+   * read again from the cursor).
+   */
+  private enqueue(partition: HeldPartition, start: string, batch: () => Promise<void>): Promise<void> {
+    const generation = partition.generation;
+    const queued = partition.tail.then(async () => {
+      if (!this.holds(partition) || partition.generation !== generation || partition.appliedThrough !== start) return;
+      await batch();
+    });
+    partition.tail = queued.catch(() => undefined);
+    partition.busy.add(queued);
+    const settled = () => void partition.busy.delete(queued);
+    queued.then(settled, settled);
+    void this.track(queued).catch(() => undefined);
+    return queued;
+  }
+
+  /**
+   * Reads the partition's entries of the stream again from where it is applied: what was read but
+   * not applied is not lost. Everything changes in one step once the cursor is read, so a read or
+   * a batch of before cannot be taken for one of after.
+   */
   private async resetReadPosition(partition: HeldPartition): Promise<void> {
+    // Redis not answering: the cursor as last written is safe too (the apply script skips what is at or below its own).
+    const cursor = await this.snapshots.cursor(partition.stream, partition.index).catch(() => partition.stored.cursor);
     partition.generation++;
-    const cursor = await this.snapshots.cursor(partition.stream, partition.index);
     partition.readFrom = cursor;
+    partition.appliedThrough = cursor;
     partition.stored = { cursor, at: Date.now() };
   }
 
@@ -610,27 +668,27 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   }
 
   /**
-   * Applies one partition's entries of one read (none: its cursor only moves up to `through`);
+   * Applies one partition's entries of one read, from its stored cursor (everything of it between
+   * that and `appliedThrough` is applied) up to `through` (no entries: its cursor only moves);
    * a partition found taken over is dropped.
    */
-  private processPartition(
+  private async processPartition(
     partition: HeldPartition,
     stream: string,
     entries: readonly StreamEntry[],
-    cursor: string,
     through: string,
   ): Promise<void> {
-    const run = async () => {
+    {
       try {
         // At most batchSize entries per apply call (one call holds Redis for its whole run).
-        let from = cursor;
+        let from = partition.stored.cursor;
         for (let start = 0; start === 0 || start < entries.length; start += this.settings.batchSize) {
           const chunk = entries.slice(start, start + this.settings.batchSize);
           const last = start + this.settings.batchSize >= entries.length;
           const upTo = last ? through : (chunk[chunk.length - 1] as StreamEntry).id;
           // Cut short by stop(): the rest is read again by whoever holds the partition next.
           if (!(await this.process(stream, partition, chunk, from, upTo))) return;
-          partition.readFrom = upTo;
+          partition.appliedThrough = upTo;
           partition.stored = { cursor: upTo, at: Date.now() };
           from = upTo;
         }
@@ -649,13 +707,10 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
             { stream, partition: partition.index, err: String(error) },
             'partition cursor moved under this processor: reading on from it',
           );
-        await this.resetReadPosition(partition).catch(() => undefined);
+        await this.resetReadPosition(partition);
         if (!String(error).includes(PARTITION_GAP)) throw error;
       }
-    };
-    const current = run();
-    partition.busy.add(current);
-    return current.finally(() => partition.busy.delete(current));
+    }
   }
 
   /** Returns false when stopping cut it short. */
