@@ -211,8 +211,8 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
   /** The partitions of streams this processor holds now, with the fencing token of each; by stream, then partition. */
   get partitions(): readonly HeldPartitionInfo[] {
     return [...this.held.values()]
-      .map((p) => ({ stream: p.stream, partition: p.index, token: p.token, state: p.state }))
-      .sort((a, b) => (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.partition - b.partition));
+      .sort(byUnit)
+      .map((p) => ({ stream: p.stream, partition: p.index, token: p.token, state: p.state }));
   }
 
   /** This processor's fair share of the units (streams x partitions), and the live processors of its group, at the last ownership round. */
@@ -678,38 +678,36 @@ export class StreamProcessor extends EventEmitter<ProcessorEvents> {
     entries: readonly StreamEntry[],
     through: string,
   ): Promise<void> {
-    {
-      try {
-        // At most batchSize entries per apply call (one call holds Redis for its whole run).
-        let from = partition.stored.cursor;
-        for (let start = 0; start === 0 || start < entries.length; start += this.settings.batchSize) {
-          const chunk = entries.slice(start, start + this.settings.batchSize);
-          const last = start + this.settings.batchSize >= entries.length;
-          const upTo = last ? through : (chunk[chunk.length - 1] as StreamEntry).id;
-          // Cut short by stop(): the rest is read again by whoever holds the partition next.
-          if (!(await this.process(stream, partition, chunk, from, upTo))) return;
-          partition.appliedThrough = upTo;
-          partition.stored = { cursor: upTo, at: Date.now() };
-          from = upTo;
-        }
-      } catch (error) {
-        if (String(error).includes(PARTITION_LOST)) {
-          if (this.holds(partition)) this.held.delete(unitKey(stream, partition.index));
-          this.partitionsChanged({ lost: [unitOf(partition)] });
-          this.logger.warn(
-            { stream, partition: partition.index },
-            'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied',
-          );
-          return;
-        }
-        if (String(error).includes(PARTITION_GAP))
-          this.logger.warn(
-            { stream, partition: partition.index, err: String(error) },
-            'partition cursor moved under this processor: reading on from it',
-          );
-        await this.resetReadPosition(partition);
-        if (!String(error).includes(PARTITION_GAP)) throw error;
+    try {
+      // At most batchSize entries per apply call (one call holds Redis for its whole run).
+      let from = partition.stored.cursor;
+      for (let start = 0; start === 0 || start < entries.length; start += this.settings.batchSize) {
+        const chunk = entries.slice(start, start + this.settings.batchSize);
+        const last = start + this.settings.batchSize >= entries.length;
+        const upTo = last ? through : (chunk[chunk.length - 1] as StreamEntry).id;
+        // Cut short by stop(): the rest is read again by whoever holds the partition next.
+        if (!(await this.process(stream, partition, chunk, from, upTo))) return;
+        partition.appliedThrough = upTo;
+        partition.stored = { cursor: upTo, at: Date.now() };
+        from = upTo;
       }
+    } catch (error) {
+      if (String(error).includes(PARTITION_LOST)) {
+        if (this.holds(partition)) this.held.delete(unitKey(stream, partition.index));
+        this.partitionsChanged({ lost: [unitOf(partition)] });
+        this.logger.warn(
+          { stream, partition: partition.index },
+          'partition claimed by another processor (this one was paused past its lease): dropped, nothing applied',
+        );
+        return;
+      }
+      if (String(error).includes(PARTITION_GAP))
+        this.logger.warn(
+          { stream, partition: partition.index, err: String(error) },
+          'partition cursor moved under this processor: reading on from it',
+        );
+      await this.resetReadPosition(partition);
+      if (!String(error).includes(PARTITION_GAP)) throw error;
     }
   }
 
