@@ -19,22 +19,10 @@ ARGV[4]  the events as one JSON array (one argument instead of thousands); in it
 Reply:   {'OK', entryId, duplicate (0|1), version (-1 = no subject), ...per event}
          or {'CONFLICT', subject, expected, actual}: nothing was written
 ]]
--- Every write below must succeed once started (a script error keeps what it wrote): check types first.
-local wanted = { 'stream', 'hash', 'hash', 'zset' }
-for i = 1, 4 do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'none' and t ~= wanted[i] then
-    return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
-  end
-end
-
 local windowMs = tonumber(ARGV[1])
 local maxIds = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local A = cjson.decode(ARGV[4])
-local time = redis.call('TIME')
--- Ids remembered from entries older than this are past the window: a resend of one is a new event.
-local cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
 local function msOf(entryId) return tonumber(string.match(entryId, '^(%d+)-')) end
 -- The entry id as a score, exact in a double (2^42 ms, 11 bits of seq; later seqs of one ms tie).
 -- Formatted here: Redis would turn a Lua number into a string with 14 digits, losing the seq.
@@ -42,12 +30,11 @@ local function ageOf(entryId)
   local ms, seq = string.match(entryId, '^(%d+)-(%d+)$')
   return string.format('%.11f', tonumber(ms) + math.min(tonumber(seq), 2047) / 2048)
 end
-local versions = {}
-local batchIds = {}
 
 -- The events as laid out in A, and their ids.
 local events = {}
 local idList = {}
+local anySubject = false
 local pos = 1
 for i = 1, count do
   local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
@@ -55,7 +42,34 @@ for i = 1, count do
   event.last = pos + 3 + tonumber(A[pos + 3])
   pos = event.last + 1
   if event.id ~= '' then idList[#idList + 1] = event.id end
+  if event.subject ~= '' then anySubject = true end
   events[i] = event
+end
+
+-- Every write below must succeed once started (a script error keeps what it wrote): check the types
+-- of the keys this call may touch first. The versions only with a subject; the ids' hash only when
+-- this call names ids or the age set holds ids to forget.
+local wanted = { 'stream', 'hash', 'hash', 'zset' }
+local typeOf = {}
+local function checkType(i)
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= wanted[i] then
+    return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
+  end
+  typeOf[i] = t
+end
+local wrong = checkType(1) or checkType(4)
+-- Ids in play: this call's, or older ones to forget. Only then are the ids' hash and the clock needed.
+local idsInPlay = #idList > 0 or typeOf[4] ~= 'none'
+if not wrong and anySubject then wrong = checkType(2) end
+if not wrong and idsInPlay then wrong = checkType(3) end
+if wrong then return wrong end
+
+-- Ids remembered from entries older than this are past the window: a resend of one is a new event.
+local cutoff
+if idsInPlay then
+  local time = redis.call('TIME')
+  cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
 end
 
 -- The ids' stored entries, fetched in as few calls as possible (nothing is written before the loop below ends).
@@ -66,6 +80,10 @@ for i = 1, #idList, 1000 do
   for j = i, last do storedEntryOf[idList[j]] = found[j - i + 1] end
 end
 
+-- subject -> its count as this call goes; the subjects with a new event, in order of the first one.
+local versions = {}
+local subjectList = {}
+local batchIds = {}
 for i = 1, count do
   local event = events[i]
   if event.id ~= '' then
@@ -75,12 +93,31 @@ for i = 1, count do
     if not event.duplicateOf and batchIds[event.id] then event.sameBatchAs = batchIds[event.id] end
     batchIds[event.id] = i
   end
-  if not event.duplicateOf and not event.sameBatchAs and event.subject ~= '' then
+  event.new = not event.duplicateOf and not event.sameBatchAs
+  if event.new and event.subject ~= '' and versions[event.subject] == nil then
+    versions[event.subject] = false
+    subjectList[#subjectList + 1] = event.subject
+  end
+end
+
+-- Their counts before this append: one HMGET per 1000 subjects, not a call per subject.
+local countedBefore = {}
+for i = 1, #subjectList, 1000 do
+  local last = math.min(i + 999, #subjectList)
+  local found = redis.call('HMGET', KEYS[2], unpack(subjectList, i, last))
+  for j = i, last do
+    local subject = subjectList[j]
+    countedBefore[subject] = tonumber(found[j - i + 1] or '0')
+    versions[subject] = countedBefore[subject]
+  end
+end
+
+for i = 1, count do
+  local event = events[i]
+  if event.new and event.subject ~= '' then
     local current = versions[event.subject]
-    local firstNew = current == nil
-    if firstNew then current = tonumber(redis.call('HGET', KEYS[2], event.subject) or '0') end
     -- The expectation is about the subject before this append: its first event not already appended checks it.
-    if firstNew and event.expected ~= '' and tonumber(event.expected) ~= current then
+    if current == countedBefore[event.subject] and event.expected ~= '' and tonumber(event.expected) ~= current then
       return { 'CONFLICT', event.subject, event.expected, tostring(current) }
     end
     versions[event.subject] = current + 1
@@ -89,8 +126,8 @@ for i = 1, count do
 end
 
 local reply = { 'OK' }
--- Written after the loop, a call each: the ids remembered (hash and age) and each subject's new count.
-local idPairs, agePairs, appendedPerSubject = {}, {}, {}
+-- Written after the loop, a call per 1000 at most: the ids remembered (hash and age), each subject's new count.
+local idPairs, agePairs = {}, {}
 for i = 1, count do
   local event = events[i]
   local entryId
@@ -108,9 +145,6 @@ for i = 1, count do
       agePairs[#agePairs + 1] = ageOf(entryId)
       agePairs[#agePairs + 1] = event.id
     end
-    if event.subject ~= '' then
-      appendedPerSubject[event.subject] = (appendedPerSubject[event.subject] or 0) + 1
-    end
   end
   reply[#reply + 1] = entryId
   reply[#reply + 1] = duplicate
@@ -120,20 +154,28 @@ for i = 1, #idPairs, 1000 do
   redis.call('HSET', KEYS[3], unpack(idPairs, i, math.min(i + 999, #idPairs)))
   redis.call('ZADD', KEYS[4], unpack(agePairs, i, math.min(i + 999, #agePairs)))
 end
-for subject, appended in pairs(appendedPerSubject) do redis.call('HINCRBY', KEYS[2], subject, appended) end
+-- The new counts, exact: read above in this same script, which nothing else runs during.
+local countPairs = {}
+for _, subject in ipairs(subjectList) do
+  countPairs[#countPairs + 1] = subject
+  countPairs[#countPairs + 1] = tostring(versions[subject])
+end
+for i = 1, #countPairs, 1000 do redis.call('HSET', KEYS[2], unpack(countPairs, i, math.min(i + 999, #countPairs))) end
 
 -- Forget the ids past the window: the oldest first, a bounded number per call (each call forgets
 -- more than it can add, so the window is kept however it was configured before).
-local budget = count + 1000
-local function forget(ids)
-  for i = 1, #ids, 1000 do
-    local last = math.min(i + 999, #ids)
-    redis.call('HDEL', KEYS[3], unpack(ids, i, last))
-    redis.call('ZREM', KEYS[4], unpack(ids, i, last))
+if idsInPlay then
+  local budget = count + 1000
+  local function forget(ids)
+    for i = 1, #ids, 1000 do
+      local last = math.min(i + 999, #ids)
+      redis.call('HDEL', KEYS[3], unpack(ids, i, last))
+      redis.call('ZREM', KEYS[4], unpack(ids, i, last))
+    end
+    budget = budget - #ids
   end
-  budget = budget - #ids
+  forget(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', cutoff), 'LIMIT', 0, budget))
+  local excess = redis.call('ZCARD', KEYS[4]) - maxIds
+  if excess > 0 and budget > 0 then forget(redis.call('ZRANGE', KEYS[4], 0, math.min(excess, budget) - 1)) end
 end
-forget(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', cutoff), 'LIMIT', 0, budget))
-local excess = redis.call('ZCARD', KEYS[4]) - maxIds
-if excess > 0 and budget > 0 then forget(redis.call('ZRANGE', KEYS[4], 0, math.min(excess, budget) - 1)) end
 return reply
