@@ -1,4 +1,4 @@
-import type { Redis, Result } from 'ioredis';
+import { ReplyError, type Redis, type Result } from 'ioredis';
 import type { z } from 'zod';
 import { compareEntryIds } from './entry-ids.ts';
 import {
@@ -28,6 +28,7 @@ declare module 'ioredis' {
       numKeys: number,
       ...keysAndArgs: (string | number)[]
     ): Result<[number, ...string[]], Context>;
+    redsourceApplyPartitions(numKeys: number, ...keysAndArgs: (string | number)[]): Result<unknown[], Context>;
   }
 }
 
@@ -37,7 +38,25 @@ const scripts = {
   redsourceApplyBatch: loadScript('apply-batch.lua'),
   redsourceCheckBatch: loadScript('check-batch.lua'),
   redsourceApplySnapshots: loadScript('apply-snapshots.lua'),
+  redsourceApplyPartitions: loadScript('apply-partitions.lua'),
 };
+
+/**
+ * Partition batches asked for in the same turn of the event loop go out as one script call
+ * (apply-partitions.lua) while they hold this many entries together: a processor's read hands it
+ * a batch per partition, and at a steady rate each holds a few entries, so a call each would cost
+ * Redis and the processor more in fixed costs than in entries. Larger batches go alone: one call
+ * holds Redis for its whole run.
+ */
+const SHARED_CALL_MAX_ENTRIES = 500;
+
+/** A partition batch waiting for the others of its turn. */
+interface WaitingBatch {
+  readonly input: ApplyBatchInput;
+  readonly entries: readonly BatchEntry[];
+  readonly resolve: (result: ApplyBatchResult) => void;
+  readonly reject: (error: unknown) => void;
+}
 
 /** One stream entry in a batch: its changes to snapshots, or why it goes to the dead-letter stream. */
 export type BatchEntry =
@@ -112,6 +131,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
   /** Its connection: the processor re-reads an entry's exact bytes through it (RS_NOT_UTF8). */
   readonly redis: Redis;
   private readonly fieldsSchema: z.ZodType<Fields> | undefined;
+  private waitingBatches: WaitingBatch[] = [];
 
   constructor(options: SnapshotStoreOptions<Fields>) {
     this.redis = options.redis;
@@ -301,13 +321,140 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       };
     }
     if (isCluster(this.redis)) return this.applyAcrossSlots(input, entries);
+    if (input.partition && input.fence && input.ackGroup === undefined && entries.length < SHARED_CALL_MAX_ENTRIES)
+      return this.applyWithOthers(input, entries);
     return this.applyInOneScript(input, entries);
   }
 
-  /** One script call: the snapshot writes and the bookkeeping together, atomically (one Redis, or one slot). */
-  private async applyInOneScript(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
+  /** Queues a partition batch for the shared call of this turn (see SHARED_CALL_MAX_ENTRIES). */
+  private applyWithOthers(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
+    return new Promise((resolve, reject) => {
+      if (this.waitingBatches.length === 0) setImmediate(() => this.sendWaitingBatches());
+      this.waitingBatches.push({ input, entries, resolve, reject });
+    });
+  }
+
+  /**
+   * Sends the batches of this turn: those of one stream (same dead-letter stream, group and fence
+   * code) together, in the order they were asked for, a partition at most once per call (a second
+   * batch of it goes in a later call, which Redis runs after).
+   */
+  private sendWaitingBatches(): void {
+    const waiting = this.waitingBatches;
+    this.waitingBatches = [];
+    const calls: WaitingBatch[][] = [];
+    const open = new Map<string, { batches: WaitingBatch[]; entries: number; cursors: Set<string> }>();
+    for (const batch of waiting) {
+      const { input } = batch;
+      const sharing = JSON.stringify([
+        input.stream,
+        input.deadLetterStream,
+        input.group ?? '',
+        input.fence?.code ?? '',
+      ]);
+      const cursorKey = this.cursorKey(input.stream, input.partition?.index);
+      let call = open.get(sharing);
+      if (!call || call.cursors.has(cursorKey) || call.entries + batch.entries.length > SHARED_CALL_MAX_ENTRIES) {
+        call = { batches: [], entries: 0, cursors: new Set() };
+        open.set(sharing, call);
+        calls.push(call.batches);
+      }
+      call.batches.push(batch);
+      call.entries += batch.entries.length;
+      call.cursors.add(cursorKey);
+    }
+    for (const batches of calls) {
+      const [only] = batches;
+      const sent =
+        batches.length === 1 && only
+          ? this.applyInOneScript(only.input, only.entries).then((result) => [result])
+          : this.applyPartitionsInOneScript(batches);
+      sent.then(
+        (results) => batches.forEach((batch, i) => settle(batch, results[i])),
+        (error: unknown) => batches.forEach((batch) => batch.reject(error)),
+      );
+    }
+  }
+
+  /** Several partitions' batches of one stream in one call of apply-partitions.lua; a batch's own failure as its Error. */
+  private async applyPartitionsInOneScript(batches: readonly WaitingBatch[]): Promise<(ApplyBatchResult | Error)[]> {
+    const first = (batches[0] as WaitingBatch).input;
     const keyIndex = new Map<string, number>();
     const args: (string | number)[] = [];
+    const perBatch: (string | number)[] = [];
+    const batchKeys: string[] = [];
+    // A batch the caller got wrong (a bad snapshot id) fails alone, as it would in a call of its own.
+    const refused = new Map<number, Error>();
+    for (const [i, { input, entries }] of batches.entries()) {
+      const partition = input.partition as NonNullable<ApplyBatchInput['partition']>;
+      const fence = input.fence as NonNullable<ApplyBatchInput['fence']>;
+      const [argsBefore, keysBefore] = [args.length, keyIndex.size];
+      try {
+        this.encodeEntries(entries, keyIndex, args);
+      } catch (error) {
+        args.length = argsBefore;
+        for (const [key, index] of keyIndex) if (index > keysBefore) keyIndex.delete(key);
+        refused.set(i, error instanceof Error ? error : new Error(String(error)));
+        continue;
+      }
+      perBatch.push(argsBefore + 1, entries.length, fence.token, partition.readFrom, partition.readThrough);
+      batchKeys.push(this.cursorKey(input.stream, partition.index), fence.key);
+    }
+    const sent = batches.length - refused.size;
+    if (sent === 0) return batches.map((_, i) => refused.get(i) as Error);
+    const keys = [
+      first.stream,
+      first.deadLetterStream,
+      this.totalsKey(first.stream),
+      this.holdKey(first.stream),
+      snapshotKeys.deadLettered(first.stream),
+      ...batchKeys,
+      ...keyIndex.keys(),
+    ];
+    const reply = await this.redis.redsourceApplyPartitions(
+      keys.length,
+      ...keys,
+      sent,
+      packEntries(args),
+      first.group ?? '',
+      first.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
+      ...perBatch,
+    );
+    let at = 0;
+    return batches.map(({ entries }, i) => {
+      const refusal = refused.get(i);
+      if (refusal) return refusal;
+      const offset = at++ * 7;
+      const [applied, skipped, deadLettered, , cursor, held, error] = reply.slice(offset, offset + 7) as [
+        number,
+        number,
+        number,
+        string,
+        string,
+        number,
+        string,
+      ];
+      // The error apply-batch.lua would have replied, as Redis' own error replies are thrown.
+      if (error !== '') return new (ReplyError as new (message: string) => Error)(error);
+      return {
+        applied,
+        skipped,
+        deadLettered,
+        // Held: nothing of it applied, as apply-batch.lua answers (it names the first entry).
+        blockedAt: held === 1 ? entries[0]?.entryId : undefined,
+        handled: applied + skipped + deadLettered,
+        cursor,
+        held: held === 1,
+      };
+    });
+  }
+
+  /** Appends the script's encoding of entries (see apply-batch.lua, ARGV[4]) to `args`, numbering new snapshot keys in `keyIndex`. */
+  private encodeEntries(
+    entries: readonly BatchEntry[],
+    keyIndex: Map<string, number>,
+    args: (string | number)[],
+  ): void {
     for (const entry of entries) {
       if ('deadLetter' in entry) {
         args.push(entry.entryId, 'D', entry.deadLetter.reason, JSON.stringify(entry.deadLetter.fields));
@@ -337,6 +484,13 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         );
       }
     }
+  }
+
+  /** One script call: the snapshot writes and the bookkeeping together, atomically (one Redis, or one slot). */
+  private async applyInOneScript(input: ApplyBatchInput, entries: readonly BatchEntry[]): Promise<ApplyBatchResult> {
+    const keyIndex = new Map<string, number>();
+    const args: (string | number)[] = [];
+    this.encodeEntries(entries, keyIndex, args);
     const keys = [
       input.stream,
       this.cursorKey(input.stream, input.partition?.index),
@@ -567,4 +721,10 @@ function packEntries(args: (string | number)[]): string {
   const packed = JSON.stringify(args);
   if (!/\\ud[89a-f]/i.test(packed)) return packed;
   return JSON.stringify(args.map((a) => (typeof a === 'string' ? a.toWellFormed() : a)));
+}
+
+function settle(batch: WaitingBatch, result: ApplyBatchResult | Error | undefined): void {
+  if (result === undefined) batch.reject(new Error('redsource: no reply for a partition batch'));
+  else if (result instanceof Error) batch.reject(result);
+  else batch.resolve(result);
 }

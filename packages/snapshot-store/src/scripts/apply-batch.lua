@@ -54,35 +54,14 @@ local A = cjson.decode(ARGV[4])
 --@include snapshot-ops.lua
 
 local group = ARGV[1]
-
--- The set is read only when it has members (SCARD is O(1)); retention trims it with the stream.
-local anyDeadLettered
-local function wasDeadLettered(entryId)
-  if anyDeadLettered == nil then anyDeadLettered = redis.call('SCARD', KEYS[6]) > 0 end
-  return anyDeadLettered and redis.call('SISMEMBER', KEYS[6], entryId) == 1
-end
-
 local letterGroup = ARGV[9] or ''
 if letterGroup == '' then letterGroup = group end
+local streamKey, deadLetterKey, deadLetteredKey = KEYS[1], KEYS[3], KEYS[6]
+local function snapshotKey(index) return KEYS[6 + index] end
 local readFrom = ARGV[7] or ''
 local partitioned = readFrom ~= ''
 
-local function deadLetter(entryId, reason, fieldsJson)
-  if redis.call('SADD', KEYS[6], entryId) == 0 then return end
-  local now = redis.call('TIME')
-  local letter = { 'stream', KEYS[1], 'entry_id', entryId, 'reason', reason,
-    'fields', fieldsJson, 'group', letterGroup, 'dead_at', now[1] .. string.sub('000' .. math.floor(now[2] / 1000), -3) }
-  -- The entry's exact bytes, copied from the stream in this same step: the caller's text may have
-  -- lost some (bytes that are not UTF-8 decode to U+FFFD). As netstrings, '<length>:<bytes>,' per item.
-  local found = redis.call('XRANGE', KEYS[1], entryId, entryId)[1]
-  if found then
-    local original = {}
-    for i, item in ipairs(found[2]) do original[i] = #item .. ':' .. item .. ',' end
-    letter[#letter + 1] = 'original'
-    letter[#letter + 1] = table.concat(original)
-  end
-  redis.call('XADD', KEYS[3], '*', unpack(letter))
-end
+--@include apply-entries.lua
 
 -- A rebuild that lost its lease (paused or cut off past it, taken over) must not write: checked first.
 local fence = ARGV[5] or ''
@@ -109,76 +88,8 @@ local cursor = redis.call('GET', KEYS[2]) or '0-0'
 if redis.call('EXISTS', KEYS[5]) == 1 then return { 0, 0, 0, A[1] or '', cursor, 1 } end
 local gap = partitionGap(cursor, readFrom)
 if gap then return gap end
-local applied, skipped, deadLettered = 0, 0, 0
-local blockedAt = ''
-local acked = {}
-local contiguous = ARGV[3] == '1'
-local predecessorChecked = false
-local pos = 1
-local allNew = false
-
-for _ = 1, count do
-  local entryId, kind = A[pos], A[pos + 1]
-  pos = pos + 2
-  opSeq = 0
-  -- The entries ascend: once one is past the cursor, so is every later one (no id parsing then).
-  local isNew = allNew or compareIds(entryId, cursor) > 0
-  allNew = isNew
-  if isNew and not partitioned and not (contiguous and predecessorChecked) then
-    if #redis.call('XRANGE', KEYS[1], '(' .. cursor, '(' .. entryId, 'COUNT', 1) > 0 then
-      blockedAt = entryId
-      break
-    end
-    predecessorChecked = true
-  end
-  if kind == 'A' then
-    local changeCount = tonumber(A[pos])
-    pos = pos + 1
-    local changes = {}
-    local wrongKey
-    for i = 1, changeCount do
-      local key, opCount = KEYS[6 + tonumber(A[pos])], tonumber(A[pos + 1])
-      changes[i] = { key = key, opCount = opCount, pos = pos + 2 }
-      pos = skipOps(pos + 2, opCount)
-      -- Several changes: check every key's type before any write (a script error would leave half an entry).
-      if isNew and changeCount > 1 and not isHashOrNone(key) then wrongKey = key end
-    end
-    if isNew and wasDeadLettered(entryId) then
-      -- Dead-lettered before by another projection of the stream (the live one, or a rebuild's
-      -- shadow): it stays dead-lettered, never applied as well, and is not dead-lettered again.
-      deadLettered = deadLettered + 1
-    elseif isNew and changeCount == 1 and not surelyExists[changes[1].key] then
-      -- One change (the usual case): its first op is a hash command on its key, so a key of another
-      -- type fails before anything is written. Catching that costs less than a TYPE per entry.
-      local change = changes[1]
-      local before = writes
-      local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
-      if ok then
-        applied = applied + 1
-      elseif writes == before and string.find(tostring(failure), 'WRONGTYPE', 1, true) then
-        revisions[change.key] = nil
-        deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. change.key .. ' is a ' .. keyType(change.key) .. ', not a hash', '[]')
-        deadLettered = deadLettered + 1
-      else
-        error(failure)
-      end
-    elseif isNew and wrongKey then
-      deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. wrongKey .. ' is a ' .. keyType(wrongKey) .. ', not a hash', '[]')
-      deadLettered = deadLettered + 1
-    elseif isNew then
-      for _, change in ipairs(changes) do applyChange(change.key, change.opCount, change.pos, entryId) end
-      applied = applied + 1
-    end
-  else
-    if isNew then
-      deadLetter(entryId, A[pos], A[pos + 1])
-      deadLettered = deadLettered + 1
-    end
-    pos = pos + 2
-  end
-  if isNew then cursor = entryId else skipped = skipped + 1 end
-  acked[#acked + 1] = entryId
-end
+local applied, skipped, deadLettered, blockedAt, acked
+applied, skipped, deadLettered, blockedAt, cursor, acked = applyEntries(1, count, cursor, ARGV[3] == '1', partitioned)
 
 finishRevisions()
 local moved = applied + deadLettered > 0

@@ -1,0 +1,97 @@
+#!lua
+-- The shebang (no flags) makes Redis refuse the whole script before it runs when it cannot write
+-- (OOM under maxmemory, READONLY, MISCONF), never between two of its writes.
+--[[
+apply-batch.lua in partition mode for several partitions of one stream at once: the batches one
+read of the stream gave a processor, one per partition it holds. Each batch is checked and applied
+on its own, as apply-batch.lua would (its fence, its cursor against its read start), so one
+partition lost or moved fails that batch alone; one call instead of one per partition.
+
+KEYS[1]   the stream
+KEYS[2]   the dead-letter stream
+KEYS[3]   totals hash (as apply-batch.lua's KEYS[4])
+KEYS[4]   the hold flag
+KEYS[5]   set of the stream's dead-lettered entry ids
+KEYS[6 .. 5 + 2n]  per batch, in order: its partition's cursor, its partition's epoch
+KEYS[6 + 2n ..]    the snapshot hashes the batches touch (index 1 = KEYS[6 + 2n])
+ARGV[1]   n, the number of batches
+ARGV[2]   the entries of every batch as one JSON array, batch after batch, each laid out as in
+          apply-batch.lua's ARGV[4]
+ARGV[3]   the consumer group a dead letter names
+ARGV[4]   the error code of a failed fence check
+ARGV[5 ..] per batch, 5 each: its first entry's position in the array, its entry count, the
+          fencing token, the read start, the last entry id read (apply-batch.lua's ARGV[5], [7], [8])
+Reply     per batch, 7 each: applied, skipped, deadLettered, blockedAt (always ''), cursor, held
+          (1 = the hold flag stopped it), error ('' = none; else the error apply-batch.lua would
+          have replied, and nothing of that batch was written)
+]]
+
+local A = cjson.decode(ARGV[2])
+
+--@include entry-ids.lua
+--@include snapshot-ops.lua
+
+local letterGroup = ARGV[3]
+local streamKey, deadLetterKey, deadLetteredKey = KEYS[1], KEYS[2], KEYS[5]
+local batches = tonumber(ARGV[1])
+local snapshotBase = 5 + 2 * batches
+local function snapshotKey(index) return KEYS[snapshotBase + index] end
+
+--@include apply-entries.lua
+
+-- Every write below must succeed once started: check the bookkeeping keys' types first.
+local wantedTypes = { [1] = 'stream', [2] = 'stream', [3] = 'hash', [5] = 'set' }
+for b = 1, batches do wantedTypes[4 + 2 * b] = 'string' end
+for i, want in pairs(wantedTypes) do
+  local t = keyType(KEYS[i])
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('redsource apply-partitions: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
+  end
+end
+
+local held = redis.call('EXISTS', KEYS[4]) == 1
+local reply = {}
+local applied, skipped, deadLettered = 0, 0, 0
+for b = 1, batches do
+  local at = 5 + (b - 1) * 5
+  local pos, count, token, readFrom, readThrough =
+    tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local cursorKey, epochKey = KEYS[4 + 2 * b], KEYS[5 + 2 * b]
+  local failure = ''
+  local epoch = redis.call('GET', epochKey)
+  if not epoch or string.match(epoch, '^%d+') ~= token then
+    failure = ARGV[4] .. ' the lease is no longer held by fencing token ' .. token
+  end
+  local cursor = redis.call('GET', cursorKey) or '0-0'
+  if failure == '' and held then
+    -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
+    reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
+    reply[#reply + 1] = ''; reply[#reply + 1] = cursor; reply[#reply + 1] = 1; reply[#reply + 1] = ''
+  else
+    if failure == '' then
+      local gap = partitionGap(cursor, readFrom)
+      if gap then failure = gap.err end
+    end
+    if failure ~= '' then
+      reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
+      reply[#reply + 1] = ''; reply[#reply + 1] = cursor; reply[#reply + 1] = 0; reply[#reply + 1] = failure
+    else
+      local a, s, d, _, newCursor = applyEntries(pos, count, cursor, true, true)
+      local moved = a + d > 0
+      if compareIds(readThrough, newCursor) > 0 then
+        newCursor = readThrough
+        moved = true
+      end
+      if moved then redis.call('SET', cursorKey, newCursor) end
+      applied, skipped, deadLettered = applied + a, skipped + s, deadLettered + d
+      reply[#reply + 1] = a; reply[#reply + 1] = s; reply[#reply + 1] = d
+      reply[#reply + 1] = ''; reply[#reply + 1] = newCursor; reply[#reply + 1] = 0; reply[#reply + 1] = ''
+    end
+  end
+end
+
+finishRevisions()
+if applied > 0 then redis.call('HINCRBY', KEYS[3], 'applied', applied) end
+if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
+if deadLettered > 0 then redis.call('HINCRBY', KEYS[3], 'deadLettered', deadLettered) end
+return reply
