@@ -182,6 +182,21 @@ describe('partition batches of one turn, in one call', () => {
     }
   });
 
+  it('a bookkeeping key of another type refuses the whole call before anything is written', async () => {
+    const s = await setup();
+    try {
+      await s.redis.del(s.epoch(3));
+      await s.redis.hset(s.epoch(3), 'token', '7');
+      const asked = Array.from({ length: PARTITIONS }, (_, p) => s.store.applyBatch(s.input(p)));
+      for (const answer of asked)
+        expect(String(await rejection(answer))).toContain(`${s.epoch(3)} is a hash, expected a string`);
+      for (let p = 0; p < PARTITIONS; p++) expect(await s.store.cursor(s.stream, p)).toBe('0-0');
+      expect(await s.store.read('u0')).toBeUndefined();
+    } finally {
+      s.restore();
+    }
+  });
+
   it('a batch the caller got wrong (a bad snapshot id) fails alone', async () => {
     const s = await setup();
     try {

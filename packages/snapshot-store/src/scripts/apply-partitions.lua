@@ -41,7 +41,11 @@ local function snapshotKey(index) return KEYS[snapshotBase + index] end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
 local wantedTypes = { [1] = 'stream', [2] = 'stream', [3] = 'hash', [5] = 'set' }
-for b = 1, batches do wantedTypes[4 + 2 * b] = 'string' end
+-- The epochs too: a GET of another type would fail after an earlier batch's writes.
+for b = 1, batches do
+  wantedTypes[4 + 2 * b] = 'string'
+  wantedTypes[5 + 2 * b] = 'string'
+end
 for i, want in pairs(wantedTypes) do
   local t = keyType(KEYS[i])
   if t ~= 'none' and t ~= want then
