@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SnapshotStore, type ApplyBatchInput, type BatchEntry } from '@redsource/snapshot-store';
 import { unique, useTestRedis } from '../../../test/support/redis.ts';
 import { rejection } from '../../../test/support/rejection.ts';
@@ -13,6 +13,9 @@ const ctx = useTestRedis();
  */
 describe('partition batches of one turn, in one call', () => {
   const PARTITIONS = 4;
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
 
   async function setup() {
     const redis = ctx.redis;
@@ -54,162 +57,127 @@ describe('partition batches of one turn, in one call', () => {
     const shared = vi.spyOn(redis, 'redsourceApplyPartitions');
     const single = vi.spyOn(redis, 'redsourceApplyBatch');
     const calls = () => ({ shared: shared.mock.calls.length, single: single.mock.calls.length });
-    const restore = () => {
-      shared.mockRestore();
-      single.mockRestore();
-    };
-    return { redis, stream, store, ids, through, epoch, entriesOf, input, calls, restore };
+    /** Every partition's batch asked for in one turn (as a read hands them out). */
+    const askAll = (make: (p: number) => ApplyBatchInput = (p) => input(p)) =>
+      Array.from({ length: PARTITIONS }, (_, p) => store.applyBatch(make(p)));
+    return { redis, stream, store, ids, through, epoch, entriesOf, input, calls, askAll };
   }
 
   it('applies every partition as a call of its own would, in one call', async () => {
     const s = await setup();
-    try {
-      const results = await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => s.store.applyBatch(s.input(p))));
-      expect(s.calls()).toEqual({ shared: 1, single: 0 });
-      for (const result of results)
-        expect(result).toEqual({
-          applied: 3,
-          skipped: 0,
-          deadLettered: 0,
-          blockedAt: undefined,
-          handled: 3,
-          cursor: s.through,
-          held: false,
-        });
-      // The same batches applied one call each, on a second store: the same snapshots.
-      const alone = new SnapshotStore({ redis: s.redis, keyPrefix: `${unique('alone')}_`, projection: 'alone' });
-      for (let p = 0; p < PARTITIONS; p++) await alone.applyBatch(s.input(p));
-      expect(s.calls().single).toBe(PARTITIONS);
-      for (let p = 0; p < PARTITIONS; p++) {
-        const [together, separately] = [await s.store.read(`u${p}`), await alone.read(`u${p}`)];
-        expect(together?.counters['n']).toBe(3);
-        expect(together?.sets).toEqual(separately?.sets);
-        expect(together?.counters).toEqual(separately?.counters);
-        expect(together?.revision).toBe(separately?.revision);
-        expect(together?.revision).toBe(3);
-        expect(await s.store.cursor(s.stream, p)).toBe(s.through);
-      }
-      expect(await s.store.totals(s.stream)).toEqual({ applied: 12, skipped: 0, deadLettered: 0 });
-      // Asked again (a retry after a lost reply): skipped, nothing applied twice.
-      const again = await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => s.store.applyBatch(s.input(p))));
-      expect(again.map((r) => [r.applied, r.skipped])).toEqual(Array.from({ length: PARTITIONS }, () => [0, 3]));
-      expect((await s.store.read('u0'))?.counters['n']).toBe(3);
-    } finally {
-      s.restore();
+    const results = await Promise.all(s.askAll());
+    expect(s.calls()).toEqual({ shared: 1, single: 0 });
+    for (const result of results)
+      expect(result).toEqual({
+        applied: 3,
+        skipped: 0,
+        deadLettered: 0,
+        blockedAt: undefined,
+        handled: 3,
+        cursor: s.through,
+        held: false,
+      });
+    // The same batches applied one call each, on a second store: the same snapshots.
+    const alone = new SnapshotStore({ redis: s.redis, keyPrefix: `${unique('alone')}_`, projection: 'alone' });
+    for (let p = 0; p < PARTITIONS; p++) await alone.applyBatch(s.input(p));
+    expect(s.calls().single).toBe(PARTITIONS);
+    for (let p = 0; p < PARTITIONS; p++) {
+      const [together, separately] = [await s.store.read(`u${p}`), await alone.read(`u${p}`)];
+      expect(together?.counters['n']).toBe(3);
+      expect(together?.sets).toEqual(separately?.sets);
+      expect(together?.counters).toEqual(separately?.counters);
+      expect(together?.revision).toBe(separately?.revision);
+      expect(together?.revision).toBe(3);
+      expect(await s.store.cursor(s.stream, p)).toBe(s.through);
     }
+    expect(await s.store.totals(s.stream)).toEqual({ applied: 12, skipped: 0, deadLettered: 0 });
+    // Asked again (a retry after a lost reply): skipped, nothing applied twice.
+    const again = await Promise.all(s.askAll());
+    expect(again.map((r) => [r.applied, r.skipped])).toEqual(Array.from({ length: PARTITIONS }, () => [0, 3]));
+    expect((await s.store.read('u0'))?.counters['n']).toBe(3);
   });
 
   it('a batch whose lease is lost fails alone: the others of its call are applied', async () => {
     const s = await setup();
-    try {
-      const asked = Array.from({ length: PARTITIONS }, (_, p) =>
-        s.store.applyBatch(s.input(p, p === 2 ? { token: '6' } : {})),
-      );
-      const lost = rejection(asked[2] as Promise<unknown>);
-      const others = await Promise.all(asked.filter((_, p) => p !== 2));
-      expect(String(await lost)).toContain('RS_PARTITION_LOST');
-      expect(s.calls()).toEqual({ shared: 1, single: 0 });
-      expect(others.map((r) => r.applied)).toEqual([3, 3, 3]);
-      expect(await s.store.read('u2')).toBeUndefined();
-      expect(await s.store.cursor(s.stream, 2)).toBe('0-0');
-      expect(await s.store.totals(s.stream)).toEqual({ applied: 9, skipped: 0, deadLettered: 0 });
-    } finally {
-      s.restore();
-    }
+    const asked = s.askAll((p) => s.input(p, p === 2 ? { token: '6' } : {}));
+    const lost = rejection(asked[2] as Promise<unknown>);
+    const others = await Promise.all(asked.filter((_, p) => p !== 2));
+    expect(String(await lost)).toContain('RS_PARTITION_LOST');
+    expect(s.calls()).toEqual({ shared: 1, single: 0 });
+    expect(others.map((r) => r.applied)).toEqual([3, 3, 3]);
+    expect(await s.store.read('u2')).toBeUndefined();
+    expect(await s.store.cursor(s.stream, 2)).toBe('0-0');
+    expect(await s.store.totals(s.stream)).toEqual({ applied: 9, skipped: 0, deadLettered: 0 });
   });
 
   it('a batch read from past its cursor fails RS_PARTITION_GAP alone', async () => {
     const s = await setup();
-    try {
-      const asked = Array.from({ length: PARTITIONS }, (_, p) =>
-        s.store.applyBatch(
-          p === 1 ? s.input(p, { readFrom: s.ids[4] as string, entries: s.entriesOf(p, 5) }) : s.input(p),
-        ),
-      );
-      const gap = rejection(asked[1] as Promise<unknown>);
-      const others = await Promise.all(asked.filter((_, p) => p !== 1));
-      expect(String(await gap)).toContain('RS_PARTITION_GAP');
-      expect(others.map((r) => r.applied)).toEqual([3, 3, 3]);
-      expect(await s.store.read('u1')).toBeUndefined();
-      expect(await s.store.cursor(s.stream, 1)).toBe('0-0');
-    } finally {
-      s.restore();
-    }
+    const asked = s.askAll((p) =>
+      p === 1 ? s.input(p, { readFrom: s.ids[4] as string, entries: s.entriesOf(p, 5) }) : s.input(p),
+    );
+    const gap = rejection(asked[1] as Promise<unknown>);
+    const others = await Promise.all(asked.filter((_, p) => p !== 1));
+    expect(String(await gap)).toContain('RS_PARTITION_GAP');
+    expect(others.map((r) => r.applied)).toEqual([3, 3, 3]);
+    expect(await s.store.read('u1')).toBeUndefined();
+    expect(await s.store.cursor(s.stream, 1)).toBe('0-0');
   });
 
   it('under a rebuild’s hold every batch answers held and nothing is written', async () => {
     const s = await setup();
-    try {
-      await s.redis.set(s.store.holdKey(s.stream), String(Date.now()));
-      const results = await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => s.store.applyBatch(s.input(p))));
-      expect(s.calls()).toEqual({ shared: 1, single: 0 });
-      for (const [p, result] of results.entries())
-        expect(result).toEqual({
-          applied: 0,
-          skipped: 0,
-          deadLettered: 0,
-          blockedAt: s.entriesOf(p)[0]?.entryId,
-          handled: 0,
-          cursor: '0-0',
-          held: true,
-        });
-      expect(await s.store.totals(s.stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
-    } finally {
-      s.restore();
-    }
+    await s.redis.set(s.store.holdKey(s.stream), String(Date.now()));
+    const results = await Promise.all(s.askAll());
+    expect(s.calls()).toEqual({ shared: 1, single: 0 });
+    for (const [p, result] of results.entries())
+      expect(result).toEqual({
+        applied: 0,
+        skipped: 0,
+        deadLettered: 0,
+        blockedAt: s.entriesOf(p)[0]?.entryId,
+        handled: 0,
+        cursor: '0-0',
+        held: true,
+      });
+    expect(await s.store.totals(s.stream)).toEqual({ applied: 0, skipped: 0, deadLettered: 0 });
   });
 
   it('two batches of one partition in one turn go in two calls, in the order asked', async () => {
     const s = await setup();
-    try {
-      const [first, second] = [s.entriesOf(0).slice(0, 2), s.entriesOf(0).slice(2)];
-      const middle = first[1]?.entryId as string;
-      const results = await Promise.all([
-        s.store.applyBatch({
-          ...s.input(0, { entries: first }),
-          partition: { index: 0, readFrom: '0-0', readThrough: middle },
-        }),
-        s.store.applyBatch(s.input(0, { entries: second, readFrom: middle })),
-        s.store.applyBatch(s.input(1)),
-      ]);
-      expect(results.map((r) => r.applied)).toEqual([2, 1, 3]);
-      // The first call carries partition 0's first batch and partition 1's; the second goes alone.
-      expect(s.calls()).toEqual({ shared: 1, single: 1 });
-      expect((await s.store.read('u0'))?.counters['n']).toBe(3);
-      expect(await s.store.cursor(s.stream, 0)).toBe(s.through);
-    } finally {
-      s.restore();
-    }
+    const [first, second] = [s.entriesOf(0).slice(0, 2), s.entriesOf(0).slice(2)];
+    const middle = first[1]?.entryId as string;
+    const results = await Promise.all([
+      s.store.applyBatch({
+        ...s.input(0, { entries: first }),
+        partition: { index: 0, readFrom: '0-0', readThrough: middle },
+      }),
+      s.store.applyBatch(s.input(0, { entries: second, readFrom: middle })),
+      s.store.applyBatch(s.input(1)),
+    ]);
+    expect(results.map((r) => r.applied)).toEqual([2, 1, 3]);
+    // The first call carries partition 0's first batch and partition 1's; the second goes alone.
+    expect(s.calls()).toEqual({ shared: 1, single: 1 });
+    expect((await s.store.read('u0'))?.counters['n']).toBe(3);
+    expect(await s.store.cursor(s.stream, 0)).toBe(s.through);
   });
 
   it('a bookkeeping key of another type refuses the whole call before anything is written', async () => {
     const s = await setup();
-    try {
-      await s.redis.del(s.epoch(3));
-      await s.redis.hset(s.epoch(3), 'token', '7');
-      const asked = Array.from({ length: PARTITIONS }, (_, p) => s.store.applyBatch(s.input(p)));
-      for (const answer of asked)
-        expect(String(await rejection(answer))).toContain(`${s.epoch(3)} is a hash, expected a string`);
-      for (let p = 0; p < PARTITIONS; p++) expect(await s.store.cursor(s.stream, p)).toBe('0-0');
-      expect(await s.store.read('u0')).toBeUndefined();
-    } finally {
-      s.restore();
-    }
+    await s.redis.del(s.epoch(3));
+    await s.redis.hset(s.epoch(3), 'token', '7');
+    const asked = s.askAll();
+    for (const answer of asked)
+      expect(String(await rejection(answer))).toContain(`${s.epoch(3)} is a hash, expected a string`);
+    for (let p = 0; p < PARTITIONS; p++) expect(await s.store.cursor(s.stream, p)).toBe('0-0');
+    expect(await s.store.read('u0')).toBeUndefined();
   });
 
   it('a batch the caller got wrong (a bad snapshot id) fails alone', async () => {
     const s = await setup();
-    try {
-      const bad: BatchEntry[] = [
-        { entryId: s.ids[3] as string, changes: [{ snapshotId: 'no spaces', mutations: [] }] },
-      ];
-      const asked = [s.store.applyBatch(s.input(3, { entries: bad })), s.store.applyBatch(s.input(0))];
-      const refused = rejection(asked[0] as Promise<unknown>);
-      expect((await asked[1])?.applied).toBe(3);
-      expect((await refused) as Error).toMatchObject({ name: 'InvalidSnapshotIdError' });
-      expect(await s.store.cursor(s.stream, 3)).toBe('0-0');
-    } finally {
-      s.restore();
-    }
+    const bad: BatchEntry[] = [{ entryId: s.ids[3] as string, changes: [{ snapshotId: 'no spaces', mutations: [] }] }];
+    const asked = [s.store.applyBatch(s.input(3, { entries: bad })), s.store.applyBatch(s.input(0))];
+    const refused = rejection(asked[0] as Promise<unknown>);
+    expect((await asked[1])?.applied).toBe(3);
+    expect((await refused) as Error).toMatchObject({ name: 'InvalidSnapshotIdError' });
+    expect(await s.store.cursor(s.stream, 3)).toBe('0-0');
   });
 });
