@@ -101,7 +101,8 @@ export class RedisEventStore {
     }
     const entryIds: string[] = [];
     const duplicates: number[] = [];
-    const versions: Record<string, number> = {};
+    // Null-prototype: a subject may be called `__proto__` (on a plain object that would set the prototype).
+    const versions = Object.create(null) as Record<string, number>;
     for (let i = 0; i < list.length; i++) {
       entryIds.push(String(reply[1 + i * 3]));
       if (Number(reply[2 + i * 3]) === 1) duplicates.push(i);

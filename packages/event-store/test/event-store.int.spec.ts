@@ -292,6 +292,20 @@ describe('version()', () => {
     expect(await store.version(streams.activity, '2')).toBe(1);
     expect(await store.version(streams.activity, '3')).toBe(0);
   });
+
+  it('returns the version of a subject named __proto__ or constructor as its own key', async () => {
+    const { streams, store } = isolated();
+    const result = await store.append(streams.activity, [
+      like('__proto__', 'a'),
+      like('__proto__', 'b'),
+      like('constructor', 'c'),
+    ]);
+    expect(Object.entries(result.versions)).toEqual([
+      ['__proto__', 2],
+      ['constructor', 1],
+    ]);
+    expect(await store.version(streams.activity, '__proto__')).toBe(2);
+  });
 });
 
 describe('read() pages through a stream in order', () => {
