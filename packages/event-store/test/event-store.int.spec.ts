@@ -670,6 +670,33 @@ describe('regressions: Redis refuses an append', () => {
     expect(error).toBeInstanceOf(AppendRejectedError);
     expect(await ctx.redis.exists(streams.updates, eventStoreKeys.eventIds(streams.updates))).toBe(0);
   });
+
+  // The script finds a key of another type before its first write (a read, the first XADD, or a TYPE
+  // of the age set): each case names the key and its type, and leaves every other key as it was.
+  const wrongTyped = [
+    { key: 'stream', of: (s: string) => s, expected: 'a stream' },
+    { key: 'versions', of: (s: string) => eventStoreKeys.versions(s), expected: 'a hash' },
+    { key: 'event ids', of: (s: string) => eventStoreKeys.eventIds(s), expected: 'a hash' },
+    { key: 'event ids by age', of: (s: string) => eventStoreKeys.eventIdsByAge(s), expected: 'a zset' },
+  ];
+  for (const { key, of, expected } of wrongTyped)
+    for (const withId of [true, false])
+      it(`refuses the ${key} key holding a list, ${withId ? 'with' : 'without'} an event id, writing nothing`, async () => {
+        const { streams, store } = isolated();
+        const stream = streams.updates;
+        await ctx.redis.rpush(of(stream), 'x');
+        const append = store.append(stream, [register('1', 'A', withId ? 'e1' : undefined), register('2', 'B')]);
+        // The ids' keys are only touched by an append with ids: without, the append goes through.
+        if (!withId && of(stream).includes('event-ids')) {
+          expect((await append).entryIds).toHaveLength(2);
+          return;
+        }
+        const error = await rejection(append);
+        expect(error).toBeInstanceOf(AppendRejectedError);
+        expect(String(error)).toContain(`${of(stream)} is a list, expected ${expected}`);
+        for (const other of wrongTyped.filter((w) => w.key !== key))
+          expect(await ctx.redis.exists(other.of(stream))).toBe(0);
+      });
 });
 
 describe('RedisEventStore.append: the events travel as one JSON argument', () => {

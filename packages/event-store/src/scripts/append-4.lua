@@ -34,7 +34,6 @@ end
 -- The events as laid out in A, and their ids.
 local events = {}
 local idList = {}
-local anySubject = false
 local pos = 1
 for i = 1, count do
   local event = { id = A[pos], subject = A[pos + 1], expected = A[pos + 2] }
@@ -42,28 +41,29 @@ for i = 1, count do
   event.last = pos + 3 + tonumber(A[pos + 3])
   pos = event.last + 1
   if event.id ~= '' then idList[#idList + 1] = event.id end
-  if event.subject ~= '' then anySubject = true end
   events[i] = event
 end
 
--- Every write below must succeed once started (a script error keeps what it wrote): check the types
--- of the keys this call may touch first. The versions only with a subject; the ids' hash only when
--- this call names ids or the age set holds ids to forget.
+-- Every write below must succeed once started (a script error keeps what it wrote). A key of another
+-- type fails the call before its first write: the versions and the ids' hash are read (HMGET) before
+-- it, the stream's first XADD is that first write, and the age set, written after the XADDs, is
+-- checked first. Only a call with ids touches the ids' keys (and trims their window): an append
+-- without ids costs no more than the XADDs and the counts.
 local wanted = { 'stream', 'hash', 'hash', 'zset' }
-local typeOf = {}
-local function checkType(i)
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'none' and t ~= wanted[i] then
-    return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
-  end
-  typeOf[i] = t
+local function wrongType(i, t)
+  return redis.error_reply('redsource append: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. wanted[i])
 end
-local wrong = checkType(1) or checkType(4)
--- Ids in play: this call's, or older ones to forget. Only then are the ids' hash and the clock needed.
-local idsInPlay = #idList > 0 or typeOf[4] ~= 'none'
-if not wrong and anySubject then wrong = checkType(2) end
-if not wrong and idsInPlay then wrong = checkType(3) end
-if wrong then return wrong end
+-- The error to reply for a failed redis.pcall on KEYS[i], nil when it did not fail.
+local function refusal(i, reply)
+  if type(reply) ~= 'table' or not reply.err then return nil end
+  if string.find(reply.err, 'WRONGTYPE', 1, true) then return wrongType(i, redis.call('TYPE', KEYS[i]).ok) end
+  return reply
+end
+local idsInPlay = #idList > 0
+if idsInPlay then
+  local t = redis.call('TYPE', KEYS[4]).ok
+  if t ~= 'none' and t ~= 'zset' then return wrongType(4, t) end
+end
 
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
 local cutoff
@@ -76,7 +76,9 @@ end
 local storedEntryOf = {}
 for i = 1, #idList, 1000 do
   local last = math.min(i + 999, #idList)
-  local found = redis.call('HMGET', KEYS[3], unpack(idList, i, last))
+  local found = redis.pcall('HMGET', KEYS[3], unpack(idList, i, last))
+  local refused = refusal(3, found)
+  if refused then return refused end
   for j = i, last do storedEntryOf[idList[j]] = found[j - i + 1] end
 end
 
@@ -104,7 +106,9 @@ end
 local countedBefore = {}
 for i = 1, #subjectList, 1000 do
   local last = math.min(i + 999, #subjectList)
-  local found = redis.call('HMGET', KEYS[2], unpack(subjectList, i, last))
+  local found = redis.pcall('HMGET', KEYS[2], unpack(subjectList, i, last))
+  local refused = refusal(2, found)
+  if refused then return refused end
   for j = i, last do
     local subject = subjectList[j]
     countedBefore[subject] = tonumber(found[j - i + 1] or '0')
@@ -126,6 +130,7 @@ for i = 1, count do
 end
 
 local reply = { 'OK' }
+local firstWrite = true
 -- Written after the loop, a call per 1000 at most: the ids remembered (hash and age), each subject's new count.
 local idPairs, agePairs = {}, {}
 for i = 1, count do
@@ -138,7 +143,15 @@ for i = 1, count do
     entryId = reply[2 + (event.sameBatchAs - 1) * 3]
   else
     duplicate = 0
-    entryId = redis.call('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
+    if firstWrite then
+      -- Nothing is written yet: a stream key of another type fails the call here, whole.
+      entryId = redis.pcall('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
+      local refused = refusal(1, entryId)
+      if refused then return refused end
+      firstWrite = false
+    else
+      entryId = redis.call('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
+    end
     if event.id ~= '' then
       idPairs[#idPairs + 1] = event.id
       idPairs[#idPairs + 1] = entryId
