@@ -321,8 +321,9 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       };
     }
     if (isCluster(this.redis)) return this.applyAcrossSlots(input, entries);
-    if (input.partition && input.fence && input.ackGroup === undefined && entries.length < SHARED_CALL_MAX_ENTRIES)
-      return this.applyWithOthers(input, entries);
+    // Every partition batch waits for the turn's end, the large ones too (they go in a call of their own):
+    // so the calls of a turn reach Redis in the order they were asked for.
+    if (input.partition && input.fence && input.ackGroup === undefined) return this.applyWithOthers(input, entries);
     return this.applyInOneScript(input, entries);
   }
 

@@ -160,6 +160,30 @@ describe('partition batches of one turn, in one call', () => {
     expect(await s.store.cursor(s.stream, 0)).toBe(s.through);
   });
 
+  it('a large batch asked for after a small one of its partition reaches Redis after it', async () => {
+    const s = await setup();
+    const [small] = s.entriesOf(0);
+    const readThrough = small?.entryId as string;
+    // 600 entries of partition 0 after the small batch (ids past the stream's end: partition mode reads none).
+    const [ms] = s.through.split('-');
+    const large: BatchEntry[] = Array.from({ length: 600 }, (_, i) => ({
+      entryId: `${Number(ms) + 1}-${i}`,
+      changes: [{ snapshotId: 'u0', mutations: [{ op: 'increment', counter: 'n' }] }],
+    }));
+    const results = await Promise.all([
+      s.store.applyBatch({
+        ...s.input(0, { entries: [small as BatchEntry] }),
+        partition: { index: 0, readFrom: '0-0', readThrough },
+      }),
+      s.store.applyBatch({
+        ...s.input(0, { entries: large, readFrom: readThrough }),
+        partition: { index: 0, readFrom: readThrough, readThrough: large[599]?.entryId as string },
+      }),
+    ]);
+    expect(results.map((r) => r.applied)).toEqual([1, 600]);
+    expect((await s.store.read('u0'))?.counters['n']).toBe(601);
+  });
+
   it('a bookkeeping key of another type refuses the whole call before anything is written', async () => {
     const s = await setup();
     await s.redis.del(s.epoch(3));
