@@ -32,6 +32,15 @@ function checkName(kind: string, name: string): string {
   return name;
 }
 
+/** A set member is a string: anything else (undefined from an optional field, a number) would fail the script. */
+function checkMember(set: string, member: unknown): string {
+  if (typeof member !== 'string')
+    throw new InvalidMutationError(
+      `member of set '${set}' must be a string, not ${member === null ? 'null' : typeof member}`,
+    );
+  return member;
+}
+
 /** Appends the script's encoding of mutations (see apply-batch.lua) to `out`; returns the op count. */
 export function encodeMutations(mutations: readonly Mutation[], out: (string | number)[]): number {
   let ops = 0;
@@ -58,11 +67,11 @@ export function encodeMutations(mutations: readonly Mutation[], out: (string | n
         ops += m.names.length;
         break;
       case 'addMember':
-        out.push('A', checkName('set', m.set), m.member);
+        out.push('A', checkName('set', m.set), checkMember(m.set, m.member));
         ops++;
         break;
       case 'removeMember':
-        out.push('M', checkName('set', m.set), m.member);
+        out.push('M', checkName('set', m.set), checkMember(m.set, m.member));
         ops++;
         break;
       case 'increment': {
@@ -84,7 +93,10 @@ function encodeFields(fields: Readonly<Record<string, unknown>>, out: (string | 
   let ops = 0;
   for (const [name, value] of Object.entries(fields)) {
     if (value === undefined) continue;
-    out.push('F', checkName('field', name), JSON.stringify(value));
+    const json = JSON.stringify(value) as string | undefined;
+    // A function or a symbol has no JSON: caught by the caller, which dead-letters that entry alone.
+    if (json === undefined) throw new TypeError(`field '${name}' holds a ${typeof value}, which JSON cannot hold`);
+    out.push('F', checkName('field', name), json);
     ops++;
   }
   return ops;
@@ -107,6 +119,7 @@ export function checkMutations(mutations: readonly Mutation[]): void {
       case 'addMember':
       case 'removeMember':
         checkName('set', m.set);
+        checkMember(m.set, m.member);
         break;
       case 'increment':
         checkName('counter', m.counter);

@@ -369,7 +369,18 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       const sent =
         batches.length === 1 && only
           ? this.applyInOneScript(only.input, only.entries).then((result) => [result])
-          : this.applyPartitionsInOneScript(batches);
+          : this.applyPartitionsInOneScript(batches).catch(() =>
+              // The whole call failed (a script error in one batch, a value that cannot be sent, Redis
+              // not answering): each batch again in a call of its own, so a failure stays its batch's;
+              // the batches the call did apply are found applied (skipped).
+              Promise.all(
+                batches.map(({ input, entries }) =>
+                  this.applyInOneScript(input, entries).catch((error: unknown) =>
+                    error instanceof Error ? error : new Error(String(error)),
+                  ),
+                ),
+              ),
+            );
       sent.then(
         (results) => batches.forEach((batch, i) => settle(batch, results[i])),
         (error: unknown) => batches.forEach((batch) => batch.reject(error)),

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import {
+  checkMutations,
   CorruptSnapshotError,
   InvalidMutationError,
   InvalidSnapshotIdError,
@@ -835,6 +836,33 @@ describe('entries that cannot be applied never stop a batch half-way', () => {
     expect((await store.read('1'))?.counters['n']).toBe(2);
     const [dead] = await ctx.redis.xrange(deadLetterStream, '-', '+');
     expect(dead?.[1].join(' ')).toContain('RS_MUTATION_INVALID');
+  });
+
+  it('dead-letters alone an entry whose field holds a function (no JSON at all), and applies the others', async () => {
+    const { store, xadd, apply, deadLetterStream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    const result = await apply([
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      entry(e2, change('1', { op: 'setFields', fields: { f: () => 1 } })),
+      entry(e3, change('1', { op: 'increment', counter: 'n' })),
+    ]);
+    expect(result).toMatchObject({ applied: 2, deadLettered: 1, handled: 3 });
+    expect((await store.read('1'))?.counters['n']).toBe(2);
+    const [dead] = await ctx.redis.xrange(deadLetterStream, '-', '+');
+    expect(dead?.[1].join(' ')).toContain("field 'f' holds a function");
+  });
+
+  it('refuses a set member that is not a string before sending anything (a script would fail on it)', async () => {
+    const { stream, store, xadd, apply } = isolated();
+    const [e1] = await xadd(1);
+    const member = undefined as unknown as string;
+    const error = await rejection(apply([entry(e1, change('1', { op: 'addMember', set: 's', member }))]));
+    expect(error).toBeInstanceOf(InvalidMutationError);
+    expect(String(error)).toContain("member of set 's' must be a string, not undefined");
+    expect(() => checkMutations([{ op: 'removeMember', set: 's', member: 7 as unknown as string }])).toThrow(
+      InvalidMutationError,
+    );
+    expect(await store.cursor(stream)).toBe('0-0');
   });
 });
 

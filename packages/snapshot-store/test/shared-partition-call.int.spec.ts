@@ -184,15 +184,45 @@ describe('partition batches of one turn, in one call', () => {
     expect((await s.store.read('u0'))?.counters['n']).toBe(601);
   });
 
-  it('a bookkeeping key of another type refuses the whole call before anything is written', async () => {
+  it('a script error in one batch fails that batch alone: those before it are whole, those after it applied', async () => {
+    const s = await setup();
+    // Partition 2's first increment overflows: Redis fails the script there, after partitions 0 and 1.
+    await s.redis.hset(s.store.key('u2'), 'c:n', '9223372036854775807');
+    const asked = s.askAll();
+    const failed = rejection(asked[2] as Promise<unknown>);
+    const others = await Promise.all(asked.filter((_, p) => p !== 2));
+    expect(String(await failed)).toContain('overflow');
+    // Applied in the shared call (0, 1: found applied when sent again alone) or alone after it (3).
+    expect(others.map((r) => r.applied + r.skipped)).toEqual([3, 3, 3]);
+    expect(s.calls().shared).toBe(1);
+    for (const p of [0, 1, 3]) {
+      const snapshot = await s.store.read(`u${p}`);
+      expect(snapshot?.counters['n']).toBe(3);
+      // Each batch finished before the next began: its revision counted, as a call of its own counts it.
+      expect(snapshot?.revision).toBe(3);
+      expect(await s.store.cursor(s.stream, p)).toBe(s.through);
+    }
+    expect(await s.store.cursor(s.stream, 2)).toBe('0-0');
+    expect((await s.store.totals(s.stream)).applied).toBe(9);
+  });
+
+  it('a bookkeeping key of another type refuses the shared call before any write; each batch alone, only its own fails', async () => {
     const s = await setup();
     await s.redis.del(s.epoch(3));
     await s.redis.hset(s.epoch(3), 'token', '7');
     const asked = s.askAll();
-    for (const answer of asked)
-      expect(String(await rejection(answer))).toContain(`${s.epoch(3)} is a hash, expected a string`);
-    for (let p = 0; p < PARTITIONS; p++) expect(await s.store.cursor(s.stream, p)).toBe('0-0');
-    expect(await s.store.read('u0')).toBeUndefined();
+    const refused = rejection(asked[3] as Promise<unknown>);
+    const others = await Promise.all(asked.slice(0, 3));
+    expect(String(await refused)).toContain('WRONGTYPE');
+    expect(s.calls()).toEqual({ shared: 1, single: PARTITIONS });
+    // The shared call wrote nothing (every batch was applied by its own call after it).
+    expect(others.map((r) => [r.applied, r.skipped])).toEqual([
+      [3, 0],
+      [3, 0],
+      [3, 0],
+    ]);
+    expect(await s.store.cursor(s.stream, 3)).toBe('0-0');
+    expect(await s.store.read('u3')).toBeUndefined();
   });
 
   it('a batch the caller got wrong (a bad snapshot id) fails alone', async () => {

@@ -5,7 +5,9 @@
 apply-batch.lua in partition mode for several partitions of one stream at once: the batches one
 read of the stream gave a processor, one per partition it holds. Each batch is checked and applied
 on its own, as apply-batch.lua would (its fence, its cursor against its read start), so one
-partition lost or moved fails that batch alone; one call instead of one per partition.
+partition lost or moved fails that batch alone; one call instead of one per partition. Each batch is
+finished (its snapshots' `_rev`, its cursor, the totals) before the next starts: a script error in a
+later batch leaves the earlier ones whole (the caller then sends each batch again on its own).
 
 KEYS[1]   the stream
 KEYS[2]   the dead-letter stream
@@ -55,7 +57,6 @@ end
 
 local held = redis.call('EXISTS', KEYS[4]) == 1
 local reply = {}
-local applied, skipped, deadLettered = 0, 0, 0
 for b = 1, batches do
   local at = 5 + (b - 1) * 5
   local pos, count, token, readFrom, readThrough =
@@ -86,16 +87,18 @@ for b = 1, batches do
         newCursor = readThrough
         moved = true
       end
+      -- The batch is finished before the next starts (revisions, cursor, totals), as a call of its
+      -- own would: a script error in a later batch keeps what Redis ran, and this batch is whole.
+      finishRevisions()
+      revisions = {}
       if moved then redis.call('SET', cursorKey, newCursor) end
-      applied, skipped, deadLettered = applied + a, skipped + s, deadLettered + d
+      if a > 0 then redis.call('HINCRBY', KEYS[3], 'applied', a) end
+      if s > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', s) end
+      if d > 0 then redis.call('HINCRBY', KEYS[3], 'deadLettered', d) end
       reply[#reply + 1] = a; reply[#reply + 1] = s; reply[#reply + 1] = d
       reply[#reply + 1] = ''; reply[#reply + 1] = newCursor; reply[#reply + 1] = 0; reply[#reply + 1] = ''
     end
   end
 end
 
-finishRevisions()
-if applied > 0 then redis.call('HINCRBY', KEYS[3], 'applied', applied) end
-if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
-if deadLettered > 0 then redis.call('HINCRBY', KEYS[3], 'deadLettered', deadLettered) end
 return reply
