@@ -838,6 +838,26 @@ describe('entries that cannot be applied never stop a batch half-way', () => {
     expect(dead?.[1].join(' ')).toContain('RS_MUTATION_INVALID');
   });
 
+  it('dead-letters an entry Redis refuses to write (a counter past 2^63) and goes on; a retry applies nothing twice', async () => {
+    const { store, xadd, apply, deadLetterStream, stream } = isolated();
+    const [e1, e2, e3] = await xadd(3);
+    await ctx.redis.hset(store.key('full'), 'c:n', '9223372036854775807');
+    const batch = [
+      entry(e1, change('1', { op: 'increment', counter: 'n' })),
+      entry(e2, change('full', { op: 'increment', counter: 'n' })),
+      entry(e3, change('1', { op: 'increment', counter: 'n' }), change('full', { op: 'increment', counter: 'n' })),
+    ];
+    expect(await apply(batch)).toMatchObject({ applied: 1, deadLettered: 2, handled: 3, cursor: e3 });
+    expect(await apply(batch)).toMatchObject({ applied: 0, skipped: 3 });
+    // e3's first change was written before its second failed: it stays, counted as a change of that snapshot.
+    expect((await store.read('1'))?.counters['n']).toBe(2);
+    expect((await store.read('1'))?.revision).toBe(2);
+    const letters = await ctx.redis.xrange(deadLetterStream, '-', '+');
+    expect(letters).toHaveLength(2);
+    expect(letters[0]?.[1].join(' ')).toContain('RS_APPLY_FAILED');
+    expect(await store.totals(stream)).toEqual({ applied: 1, skipped: 3, deadLettered: 2 });
+  });
+
   it('dead-letters alone an entry whose field holds a function (no JSON at all), and applies the others', async () => {
     const { store, xadd, apply, deadLetterStream } = isolated();
     const [e1, e2, e3] = await xadd(3);

@@ -60,7 +60,7 @@ describe('partition batches of one turn, in one call', () => {
     /** Every partition's batch asked for in one turn (as a read hands them out). */
     const askAll = (make: (p: number) => ApplyBatchInput = (p) => input(p)) =>
       Array.from({ length: PARTITIONS }, (_, p) => store.applyBatch(make(p)));
-    return { redis, stream, store, ids, through, epoch, entriesOf, input, calls, askAll };
+    return { redis, stream, store, ids, through, epoch, entriesOf, input, calls, askAll, shared };
   }
 
   it('applies every partition as a call of its own would, in one call', async () => {
@@ -184,26 +184,39 @@ describe('partition batches of one turn, in one call', () => {
     expect((await s.store.read('u0'))?.counters['n']).toBe(601);
   });
 
-  it('a script error in one batch fails that batch alone: those before it are whole, those after it applied', async () => {
+  it('an entry Redis refuses to write (a counter past 2^63) is dead-lettered; its batch and the others go on', async () => {
     const s = await setup();
-    // Partition 2's first increment overflows: Redis fails the script there, after partitions 0 and 1.
     await s.redis.hset(s.store.key('u2'), 'c:n', '9223372036854775807');
-    const asked = s.askAll();
-    const failed = rejection(asked[2] as Promise<unknown>);
-    const others = await Promise.all(asked.filter((_, p) => p !== 2));
-    expect(String(await failed)).toContain('overflow');
-    // Applied in the shared call (0, 1: found applied when sent again alone) or alone after it (3).
-    expect(others.map((r) => r.applied + r.skipped)).toEqual([3, 3, 3]);
-    expect(s.calls().shared).toBe(1);
-    for (const p of [0, 1, 3]) {
-      const snapshot = await s.store.read(`u${p}`);
-      expect(snapshot?.counters['n']).toBe(3);
-      // Each batch finished before the next began: its revision counted, as a call of its own counts it.
-      expect(snapshot?.revision).toBe(3);
-      expect(await s.store.cursor(s.stream, p)).toBe(s.through);
-    }
-    expect(await s.store.cursor(s.stream, 2)).toBe('0-0');
-    expect((await s.store.totals(s.stream)).applied).toBe(9);
+    const results = await Promise.all(s.askAll());
+    expect(s.calls()).toEqual({ shared: 1, single: 0 });
+    expect(results.map((r) => [r.applied, r.deadLettered])).toEqual([
+      [3, 0],
+      [3, 0],
+      [0, 3],
+      [3, 0],
+    ]);
+    for (const p of [0, 1, 3]) expect((await s.store.read(`u${p}`))?.revision).toBe(3);
+    const letters = await s.redis.xrange(`redsource:{${s.stream}}:dead`, '-', '+');
+    const reasons = letters.map(([, fields]) => fields[fields.indexOf('reason') + 1]);
+    expect(reasons).toHaveLength(3);
+    for (const reason of reasons) expect(reason).toContain('RS_APPLY_FAILED');
+    // Retried (a lost reply): nothing applied twice, nothing dead-lettered twice.
+    const again = await Promise.all(s.askAll());
+    expect(again.map((r) => r.skipped)).toEqual([3, 3, 3, 3]);
+    expect((await s.store.read('u0'))?.counters['n']).toBe(3);
+    expect(await s.redis.xlen(`redsource:{${s.stream}}:dead`)).toBe(3);
+  });
+
+  it('a shared call that fails as a whole is sent again one call per batch', async () => {
+    const s = await setup();
+    s.shared.mockRejectedValueOnce(new Error('connection lost'));
+    const results = await Promise.all(
+      s.askAll((p) => s.input(p, p === 1 ? { token: '6' } : {})).map((r) => r.catch((e: unknown) => String(e))),
+    );
+    expect(s.calls()).toEqual({ shared: 1, single: PARTITIONS });
+    expect(
+      results.map((r) => (typeof r === 'string' ? r.replace(/^ReplyError: /, '').slice(0, 17) : r.applied)),
+    ).toEqual([3, 'RS_PARTITION_LOST', 3, 3]);
   });
 
   it('a bookkeeping key of another type refuses the shared call before any write; each batch alone, only its own fails', async () => {

@@ -29,6 +29,15 @@ local function deadLetter(entryId, reason, fieldsJson)
   redis.call('XADD', deadLetterKey, '*', unpack(letter))
 end
 
+-- An entry whose write Redis refused with another error than WRONGTYPE (a counter past 2^63):
+-- raising it would end the script with the batch's earlier entries written but not their cursor,
+-- and every retry would apply them again. It is dead-lettered instead; what it wrote before the
+-- failing op stays (Redis cannot take it back) and counts as a change of that snapshot.
+local function failedEntry(entryId, key, writesBefore, failure)
+  if writes > writesBefore then revisions[key] = (revisions[key] or 0) + 1 end
+  deadLetter(entryId, 'RS_APPLY_FAILED: ' .. tostring(failure), '[]')
+end
+
 -- Applies `count` entries from A[pos] on past `cursor`. `contiguous`: consecutive entries of the
 -- stream (only the first new one needs the predecessor check); `partitioned`: one partition's
 -- entries (no predecessor check: the caller checked the cursor against the read start).
@@ -82,14 +91,24 @@ local function applyEntries(pos, count, cursor, contiguous, partitioned)
           deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. change.key .. ' is a ' .. keyType(change.key) .. ', not a hash', '[]')
           deadLettered = deadLettered + 1
         else
-          error(failure)
+          failedEntry(entryId, change.key, before, failure)
+          deadLettered = deadLettered + 1
         end
       elseif isNew and wrongKey then
         deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. wrongKey .. ' is a ' .. keyType(wrongKey) .. ', not a hash', '[]')
         deadLettered = deadLettered + 1
       elseif isNew then
-        for _, change in ipairs(changes) do applyChange(change.key, change.opCount, change.pos, entryId) end
-        applied = applied + 1
+        local failed = false
+        for _, change in ipairs(changes) do
+          local before = writes
+          local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
+          if not ok then
+            failedEntry(entryId, change.key, before, failure)
+            failed = true
+            break
+          end
+        end
+        if failed then deadLettered = deadLettered + 1 else applied = applied + 1 end
       end
     else
       if isNew then
