@@ -72,15 +72,23 @@ if idsInPlay then
   cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
 end
 
--- The ids' stored entries, fetched in as few calls as possible (nothing is written before the loop below ends).
-local storedEntryOf = {}
-for i = 1, #idList, 1000 do
-  local last = math.min(i + 999, #idList)
-  local found = redis.pcall('HMGET', KEYS[3], unpack(idList, i, last))
-  local refused = refusal(3, found)
-  if refused then return refused end
-  for j = i, last do storedEntryOf[idList[j]] = found[j - i + 1] end
+-- The values of `names` in the hash KEYS[i] (false where none), one HMGET per 1000 names; or, second,
+-- the error to reply when KEYS[i] is not a hash (nothing is written before these reads).
+local function readAll(i, names)
+  local values = {}
+  for first = 1, #names, 1000 do
+    local last = math.min(first + 999, #names)
+    local found = redis.pcall('HMGET', KEYS[i], unpack(names, first, last))
+    local refused = refusal(i, found)
+    if refused then return nil, refused end
+    for j = first, last do values[names[j]] = found[j - first + 1] end
+  end
+  return values
 end
+
+-- The ids' stored entries.
+local storedEntryOf, idsRefused = readAll(3, idList)
+if idsRefused then return idsRefused end
 
 -- subject -> its count as this call goes; the subjects with a new event, in order of the first one.
 local versions = {}
@@ -103,17 +111,12 @@ for i = 1, count do
 end
 
 -- Their counts before this append: one HMGET per 1000 subjects, not a call per subject.
+local stored, versionsRefused = readAll(2, subjectList)
+if versionsRefused then return versionsRefused end
 local countedBefore = {}
-for i = 1, #subjectList, 1000 do
-  local last = math.min(i + 999, #subjectList)
-  local found = redis.pcall('HMGET', KEYS[2], unpack(subjectList, i, last))
-  local refused = refusal(2, found)
-  if refused then return refused end
-  for j = i, last do
-    local subject = subjectList[j]
-    countedBefore[subject] = tonumber(found[j - i + 1] or '0')
-    versions[subject] = countedBefore[subject]
-  end
+for _, subject in ipairs(subjectList) do
+  countedBefore[subject] = tonumber(stored[subject] or '0')
+  versions[subject] = countedBefore[subject]
 end
 
 for i = 1, count do
