@@ -395,25 +395,15 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     const args: (string | number)[] = [];
     const perBatch: (string | number)[] = [];
     const batchKeys: string[] = [];
-    // A batch the caller got wrong (a bad snapshot id) fails alone, as it would in a call of its own.
-    const refused = new Map<number, Error>();
-    for (const [i, { input, entries }] of batches.entries()) {
+    // A batch that cannot be encoded (a bad snapshot id) throws here: the call is then sent again one
+    // call per batch (sendWaitingBatches), where it fails alone.
+    for (const { input, entries } of batches) {
       const partition = input.partition as NonNullable<ApplyBatchInput['partition']>;
       const fence = input.fence as NonNullable<ApplyBatchInput['fence']>;
-      const [argsBefore, keysBefore] = [args.length, keyIndex.size];
-      try {
-        this.encodeEntries(entries, keyIndex, args);
-      } catch (error) {
-        args.length = argsBefore;
-        for (const [key, index] of keyIndex) if (index > keysBefore) keyIndex.delete(key);
-        refused.set(i, error instanceof Error ? error : new Error(String(error)));
-        continue;
-      }
-      perBatch.push(argsBefore + 1, entries.length, fence.token, partition.readFrom, partition.readThrough);
+      perBatch.push(args.length + 1, entries.length, fence.token, partition.readFrom, partition.readThrough);
+      this.encodeEntries(entries, keyIndex, args);
       batchKeys.push(this.cursorKey(input.stream, partition.index), fence.key);
     }
-    const sent = batches.length - refused.size;
-    if (sent === 0) return batches.map((_, i) => refused.get(i) as Error);
     const keys = [
       first.stream,
       first.deadLetterStream,
@@ -426,18 +416,14 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     const reply = await this.redis.redsourceApplyPartitions(
       keys.length,
       ...keys,
-      sent,
+      batches.length,
       packEntries(args),
       first.group ?? '',
       first.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
       ...perBatch,
     );
-    let at = 0;
-    return batches.map(({ entries }, i) => {
-      const refusal = refused.get(i);
-      if (refusal) return refusal;
-      const offset = at++ * 7;
-      const [applied, skipped, deadLettered, , cursor, held, error] = reply.slice(offset, offset + 7) as [
+    return batches.map((_, i) => {
+      const [applied, skipped, deadLettered, blockedAt, cursor, held, error] = reply.slice(i * 7, i * 7 + 7) as [
         number,
         number,
         number,
@@ -448,16 +434,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       ];
       // The error apply-batch.lua would have replied, as Redis' own error replies are thrown.
       if (error !== '') return new (ReplyError as new (message: string) => Error)(error);
-      return {
-        applied,
-        skipped,
-        deadLettered,
-        // Held: nothing of it applied, as apply-batch.lua answers (it names the first entry).
-        blockedAt: held === 1 ? entries[0]?.entryId : undefined,
-        handled: applied + skipped + deadLettered,
-        cursor,
-        held: held === 1,
-      };
+      return applyResult(applied, skipped, deadLettered, blockedAt, cursor, held);
     });
   }
 
@@ -526,16 +503,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       input.partition?.readThrough ?? '',
       input.group ?? '',
     );
-    const handled = applied + skipped + deadLettered;
-    return {
-      applied,
-      skipped,
-      deadLettered,
-      blockedAt: blockedAt === '' ? undefined : blockedAt,
-      handled,
-      cursor,
-      held: held === 1,
-    };
+    return applyResult(applied, skipped, deadLettered, blockedAt, cursor, held);
   }
 
   /**
@@ -739,4 +707,24 @@ function settle(batch: WaitingBatch, result: ApplyBatchResult | Error | undefine
   if (result === undefined) batch.reject(new Error('redsource: no reply for a partition batch'));
   else if (result instanceof Error) batch.reject(result);
   else batch.resolve(result);
+}
+
+/** An apply script's answer for a batch (apply-batch.lua's reply, or a batch's part of apply-partitions.lua's). */
+function applyResult(
+  applied: number,
+  skipped: number,
+  deadLettered: number,
+  blockedAt: string,
+  cursor: string,
+  held: number,
+): ApplyBatchResult {
+  return {
+    applied,
+    skipped,
+    deadLettered,
+    blockedAt: blockedAt === '' ? undefined : blockedAt,
+    handled: applied + skipped + deadLettered,
+    cursor,
+    held: held === 1,
+  };
 }

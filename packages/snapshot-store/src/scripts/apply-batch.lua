@@ -66,22 +66,15 @@ local partitioned = readFrom ~= ''
 -- A rebuild that lost its lease (paused or cut off past it, taken over) must not write: checked first.
 local fence = ARGV[5] or ''
 if fence ~= '' then
-  local lease = redis.call('GET', KEYS[#KEYS])
-  if not lease or string.match(lease, '^%d+') ~= fence then
-    local code = ARGV[6] or ''
-    if code == '' then code = 'RS_REBUILD_LEASE_LOST' end
-    return redis.error_reply(code .. ' the lease is no longer held by fencing token ' .. fence)
-  end
+  local code = ARGV[6] or ''
+  if code == '' then code = 'RS_REBUILD_LEASE_LOST' end
+  local lost = fenceLost(KEYS[#KEYS], fence, code)
+  if lost then return redis.error_reply(lost) end
 end
 
 -- Every write below must succeed once started: check the bookkeeping keys' types first.
-local wantedTypes = { [1] = 'stream', [2] = 'string', [3] = 'stream', [4] = 'hash', [6] = 'set' }
-for i, want in pairs(wantedTypes) do
-  local t = keyType(KEYS[i])
-  if t ~= 'none' and t ~= want then
-    return redis.error_reply('redsource apply-batch: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
-  end
-end
+local wrong = wrongKeyType({ [1] = 'stream', [2] = 'string', [3] = 'stream', [4] = 'hash', [6] = 'set' }, 'apply-batch')
+if wrong then return wrong end
 local count = tonumber(ARGV[2])
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
@@ -91,16 +84,7 @@ if gap then return gap end
 local applied, skipped, deadLettered, blockedAt, acked
 applied, skipped, deadLettered, blockedAt, cursor, acked = applyEntries(1, count, cursor, ARGV[3] == '1', partitioned)
 
-finishRevisions()
-local moved = applied + deadLettered > 0
-if partitioned and compareIds(ARGV[8], cursor) > 0 then
-  cursor = ARGV[8]
-  moved = true
-end
-if moved then redis.call('SET', KEYS[2], cursor) end
-if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
-if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
-if deadLettered > 0 then redis.call('HINCRBY', KEYS[4], 'deadLettered', deadLettered) end
+cursor = finishBatch(KEYS[2], KEYS[4], applied, skipped, deadLettered, cursor, partitioned and ARGV[8] or '')
 if group ~= '' and #acked > 0 then
   for i = 1, #acked, 1000 do
     redis.call('XACK', KEYS[1], group, unpack(acked, i, math.min(i + 999, #acked)))

@@ -23,7 +23,7 @@ ARGV[3]   the consumer group a dead letter names
 ARGV[4]   the error code of a failed fence check
 ARGV[5 ..] per batch, 5 each: its first entry's position in the array, its entry count, the
           fencing token, the read start, the last entry id read (apply-batch.lua's ARGV[5], [7], [8])
-Reply     per batch, 7 each: applied, skipped, deadLettered, blockedAt (always ''), cursor, held
+Reply     per batch, 7 each: applied, skipped, deadLettered, blockedAt (the first entry when held, else ''), cursor, held
           (1 = the hold flag stopped it), error ('' = none; else the error apply-batch.lua would
           have replied, and nothing of that batch was written)
 ]]
@@ -48,12 +48,8 @@ for b = 1, batches do
   wantedTypes[4 + 2 * b] = 'string'
   wantedTypes[5 + 2 * b] = 'string'
 end
-for i, want in pairs(wantedTypes) do
-  local t = keyType(KEYS[i])
-  if t ~= 'none' and t ~= want then
-    return redis.error_reply('redsource apply-partitions: ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
-  end
-end
+local wrong = wrongKeyType(wantedTypes, 'apply-partitions')
+if wrong then return wrong end
 
 local held = redis.call('EXISTS', KEYS[4]) == 1
 local reply = {}
@@ -62,16 +58,13 @@ for b = 1, batches do
   local pos, count, token, readFrom, readThrough =
     tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local cursorKey, epochKey = KEYS[4 + 2 * b], KEYS[5 + 2 * b]
-  local failure = ''
-  local epoch = redis.call('GET', epochKey)
-  if not epoch or string.match(epoch, '^%d+') ~= token then
-    failure = ARGV[4] .. ' the lease is no longer held by fencing token ' .. token
-  end
+  local failure = fenceLost(epochKey, token, ARGV[4]) or ''
   local cursor = redis.call('GET', cursorKey) or '0-0'
   if failure == '' and held then
     -- A rebuild is switching the snapshots over: nothing may be applied until it releases the hold.
+    -- As apply-batch.lua, it names the batch's first entry where it stopped.
     reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
-    reply[#reply + 1] = ''; reply[#reply + 1] = cursor; reply[#reply + 1] = 1; reply[#reply + 1] = ''
+    reply[#reply + 1] = count > 0 and A[pos] or ''; reply[#reply + 1] = cursor; reply[#reply + 1] = 1; reply[#reply + 1] = ''
   else
     if failure == '' then
       local gap = partitionGap(cursor, readFrom)
@@ -81,20 +74,10 @@ for b = 1, batches do
       reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
       reply[#reply + 1] = ''; reply[#reply + 1] = cursor; reply[#reply + 1] = 0; reply[#reply + 1] = failure
     else
-      local a, s, d, _, newCursor = applyEntries(pos, count, cursor, true, true)
-      local moved = a + d > 0
-      if compareIds(readThrough, newCursor) > 0 then
-        newCursor = readThrough
-        moved = true
-      end
+      local a, s, d, _, applied = applyEntries(pos, count, cursor, true, true)
       -- The batch is finished before the next starts (revisions, cursor, totals), as a call of its
       -- own would: a script error in a later batch keeps what Redis ran, and this batch is whole.
-      finishRevisions()
-      revisions = {}
-      if moved then redis.call('SET', cursorKey, newCursor) end
-      if a > 0 then redis.call('HINCRBY', KEYS[3], 'applied', a) end
-      if s > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', s) end
-      if d > 0 then redis.call('HINCRBY', KEYS[3], 'deadLettered', d) end
+      local newCursor = finishBatch(cursorKey, KEYS[3], a, s, d, applied, readThrough)
       reply[#reply + 1] = a; reply[#reply + 1] = s; reply[#reply + 1] = d
       reply[#reply + 1] = ''; reply[#reply + 1] = newCursor; reply[#reply + 1] = 0; reply[#reply + 1] = ''
     end

@@ -1,6 +1,7 @@
 -- The per-entry part of an apply: entries of one stream, laid out in A (decoded before this is
--- included; see apply-batch.lua for the layout), applied in order past a cursor. Shared by
--- apply-batch.lua (one batch) and apply-partitions.lua (a batch per partition of one read).
+-- included; see apply-batch.lua for the layout), applied in order past a cursor; and the checks
+-- before it and the records after it. Shared by apply-batch.lua (one batch) and apply-partitions.lua
+-- (a batch per partition of one read).
 -- Defined before this is included: streamKey (the stream), deadLetterKey (its dead-letter stream),
 -- deadLetteredKey (the set of its dead-lettered entry ids), letterGroup (the group a dead letter
 -- names) and snapshotKey(index) (a snapshot hash by its index in A).
@@ -121,4 +122,38 @@ local function applyEntries(pos, count, cursor, contiguous, partitioned)
     handled[#handled + 1] = entryId
   end
   return applied, skipped, deadLettered, blockedAt, cursor, handled
+end
+
+-- The error reply when a key of `wanted` (KEYS index -> type) holds another type, else nil.
+local function wrongKeyType(wanted, script)
+  for i, want in pairs(wanted) do
+    local t = keyType(KEYS[i])
+    if t ~= 'none' and t ~= want then
+      return redis.error_reply('redsource ' .. script .. ': ' .. KEYS[i] .. ' is a ' .. t .. ', expected a ' .. want)
+    end
+  end
+end
+
+-- Why a holder of fencing `token` may not write (the lease or epoch at `key` holds another), else nil.
+local function fenceLost(key, token, code)
+  local held = redis.call('GET', key)
+  if held and string.match(held, '^%d+') == token then return nil end
+  return code .. ' the lease is no longer held by fencing token ' .. token
+end
+
+-- Records a batch applied past its start: its snapshots' `_rev`, the cursor (moved on to `readThrough`,
+-- a partition's last id read, when that is further) and the totals. Returns the cursor.
+local function finishBatch(cursorKey, totalsKey, applied, skipped, deadLettered, cursor, readThrough)
+  finishRevisions()
+  revisions = {}
+  local moved = applied + deadLettered > 0
+  if readThrough ~= '' and compareIds(readThrough, cursor) > 0 then
+    cursor = readThrough
+    moved = true
+  end
+  if moved then redis.call('SET', cursorKey, cursor) end
+  if applied > 0 then redis.call('HINCRBY', totalsKey, 'applied', applied) end
+  if skipped > 0 then redis.call('HINCRBY', totalsKey, 'skipped', skipped) end
+  if deadLettered > 0 then redis.call('HINCRBY', totalsKey, 'deadLettered', deadLettered) end
+  return cursor
 end
