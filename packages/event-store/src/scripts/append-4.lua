@@ -60,14 +60,11 @@ local function refusal(i, reply)
   return reply
 end
 local idsInPlay = #idList > 0
-if idsInPlay then
-  local t = redis.call('TYPE', KEYS[4]).ok
-  if t ~= 'none' and t ~= 'zset' then return wrongType(4, t) end
-end
-
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
 local cutoff
 if idsInPlay then
+  local t = redis.call('TYPE', KEYS[4]).ok
+  if t ~= 'none' and t ~= 'zset' then return wrongType(4, t) end
   local time = redis.call('TIME')
   cutoff = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - windowMs
 end
