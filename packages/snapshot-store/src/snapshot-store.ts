@@ -583,7 +583,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       recorded.push({ entryId: entry.entryId, changes: [] });
     }
     const marker = `_at:${input.stream}${input.partition ? `:p${input.partition.index}` : ''}`;
-    const notHashes = new Map<string, string>();
+    // Entries a node would not write (a key of another type, a write Redis refused): dead-lettered by the bookkeeping.
+    const refusals = new Map<string, string>();
     /** One apply-snapshots call for the snapshots of `slots` (one slot, or every slot of one node: then only the first key routes it). */
     const applyIn = async (slots: ReadonlySet<number>) => {
       const keys = new Map<string, number>();
@@ -609,15 +610,19 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
         input.fence?.code ?? 'RS_REBUILD_LEASE_LOST',
         input.partition ? `_at:${input.stream}` : '',
       ];
-      const [, ...wrong] =
+      const [, ...refused] =
         slots.size === 1
           ? await this.redis.redsourceApplySnapshots(list.length, ...list, ...rest)
           : await this.redis.redsourceApplySnapshots(1, list[0] as string, ...rest, JSON.stringify(list));
-      for (let i = 0; i + 2 < wrong.length; i += 3)
-        notHashes.set(
-          wrong[i] as string,
-          `RS_SNAPSHOT_KEY_WRONGTYPE: ${wrong[i + 1]} is a ${wrong[i + 2]}, not a hash`,
+      for (let i = 0; i + 3 < refused.length; i += 4) {
+        const [kind, entryId, key, detail] = refused.slice(i, i + 4) as [string, string, string, string];
+        // An entry with changes on several nodes can be refused by more than one: the first reason is kept.
+        if (refusals.has(entryId)) continue;
+        refusals.set(
+          entryId,
+          kind === 'W' ? `RS_SNAPSHOT_KEY_WRONGTYPE: ${key} is a ${detail}, not a hash` : `RS_APPLY_FAILED: ${detail}`,
         );
+      }
     };
     // One call per node for the slots it serves (as the client's slot map says); where a slot has
     // moved meanwhile, the call fails before any write and its slots go one by one (ioredis then
@@ -642,7 +647,7 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       }),
     );
     const bookkeeping = recorded.map((e) => {
-      const reason = notHashes.get(e.entryId);
+      const reason = refusals.get(e.entryId);
       return reason === undefined ? e : { entryId: e.entryId, deadLetter: { reason, fields: [] } };
     });
     const result = await this.applyInOneScript(input, bookkeeping);

@@ -142,6 +142,33 @@ export function partitionApplyContract(client: () => Redis): void {
     expect(await p.apply([bump(p.e3)], p.e2, p.e6, '6')).toMatchObject({ applied: 1, cursor: p.e6 });
   });
 
+  it('dead-letters an entry Redis refuses to write (a counter past 2^63) and goes on; a retry writes nothing twice', async () => {
+    const p = await partitioned();
+    await p.redis.hset(p.store.key('full'), 'c:n', '9223372036854775807');
+    const batch: BatchEntry[] = [
+      bump(p.e1),
+      bump(p.e3, 'full'),
+      {
+        entryId: p.e5,
+        changes: [
+          { snapshotId: 'mine', mutations: [{ op: 'increment', counter: 'n' }] },
+          { snapshotId: 'full', mutations: [{ op: 'increment', counter: 'n' }] },
+        ],
+      },
+    ];
+    expect(await p.apply(batch, '0-0', p.e6)).toMatchObject({ applied: 1, deadLettered: 2, handled: 3, cursor: p.e6 });
+    expect(await p.apply(batch, '0-0', p.e6)).toMatchObject({ applied: 0, skipped: 3, cursor: p.e6 });
+    // e5's change of 'mine' is written (before its failing one on one Redis, on its own node on a cluster): it stays.
+    expect((await p.store.read('mine'))?.counters['n']).toBe(2);
+    expect((await p.store.read('mine'))?.revision).toBe(2);
+    expect(await p.redis.hget(p.store.key('full'), 'c:n')).toBe('9223372036854775807');
+    const letters = await p.redis.xrange(p.deadLetterStream, '-', '+');
+    expect(letters.map(([, fields]) => fields[fields.indexOf('entry_id') + 1])).toEqual([p.e3, p.e5]);
+    for (const [, fields] of letters)
+      expect(fields[fields.indexOf('reason') + 1]).toMatch(/^RS_APPLY_FAILED: .*overflow/);
+    expect(await p.store.totals(p.stream)).toEqual({ applied: 1, skipped: 3, deadLettered: 2 });
+  });
+
   it("dead letters name the source stream and the group and carry the source entry's bytes; totals count per source stream", async () => {
     const p = await partitioned();
     const result = await p.apply(

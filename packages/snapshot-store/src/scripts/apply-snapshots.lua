@@ -25,7 +25,10 @@ ARGV[6]    optional: another marker field whose entry id also counts as applied 
 ARGV[7]    optional: the snapshot hashes as a JSON array, in several slots of this node (KEYS[1] is one
            of them). Every key is read before any write, so a key this node does not serve (a slot
            moved) fails the script before it has written anything; the caller then goes slot by slot.
-Reply      {applied changes, then per entry not applied because a key is not a hash: entry id, key, type}
+Reply      {applied changes, then per entry to dead-letter: kind, entry id, key, detail}; kind 'W': the key
+           is not a hash (detail: its type), nothing of the entry written here; kind 'F': Redis refused one of
+           its writes (a counter past 2^63; detail: the error), what the entry wrote before stays, as
+           apply-entries.lua's failedEntry does, and its later changes here are not applied
 ]]
 local A = cjson.decode(ARGV[4])
 local K = KEYS
@@ -56,7 +59,7 @@ for _, key in ipairs(K) do
 end
 
 local applied = 0
-local notHashes = {}
+local refused = {}
 local lastFor = {}
 local pos = 1
 for _ = 1, tonumber(ARGV[3]) do
@@ -72,16 +75,24 @@ for _ = 1, tonumber(ARGV[3]) do
     if not isHashOrNone(key) then wrong = key end
   end
   if wrong then
-    notHashes[#notHashes + 1] = entryId
-    notHashes[#notHashes + 1] = wrong
-    notHashes[#notHashes + 1] = keyType(wrong)
+    for _, item in ipairs({ 'W', entryId, wrong, keyType(wrong) }) do refused[#refused + 1] = item end
   else
+    local failed = false
     for _, change in ipairs(changes) do
       local upTo = rebuiltUpTo[change.key] or appliedUpTo[change.key]
-      if not upTo or compareIds(entryId, upTo) > 0 then
-        applyChange(change.key, change.opCount, change.pos, entryId)
-        applied = applied + 1
+      if not failed and (not upTo or compareIds(entryId, upTo) > 0) then
+        -- Raised, the error would end the script with earlier entries written but no marker saying so.
+        local before = writes
+        local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
+        if ok then
+          applied = applied + 1
+        else
+          if writes > before then revisions[change.key] = (revisions[change.key] or 0) + 1 end
+          for _, item in ipairs({ 'F', entryId, change.key, tostring(failure) }) do refused[#refused + 1] = item end
+          failed = true
+        end
       end
+      -- Past the marker either way: a retry does not write again what a dead-lettered entry wrote.
       if not lastFor[change.key] or compareIds(entryId, lastFor[change.key]) > 0 then lastFor[change.key] = entryId end
     end
   end
@@ -93,5 +104,5 @@ for key, last in pairs(lastFor) do
   redis.call('HSET', key, marker, ARGV[2] .. ' ' .. last)
 end
 local reply = { applied }
-for _, item in ipairs(notHashes) do reply[#reply + 1] = item end
+for _, item in ipairs(refused) do reply[#reply + 1] = item end
 return reply
