@@ -282,6 +282,30 @@ describe('expectedVersion guards the subject against concurrent writers', () => 
   });
 });
 
+describe('a versions hash edited by hand', () => {
+  // 'nan' compared unequal to itself: the expectedVersion check was skipped and the count stayed 'nan'.
+  it.each(['nan', 'abc', '-1', '1.5'])(
+    "refuses to append to a subject whose count is '%s', with or without expectedVersion, writing nothing",
+    async (corrupt) => {
+      const { streams, store } = isolated();
+      await ctx.redis.hset(eventStoreKeys.versions(streams.updates), '1', corrupt);
+      for (const options of [{ expectedVersion: 0 }, { expectedVersion: 7 }, {}]) {
+        const error = await rejection(store.append(streams.updates, register('1', 'A'), options));
+        expect(error).toBeInstanceOf(AppendRejectedError);
+        expect(String(error)).toContain(`holds "${corrupt}" for subject "1", not a count of events`);
+      }
+      expect(await ctx.redis.exists(streams.updates)).toBe(0);
+      expect(await ctx.redis.hget(eventStoreKeys.versions(streams.updates), '1')).toBe(corrupt);
+      // Other subjects are not affected; set right, the subject appends again.
+      expect((await store.append(streams.updates, register('2', 'B'))).versions).toEqual({ '2': 1 });
+      await ctx.redis.hset(eventStoreKeys.versions(streams.updates), '1', '4');
+      expect((await store.append(streams.updates, register('1', 'A'), { expectedVersion: 4 })).versions).toEqual({
+        '1': 5,
+      });
+    },
+  );
+});
+
 describe('version()', () => {
   it('counts the events appended per subject and is 0 for an unknown subject', async () => {
     const { streams, store } = isolated();

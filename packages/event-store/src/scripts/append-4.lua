@@ -110,19 +110,28 @@ end
 -- Their counts before this append: one HMGET per 1000 subjects, not a call per subject.
 local stored, versionsRefused = readAll(2, subjectList)
 if versionsRefused then return versionsRefused end
-local countedBefore = {}
 for _, subject in ipairs(subjectList) do
-  countedBefore[subject] = tonumber(stored[subject] or '0')
-  versions[subject] = countedBefore[subject]
+  local counted = stored[subject] or '0'
+  -- Only this script writes the counts; anything else there (a hand edit) is refused, not compared:
+  -- 'nan' would fail every expectedVersion comparison silently.
+  if not string.match(counted, '^%d+$') then
+    return redis.error_reply('redsource append: ' .. KEYS[2] .. ' holds ' .. string.format('%q', counted)
+      .. ' for subject ' .. string.format('%q', subject) .. ', not a count of events: set it to the number of its events, or delete the field')
+  end
+  versions[subject] = tonumber(counted)
 end
 
+-- The expectation is about the subject before this append: its first event not already appended checks it.
+local checked = {}
 for i = 1, count do
   local event = events[i]
   if event.new and event.subject ~= '' then
     local current = versions[event.subject]
-    -- The expectation is about the subject before this append: its first event not already appended checks it.
-    if current == countedBefore[event.subject] and event.expected ~= '' and tonumber(event.expected) ~= current then
-      return { 'CONFLICT', event.subject, event.expected, tostring(current) }
+    if not checked[event.subject] then
+      checked[event.subject] = true
+      if event.expected ~= '' and tonumber(event.expected) ~= current then
+        return { 'CONFLICT', event.subject, event.expected, tostring(current) }
+      end
     end
     versions[event.subject] = current + 1
     event.version = current + 1
