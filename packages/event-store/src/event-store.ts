@@ -99,14 +99,16 @@ export class RedisEventStore {
     if (reply[0] === 'CONFLICT') {
       throw new VersionConflictError(stream, String(reply[1]), Number(reply[2]), Number(reply[3]));
     }
-    const entryIds: string[] = [];
+    // One value per event in each of three strings (see append-4.lua's Reply).
+    const entryIds = String(reply[1]).split(' ');
+    const flags = String(reply[2]);
+    const counts = String(reply[3]).split(' ');
     const duplicates: number[] = [];
     // Null-prototype: a subject may be called `__proto__` (on a plain object that would set the prototype).
     const versions = Object.create(null) as Record<string, number>;
     for (let i = 0; i < list.length; i++) {
-      entryIds.push(String(reply[1 + i * 3]));
-      if (Number(reply[2 + i * 3]) === 1) duplicates.push(i);
-      const version = Number(reply[3 + i * 3]);
+      if (flags.charCodeAt(i) === 49) duplicates.push(i);
+      const version = Number(counts[i]);
       const subject = subjects[i];
       if (subject !== undefined && version >= 0) versions[subject] = version;
     }

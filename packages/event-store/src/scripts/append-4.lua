@@ -16,7 +16,11 @@ ARGV[4]  the events as one JSON array (one argument instead of thousands); in it
          expected version ('' = any, else the subject's exact event count before this append;
          0 = no events yet; checked on the subject's first event that is not a duplicate),
          field count, then the fields
-Reply:   {'OK', entryId, duplicate (0|1), version (-1 = no subject), ...per event}
+Reply:   {'OK', entry ids, duplicates, versions}, each one string with a value per event, in order:
+         the entry ids separated by spaces, a '0' or '1' per event (1 = a duplicate: its id was
+         appended before, or earlier in this call), the subject's count after the event separated
+         by spaces (-1 = no subject, or a duplicate); three strings cost Redis and the client far
+         less than an array of three values per event
          or {'CONFLICT', subject, expected, actual}: nothing was written
 ]]
 local windowMs = tonumber(ARGV[1])
@@ -57,7 +61,7 @@ end
 local function refusal(i, reply)
   if type(reply) ~= 'table' or not reply.err then return nil end
   if string.find(reply.err, 'WRONGTYPE', 1, true) then return wrongType(i, redis.call('TYPE', KEYS[i]).ok) end
-  return reply
+  return { 'OK', table.concat(entryIds, ' '), table.concat(duplicates), table.concat(eventVersions, ' ') }
 end
 local idsInPlay = #idList > 0
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
@@ -138,7 +142,7 @@ for i = 1, count do
   end
 end
 
-local reply = { 'OK' }
+local entryIds, duplicates, eventVersions = {}, {}, {}
 local firstWrite = true
 -- Written after the loop, a call per 1000 at most: the ids remembered (hash and age), each subject's new count.
 local idPairs, agePairs = {}, {}
@@ -149,7 +153,7 @@ for i = 1, count do
   if event.duplicateOf then
     entryId = event.duplicateOf
   elseif event.sameBatchAs then
-    entryId = reply[2 + (event.sameBatchAs - 1) * 3]
+    entryId = entryIds[event.sameBatchAs]
   else
     duplicate = 0
     if firstWrite then
@@ -168,9 +172,9 @@ for i = 1, count do
       agePairs[#agePairs + 1] = event.id
     end
   end
-  reply[#reply + 1] = entryId
-  reply[#reply + 1] = duplicate
-  reply[#reply + 1] = event.version or -1
+  entryIds[i] = entryId
+  duplicates[i] = duplicate
+  eventVersions[i] = event.version or -1
 end
 for i = 1, #idPairs, 1000 do
   redis.call('HSET', KEYS[3], unpack(idPairs, i, math.min(i + 999, #idPairs)))
@@ -200,4 +204,4 @@ if idsInPlay then
   local excess = redis.call('ZCARD', KEYS[4]) - maxIds
   if excess > 0 and budget > 0 then forget(redis.call('ZRANGE', KEYS[4], 0, math.min(excess, budget) - 1)) end
 end
-return reply
+return { 'OK', table.concat(entryIds, ' '), table.concat(duplicates), table.concat(eventVersions, ' ') }
