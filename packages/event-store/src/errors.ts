@@ -116,8 +116,10 @@ export class AppendRejectedError extends EventStoreError {
       'RS_APPEND_REJECTED',
       kind
         ? `Redis refused the append to '${stream}': ${describeRedisUnavailable(kind)} (${reply}). Nothing was written. ${WHAT_TO_CHECK[kind] ?? RETRY_LATER}`
-        : `Redis rejected the append to '${stream}': ${reply}. Nothing was written. ` +
-            'It fails again on retry until the key is fixed (WRONGTYPE: the stream key holds another type).',
+        : `Redis rejected the append to '${stream}': ${reply}. Nothing was written. It fails again on retry until ` +
+            (/WRONGTYPE|is a \w+, expected a/.test(reply)
+              ? 'the key is fixed (it holds another type than the one redsource writes there).'
+              : 'what the message names is fixed.'),
       { cause },
     );
   }

@@ -41,7 +41,17 @@ describe('AppendRejectedError says what kind of refusal it is and what to check'
       reply('WRONGTYPE Operation against a key holding the wrong kind of value'),
     );
     expect(message).toContain('WRONGTYPE');
-    expect(message).toContain('fails again');
+    expect(message).toContain('fails again on retry until the key is fixed');
     expect(message).not.toContain('..');
+  });
+
+  it('another refusal does not blame the key type', () => {
+    const { message } = new AppendRejectedError(
+      'user_updates',
+      reply('ERR The stream has exhausted the last possible ID, unable to add more items'),
+    );
+    expect(message).toContain('exhausted the last possible ID');
+    expect(message).toContain('fails again on retry until what the message names is fixed.');
+    expect(message).not.toContain('WRONGTYPE');
   });
 });

@@ -687,6 +687,21 @@ describe('regressions: Redis refuses an append', () => {
     ).toBe(0);
   });
 
+  it("passes on Redis' own refusal of the first XADD (a stream past its last possible id), writing nothing", async () => {
+    const { streams, store } = isolated();
+    await ctx.redis.xadd(streams.updates, '1-1', 'n', '1');
+    await ctx.redis.call('XSETID', streams.updates, '18446744073709551615-18446744073709551615');
+    for (const eventId of [undefined, 'e1']) {
+      const error = await rejection(store.append(streams.updates, register('1', 'A', eventId)));
+      expect(error).toBeInstanceOf(AppendRejectedError);
+      expect(String(error)).toContain('exhausted the last possible ID');
+    }
+    expect(await ctx.redis.xlen(streams.updates)).toBe(1);
+    expect(
+      await ctx.redis.exists(eventStoreKeys.versions(streams.updates), eventStoreKeys.eventIds(streams.updates)),
+    ).toBe(0);
+  });
+
   it('writes nothing when a bookkeeping key has the wrong type', async () => {
     const { streams, store } = isolated();
     await ctx.redis.set(eventStoreKeys.versions(streams.updates), 'x');

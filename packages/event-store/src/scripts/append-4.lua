@@ -61,7 +61,7 @@ end
 local function refusal(i, reply)
   if type(reply) ~= 'table' or not reply.err then return nil end
   if string.find(reply.err, 'WRONGTYPE', 1, true) then return wrongType(i, redis.call('TYPE', KEYS[i]).ok) end
-  return { 'OK', table.concat(entryIds, ' '), table.concat(duplicates), table.concat(eventVersions, ' ') }
+  return reply
 end
 local idsInPlay = #idList > 0
 -- Ids remembered from entries older than this are past the window: a resend of one is a new event.
