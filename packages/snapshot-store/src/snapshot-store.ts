@@ -612,8 +612,8 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
       ];
       const [, ...refused] =
         slots.size === 1
-          ? await this.redis.redsourceApplySnapshots(list.length, ...list, ...rest)
-          : await this.redis.redsourceApplySnapshots(1, list[0] as string, ...rest, JSON.stringify(list));
+          ? await this.redis.redsourceApplySnapshots(list.length, ...list, ...rest, '', cursor)
+          : await this.redis.redsourceApplySnapshots(1, list[0] as string, ...rest, JSON.stringify(list), cursor);
       for (let i = 0; i + 3 < refused.length; i += 4) {
         const [kind, entryId, key, detail] = refused.slice(i, i + 4) as [string, string, string, string];
         // An entry with changes on several nodes can be refused by more than one: the first reason is kept.

@@ -65,3 +65,52 @@ describe("entries of one partition of a stream on a Redis Cluster (a partitioned
   let redis: Redis | undefined;
   partitionApplyContract(() => (redis ??= ctx.cluster.client() as unknown as Redis));
 });
+
+/** A write Redis refuses in apply-snapshots.lua, when the bookkeeping step after it fails (apply-batch.lua in the stream's slot). */
+describe('an entry whose snapshot write Redis refuses, on a Redis Cluster', () => {
+  it('is dead-lettered by the retry after a failed bookkeeping step, not counted applied, and nothing is written twice', async () => {
+    const redis = ctx.cluster.client() as unknown as Redis;
+    const stream = unique('rstream');
+    const deadLetterStream = `redsource:{${stream}}:dead`;
+    const store = new SnapshotStore({ redis, keyPrefix: `${unique('snap')}_`, projection: 'profiles' });
+    const [e1, e2, e3, e4] = [
+      String(await redis.xadd(stream, '*', 'n', '1')),
+      String(await redis.xadd(stream, '*', 'n', '2')),
+      String(await redis.xadd(stream, '*', 'n', '3')),
+      String(await redis.xadd(stream, '*', 'n', '4')),
+    ];
+    await redis.hset(store.key('full'), 'c:n', '9223372036854775807');
+    const increment = (entryId: string, snapshotId: string): BatchEntry => ({
+      entryId,
+      changes: [{ snapshotId, mutations: [{ op: 'increment', counter: 'n' }] }],
+    });
+    const apply = (entries: BatchEntry[], readFrom: string, readThrough: string) =>
+      store.applyBatch({
+        stream,
+        deadLetterStream,
+        entries,
+        group: 'g',
+        partition: { index: 0, readFrom, readThrough },
+      });
+    const batch = [increment(e1, 'ok'), increment(e2, 'full'), increment(e3, 'ok')];
+    // The snapshot writes happen, then the bookkeeping refuses: the dead-letter stream holds a string.
+    await redis.set(deadLetterStream, 'not a stream');
+    await expect(apply(batch, '0-0', e3)).rejects.toThrow(/is a string, expected a stream/);
+    expect((await store.read('ok'))?.counters['n']).toBe(2);
+    expect(await store.cursor(stream, 0)).toBe('0-0');
+    await redis.del(deadLetterStream);
+    expect(await apply(batch, '0-0', e3)).toMatchObject({ applied: 2, skipped: 0, deadLettered: 1, cursor: e3 });
+    expect((await store.read('ok'))?.counters['n']).toBe(2);
+    const letters = await redis.xrange(deadLetterStream, '-', '+');
+    expect(letters.map(([, fields]) => fields[fields.indexOf('entry_id') + 1])).toEqual([e2]);
+    expect(letters[0]?.[1][letters[0][1].indexOf('reason') + 1]).toMatch(/^RS_APPLY_FAILED: .*overflow/);
+    expect(await store.totals(stream)).toEqual({ applied: 2, skipped: 0, deadLettered: 1 });
+    // Booked now: the next write to that snapshot past the cursor forgets the refusal.
+    const refusedField = `_refused:${stream}:p0`;
+    expect(await redis.hexists(store.key('full'), refusedField)).toBe(1);
+    await redis.hset(store.key('full'), 'c:n', '1');
+    expect(await apply([increment(e4, 'full')], e3, e4)).toMatchObject({ applied: 1, deadLettered: 0 });
+    expect(await redis.hexists(store.key('full'), refusedField)).toBe(0);
+    expect((await store.read('full'))?.counters['n']).toBe(2);
+  });
+});

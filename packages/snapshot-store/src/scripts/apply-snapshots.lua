@@ -25,6 +25,11 @@ ARGV[6]    optional: another marker field whose entry id also counts as applied 
 ARGV[7]    optional: the snapshot hashes as a JSON array, in several slots of this node (KEYS[1] is one
            of them). Every key is read before any write, so a key this node does not serve (a slot
            moved) fails the script before it has written anything; the caller then goes slot by slot.
+ARGV[8]    optional: the cursor the batch was checked against (its entries are past it). A snapshot
+           remembers the entries whose write Redis refused here, above that cursor, in a field named
+           after the marker ('_refused:<stream>[:p<n>]', a JSON object entry id -> error): if the
+           bookkeeping step after this one fails, a retry finds them past the marker, and reports them
+           again instead of counting them applied. Those at or below the cursor are booked: dropped.
 Reply      {applied changes, then per entry to dead-letter: kind, entry id, key, detail}; kind 'W': the key
            is not a hash (detail: its type), nothing of the entry written here; kind 'F': Redis refused one of
            its writes (a counter past 2^63; detail: the error), what the entry wrote before stays, as
@@ -41,9 +46,23 @@ local marker, token = ARGV[1], tonumber(ARGV[2])
 -- Every check before any write.
 local appliedUpTo = {}
 local rebuiltUpTo = {}
+local refusedField = '_refused' .. string.sub(marker, 4)
+local cursor = ARGV[8] or ''
+-- key -> { entry id -> error }: refusals of earlier calls not yet booked (above the cursor).
+local refusedBefore = {}
+local rebuildMarker = ARGV[6] or ''
 for _, key in ipairs(K) do
-  local isHash = redis.call('TYPE', key).ok == 'hash'
-  local found = isHash and redis.call('HGET', key, marker)
+  -- One read of a hash's three fields: its marker, the refusals it remembers, the rebuild's marker.
+  local found, remembered, folded
+  if redis.call('TYPE', key).ok == 'hash' then
+    local got = redis.call('HMGET', key, marker, refusedField, rebuildMarker ~= '' and rebuildMarker or marker)
+    found, remembered = got[1], got[2]
+    folded = rebuildMarker ~= '' and got[3]
+  end
+  if remembered then
+    local ok, byId = pcall(cjson.decode, remembered)
+    if ok and type(byId) == 'table' then refusedBefore[key] = byId end
+  end
   if found then
     local by, id = string.match(found, '^(%d+) (.+)$')
     if tonumber(by) > token then
@@ -51,7 +70,6 @@ for _, key in ipairs(K) do
     end
     appliedUpTo[key] = id
   end
-  local folded = isHash and (ARGV[6] or '') ~= '' and redis.call('HGET', key, ARGV[6])
   if folded then
     local id = string.match(folded, '^%d+ (.+)$')
     if id and (not appliedUpTo[key] or compareIds(id, appliedUpTo[key]) > 0) then rebuiltUpTo[key] = id end
@@ -80,15 +98,22 @@ for _ = 1, tonumber(ARGV[3]) do
     local failed = false
     for _, change in ipairs(changes) do
       local upTo = rebuiltUpTo[change.key] or appliedUpTo[change.key]
-      if not failed and (not upTo or compareIds(entryId, upTo) > 0) then
+      local before = refusedBefore[change.key] and refusedBefore[change.key][entryId]
+      if before and not failed then
+        -- Refused here by an earlier call whose bookkeeping did not happen: refused again, not applied.
+        for _, item in ipairs({ 'F', entryId, change.key, before }) do refused[#refused + 1] = item end
+        failed = true
+      elseif not failed and (not upTo or compareIds(entryId, upTo) > 0) then
         -- Raised, the error would end the script with earlier entries written but no marker saying so.
-        local before = writes
+        local writesBefore = writes
         local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
         if ok then
           applied = applied + 1
         else
-          if writes > before then revisions[change.key] = (revisions[change.key] or 0) + 1 end
+          if writes > writesBefore then revisions[change.key] = (revisions[change.key] or 0) + 1 end
           for _, item in ipairs({ 'F', entryId, change.key, tostring(failure) }) do refused[#refused + 1] = item end
+          refusedBefore[change.key] = refusedBefore[change.key] or {}
+          refusedBefore[change.key][entryId] = tostring(failure)
           failed = true
         end
       end
@@ -98,6 +123,17 @@ for _ = 1, tonumber(ARGV[3]) do
   end
 end
 finishRevisions()
+-- The refusals each snapshot remembers: those not yet booked (above the cursor), this call's included.
+for key, byId in pairs(refusedBefore) do
+  local kept, any = {}, false
+  for id, failure in pairs(byId) do
+    if cursor == '' or compareIds(id, cursor) > 0 then
+      kept[id] = failure
+      any = true
+    end
+  end
+  if any then redis.call('HSET', key, refusedField, cjson.encode(kept)) else redis.call('HDEL', key, refusedField) end
+end
 for key, last in pairs(lastFor) do
   local upTo = appliedUpTo[key]
   if upTo and compareIds(upTo, last) > 0 then last = upTo end
