@@ -304,6 +304,14 @@ describe('a versions hash edited by hand', () => {
       });
     },
   );
+  it('counts past 10^14 on in digits (tostring would write 1e+14, which the next append would refuse)', async () => {
+    const { streams, store } = isolated();
+    await ctx.redis.hset(eventStoreKeys.versions(streams.updates), '1', '99999999999999');
+    expect((await store.append(streams.updates, register('1', 'A'))).versions).toEqual({ '1': 100000000000000 });
+    expect(await ctx.redis.hget(eventStoreKeys.versions(streams.updates), '1')).toBe('100000000000000');
+    const next = await store.append(streams.updates, register('1', 'B'), { expectedVersion: 100000000000000 });
+    expect(next.versions).toEqual({ '1': 100000000000001 });
+  });
 });
 
 describe('version()', () => {

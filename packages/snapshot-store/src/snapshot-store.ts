@@ -309,6 +309,12 @@ export class SnapshotStore<Fields = Record<string, unknown>> {
     const entries = isSorted(input.entries)
       ? input.entries
       : [...input.entries].sort((a, b) => compareEntryIds(a.entryId, b.entryId));
+    // The scripts take each entry past the cursor as new: one given twice would be applied twice.
+    for (let i = 1; i < entries.length; i++) {
+      const id = (entries[i] as BatchEntry).entryId;
+      if (id === (entries[i - 1] as BatchEntry).entryId)
+        throw new InvalidMutationError(`entry id '${id}' is in the batch twice: give each entry once`);
+    }
     if (entries.length === 0 && !input.partition) {
       return {
         applied: 0,

@@ -872,6 +872,22 @@ describe('entries that cannot be applied never stop a batch half-way', () => {
     expect(dead?.[1].join(' ')).toContain("field 'f' holds a function");
   });
 
+  it('refuses an entry id given twice in one batch before sending anything (it would be applied twice)', async () => {
+    const { stream, store, xadd, apply } = isolated();
+    const [e1, e2] = await xadd(2);
+    const bump = (entryId: string | undefined) => entry(entryId, change('1', { op: 'increment', counter: 'n' }));
+    for (const batch of [
+      [bump(e1), bump(e1)],
+      [bump(e2), bump(e1), bump(e2)],
+    ]) {
+      const error = await rejection(apply(batch));
+      expect(error).toBeInstanceOf(InvalidMutationError);
+      expect(String(error)).toContain('is in the batch twice');
+    }
+    expect(await store.read('1')).toBeUndefined();
+    expect(await store.cursor(stream)).toBe('0-0');
+  });
+
   it('refuses a set member that is not a string before sending anything (a script would fail on it)', async () => {
     const { stream, store, xadd, apply } = isolated();
     const [e1] = await xadd(1);

@@ -27,6 +27,11 @@ local windowMs = tonumber(ARGV[1])
 local maxIds = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local A = cjson.decode(ARGV[4])
+-- A count as Redis and the client read it back: tostring and table.concat write 1e+14 from 10^14 on.
+local function digits(n)
+  if n < 1e14 then return n end
+  return string.format('%d', n)
+end
 local function msOf(entryId) return tonumber(string.match(entryId, '^(%d+)-')) end
 -- The entry id as a score, exact in a double (2^42 ms, 11 bits of seq; later seqs of one ms tie).
 -- Formatted here: Redis would turn a Lua number into a string with 14 digits, losing the seq.
@@ -138,7 +143,7 @@ for i = 1, count do
       end
     end
     versions[event.subject] = current + 1
-    event.version = current + 1
+    event.version = digits(current + 1)
   end
 end
 
@@ -184,7 +189,7 @@ end
 local countPairs = {}
 for _, subject in ipairs(subjectList) do
   countPairs[#countPairs + 1] = subject
-  countPairs[#countPairs + 1] = tostring(versions[subject])
+  countPairs[#countPairs + 1] = digits(versions[subject])
 end
 for i = 1, #countPairs, 1000 do redis.call('HSET', KEYS[2], unpack(countPairs, i, math.min(i + 999, #countPairs))) end
 

@@ -29,7 +29,9 @@ ARGV[8]    optional: the cursor the batch was checked against (its entries are p
            remembers the entries whose write Redis refused here, above that cursor, in a field named
            after the marker ('_refused:<stream>[:p<n>]', a JSON object entry id -> error): if the
            bookkeeping step after this one fails, a retry finds them past the marker, and reports them
-           again instead of counting them applied. Those at or below the cursor are booked: dropped.
+           again instead of counting them applied. Those at or below the cursor are booked: dropped
+           by the next call that writes that snapshot (a field left in a rebuilt hash is never read:
+           live applies name theirs after the partition).
 Reply      {applied changes, then per entry to dead-letter: kind, entry id, key, detail}; kind 'W': the key
            is not a hash (detail: its type), nothing of the entry written here; kind 'F': Redis refused one of
            its writes (a counter past 2^63; detail: the error), what the entry wrote before stays, as
