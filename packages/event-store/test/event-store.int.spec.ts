@@ -710,6 +710,25 @@ describe('regressions: Redis refuses an append', () => {
     ).toBe(0);
   });
 
+  it('takes back the events it wrote when a later XADD of the call is refused (room for one more id only)', async () => {
+    const { streams, store } = isolated();
+    await ctx.redis.xadd(streams.updates, '1-1', 'n', '1');
+    await ctx.redis.call('XSETID', streams.updates, '18446744073709551615-18446744073709551614');
+    const error = await rejection(
+      store.append(streams.updates, [register('1', 'A', 'e1'), register('2', 'B', 'e2'), register('3', 'C')]),
+    );
+    expect(error).toBeInstanceOf(AppendRejectedError);
+    expect(String(error)).toContain('exhausted the last possible ID');
+    expect((await ctx.redis.xrange(streams.updates, '-', '+')).map(([id]) => id)).toEqual(['1-1']);
+    expect(
+      await ctx.redis.exists(
+        eventStoreKeys.versions(streams.updates),
+        eventStoreKeys.eventIds(streams.updates),
+        eventStoreKeys.eventIdsByAge(streams.updates),
+      ),
+    ).toBe(0);
+  });
+
   it('writes nothing when a bookkeeping key has the wrong type', async () => {
     const { streams, store } = isolated();
     await ctx.redis.set(eventStoreKeys.versions(streams.updates), 'x');

@@ -55,7 +55,8 @@ end
 
 -- Every write below must succeed once started (a script error keeps what it wrote). A key of another
 -- type fails the call before its first write: the versions and the ids' hash are read (HMGET) before
--- it, the stream's first XADD is that first write, and the age set, written after the XADDs, is
+-- it, the stream's first XADD is that first write (a later one refused takes the call's entries
+-- back, see `added`), and the age set, written after the XADDs, is
 -- checked first. Only a call with ids touches the ids' keys (and trims their window): an append
 -- without ids costs no more than the XADDs and the counts.
 local wanted = { 'stream', 'hash', 'hash', 'zset' }
@@ -148,7 +149,9 @@ for i = 1, count do
 end
 
 local entryIds, duplicates, eventVersions = {}, {}, {}
-local firstWrite = true
+-- This call's entries so far: a refused XADD takes them back (only a stream at the end of its id
+-- space refuses a later XADD than the first), so the call stays all or nothing.
+local added = {}
 -- Written after the loop, a call per 1000 at most: the ids remembered (hash and age), each subject's new count.
 local idPairs, agePairs = {}, {}
 for i = 1, count do
@@ -161,15 +164,13 @@ for i = 1, count do
     entryId = entryIds[event.sameBatchAs]
   else
     duplicate = 0
-    if firstWrite then
-      -- Nothing is written yet: a stream key of another type fails the call here, whole.
-      entryId = redis.pcall('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
-      local refused = refusal(1, entryId)
-      if refused then return refused end
-      firstWrite = false
-    else
-      entryId = redis.call('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
+    -- Before the first XADD nothing is written: a stream key of another type fails the call here, whole.
+    entryId = redis.pcall('XADD', KEYS[1], '*', unpack(A, event.first, event.last))
+    if type(entryId) == 'table' then
+      for first = 1, #added, 1000 do redis.call('XDEL', KEYS[1], unpack(added, first, math.min(first + 999, #added))) end
+      return refusal(1, entryId)
     end
+    added[#added + 1] = entryId
     if event.id ~= '' then
       idPairs[#idPairs + 1] = event.id
       idPairs[#idPairs + 1] = entryId
