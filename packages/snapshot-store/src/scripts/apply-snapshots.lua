@@ -35,7 +35,7 @@ ARGV[8]    optional: the cursor the batch was checked against (its entries are p
 Reply      {applied changes, then per entry to dead-letter: kind, entry id, key, detail}; kind 'W': the key
            is not a hash (detail: its type), nothing of the entry written here; kind 'F': Redis refused one of
            its writes (a counter past 2^63; detail: the error), what the entry wrote before stays, as
-           apply-entries.lua's failedEntry does, and its later changes here are not applied
+           tryChange (includes/snapshot-ops.lua) counts it, and its later changes here are not applied
 ]]
 local A = cjson.decode(ARGV[4])
 local K = KEYS
@@ -79,7 +79,12 @@ for _, key in ipairs(K) do
 end
 
 local applied = 0
+-- The entries for the bookkeeping step to dead-letter, four items each (see Reply).
 local refused = {}
+local function refuse(kind, entryId, key, detail)
+  local n = #refused
+  refused[n + 1], refused[n + 2], refused[n + 3], refused[n + 4] = kind, entryId, key, detail
+end
 local lastFor = {}
 local pos = 1
 for _ = 1, tonumber(ARGV[3]) do
@@ -95,27 +100,24 @@ for _ = 1, tonumber(ARGV[3]) do
     if not isHashOrNone(key) then wrong = key end
   end
   if wrong then
-    for _, item in ipairs({ 'W', entryId, wrong, keyType(wrong) }) do refused[#refused + 1] = item end
+    refuse('W', entryId, wrong, keyType(wrong))
   else
     local failed = false
     for _, change in ipairs(changes) do
       local upTo = rebuiltUpTo[change.key] or appliedUpTo[change.key]
-      local before = refusedBefore[change.key] and refusedBefore[change.key][entryId]
-      if before and not failed then
+      local refusedEarlier = refusedBefore[change.key] and refusedBefore[change.key][entryId]
+      if refusedEarlier and not failed then
         -- Refused here by an earlier call whose bookkeeping did not happen: refused again, not applied.
-        for _, item in ipairs({ 'F', entryId, change.key, before }) do refused[#refused + 1] = item end
+        refuse('F', entryId, change.key, refusedEarlier)
         failed = true
       elseif not failed and (not upTo or compareIds(entryId, upTo) > 0) then
-        -- Raised, the error would end the script with earlier entries written but no marker saying so.
-        local writesBefore = writes
-        local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
-        if ok then
+        local failure = tryChange(change.key, change.opCount, change.pos, entryId)
+        if not failure then
           applied = applied + 1
         else
-          if writes > writesBefore then revisions[change.key] = (revisions[change.key] or 0) + 1 end
-          for _, item in ipairs({ 'F', entryId, change.key, tostring(failure) }) do refused[#refused + 1] = item end
+          refuse('F', entryId, change.key, failure)
           refusedBefore[change.key] = refusedBefore[change.key] or {}
-          refusedBefore[change.key][entryId] = tostring(failure)
+          refusedBefore[change.key][entryId] = failure
           failed = true
         end
       end

@@ -30,13 +30,11 @@ local function deadLetter(entryId, reason, fieldsJson)
   redis.call('XADD', deadLetterKey, '*', unpack(letter))
 end
 
--- An entry whose write Redis refused with another error than WRONGTYPE (a counter past 2^63):
--- raising it would end the script with the batch's earlier entries written but not their cursor,
--- and every retry would apply them again. It is dead-lettered instead; what it wrote before the
--- failing op stays (Redis cannot take it back) and counts as a change of that snapshot.
-local function failedEntry(entryId, key, writesBefore, failure)
-  if writes > writesBefore then revisions[key] = (revisions[key] or 0) + 1 end
-  deadLetter(entryId, 'RS_APPLY_FAILED: ' .. tostring(failure), '[]')
+-- An entry whose write Redis refused with another error than WRONGTYPE (a counter past 2^63, see
+-- tryChange): raising it would leave the batch's earlier entries written but not their cursor, and
+-- every retry would apply them again. It is dead-lettered instead.
+local function failedEntry(entryId, failure)
+  deadLetter(entryId, 'RS_APPLY_FAILED: ' .. failure, '[]')
 end
 
 -- Applies `count` entries from A[pos] on past `cursor`. `contiguous`: consecutive entries of the
@@ -83,16 +81,15 @@ local function applyEntries(pos, count, cursor, contiguous, partitioned)
         -- One change (the usual case): its first op is a hash command on its key, so a key of another
         -- type fails before anything is written. Catching that costs less than a TYPE per entry.
         local change = changes[1]
-        local before = writes
-        local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
-        if ok then
+        local failure, wrote = tryChange(change.key, change.opCount, change.pos, entryId)
+        if not failure then
           applied = applied + 1
-        elseif writes == before and string.find(tostring(failure), 'WRONGTYPE', 1, true) then
+        elseif not wrote and string.find(failure, 'WRONGTYPE', 1, true) then
           revisions[change.key] = nil
           deadLetter(entryId, 'RS_SNAPSHOT_KEY_WRONGTYPE: ' .. change.key .. ' is a ' .. keyType(change.key) .. ', not a hash', '[]')
           deadLettered = deadLettered + 1
         else
-          failedEntry(entryId, change.key, before, failure)
+          failedEntry(entryId, failure)
           deadLettered = deadLettered + 1
         end
       elseif isNew and wrongKey then
@@ -101,10 +98,9 @@ local function applyEntries(pos, count, cursor, contiguous, partitioned)
       elseif isNew then
         local failed = false
         for _, change in ipairs(changes) do
-          local before = writes
-          local ok, failure = pcall(applyChange, change.key, change.opCount, change.pos, entryId)
-          if not ok then
-            failedEntry(entryId, change.key, before, failure)
+          local failure = tryChange(change.key, change.opCount, change.pos, entryId)
+          if failure then
+            failedEntry(entryId, failure)
             failed = true
             break
           end

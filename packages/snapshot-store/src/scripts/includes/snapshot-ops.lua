@@ -67,6 +67,19 @@ local function applyChange(key, opCount, pos, entryId)
   return pos
 end
 
+-- Applies one change, catching a write Redis refuses (a counter past 2^63): raised, the error would end
+-- the script with earlier entries written but not recorded. Returns nil, or the error as text and
+-- whether the change wrote anything before it; that stays (Redis cannot take it back) and counts as a
+-- change of the snapshot.
+local function tryChange(key, opCount, pos, entryId)
+  local before = writes
+  local ok, failure = pcall(applyChange, key, opCount, pos, entryId)
+  if ok then return nil end
+  local wrote = writes > before
+  if wrote then revisions[key] = (revisions[key] or 0) + 1 end
+  return tostring(failure), wrote
+end
+
 local function skipOps(pos, opCount)
   for _ = 1, opCount do
     local op = A[pos]
